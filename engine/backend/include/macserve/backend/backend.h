@@ -1,0 +1,63 @@
+// Backend: device memory and the model's ops on Tensor views. The model forward is written once
+// against this interface; CpuBackend runs it in float32 (the oracle), CudaBackend on the GPU.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "macserve/core/tensor.h"
+#include "macserve/kernels/paged_kv.h"
+#include "macserve/kernels/rope.h"
+
+namespace macserve::backend {
+
+// Per-step attention metadata (device copies of the step's block tables etc.).
+struct AttentionMeta {
+  Tensor query_start;   // [num_seqs + 1] i32
+  Tensor context_lens;  // [num_seqs] i32
+  Tensor block_tables;  // [num_seqs, max_blocks_per_seq] i32
+  Tensor slot_mapping;  // [num_tokens] i64
+  Tensor positions;     // [num_tokens] i32
+  int64_t num_seqs = 0;
+  int64_t max_blocks_per_seq = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+
+  // ---- memory --------------------------------------------------------------------------------
+  virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;
+  // Host float32 -> backend tensor of the backend's weight dtype (f32 on CPU, bf16 on CUDA).
+  virtual Tensor upload_weight(const Tensor& host) = 0;
+  virtual void copy_to_host(const Tensor& src, void* dst) = 0;
+  virtual void copy_from_host(const void* src, const Tensor& dst) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- ops (shapes in kernels/include/macserve/kernels/*.h) -----------------------------------
+  virtual void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
+  // With residual: residual += x, out = norm(residual). Without: out = norm(x).
+  virtual void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight,
+                        const Tensor& out, float eps) = 0;
+  virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
+  virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
+                    const Tensor& inv_freq) = 0;
+  virtual void swiglu(const Tensor& gate_up, const Tensor& out) = 0;
+  virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
+  virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                        const Tensor& v_cache, const AttentionMeta& meta,
+                        const kernels::PagedKvLayout& layout) = 0;
+  virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                               const Tensor& out, const AttentionMeta& meta,
+                               const kernels::PagedKvLayout& layout, float scale) = 0;
+  // out[i, :] = x[rows[i], :]
+  virtual void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+// Returns nullptr with `why` filled when CUDA is not built in or no device is present.
+std::unique_ptr<Backend> make_cuda_backend(std::string* why);
+
+}  // namespace macserve::backend

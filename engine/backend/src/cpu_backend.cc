@@ -1,0 +1,102 @@
+// CpuBackend: float32 host tensors, ops straight to kernels/cpu.
+#include <cstring>
+
+#include "macserve/backend/backend.h"
+#include "macserve/core/error.h"
+#include "macserve/kernels/activation.h"
+#include "macserve/kernels/attention.h"
+#include "macserve/kernels/embedding.h"
+#include "macserve/kernels/gemm.h"
+#include "macserve/kernels/kv_write.h"
+#include "macserve/kernels/rms_norm.h"
+
+namespace macserve::backend {
+namespace {
+
+namespace k = macserve::kernels;
+
+float* f32(const Tensor& t) {
+  MACSERVE_CHECK(t.dtype() == DType::kF32, "expected F32, got {}", dtype_name(t.dtype()));
+  return t.data_as<float>();
+}
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  Device device() const override { return Device::kCpu; }
+
+  Tensor alloc(DType dtype, std::vector<int64_t> shape) override {
+    return Tensor::empty_host(dtype, std::move(shape));
+  }
+  Tensor upload_weight(const Tensor& host) override { return host; }
+  void copy_to_host(const Tensor& src, void* dst) override { std::memcpy(dst, src.data(), src.nbytes()); }
+  void copy_from_host(const void* src, const Tensor& dst) override {
+    std::memcpy(dst.data(), src, dst.nbytes());
+  }
+  void synchronize() override {}
+
+  void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
+    const int64_t vocab = table.dim(0);
+    const int32_t* id = ids.data_as<int32_t>();
+    for (int64_t i = 0; i < ids.numel(); ++i)
+      if (id[i] < 0 || id[i] >= vocab)
+        throw_error(ErrorCode::kInvalidArgument, "token id {} is outside the vocabulary (size {})", id[i], vocab);
+    k::cpu::embedding({id, f32(table), f32(out), ids.numel(), table.dim(1), vocab});
+  }
+  void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,
+                float eps) override {
+    const int64_t dim = weight.numel();
+    k::cpu::rms_norm({f32(x), residual ? f32(*residual) : nullptr, f32(weight), f32(out),
+                      x.numel() / dim, dim, eps});
+  }
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
+    const int64_t kdim = w.dim(1);
+    k::cpu::linear({f32(x), f32(w), bias ? f32(*bias) : nullptr, f32(y), x.numel() / kdim, w.dim(0), kdim});
+  }
+  void rope(const Tensor& q, const Tensor& kt, const Tensor& positions, const Tensor& inv_freq) override {
+    const int64_t head_dim = q.dim(-1);
+    k::cpu::rope({f32(q), f32(kt), positions.data_as<int32_t>(), f32(inv_freq), positions.numel(),
+                  q.dim(-2), kt.dim(-2), head_dim});
+  }
+  void swiglu(const Tensor& gate_up, const Tensor& out) override {
+    const int64_t inter = gate_up.dim(-1) / 2;
+    k::cpu::swiglu({f32(gate_up), f32(out), gate_up.numel() / (2 * inter), inter});
+  }
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    k::cpu::add({f32(a), f32(b), f32(out), a.numel()});
+  }
+  void kv_write(const Tensor& kt, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
+                const AttentionMeta& meta, const k::PagedKvLayout& layout) override {
+    k::cpu::kv_write({f32(kt), f32(v), f32(k_cache), f32(v_cache), meta.slot_mapping.data_as<int64_t>(),
+                      meta.slot_mapping.numel(), layout});
+  }
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
+                       const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale) override {
+    k::PagedAttentionParams p{};
+    p.q = f32(q);
+    p.k_cache = f32(k_cache);
+    p.v_cache = f32(v_cache);
+    p.out = f32(out);
+    p.query_start = meta.query_start.data_as<int32_t>();
+    p.context_lens = meta.context_lens.data_as<int32_t>();
+    p.block_tables = meta.block_tables.data_as<int32_t>();
+    p.num_seqs = meta.num_seqs;
+    p.max_blocks_per_seq = meta.max_blocks_per_seq;
+    p.num_q_heads = q.dim(-2);
+    p.scale = scale;
+    p.layout = layout;
+    k::cpu::paged_attention(p);
+  }
+  void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
+    const int64_t width = x.numel() / x.dim(0);
+    const int32_t* r = rows.data_as<int32_t>();
+    for (int64_t i = 0; i < rows.numel(); ++i)
+      std::memcpy(f32(out) + i * width, f32(x) + static_cast<int64_t>(r[i]) * width, sizeof(float) * width);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace macserve::backend

@@ -1,0 +1,1 @@
+#include "macserve/tokenizer/tokenizer.h"

@@ -1,0 +1,31 @@
+// Where tests find ../shared (models, tokenizers, goldens) and the repo's fixtures.
+#pragma once
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace macserve::testing {
+
+inline std::string shared_dir() {
+  if (const char* env = std::getenv("MACSERVE_SHARED_DIR")) return env;
+  return MACSERVE_SHARED_DIR_DEFAULT;
+}
+
+inline std::string models_dir() {
+  if (const char* env = std::getenv("MACSERVE_TEST_MODELS")) return env;
+  return shared_dir() + "/models";
+}
+
+inline std::string fixtures_dir() { return std::string(MACSERVE_SOURCE_DIR) + "/tests/fixtures"; }
+
+inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+}  // namespace macserve::testing
+
+// Skips the current test with a clear message when a path is missing.
+#define MACSERVE_REQUIRE_PATH(p)                                                     \
+  do {                                                                               \
+    if (!::macserve::testing::exists(p)) GTEST_SKIP() << "test data not found: " << (p) \
+                                                      << " (set MACSERVE_SHARED_DIR)"; \
+  } while (0)
