@@ -1,1 +1,31 @@
-int main() { return 0; }
+// macserve: command-line entry. Subcommands: generate (more arrive with the server issues).
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+
+#include "generate_command.h"
+#include "macserve/core/error.h"
+#include "macserve/core/logging.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"macserve: LLM inference with MAC-Attention"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
+  int exit_code = 0;
+  macserve::server::add_generate_command(app, exit_code);
+  app.parse_complete_callback([&] { macserve::init_logging(log_level); });
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const macserve::Error& e) {
+    std::fprintf(stderr, "macserve: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "macserve: internal error: %s\n", e.what());
+    return 2;
+  }
+  return exit_code;
+}

@@ -1,1 +1,160 @@
-// placeholder until the engine lands
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "macserve/core/error.h"
+#include "macserve/engine/engine.h"
+#include "engine_impl.h"
+
+namespace macserve::engine {
+namespace {
+
+double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// EOS ids: the tokenizer's, the config's, and generation_config.json's (which may list several).
+std::vector<int32_t> collect_eos(const std::string& model_path, const ModelConfig& cfg,
+                                 const tokenizer::Tokenizer& tok) {
+  std::vector<int32_t> ids;
+  auto add = [&](int64_t id) {
+    if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(static_cast<int32_t>(id));
+  };
+  add(tok.eos_id());
+  add(cfg.eos_token_id);
+  const auto gen = std::filesystem::path(model_path) / "generation_config.json";
+  std::ifstream f(gen);
+  if (f) {
+    const auto j = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("eos_token_id")) {
+      const auto& e = j["eos_token_id"];
+      if (e.is_number_integer()) add(e.get<int64_t>());
+      if (e.is_array())
+        for (const auto& v : e) if (v.is_number_integer()) add(v.get<int64_t>());
+    }
+  }
+  return ids;
+}
+
+}  // namespace
+
+EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
+  if (cfg.device == "cuda") {
+    std::string why;
+    backend_ = backend::make_cuda_backend(&why);
+    if (!backend_) throw_error(ErrorCode::kUnsupported, "--device cuda: {}", why);
+  } else if (cfg.device == "cpu" || cfg.device == "auto") {
+    backend_ = backend::make_cpu_backend();
+  } else {
+    throw_error(ErrorCode::kInvalidArgument, "unknown device '{}' (cpu|cuda|auto)", cfg.device);
+  }
+  const auto t0 = Clock::now();
+  models::Checkpoint ckpt = models::load_checkpoint(cfg.model_path, models::parse_load_format(cfg.load_format),
+                                                    cfg.dummy_seed);
+  tokenizer_ = ckpt.gguf_vocab ? tokenizer::tokenizer_from_vocab(*ckpt.gguf_vocab)
+                               : tokenizer::load_tokenizer(std::filesystem::is_directory(ckpt.path)
+                                                               ? ckpt.path
+                                                               : std::filesystem::path(ckpt.path).parent_path().string());
+  const std::string path = ckpt.path;
+  model_ = models::create_model(std::move(ckpt), *backend_);
+  const ModelConfig& mc = model_->config();
+  if (tokenizer_->vocab_size() > mc.vocab_size)
+    throw_error(ErrorCode::kInvalidModel, "{}: tokenizer has {} tokens but the model's vocabulary is {}", path,
+                tokenizer_->vocab_size(), mc.vocab_size);
+  eos_ids_ = collect_eos(path, mc, *tokenizer_);
+  max_model_len_ = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position_embeddings)
+                                         : mc.max_position_embeddings;
+  int64_t kv_tokens = cfg.kv_cache_tokens;
+  if (kv_tokens <= 0) {  // default: every sequence at full length, capped at 1 GiB of KV
+    const int64_t cap = (int64_t{1} << 30) / cache::KvPool::bytes_per_token(mc, 4);
+    kv_tokens = std::min(cfg.max_num_seqs * max_model_len_, std::max(cap, max_model_len_));
+  }
+  if (kv_tokens < max_model_len_)
+    throw_error(ErrorCode::kInvalidArgument, "--kv-cache-tokens {} is smaller than the context length {}",
+                kv_tokens, max_model_len_);
+  const int64_t num_blocks = (kv_tokens + cfg.block_size - 1) / cfg.block_size;
+  kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size);
+  blocks_ = std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size);
+  scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens});
+  runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_);
+  spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
+               "context {}, device {}, ready in {:.2f} s",
+               path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,
+               cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(),
+               seconds(t0, Clock::now()));
+  thread_ = std::thread([this] { loop(); });
+}
+
+std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
+  return std::make_unique<EngineImpl>(config);
+}
+
+void EngineImpl::fail(const std::shared_ptr<ResponseStream>& s, const std::string& why, int64_t prompt_tokens) {
+  RequestOutput out;
+  out.finished = true;
+  out.finish_reason = FinishReason::kError;
+  out.error = why;
+  out.prompt_tokens = prompt_tokens;
+  s->push(std::move(out));
+}
+
+std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
+  auto stream = std::make_shared<ResponseStream>();
+  const auto n = static_cast<int64_t>(request.prompt_ids.size());
+  try {
+    request.params.validate();
+  } catch (const Error& e) {
+    fail(stream, e.what(), n);
+    return stream;
+  }
+  if (n == 0) {
+    fail(stream, "the prompt is empty", n);
+    return stream;
+  }
+  for (int32_t id : request.prompt_ids) {
+    if (id < 0 || id >= model_->config().vocab_size) {
+      fail(stream, fmt::format("prompt token id {} is outside the vocabulary", id), n);
+      return stream;
+    }
+  }
+  if (n + request.params.max_tokens > max_model_len_) {
+    fail(stream, fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context length {}", n,
+                             request.params.max_tokens, max_model_len_), n);
+    return stream;
+  }
+  std::lock_guard lock(mu_);
+  if (stop_) {
+    fail(stream, "the engine is shutting down", n);
+    return stream;
+  }
+  if (static_cast<int64_t>(inbox_.size()) + stats_.num_waiting >= cfg_.max_queued_requests) {
+    fail(stream, "too many queued requests", n);
+    return stream;
+  }
+  // Unseeded requests get distinct random streams derived from the engine's default seed.
+  const uint64_t fallback_seed = cfg_.default_seed + 0x9e3779b97f4a7c15ull * ++num_submitted_;
+  inbox_.push_back(std::make_unique<Sequence>(std::move(request), stream, *tokenizer_, fallback_seed));
+  cv_.notify_one();
+  return stream;
+}
+
+EngineStats EngineImpl::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void EngineImpl::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace macserve::engine

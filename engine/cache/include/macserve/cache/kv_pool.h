@@ -1,0 +1,25 @@
+// KvPool: the only owner of KV memory. One K and one V tensor per layer in the paged layout of
+// kernels/paged_kv.h, sized from a token budget.
+#pragma once
+
+#include "macserve/backend/backend.h"
+#include "macserve/core/model_config.h"
+#include "macserve/models/step_inputs.h"
+
+namespace macserve::cache {
+
+class KvPool {
+ public:
+  KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size);
+  const models::KvCacheView& view() const { return view_; }
+  int64_t num_blocks() const { return view_.layout.num_blocks; }
+  int64_t bytes() const { return bytes_; }
+  // Bytes of K+V for one token across all layers (float32 on the CPU backend).
+  static int64_t bytes_per_token(const ModelConfig& config, int64_t dtype_bytes);
+
+ private:
+  models::KvCacheView view_;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace macserve::cache

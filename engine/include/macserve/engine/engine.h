@@ -1,0 +1,60 @@
+// Engine: the facade every front end uses. submit(Request) returns a ResponseStream that yields
+// text deltas as the engine thread produces them. One engine thread owns all scheduling state.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "macserve/core/model_config.h"
+#include "macserve/engine/request.h"
+#include "macserve/tokenizer/tokenizer.h"
+
+namespace macserve::engine {
+
+struct EngineConfig {
+  std::string model_path;              // HF directory or .gguf file
+  std::string load_format = "auto";    // auto|safetensors|gguf|dummy
+  std::string device = "cpu";          // cpu|cuda|auto
+  uint64_t dummy_seed = 0;
+  int64_t block_size = 16;
+  int64_t kv_cache_tokens = 0;         // 0: max_num_seqs x context length, capped at 1 GiB of KV
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  int64_t max_queued_requests = 1024;
+  int64_t max_model_len = 0;           // 0: the model's max_position_embeddings
+  uint64_t default_seed = 0;           // random stream of requests without a seed
+};
+
+struct EngineStats {
+  int64_t num_running = 0;
+  int64_t num_waiting = 0;
+  int64_t num_free_blocks = 0;
+  int64_t num_blocks = 0;
+  int64_t num_preemptions = 0;
+  int64_t prompt_tokens = 0;
+  int64_t generation_tokens = 0;
+  int64_t num_steps = 0;
+};
+
+class Engine {
+ public:
+  // Loads the model and tokenizer and starts the engine thread. Throws macserve::Error.
+  static std::unique_ptr<Engine> create(const EngineConfig& config);
+  virtual ~Engine() = default;
+
+  // Never blocks on the model. A request the engine cannot take (queue full, prompt too long, bad
+  // parameters) yields a stream whose only output is finished with an error.
+  virtual std::shared_ptr<ResponseStream> submit(Request request) = 0;
+
+  virtual const tokenizer::Tokenizer& tokenizer() const = 0;
+  virtual const ModelConfig& model_config() const = 0;
+  virtual int64_t max_model_len() const = 0;
+  virtual EngineStats stats() const = 0;
+  virtual std::string device_name() const = 0;
+  // Stops the engine thread; running requests finish with reason abort.
+  virtual void shutdown() = 0;
+};
+
+}  // namespace macserve::engine

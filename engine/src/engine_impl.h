@@ -1,0 +1,62 @@
+// EngineImpl: owns the model, KV pool, block manager, scheduler and the engine thread. Front ends
+// talk to it only through submit() (a locked inbox) and ResponseStream.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "macserve/engine/engine.h"
+#include "model_runner.h"
+
+namespace macserve::engine {
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(const EngineConfig& cfg);
+  ~EngineImpl() override { shutdown(); }
+
+  std::shared_ptr<ResponseStream> submit(Request request) override;
+  const tokenizer::Tokenizer& tokenizer() const override { return *tokenizer_; }
+  const ModelConfig& model_config() const override { return model_->config(); }
+  int64_t max_model_len() const override { return max_model_len_; }
+  EngineStats stats() const override;
+  std::string device_name() const override { return backend_->name(); }
+  void shutdown() override;
+
+ private:
+  void loop();
+  void drain_inbox();
+  void reap_cancelled();
+  void step();
+  void on_token(Sequence& seq, const sampling::SampleResult& r);
+  void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
+  void fail(const std::shared_ptr<ResponseStream>& s, const std::string& why, int64_t prompt_tokens);
+
+  EngineConfig cfg_;
+  std::unique_ptr<backend::Backend> backend_;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
+  std::unique_ptr<models::Model> model_;
+  std::unique_ptr<cache::KvPool> kv_;
+  std::unique_ptr<cache::BlockManager> blocks_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::vector<int32_t> eos_ids_;
+  int64_t max_model_len_ = 0;
+
+  // Engine-thread state.
+  std::vector<std::unique_ptr<Sequence>> live_;
+
+  // Shared with front ends.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Sequence>> inbox_;
+  bool stop_ = false;
+  uint64_t num_submitted_ = 0;
+  mutable EngineStats stats_;
+  std::thread thread_;
+};
+
+}  // namespace macserve::engine

@@ -1,0 +1,48 @@
+#include "macserve/engine/request.h"
+
+namespace macserve::engine {
+
+const char* to_string(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kNone: return "none";
+    case FinishReason::kStop: return "stop";
+    case FinishReason::kLength: return "length";
+    case FinishReason::kAbort: return "abort";
+    case FinishReason::kError: return "error";
+  }
+  return "none";
+}
+
+bool ResponseStream::next(RequestOutput& out) {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return !queue_.empty() || (done_ && queue_.empty()); });
+  if (queue_.empty()) {
+    drained_ = true;
+    return false;
+  }
+  out = std::move(queue_.front());
+  queue_.pop_front();
+  return true;
+}
+
+void ResponseStream::cancel() {
+  std::lock_guard lock(mu_);
+  cancelled_ = true;
+}
+
+bool ResponseStream::is_cancelled() const {
+  std::lock_guard lock(mu_);
+  return cancelled_;
+}
+
+void ResponseStream::push(RequestOutput out) {
+  {
+    std::lock_guard lock(mu_);
+    if (done_) return;
+    done_ = out.finished;
+    queue_.push_back(std::move(out));
+  }
+  cv_.notify_all();
+}
+
+}  // namespace macserve::engine

@@ -1,0 +1,47 @@
+// LlamaModel: the one decoder implementation behind LlamaForCausalLM, Qwen2ForCausalLM and
+// Qwen3ForCausalLM. Weights live on the backend; activations in a workspace that grows to the
+// largest step seen.
+#pragma once
+
+#include <vector>
+
+#include "macserve/models/model.h"
+
+namespace macserve::models {
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(Checkpoint ckpt, backend::Backend& backend);
+  const ModelConfig& config() const override { return config_; }
+  Tensor forward(const StepInputs& inputs, const KvCacheView& kv) override;
+  int64_t weight_bytes() const override;
+
+ private:
+  struct Layer {
+    Tensor input_norm, post_attn_norm;  // [hidden]
+    Tensor wq, wk, wv, wo;              // [q_size|kv_size, hidden], wo [hidden, q_size]
+    Tensor bq, bk, bv;                  // Qwen2 only
+    Tensor q_norm, k_norm;              // [head_dim], Qwen3 only
+    Tensor w_gate_up;                   // [2 * intermediate, hidden]: gate rows then up rows
+    Tensor w_down;                      // [hidden, intermediate]
+  };
+
+  Tensor fuse_gate_up(const Tensor& gate, const Tensor& up);
+  void validate(const StepInputs& in, const KvCacheView& kv) const;
+  void ensure_workspace(int64_t num_tokens, int64_t num_logits);
+  void upload_inputs(const StepInputs& in);
+
+  ModelConfig config_;
+  backend::Backend& be_;
+  Tensor embed_, final_norm_, lm_head_, inv_freq_;
+  std::vector<Layer> layers_;
+
+  // Workspace, sized for the largest step so far.
+  int64_t ws_tokens_ = 0, ws_logits_ = 0;
+  Tensor residual_, normed_, q_, k_, v_, attn_, proj_, gate_up_, act_, ids_;
+  Tensor last_hidden_, logits_, logits_rows_;
+  backend::AttentionMeta meta_;       // backing storage
+  backend::AttentionMeta step_meta_;  // views for the current step
+};
+
+}  // namespace macserve::models

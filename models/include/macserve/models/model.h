@@ -1,0 +1,34 @@
+// Model: a decoder-only transformer (Llama, Qwen2, Qwen3 families) whose forward runs on a Backend.
+// create_model() picks the implementation from config.json's `architectures`.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "macserve/backend/backend.h"
+#include "macserve/core/model_config.h"
+#include "macserve/models/loader/checkpoint.h"
+#include "macserve/models/step_inputs.h"
+
+namespace macserve::models {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  // One step over the batch: writes this step's K/V into `kv` and returns the logits of
+  // inputs.logits_rows as a backend tensor [num_logits_rows, vocab_size] (valid until the next call).
+  virtual Tensor forward(const StepInputs& inputs, const KvCacheView& kv) = 0;
+  // Bytes of weights resident on the backend.
+  virtual int64_t weight_bytes() const = 0;
+};
+
+// Architectures create_model() accepts.
+std::vector<std::string> supported_architectures();
+
+// Moves the checkpoint's weights onto `backend` (the checkpoint may be dropped afterwards).
+// Throws Error(kUnsupported) for an unknown architecture, naming it and the supported ones.
+std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& backend);
+
+}  // namespace macserve::models

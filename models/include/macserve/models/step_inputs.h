@@ -1,0 +1,34 @@
+// StepInputs: everything one model step needs, made explicit (no global "current batch"). The
+// runner builds it from the scheduler's decision; layers never see a request or a sequence.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "macserve/core/tensor.h"
+#include "macserve/kernels/paged_kv.h"
+
+namespace macserve::models {
+
+struct StepInputs {
+  std::vector<int32_t> token_ids;     // [num_tokens]: each sequence's new tokens, sequence after sequence
+  std::vector<int32_t> positions;     // [num_tokens]
+  std::vector<int64_t> slot_mapping;  // [num_tokens]: KV slot each token's K/V is written to
+  std::vector<int32_t> query_start;   // [num_seqs + 1]
+  std::vector<int32_t> context_lens;  // [num_seqs]: KV length after this step
+  std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq], padded with 0
+  int64_t max_blocks_per_seq = 0;
+  std::vector<int32_t> logits_rows;   // token rows whose logits are wanted (usually each seq's last)
+
+  int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
+  int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
+};
+
+// The paged KV cache of every layer, owned by the KV pool; the model only reads and writes it.
+struct KvCacheView {
+  std::vector<Tensor> k;  // per layer: [num_blocks, num_kv_heads, block_size, head_dim]
+  std::vector<Tensor> v;
+  kernels::PagedKvLayout layout{};
+};
+
+}  // namespace macserve::models

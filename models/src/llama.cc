@@ -1,0 +1,217 @@
+// The Llama-family decoder: Llama 2/3/3.1, Qwen2 (q/k/v biases) and Qwen3 (per-head q/k RMSNorm,
+// head_dim from config) differ only in the flags of ModelConfig. forward() reads top to bottom like
+// the architecture: embed -> N x (norm, attention, norm, SwiGLU MLP) -> norm -> logits.
+#include "macserve/models/llama.h"
+
+#include <cmath>
+
+#include "macserve/core/error.h"
+
+namespace macserve::models {
+namespace {
+
+Tensor take(Checkpoint& ckpt, const std::string& name, backend::Backend& be) {
+  auto it = ckpt.weights.find(name);
+  if (it == ckpt.weights.end())
+    throw_error(ErrorCode::kInvalidModel, "{}: missing tensor '{}'", ckpt.path, name);
+  Tensor t = be.upload_weight(it->second);
+  ckpt.weights.erase(it);  // release host memory as we go
+  return t;
+}
+
+kernels::RopeScalingType to_kernel(RopeScaling s) {
+  switch (s) {
+    case RopeScaling::kNone: return kernels::RopeScalingType::kNone;
+    case RopeScaling::kLlama3: return kernels::RopeScalingType::kLlama3;
+    case RopeScaling::kLinear: return kernels::RopeScalingType::kLinear;
+  }
+  return kernels::RopeScalingType::kNone;
+}
+
+}  // namespace
+
+LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be) : config_(ckpt.config), be_(be) {
+  const ModelConfig& c = config_;
+  embed_ = take(ckpt, "model.embed_tokens.weight", be);
+  layers_.resize(static_cast<std::size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    Layer& L = layers_[static_cast<std::size_t>(i)];
+    L.input_norm = take(ckpt, p + "input_layernorm.weight", be);
+    L.post_attn_norm = take(ckpt, p + "post_attention_layernorm.weight", be);
+    L.wq = take(ckpt, p + "self_attn.q_proj.weight", be);
+    L.wk = take(ckpt, p + "self_attn.k_proj.weight", be);
+    L.wv = take(ckpt, p + "self_attn.v_proj.weight", be);
+    L.wo = take(ckpt, p + "self_attn.o_proj.weight", be);
+    if (c.attention_bias) {
+      L.bq = take(ckpt, p + "self_attn.q_proj.bias", be);
+      L.bk = take(ckpt, p + "self_attn.k_proj.bias", be);
+      L.bv = take(ckpt, p + "self_attn.v_proj.bias", be);
+    }
+    if (c.qk_norm) {
+      L.q_norm = take(ckpt, p + "self_attn.q_norm.weight", be);
+      L.k_norm = take(ckpt, p + "self_attn.k_norm.weight", be);
+    }
+    L.w_gate_up = fuse_gate_up(take(ckpt, p + "mlp.gate_proj.weight", be),
+                               take(ckpt, p + "mlp.up_proj.weight", be));
+    L.w_down = take(ckpt, p + "mlp.down_proj.weight", be);
+  }
+  final_norm_ = take(ckpt, "model.norm.weight", be);
+  lm_head_ = c.tie_word_embeddings ? embed_ : take(ckpt, "lm_head.weight", be);
+
+  kernels::RopeFreqParams rp{c.head_dim, c.rope_theta, to_kernel(c.rope_scaling), c.rope_factor,
+                             c.rope_low_freq_factor, c.rope_high_freq_factor,
+                             c.rope_original_max_position};
+  Tensor host_freq = Tensor::empty_host(DType::kF32, {c.head_dim / 2});
+  kernels::cpu::rope_inv_freq(rp, host_freq.data_as<float>());
+  inv_freq_ = be.alloc(DType::kF32, {c.head_dim / 2});
+  be.copy_from_host(host_freq.data(), inv_freq_);
+}
+
+// [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side.
+Tensor LlamaModel::fuse_gate_up(const Tensor& gate, const Tensor& up) {
+  const int64_t inter = gate.dim(0);
+  const int64_t hidden = gate.dim(1);
+  Tensor host = Tensor::empty_host(DType::kF32, {2 * inter, hidden});
+  be_.copy_to_host(gate, host.data_as<float>());
+  be_.copy_to_host(up, host.data_as<float>() + inter * hidden);
+  Tensor fused = be_.alloc(DType::kF32, {2 * inter, hidden});
+  be_.copy_from_host(host.data(), fused);
+  return fused;
+}
+
+int64_t LlamaModel::weight_bytes() const {
+  int64_t total = embed_.nbytes() + final_norm_.nbytes();
+  if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
+  for (const Layer& L : layers_) {
+    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk,
+                            &L.bv, &L.q_norm, &L.k_norm, &L.w_gate_up, &L.w_down})
+      if (t->defined()) total += static_cast<int64_t>(t->nbytes());
+  }
+  return total;
+}
+
+void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
+  const ModelConfig& c = config_;
+  if (num_tokens > ws_tokens_) {
+    ws_tokens_ = num_tokens;
+    residual_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
+    normed_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
+    q_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
+    k_ = be_.alloc(DType::kF32, {num_tokens, c.num_kv_heads, c.head_dim});
+    v_ = be_.alloc(DType::kF32, {num_tokens, c.num_kv_heads, c.head_dim});
+    attn_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
+    proj_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
+    gate_up_ = be_.alloc(DType::kF32, {num_tokens, 2 * c.intermediate_size});
+    act_ = be_.alloc(DType::kF32, {num_tokens, c.intermediate_size});
+    ids_ = be_.alloc(DType::kI32, {num_tokens});
+    meta_.positions = be_.alloc(DType::kI32, {num_tokens});
+    meta_.slot_mapping = be_.alloc(DType::kI64, {num_tokens});
+  }
+  if (num_logits > ws_logits_) {
+    ws_logits_ = num_logits;
+    last_hidden_ = be_.alloc(DType::kF32, {num_logits, c.hidden_size});
+    logits_ = be_.alloc(DType::kF32, {num_logits, c.vocab_size});
+    logits_rows_ = be_.alloc(DType::kI32, {num_logits});
+  }
+}
+
+// Copies the step's host metadata into backend tensors sized for this step.
+void LlamaModel::upload_inputs(const StepInputs& in) {
+  const int64_t T = in.num_tokens();
+  auto put = [&](const auto& vec, Tensor& dst, DType dtype, std::vector<int64_t> shape) {
+    if (!dst.defined() || dst.numel() < static_cast<int64_t>(vec.size()) || dst.dtype() != dtype)
+      dst = be_.alloc(dtype, {static_cast<int64_t>(vec.size())});
+    Tensor view = dst.reshape({dst.numel()}).slice_rows(0, static_cast<int64_t>(vec.size())).reshape(shape);
+    if (!vec.empty()) be_.copy_from_host(vec.data(), view);
+    return view;
+  };
+  Tensor ids_view = ids_.slice_rows(0, T);
+  be_.copy_from_host(in.token_ids.data(), ids_view);
+  step_meta_.positions = meta_.positions.slice_rows(0, T);
+  be_.copy_from_host(in.positions.data(), step_meta_.positions);
+  step_meta_.slot_mapping = meta_.slot_mapping.slice_rows(0, T);
+  be_.copy_from_host(in.slot_mapping.data(), step_meta_.slot_mapping);
+  step_meta_.query_start = put(in.query_start, meta_.query_start, DType::kI32, {in.num_seqs() + 1});
+  step_meta_.context_lens = put(in.context_lens, meta_.context_lens, DType::kI32, {in.num_seqs()});
+  step_meta_.block_tables = put(in.block_tables, meta_.block_tables, DType::kI32,
+                                {in.num_seqs(), in.max_blocks_per_seq});
+  step_meta_.num_seqs = in.num_seqs();
+  step_meta_.max_blocks_per_seq = in.max_blocks_per_seq;
+}
+
+void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
+  const int64_t T = in.num_tokens();
+  const int64_t S = in.num_seqs();
+  MACSERVE_CHECK(T > 0 && S > 0, "empty step");
+  MACSERVE_CHECK(static_cast<int64_t>(in.positions.size()) == T && static_cast<int64_t>(in.slot_mapping.size()) == T,
+                 "positions/slot_mapping must have one entry per token");
+  MACSERVE_CHECK(static_cast<int64_t>(in.query_start.size()) == S + 1 && in.query_start[0] == 0 &&
+                     in.query_start[S] == T, "query_start must span the tokens");
+  MACSERVE_CHECK(static_cast<int64_t>(in.block_tables.size()) == S * in.max_blocks_per_seq, "block table size");
+  MACSERVE_CHECK(static_cast<int64_t>(kv.k.size()) == config_.num_layers, "KV cache has {} layers, model {}",
+                 kv.k.size(), config_.num_layers);
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t n = in.query_start[s + 1] - in.query_start[s];
+    MACSERVE_CHECK(n > 0 && in.context_lens[s] >= n &&
+                       in.context_lens[s] <= in.max_blocks_per_seq * kv.layout.block_size,
+                   "sequence {}: {} queries, context {}", s, n, in.context_lens[s]);
+  }
+  for (int32_t r : in.logits_rows) MACSERVE_CHECK(r >= 0 && r < T, "logits row {} out of range", r);
+}
+
+Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv) {
+  validate(in, kv);
+  const ModelConfig& c = config_;
+  const int64_t T = in.num_tokens();
+  const int64_t R = static_cast<int64_t>(in.logits_rows.size());
+  ensure_workspace(T, std::max<int64_t>(R, 1));
+  upload_inputs(in);
+  Tensor residual = residual_.slice_rows(0, T), h = normed_.slice_rows(0, T);
+  Tensor q = q_.slice_rows(0, T), k = k_.slice_rows(0, T), v = v_.slice_rows(0, T);
+  Tensor attn = attn_.slice_rows(0, T), proj = proj_.slice_rows(0, T);
+  Tensor gate_up = gate_up_.slice_rows(0, T), act = act_.slice_rows(0, T);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+
+  // Token embeddings start the residual stream.
+  be_.embedding(ids_.slice_rows(0, T), embed_, residual);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const Layer& L = layers_[static_cast<std::size_t>(i)];
+    // Pre-attention RMSNorm; from layer 1 on it first adds the previous MLP output to the residual.
+    if (i == 0) be_.rms_norm(residual, nullptr, L.input_norm, h, c.rms_norm_eps);
+    else be_.rms_norm(proj, &residual, L.input_norm, h, c.rms_norm_eps);
+    // Q, K, V projections (+ biases for Qwen2).
+    be_.linear(h, L.wq, c.attention_bias ? &L.bq : nullptr, q);
+    be_.linear(h, L.wk, c.attention_bias ? &L.bk : nullptr, k);
+    be_.linear(h, L.wv, c.attention_bias ? &L.bv : nullptr, v);
+    // Qwen3: RMSNorm over each head's vector of q and k, before RoPE.
+    if (c.qk_norm) {
+      be_.rms_norm(q, nullptr, L.q_norm, q, c.rms_norm_eps);
+      be_.rms_norm(k, nullptr, L.k_norm, k, c.rms_norm_eps);
+    }
+    // Rotary position embedding, then this step's K/V into the paged cache.
+    be_.rope(q, k, step_meta_.positions, inv_freq_);
+    be_.kv_write(k, v, kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], step_meta_, kv.layout);
+    // Causal attention over the paged cache (prefill chunks and decodes in one call).
+    be_.paged_attention(q, kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], attn,
+                        step_meta_, kv.layout, scale);
+    be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
+    // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
+    be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);
+    be_.linear(h, L.w_gate_up, nullptr, gate_up);
+    be_.swiglu(gate_up, act);
+    be_.linear(act, L.w_down, nullptr, proj);
+  }
+  // Final residual add + norm, then logits only for the rows that will be sampled.
+  be_.rms_norm(proj, &residual, final_norm_, h, c.rms_norm_eps);
+  if (R == 0) return logits_.slice_rows(0, 0);
+  Tensor rows = logits_rows_.slice_rows(0, R);
+  be_.copy_from_host(in.logits_rows.data(), rows);
+  Tensor last = last_hidden_.slice_rows(0, R);
+  be_.gather_rows(h, rows, last);
+  Tensor logits = logits_.slice_rows(0, R);
+  be_.linear(last, lm_head_, nullptr, logits);
+  return logits;
+}
+
+}  // namespace macserve::models

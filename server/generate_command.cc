@@ -1,0 +1,88 @@
+#include "generate_command.h"
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <spdlog/spdlog.h>
+
+#include "default_model.h"
+#include "macserve/core/error.h"
+#include "macserve/engine/engine.h"
+
+namespace macserve::server {
+namespace {
+
+struct GenerateOptions {
+  engine::EngineConfig engine;
+  std::string prompt;
+  sampling::SamplingParams params;
+  int64_t seed = -1;
+  bool no_special = false;
+};
+
+int run_generate(GenerateOptions& o) {
+  if (o.engine.model_path.empty()) o.engine.model_path = resolve_default_model();
+  if (o.seed >= 0) o.params.seed = static_cast<uint64_t>(o.seed);
+  auto eng = engine::Engine::create(o.engine);
+  const auto& tok = eng->tokenizer();
+  std::vector<int32_t> ids = tok.encode(o.prompt, !o.no_special);
+  if (ids.empty()) {
+    // An empty prompt starts from BOS alone.
+    if (tok.bos_id() < 0)
+      throw_error(ErrorCode::kInvalidArgument, "the prompt is empty and this model has no BOS token to start from");
+    ids.push_back(tok.bos_id());
+  }
+  spdlog::info("prompt: {} tokens", ids.size());
+  auto stream = eng->submit({"generate-0", ids, o.params});
+  engine::RequestOutput out;
+  const auto t0 = std::chrono::steady_clock::now();
+  engine::RequestOutput last;
+  while (stream->next(out)) {
+    std::fwrite(out.text.data(), 1, out.text.size(), stdout);
+    std::fflush(stdout);
+    if (out.finished) last = out;
+  }
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (last.finish_reason == engine::FinishReason::kError)
+    throw_error(ErrorCode::kInvalidArgument, "{}", last.error);
+  const double decode_time = last.total_time - last.time_to_first_token;
+  const double tps = last.completion_tokens > 1 && decode_time > 0 ? (last.completion_tokens - 1) / decode_time : 0.0;
+  std::fprintf(stderr,
+               "\n[macserve] finish=%s prompt_tokens=%lld completion_tokens=%lld ttft=%.3fs decode=%.1f tok/s "
+               "total=%.3fs\n",
+               engine::to_string(last.finish_reason), static_cast<long long>(last.prompt_tokens),
+               static_cast<long long>(last.completion_tokens), last.time_to_first_token, tps, wall);
+  eng->shutdown();
+  return 0;
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app, int& exit_code) {
+  auto opts = std::make_shared<GenerateOptions>();
+  opts->params.temperature = 0.0f;
+  CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt (text to stdout)");
+  cmd->add_option("--model,-m", opts->engine.model_path, "HF model directory or .gguf file (default: SmolLM2-135M-Instruct)");
+  cmd->add_option("--prompt,-p", opts->prompt, "Prompt text (empty: start from BOS)");
+  cmd->add_option("--max-tokens,-n", opts->params.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 24));
+  cmd->add_option("--temperature,-t", opts->params.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--top-k", opts->params.top_k, "Top-k (0 = off)");
+  cmd->add_option("--top-p", opts->params.top_p, "Top-p (1 = off)");
+  cmd->add_option("--min-p", opts->params.min_p, "Min-p (0 = off)");
+  cmd->add_option("--repetition-penalty", opts->params.repetition_penalty, "HF repetition penalty (1 = off)");
+  cmd->add_option("--seed,-s", opts->seed, "Random seed of the request");
+  cmd->add_option("--stop", opts->params.stop, "Stop string (repeatable)");
+  cmd->add_flag("--ignore-eos", opts->params.ignore_eos, "Keep generating after EOS");
+  cmd->add_flag("--no-special", opts->no_special, "Do not add BOS/special tokens to the prompt");
+  cmd->add_option("--device", opts->engine.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  cmd->add_option("--load-format", opts->engine.load_format, "auto|safetensors|gguf|dummy")
+      ->check(CLI::IsMember({"auto", "safetensors", "gguf", "dummy"}));
+  cmd->add_option("--kv-cache-tokens", opts->engine.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)");
+  cmd->add_option("--max-model-len", opts->engine.max_model_len, "Context length cap (0 = the model's)");
+  cmd->add_option("--block-size", opts->engine.block_size, "KV block size in tokens")->check(CLI::Range(1, 1024));
+  cmd->callback([opts, &exit_code] { exit_code = run_generate(*opts); });
+}
+
+}  // namespace macserve::server
