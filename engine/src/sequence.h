@@ -9,7 +9,7 @@
 #include "macserve/engine/request.h"
 #include "macserve/sampling/sampler.h"
 #include "macserve/tokenizer/tokenizer.h"
-#include "stop_matcher.h"
+#include "macserve/engine/stop_matcher.h"
 
 namespace macserve::engine {
 

@@ -1,4 +1,4 @@
-#include "stop_matcher.h"
+#include "macserve/engine/stop_matcher.h"
 
 #include <algorithm>
 #include <utility>

@@ -1,0 +1,148 @@
+// CPU kernels against straightforward double-precision references on random inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "macserve/kernels/activation.h"
+#include "macserve/kernels/attention.h"
+#include "macserve/kernels/kv_write.h"
+#include "macserve/kernels/rms_norm.h"
+#include "macserve/kernels/rope.h"
+
+namespace k = macserve::kernels;
+
+namespace {
+
+std::vector<float> randn(std::size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+TEST(KernelsCpu, RmsNormWithAndWithoutResidual) {
+  const int64_t rows = 5, dim = 37;
+  auto x = randn(rows * dim, 1), w = randn(dim, 2), res = randn(rows * dim, 3);
+  std::vector<float> out(rows * dim, NAN), res2 = res;
+  k::cpu::rms_norm({x.data(), res2.data(), w.data(), out.data(), rows, dim, 1e-5f});
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) {
+      const double s = double(x[r * dim + i]) + res[r * dim + i];
+      EXPECT_NEAR(res2[r * dim + i], s, 1e-6);
+      ss += s * s;
+    }
+    const double inv = 1.0 / std::sqrt(ss / dim + 1e-5);
+    for (int64_t i = 0; i < dim; ++i)
+      EXPECT_NEAR(out[r * dim + i], w[i] * (double(x[r * dim + i]) + res[r * dim + i]) * inv, 1e-5);
+  }
+}
+
+TEST(KernelsCpu, RopeRotatesHalvesAndPreservesNorm) {
+  const int64_t T = 3, Hq = 2, Hk = 1, D = 8;
+  std::vector<float> inv(D / 2);
+  k::cpu::rope_inv_freq({D, 10000.0f}, inv.data());
+  for (int64_t i = 0; i < D / 2; ++i) EXPECT_NEAR(inv[i], std::pow(10000.0, -2.0 * i / D), 1e-7);
+  auto q = randn(T * Hq * D, 4), kk = randn(T * Hk * D, 5);
+  auto q0 = q;
+  std::vector<int32_t> pos = {0, 5, 1000};
+  k::cpu::rope({q.data(), kk.data(), pos.data(), inv.data(), T, Hq, Hk, D});
+  for (int64_t i = 0; i < Hq * D; ++i) EXPECT_FLOAT_EQ(q[i], q0[i]);  // position 0: identity
+  const int64_t t = 1, h = 1;
+  for (int64_t i = 0; i < D / 2; ++i) {
+    const double a = q0[(t * Hq + h) * D + i], b = q0[(t * Hq + h) * D + i + D / 2];
+    const double ang = 5.0 * inv[i];
+    EXPECT_NEAR(q[(t * Hq + h) * D + i], a * std::cos(ang) - b * std::sin(ang), 1e-5);
+    EXPECT_NEAR(q[(t * Hq + h) * D + i + D / 2], b * std::cos(ang) + a * std::sin(ang), 1e-5);
+  }
+}
+
+TEST(KernelsCpu, Llama3RopeScalingKeepsHighAndDividesLowFrequencies) {
+  const int64_t D = 128;
+  std::vector<float> plain(D / 2), scaled(D / 2);
+  k::cpu::rope_inv_freq({D, 500000.0f}, plain.data());
+  k::cpu::rope_inv_freq({D, 500000.0f, k::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192}, scaled.data());
+  EXPECT_FLOAT_EQ(scaled[0], plain[0]);                 // high frequency: unchanged
+  EXPECT_FLOAT_EQ(scaled[D / 2 - 1], plain[D / 2 - 1] / 8.0f);  // low frequency: divided by factor
+}
+
+TEST(KernelsCpu, SwigluMatchesDefinition) {
+  const int64_t T = 2, I = 9;
+  auto gu = randn(T * 2 * I, 6);
+  std::vector<float> out(T * I, NAN);
+  k::cpu::swiglu({gu.data(), out.data(), T, I});
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < I; ++i) {
+      const double g = gu[t * 2 * I + i], u = gu[t * 2 * I + I + i];
+      EXPECT_NEAR(out[t * I + i], g / (1 + std::exp(-g)) * u, 1e-6);
+    }
+}
+
+// Paged attention over a shuffled block table against dense softmax in double.
+TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
+  const int64_t Hq = 4, Hk = 2, D = 16, bs = 4, num_blocks = 16;
+  const std::vector<int32_t> ctx = {1, 9, 17};   // three sequences
+  const std::vector<int32_t> nq = {1, 3, 17};    // decode, chunk, full prefill
+  std::vector<int32_t> table;
+  std::vector<int32_t> ids(num_blocks);
+  for (int i = 0; i < num_blocks; ++i) ids[i] = i;
+  std::shuffle(ids.begin(), ids.end(), std::mt19937(9));
+  const int64_t max_blocks = 5;
+  for (int s = 0; s < 3; ++s)
+    for (int b = 0; b < max_blocks; ++b) table.push_back(ids[s * max_blocks + b]);
+  k::PagedKvLayout L{num_blocks, Hk, bs, D};
+  auto kc = randn(num_blocks * Hk * bs * D, 10), vc = randn(num_blocks * Hk * bs * D, 11);
+  std::vector<int32_t> qs = {0};
+  for (int s = 0; s < 3; ++s) qs.push_back(qs.back() + nq[s]);
+  const int64_t T = qs.back();
+  auto q = randn(T * Hq * D, 12);
+  std::vector<float> out(T * Hq * D, NAN);
+  k::PagedAttentionParams p{q.data(), kc.data(), vc.data(), out.data(), qs.data(), ctx.data(), table.data(),
+                            3, max_blocks, Hq, 0.25f, L};
+  k::cpu::paged_attention(p);
+  for (int s = 0; s < 3; ++s)
+    for (int i = 0; i < nq[s]; ++i) {
+      const int64_t t = qs[s] + i, pos = ctx[s] - nq[s] + i;
+      for (int64_t h = 0; h < Hq; ++h) {
+        std::vector<double> w(pos + 1);
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j <= pos; ++j) {
+          const int64_t slot = int64_t(table[s * max_blocks + j / bs]) * bs + j % bs;
+          double dot = 0;
+          for (int64_t d = 0; d < D; ++d) dot += double(q[(t * Hq + h) * D + d]) * kc[L.offset(slot, h / 2) + d];
+          w[j] = dot * 0.25;
+          mx = std::max(mx, w[j]);
+        }
+        for (double& x : w) sum += (x = std::exp(x - mx));
+        for (int64_t d = 0; d < D; ++d) {
+          double o = 0;
+          for (int64_t j = 0; j <= pos; ++j) {
+            const int64_t slot = int64_t(table[s * max_blocks + j / bs]) * bs + j % bs;
+            o += w[j] / sum * vc[L.offset(slot, h / 2) + d];
+          }
+          EXPECT_NEAR(out[(t * Hq + h) * D + d], o, 1e-5) << "seq " << s << " query " << i << " head " << h;
+        }
+      }
+    }
+}
+
+TEST(KernelsCpu, KvWriteScattersToSlotsAndSkipsNegative) {
+  k::PagedKvLayout L{4, 2, 2, 3};
+  std::vector<float> kc(4 * 2 * 2 * 3, -1.0f), vc = kc;
+  auto kk = randn(2 * 2 * 3, 13), vv = randn(2 * 2 * 3, 14);
+  std::vector<int64_t> slots = {5, -1};
+  k::cpu::kv_write({kk.data(), vv.data(), kc.data(), vc.data(), slots.data(), 2, L});
+  for (int64_t h = 0; h < 2; ++h)
+    for (int64_t d = 0; d < 3; ++d) {
+      EXPECT_EQ(kc[L.offset(5, h) + d], kk[h * 3 + d]);
+      EXPECT_EQ(vc[L.offset(5, h) + d], vv[h * 3 + d]);
+    }
+  int untouched = 0;
+  for (float x : kc) untouched += x == -1.0f;
+  EXPECT_EQ(untouched, static_cast<int>(kc.size()) - 6);
+}
+
+}  // namespace
