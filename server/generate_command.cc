@@ -77,6 +77,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--ignore-eos", opts->params.ignore_eos, "Keep generating after EOS");
   cmd->add_flag("--no-special", opts->no_special, "Do not add BOS/special tokens to the prompt");
   cmd->add_option("--device", opts->engine.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  cmd->add_option("--tokenizer", opts->engine.tokenizer_path, "Tokenizer directory (default: the model's)");
   cmd->add_option("--load-format", opts->engine.load_format, "auto|safetensors|gguf|dummy")
       ->check(CLI::IsMember({"auto", "safetensors", "gguf", "dummy"}));
   cmd->add_option("--kv-cache-tokens", opts->engine.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)");

@@ -55,10 +55,12 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   const auto t0 = Clock::now();
   models::Checkpoint ckpt = models::load_checkpoint(cfg.model_path, models::parse_load_format(cfg.load_format),
                                                     cfg.dummy_seed);
-  tokenizer_ = ckpt.gguf_vocab ? tokenizer::tokenizer_from_vocab(*ckpt.gguf_vocab)
-                               : tokenizer::load_tokenizer(std::filesystem::is_directory(ckpt.path)
-                                                               ? ckpt.path
-                                                               : std::filesystem::path(ckpt.path).parent_path().string());
+  const std::string model_dir = std::filesystem::is_directory(ckpt.path)
+                                    ? ckpt.path
+                                    : std::filesystem::path(ckpt.path).parent_path().string();
+  if (!cfg.tokenizer_path.empty()) tokenizer_ = tokenizer::load_tokenizer(cfg.tokenizer_path);
+  else if (ckpt.gguf_vocab) tokenizer_ = tokenizer::tokenizer_from_vocab(*ckpt.gguf_vocab);
+  else tokenizer_ = tokenizer::load_tokenizer(model_dir);
   const std::string path = ckpt.path;
   model_ = models::create_model(std::move(ckpt), *backend_);
   const ModelConfig& mc = model_->config();

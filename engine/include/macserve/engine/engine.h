@@ -16,6 +16,7 @@ namespace macserve::engine {
 struct EngineConfig {
   std::string model_path;              // HF directory or .gguf file
   std::string load_format = "auto";    // auto|safetensors|gguf|dummy
+  std::string tokenizer_path;          // tokenizer directory; default: the model's own
   std::string device = "cpu";          // cpu|cuda|auto
   uint64_t dummy_seed = 0;
   int64_t block_size = 16;
