@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,7 +20,9 @@ class ModelHarness {
   explicit ModelHarness(const std::string& path, int64_t max_tokens = 512, int64_t block_size = 16,
                         uint64_t shuffle_seed = 7)
       : backend_(backend::make_cpu_backend()) {
-    model_ = models::create_model(models::load_checkpoint(path), *backend_);
+    models::Checkpoint ckpt = models::load_checkpoint(path);
+    vocab_ = ckpt.gguf_vocab;
+    model_ = models::create_model(std::move(ckpt), *backend_);
     const ModelConfig& c = model_->config();
     const int64_t num_blocks = (max_tokens + block_size - 1) / block_size + 3;
     kv_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
@@ -32,6 +35,8 @@ class ModelHarness {
   }
 
   const ModelConfig& config() const { return model_->config(); }
+  // The tokenizer a GGUF file carries (empty for HF directories).
+  const std::optional<VocabData>& gguf_vocab() const { return vocab_; }
 
   // Feeds `ids` at positions [start, start + n) as one chunk; returns logits of every position.
   std::vector<std::vector<float>> run(const std::vector<int32_t>& ids, int64_t start) {
@@ -91,6 +96,7 @@ class ModelHarness {
   std::unique_ptr<models::Model> model_;
   models::KvCacheView kv_;
   std::vector<int32_t> table_;
+  std::optional<VocabData> vocab_;
 };
 
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
