@@ -2,11 +2,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <algorithm>
 #include <random>
 #include <vector>
 
 #include "macserve/kernels/activation.h"
 #include "macserve/kernels/attention.h"
+#include "macserve/kernels/gemm.h"
 #include "macserve/kernels/kv_write.h"
 #include "macserve/kernels/rms_norm.h"
 #include "macserve/kernels/rope.h"
@@ -143,6 +146,36 @@ TEST(KernelsCpu, KvWriteScattersToSlotsAndSkipsNegative) {
   int untouched = 0;
   for (float x : kc) untouched += x == -1.0f;
   EXPECT_EQ(untouched, static_cast<int>(kc.size()) - 6);
+}
+
+}  // namespace
+
+namespace {
+
+// Every row of y is bit-identical whatever the number of rows computed with it: the property that
+// makes "batched equals alone" exact.
+TEST(KernelsCpu, LinearIsBatchInvariantAndAccurate) {
+  for (int64_t K : {5, 64, 77, 576}) {
+    for (int64_t N : {1, 6, 192}) {
+      auto w = randn(N * K, 20), x = randn(300 * K, 21), b = randn(N, 22);
+      std::vector<float> ref(N, NAN);
+      k::cpu::linear({x.data(), w.data(), b.data(), ref.data(), 1, N, K});
+      for (int64_t n = 0; n < N; ++n) {
+        double s = b[n];
+        for (int64_t i = 0; i < K; ++i) s += double(x[i]) * w[n * K + i];
+        EXPECT_NEAR(ref[n], s, 1e-4 * std::sqrt(double(K)));
+      }
+      for (int64_t M : {2, 3, 4, 7, 31, 64, 257}) {
+        std::vector<float> y(M * N, NAN);
+        k::cpu::linear({x.data(), w.data(), b.data(), y.data(), M, N, K});
+        ASSERT_EQ(std::memcmp(y.data(), ref.data(), N * sizeof(float)), 0) << "K " << K << " N " << N << " M " << M;
+        // the last row equals that row computed alone
+        std::vector<float> alone(N, NAN);
+        k::cpu::linear({x.data() + (M - 1) * K, w.data(), b.data(), alone.data(), 1, N, K});
+        ASSERT_EQ(std::memcmp(y.data() + (M - 1) * N, alone.data(), N * sizeof(float)), 0);
+      }
+    }
+  }
 }
 
 }  // namespace
