@@ -80,8 +80,14 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
                 kv_tokens, max_model_len_);
   const int64_t num_blocks = (kv_tokens + cfg.block_size - 1) / cfg.block_size;
   kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size);
-  blocks_ = std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size);
-  scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens});
+  blocks_ = std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size, cfg.enable_prefix_caching);
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  if (cfg.scheduling_policy == "priority") policy = SchedulingPolicy::kPriority;
+  else if (cfg.scheduling_policy != "fcfs")
+    throw_error(ErrorCode::kInvalidArgument, "unknown scheduling policy '{}' (fcfs|priority)", cfg.scheduling_policy);
+  if (cfg.max_num_seqs < 1 || cfg.max_num_batched_tokens < 1)
+    throw_error(ErrorCode::kInvalidArgument, "--max-num-seqs and --max-num-batched-tokens must be positive");
+  scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, policy});
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
                "context {}, device {}, ready in {:.2f} s",
@@ -105,12 +111,16 @@ void EngineImpl::fail(const std::shared_ptr<ResponseStream>& s, const std::strin
 }
 
 std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
-  auto stream = std::make_shared<ResponseStream>();
+  auto stream = std::make_shared<ResponseStream>(request.n);
   const auto n = static_cast<int64_t>(request.prompt_ids.size());
   try {
     request.params.validate();
   } catch (const Error& e) {
     fail(stream, e.what(), n);
+    return stream;
+  }
+  if (request.n < 1 || request.n > 128) {
+    fail(stream, fmt::format("'n' must be in [1, 128], got {}", request.n), n);
     return stream;
   }
   if (n == 0) {
@@ -133,13 +143,27 @@ std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
     fail(stream, "the engine is shutting down", n);
     return stream;
   }
-  if (static_cast<int64_t>(inbox_.size()) + stats_.num_waiting >= cfg_.max_queued_requests) {
-    fail(stream, "too many queued requests", n);
+  if (num_queued_ + request.n > cfg_.max_queued_requests) {
+    fail(stream, fmt::format("too many queued requests (limit {})", cfg_.max_queued_requests), n);
     return stream;
   }
-  // Unseeded requests get distinct random streams derived from the engine's default seed.
-  const uint64_t fallback_seed = cfg_.default_seed + 0x9e3779b97f4a7c15ull * ++num_submitted_;
-  inbox_.push_back(std::make_unique<Sequence>(std::move(request), stream, *tokenizer_, fallback_seed));
+  const uint64_t order = ++num_submitted_;
+  Sequence* first = nullptr;
+  for (int32_t i = 0; i < request.n; ++i) {
+    // Unseeded completions get distinct random streams derived from the engine's default seed;
+    // seeded ones use seed + index so the n completions differ but reproduce.
+    sampling::SamplingParams p = request.params;
+    if (p.seed) p.seed = *p.seed + static_cast<uint64_t>(i);
+    const uint64_t fallback = cfg_.default_seed + 0x9e3779b97f4a7c15ull * (order * 131 + static_cast<uint64_t>(i));
+    auto seq = std::make_unique<Sequence>(request.id, i, request.prompt_ids, std::move(p), stream, *tokenizer_, fallback);
+    seq->priority = request.priority;
+    seq->arrival_order = order;
+    seq->deadline = request.deadline;
+    seq->wait_for = first;
+    if (i == 0) first = seq.get();
+    inbox_.push_back(std::move(seq));
+  }
+  num_queued_ += request.n;
   cv_.notify_one();
   return stream;
 }

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "macserve/engine/engine.h"
-#include "model_runner.h"
+#include "macserve/runner/model_runner.h"
 
 namespace macserve::engine {
 
@@ -29,11 +29,12 @@ class EngineImpl final : public Engine {
  private:
   void loop();
   void drain_inbox();
-  void reap_cancelled();
+  void reap_cancelled_and_expired();
   void step();
   void on_token(Sequence& seq, const sampling::SampleResult& r);
   void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
   void fail(const std::shared_ptr<ResponseStream>& s, const std::string& why, int64_t prompt_tokens);
+  void publish_stats();
 
   EngineConfig cfg_;
   std::unique_ptr<backend::Backend> backend_;
@@ -55,6 +56,7 @@ class EngineImpl final : public Engine {
   std::vector<std::unique_ptr<Sequence>> inbox_;
   bool stop_ = false;
   uint64_t num_submitted_ = 0;
+  int64_t num_queued_ = 0;  // sequences submitted and not yet running or finished
   mutable EngineStats stats_;
   std::thread thread_;
 };

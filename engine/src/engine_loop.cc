@@ -1,4 +1,5 @@
-// The engine thread: inbox -> schedule -> model step -> sample -> outputs, until shutdown.
+// The engine thread: inbox -> reap cancelled/expired -> schedule -> model step -> sample ->
+// outputs, until shutdown.
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -13,43 +14,51 @@ double seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
+bool contains(const std::vector<int32_t>& v, int32_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+
 }  // namespace
 
 void EngineImpl::loop() {
   while (true) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] {
-        return stop_ || !inbox_.empty() || !live_.empty();
-      });
+      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
       if (stop_) break;
     }
     drain_inbox();
-    reap_cancelled();
+    reap_cancelled_and_expired();
     if (!live_.empty()) {
       try {
         step();
       } catch (const std::exception& e) {
-        // A failed step must not take other requests' streams down silently: fail everyone in it.
+        // A failed step must not leave streams hanging: everyone in flight gets the error.
         spdlog::error("engine step failed: {}", e.what());
         for (auto& seq : live_) {
           scheduler_->remove(seq.get());
-          fail(seq->stream, std::string("internal error: ") + e.what(), static_cast<int64_t>(seq->prompt.size()));
+          fail(seq->stream, std::string("internal error: ") + e.what(), seq->prompt_len);
         }
         live_.clear();
       }
     }
-    std::lock_guard lock(mu_);
-    stats_.num_running = static_cast<int64_t>(scheduler_->running().size());
-    stats_.num_waiting = static_cast<int64_t>(scheduler_->waiting().size());
-    stats_.num_free_blocks = blocks_->num_free_blocks();
-    stats_.num_blocks = blocks_->num_blocks();
-    stats_.num_preemptions = scheduler_->num_preemptions();
+    publish_stats();
   }
   // Shutdown: every request still alive ends with reason abort.
   drain_inbox();
   for (auto& seq : live_) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
   live_.clear();
+  publish_stats();
+}
+
+void EngineImpl::publish_stats() {
+  std::lock_guard lock(mu_);
+  stats_.num_running = static_cast<int64_t>(scheduler_->running().size());
+  stats_.num_waiting = static_cast<int64_t>(scheduler_->waiting().size());
+  stats_.num_free_blocks = blocks_->num_free_blocks();
+  stats_.num_blocks = blocks_->num_blocks();
+  stats_.num_preemptions = scheduler_->num_preemptions();
+  stats_.prefix_cache_queries = blocks_->stats().prefix_queries;
+  stats_.prefix_cache_hits = blocks_->stats().prefix_hits;
+  num_queued_ = stats_.num_waiting + static_cast<int64_t>(inbox_.size());
 }
 
 void EngineImpl::drain_inbox() {
@@ -64,35 +73,40 @@ void EngineImpl::drain_inbox() {
   }
 }
 
-void EngineImpl::reap_cancelled() {
-  for (auto& seq : live_)
+void EngineImpl::reap_cancelled_and_expired() {
+  const auto now = Clock::now();
+  for (auto& seq : live_) {
     if (seq->stream->is_cancelled()) finish(*seq, FinishReason::kAbort, {}, {});
+    else if (now >= seq->deadline) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
+  }
   std::erase_if(live_, [](const auto& s) { return s->status == SeqStatus::kFinished; });
 }
 
 void EngineImpl::step() {
-  const std::vector<ScheduledSeq> batch = scheduler_->schedule();
-  if (batch.empty()) return;
+  const SchedulerOutput batch = scheduler_->schedule();
+  if (batch.seqs.empty()) return;
   const auto now = Clock::now();
   int64_t prompt_tokens = 0;
-  for (const ScheduledSeq& s : batch) {
+  for (const ScheduledSeq& s : batch.seqs) {
     if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
-    if (s.seq->num_computed < static_cast<int64_t>(s.seq->prompt.size())) prompt_tokens += s.num_new_tokens;
+    if (s.seq->is_prefill()) prompt_tokens += std::min(s.num_new_tokens, s.seq->prompt_len - s.seq->num_computed);
   }
   const std::vector<float>& logits = runner_->run(batch);
+  scheduler_->commit(batch);
   const int64_t vocab = model_->config().vocab_size;
+  std::vector<float> row_logits(static_cast<std::size_t>(vocab));
   int64_t row = 0;
   int64_t generated = 0;
-  for (const ScheduledSeq& s : batch) {
-    Sequence& seq = *s.seq;
-    seq.num_computed += s.num_new_tokens;
+  for (const ScheduledSeq& s : batch.seqs) {
     if (!s.sample) continue;
-    std::vector<float> l(logits.begin() + row * vocab, logits.begin() + (row + 1) * vocab);
+    Sequence& seq = *s.seq;
+    std::copy(logits.begin() + row * vocab, logits.begin() + (row + 1) * vocab, row_logits.begin());
     ++row;
-    const bool suppress_eos = static_cast<int32_t>(seq.generated.size()) < seq.params.min_tokens;
+    const bool suppress_eos = seq.num_generated() < seq.params.min_tokens;
     const int32_t eos = seq.params.ignore_eos || eos_ids_.empty() ? -1 : eos_ids_[0];
-    const sampling::SampleResult r = seq.sampler.sample(l.data(), vocab, seq.prompt, seq.generated, suppress_eos, eos);
-    on_token(seq, r);
+    const std::vector<int32_t> prompt(seq.tokens.begin(), seq.tokens.begin() + seq.prompt_len);
+    const std::vector<int32_t> gen(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
+    on_token(seq, seq.sampler.sample(row_logits.data(), vocab, prompt, gen, suppress_eos, eos));
     ++generated;
   }
   std::erase_if(live_, [](const auto& sq) { return sq->status == SeqStatus::kFinished; });
@@ -104,33 +118,33 @@ void EngineImpl::step() {
 
 // Appends a sampled token, applies the stop rules, and streams the new text.
 void EngineImpl::on_token(Sequence& seq, const sampling::SampleResult& r) {
-  if (seq.generated.empty()) seq.first_token = Clock::now();
-  seq.generated.push_back(r.token);
+  if (seq.num_generated() == 0) seq.first_token = Clock::now();
+  seq.tokens.push_back(r.token);
   std::vector<GeneratedToken> toks{{r.token, r.logprob, r.top}};
-  const bool is_eos = !seq.params.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), r.token) != eos_ids_.end();
-  const bool is_stop_id =
-      std::find(seq.params.stop_token_ids.begin(), seq.params.stop_token_ids.end(), r.token) != seq.params.stop_token_ids.end();
-  const bool min_reached = static_cast<int32_t>(seq.generated.size()) > seq.params.min_tokens;
-  if ((is_eos || is_stop_id) && min_reached) {
-    finish(seq, FinishReason::kStop, seq.stop.flush() + seq.stop.push(seq.detokenizer.flush()), std::move(toks));
+  const bool min_reached = seq.num_generated() > seq.params.min_tokens;
+  const bool is_eos = !seq.params.ignore_eos && contains(eos_ids_, r.token);
+  if ((is_eos || contains(seq.params.stop_token_ids, r.token)) && min_reached) {
+    std::string text = seq.stop.push(seq.detokenizer.flush());
+    finish(seq, FinishReason::kStop, text + seq.stop.flush(), std::move(toks));
     return;
   }
   std::string text = seq.stop.push(seq.detokenizer.push(r.token));
-  if (seq.stop.stopped() && min_reached) {
+  if (seq.stop.stopped()) {
     finish(seq, FinishReason::kStop, std::move(text), std::move(toks));
     return;
   }
-  if (static_cast<int32_t>(seq.generated.size()) >= seq.params.max_tokens || seq.total_len() >= max_model_len_) {
+  if (seq.num_generated() >= seq.params.max_tokens || seq.total_len() >= max_model_len_) {
     text += seq.stop.push(seq.detokenizer.flush());
     text += seq.stop.flush();
     finish(seq, FinishReason::kLength, std::move(text), std::move(toks));
     return;
   }
   RequestOutput out;
+  out.index = seq.index;
   out.text = std::move(text);
   out.tokens = std::move(toks);
-  out.prompt_tokens = static_cast<int64_t>(seq.prompt.size());
-  out.completion_tokens = static_cast<int64_t>(seq.generated.size());
+  out.prompt_tokens = seq.prompt_len;
+  out.completion_tokens = seq.num_generated();
   seq.stream->push(std::move(out));
 }
 
@@ -138,17 +152,22 @@ void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text, st
   scheduler_->remove(&seq);
   const auto now = Clock::now();
   RequestOutput out;
+  out.index = seq.index;
   out.text = std::move(text);
   out.tokens = std::move(toks);
   out.finished = true;
   out.finish_reason = reason;
-  out.prompt_tokens = static_cast<int64_t>(seq.prompt.size());
-  out.completion_tokens = static_cast<int64_t>(seq.generated.size());
+  out.prompt_tokens = seq.prompt_len;
+  out.completion_tokens = seq.num_generated();
+  out.cached_prompt_tokens = seq.num_cached_prompt;
+  out.num_preemptions = seq.num_preemptions;
   const auto started = seq.first_scheduled == Clock::time_point{} ? now : seq.first_scheduled;
   out.queue_time = seconds(seq.arrival, started);
-  out.time_to_first_token = seq.generated.empty() ? 0.0 : seconds(seq.arrival, seq.first_token);
+  out.time_to_first_token = seq.num_generated() == 0 ? 0.0 : seconds(seq.arrival, seq.first_token);
   out.total_time = seconds(seq.arrival, now);
   seq.stream->push(std::move(out));
+  std::lock_guard lock(mu_);
+  ++stats_.num_requests_finished;
 }
 
 }  // namespace macserve::engine

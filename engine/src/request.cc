@@ -39,7 +39,8 @@ void ResponseStream::push(RequestOutput out) {
   {
     std::lock_guard lock(mu_);
     if (done_) return;
-    done_ = out.finished;
+    // An error ends the whole request (all n completions) at once.
+    if (out.finished && (--remaining_ == 0 || out.finish_reason == FinishReason::kError)) done_ = true;
     queue_.push_back(std::move(out));
   }
   cv_.notify_all();

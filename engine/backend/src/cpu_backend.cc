@@ -33,6 +33,10 @@ class CpuBackend final : public Backend {
   void copy_from_host(const void* src, const Tensor& dst) override {
     std::memcpy(dst.data(), src, dst.nbytes());
   }
+  void copy(const Tensor& src, const Tensor& dst) override {
+    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
+    std::memmove(dst.data(), src.data(), src.nbytes());
+  }
   void synchronize() override {}
 
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {

@@ -2,12 +2,22 @@
 
 namespace macserve::cache {
 
-KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_blocks, int64_t block_size) {
+KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_blocks, int64_t block_size)
+    : backend_(backend) {
   view_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
   for (int64_t i = 0; i < c.num_layers; ++i) {
     view_.k.push_back(backend.alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     view_.v.push_back(backend.alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     bytes_ += static_cast<int64_t>(view_.k.back().nbytes() + view_.v.back().nbytes());
+  }
+}
+
+void KvPool::copy_blocks(const std::vector<BlockCopy>& copies) {
+  for (const BlockCopy& c : copies) {
+    for (std::size_t l = 0; l < view_.k.size(); ++l) {
+      backend_.copy(view_.k[l].slice_rows(c.src, c.src + 1), view_.k[l].slice_rows(c.dst, c.dst + 1));
+      backend_.copy(view_.v[l].slice_rows(c.src, c.src + 1), view_.v[l].slice_rows(c.dst, c.dst + 1));
+    }
   }
 }
 

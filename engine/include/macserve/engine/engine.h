@@ -25,6 +25,8 @@ struct EngineConfig {
   int64_t max_num_batched_tokens = 2048;
   int64_t max_queued_requests = 1024;
   int64_t max_model_len = 0;           // 0: the model's max_position_embeddings
+  bool enable_prefix_caching = true;
+  std::string scheduling_policy = "fcfs";  // fcfs|priority
   uint64_t default_seed = 0;           // random stream of requests without a seed
 };
 
@@ -37,6 +39,12 @@ struct EngineStats {
   int64_t prompt_tokens = 0;
   int64_t generation_tokens = 0;
   int64_t num_steps = 0;
+  int64_t prefix_cache_queries = 0;    // full prompt blocks looked up
+  int64_t prefix_cache_hits = 0;       // ... found cached
+  int64_t num_requests_finished = 0;
+  double kv_cache_usage() const {
+    return num_blocks > 0 ? 1.0 - static_cast<double>(num_free_blocks) / static_cast<double>(num_blocks) : 0.0;
+  }
 };
 
 class Engine {

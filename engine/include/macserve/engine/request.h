@@ -22,6 +22,10 @@ struct Request {
   std::string id;
   std::vector<int32_t> prompt_ids;  // already tokenized (BOS included when the model wants it)
   sampling::SamplingParams params;
+  int32_t n = 1;         // completions sharing the prompt (outputs carry their index)
+  int32_t priority = 0;  // with the priority policy: lower runs first (ties: arrival order)
+  // Finished with reason abort when not done by then (default: never).
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 struct GeneratedToken {
@@ -31,6 +35,7 @@ struct GeneratedToken {
 };
 
 struct RequestOutput {
+  int32_t index = 0;                    // which of the request's n completions
   std::string text;                     // new text since the previous output
   std::vector<GeneratedToken> tokens;   // new tokens since the previous output
   bool finished = false;
@@ -42,11 +47,15 @@ struct RequestOutput {
   double queue_time = 0.0;
   double time_to_first_token = 0.0;
   double total_time = 0.0;
+  int64_t cached_prompt_tokens = 0;     // prompt tokens served from the prefix cache
+  int64_t num_preemptions = 0;
 };
 
-// Filled by the engine thread, drained by a front-end thread.
+// Filled by the engine thread, drained by a front-end thread. Ends once all n completions have
+// pushed their final output and it has been taken.
 class ResponseStream {
  public:
+  explicit ResponseStream(int32_t n = 1) : remaining_(n < 1 ? 1 : n) {}
   // Blocks until an output is available; returns false once the final output has been taken.
   bool next(RequestOutput& out);
   // Asks the engine to stop the request at its next iteration (frees its KV blocks).
@@ -60,7 +69,8 @@ class ResponseStream {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<RequestOutput> queue_;
-  bool done_ = false;       // the final output has been pushed
+  int32_t remaining_;       // completions not finished yet
+  bool done_ = false;       // every completion's final output has been pushed
   bool drained_ = false;    // ... and taken
   bool cancelled_ = false;
 };

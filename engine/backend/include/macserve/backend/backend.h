@@ -34,6 +34,7 @@ class Backend {
   virtual Tensor upload_weight(const Tensor& host) = 0;
   virtual void copy_to_host(const Tensor& src, void* dst) = 0;
   virtual void copy_from_host(const void* src, const Tensor& dst) = 0;
+  virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same device, same size
   virtual void synchronize() = 0;
 
   // ---- ops (shapes in kernels/include/macserve/kernels/*.h) -----------------------------------

@@ -2,7 +2,10 @@
 // kernels/paged_kv.h, sized from a token budget.
 #pragma once
 
+#include <vector>
+
 #include "macserve/backend/backend.h"
+#include "macserve/cache/block_manager.h"
 #include "macserve/core/model_config.h"
 #include "macserve/models/step_inputs.h"
 
@@ -14,10 +17,13 @@ class KvPool {
   const models::KvCacheView& view() const { return view_; }
   int64_t num_blocks() const { return view_.layout.num_blocks; }
   int64_t bytes() const { return bytes_; }
+  // Copies whole blocks (all layers, K and V): the block manager's copy-on-write requests.
+  void copy_blocks(const std::vector<BlockCopy>& copies);
   // Bytes of K+V for one token across all layers (float32 on the CPU backend).
   static int64_t bytes_per_token(const ModelConfig& config, int64_t dtype_bytes);
 
  private:
+  backend::Backend& backend_;
   models::KvCacheView view_;
   int64_t bytes_ = 0;
 };

@@ -1,0 +1,65 @@
+// Scheduler: decides each iteration who runs and how many tokens each processes, as plan-then-
+// commit over the block manager. Running sequences go first (decodes and unfinished prefill
+// chunks, in policy order), then admissions while the token budget, the sequence cap and free
+// blocks allow. When a running sequence cannot grow, the lowest-ranked running sequence (latest
+// arrival under FCFS; lowest priority, then latest, under the priority policy) is preempted by
+// recompute: its blocks are freed and it re-queues at the front with "prompt + generated so far".
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <vector>
+
+#include "macserve/cache/block_manager.h"
+#include "macserve/scheduler/sequence.h"
+
+namespace macserve::engine {
+
+enum class SchedulingPolicy { kFcfs, kPriority };
+
+struct ScheduledSeq {
+  Sequence* seq;
+  int64_t num_new_tokens;
+  bool sample;  // this chunk reaches the end of the sequence: a token will be sampled
+};
+
+struct SchedulerOutput {
+  std::vector<ScheduledSeq> seqs;
+  std::vector<cache::BlockCopy> copies;  // copy-on-write KV copies to do before the step
+  int64_t num_batched_tokens = 0;
+};
+
+struct SchedulerLimits {
+  int64_t max_num_seqs = 64;
+  int64_t max_num_batched_tokens = 2048;
+  SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+};
+
+class Scheduler {
+ public:
+  Scheduler(cache::BlockManager& blocks, SchedulerLimits limits) : blocks_(blocks), limits_(limits) {}
+
+  void add(Sequence* seq);
+  SchedulerOutput schedule();
+  // After the step ran: advances num_computed and seals completed blocks into the prefix cache.
+  void commit(const SchedulerOutput& out);
+  // Removes a finished or aborted sequence from the queues and frees its blocks.
+  void remove(Sequence* seq);
+
+  const std::deque<Sequence*>& waiting() const { return waiting_; }
+  const std::vector<Sequence*>& running() const { return running_; }
+  int64_t num_preemptions() const { return num_preemptions_; }
+
+ private:
+  bool ranks_before(const Sequence* a, const Sequence* b) const;
+  void preempt(Sequence* seq);
+  bool try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out);
+
+  cache::BlockManager& blocks_;
+  SchedulerLimits limits_;
+  std::deque<Sequence*> waiting_;   // in rank order
+  std::vector<Sequence*> running_;  // in rank order
+  int64_t num_preemptions_ = 0;
+};
+
+}  // namespace macserve::engine

@@ -1,0 +1,64 @@
+// Sequence: one completion's state inside the engine thread (never touched by front ends).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "macserve/engine/request.h"
+#include "macserve/engine/stop_matcher.h"
+#include "macserve/sampling/sampler.h"
+#include "macserve/tokenizer/tokenizer.h"
+
+namespace macserve::engine {
+
+using Clock = std::chrono::steady_clock;
+
+enum class SeqStatus { kWaiting, kRunning, kFinished };
+
+struct Sequence {
+  Sequence(std::string request_id, int32_t index, std::vector<int32_t> prompt, sampling::SamplingParams p,
+           std::shared_ptr<ResponseStream> out, const tokenizer::Tokenizer& tok, uint64_t fallback_seed)
+      : id(std::move(request_id)),
+        index(index),
+        tokens(std::move(prompt)),
+        prompt_len(static_cast<int64_t>(tokens.size())),
+        params(std::move(p)),
+        sampler(params, fallback_seed),
+        stream(std::move(out)),
+        detokenizer(tok, /*skip_special=*/true),
+        stop(params.stop) {}
+
+  int64_t total_len() const { return static_cast<int64_t>(tokens.size()); }
+  int64_t num_generated() const { return total_len() - prompt_len; }
+  bool is_prefill() const { return num_computed < prompt_len; }
+
+  std::string id;
+  int32_t index = 0;              // which of the request's n completions
+  std::vector<int32_t> tokens;    // prompt, then generated tokens
+  int64_t prompt_len = 0;
+  sampling::SamplingParams params;
+  sampling::RequestSampler sampler;
+  std::shared_ptr<ResponseStream> stream;
+  tokenizer::IncrementalDetokenizer detokenizer;
+  StopMatcher stop;
+  int32_t priority = 0;
+  uint64_t arrival_order = 0;     // FCFS tie-break
+  Clock::time_point deadline = Clock::time_point::max();
+  Sequence* wait_for = nullptr;   // n > 1: siblings start once completion 0 has its prompt cached
+
+  SeqStatus status = SeqStatus::kWaiting;
+  std::vector<int32_t> block_table;
+  int64_t num_computed = 0;       // tokens whose K/V are in the cache
+  int64_t num_sealed_blocks = 0;  // leading blocks registered in the prefix cache
+  int64_t num_cached_prompt = 0;  // prompt tokens served by the prefix cache (first admission)
+  int64_t num_preemptions = 0;
+
+  Clock::time_point arrival = Clock::now();
+  Clock::time_point first_scheduled{};
+  Clock::time_point first_token{};
+};
+
+}  // namespace macserve::engine

@@ -1,0 +1,110 @@
+#include "macserve/scheduler/scheduler.h"
+
+#include <algorithm>
+
+#include "macserve/core/error.h"
+
+namespace macserve::engine {
+
+bool Scheduler::ranks_before(const Sequence* a, const Sequence* b) const {
+  if (limits_.policy == SchedulingPolicy::kPriority && a->priority != b->priority) return a->priority < b->priority;
+  if (a->arrival_order != b->arrival_order) return a->arrival_order < b->arrival_order;
+  return a->index < b->index;
+}
+
+void Scheduler::add(Sequence* seq) {
+  seq->status = SeqStatus::kWaiting;
+  auto pos = std::upper_bound(waiting_.begin(), waiting_.end(), seq,
+                              [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
+  waiting_.insert(pos, seq);
+}
+
+void Scheduler::preempt(Sequence* seq) {
+  blocks_.release(seq->block_table);
+  seq->num_computed = 0;
+  seq->num_sealed_blocks = 0;
+  ++seq->num_preemptions;
+  running_.erase(std::find(running_.begin(), running_.end(), seq));
+  add(seq);
+  ++num_preemptions_;
+}
+
+// Admits `seq` with as much of its remaining work as the budget allows, reusing cached prefix
+// blocks. Returns false (changing nothing) when the blocks are not there.
+bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) {
+  const int64_t bs = blocks_.block_size();
+  const int64_t cached = seq->block_table.empty() ? blocks_.cached_prefix_tokens(seq->tokens) : 0;
+  const int64_t start = std::max(cached, seq->num_computed);
+  const int64_t n = std::min(seq->total_len() - start, budget);
+  const int64_t need = blocks_.prefix_blocks_from_free_list(seq->tokens, cached) +
+                       blocks_.blocks_for_tokens(start + n) - static_cast<int64_t>(seq->block_table.size()) -
+                       cached / bs;
+  if (need > blocks_.num_free_blocks()) return false;
+  if (cached > 0) {
+    blocks_.acquire_prefix(seq->tokens, cached, seq->block_table);
+    seq->num_computed = cached;
+  }
+  if (seq->num_preemptions == 0) seq->num_cached_prompt = std::min(cached, seq->prompt_len);
+  blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
+  seq->status = SeqStatus::kRunning;
+  auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
+                              [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
+  running_.insert(pos, seq);
+  out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len()});
+  out.num_batched_tokens += n;
+  budget -= n;
+  return true;
+}
+
+SchedulerOutput Scheduler::schedule() {
+  SchedulerOutput out;
+  int64_t budget = limits_.max_num_batched_tokens;
+  // 1. Running sequences in rank order. Growing may preempt the lowest-ranked (possibly `seq`).
+  std::vector<Sequence*> order = running_;
+  for (Sequence* seq : order) {
+    if (budget == 0 || seq->status != SeqStatus::kRunning) continue;
+    const int64_t n = std::min(seq->total_len() - seq->num_computed, budget);
+    MACSERVE_CHECK(n > 0, "running sequence {} has nothing to compute", seq->id);
+    while (seq->status == SeqStatus::kRunning &&
+           !blocks_.can_grow(seq->block_table, seq->num_computed, seq->num_computed + n)) {
+      preempt(running_.back());
+    }
+    if (seq->status != SeqStatus::kRunning) continue;
+    blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
+    out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len()});
+    out.num_batched_tokens += n;
+    budget -= n;
+  }
+  // 2. Admissions in rank order (preempted sequences rank where they arrived). n > 1 siblings wait
+  // until completion 0's prompt is cached, then share its blocks.
+  for (std::size_t i = 0; i < waiting_.size() && budget > 0;) {
+    if (static_cast<int64_t>(running_.size()) >= limits_.max_num_seqs) break;
+    Sequence* seq = waiting_[i];
+    if (seq->wait_for != nullptr && seq->wait_for->num_computed < seq->wait_for->prompt_len) {
+      ++i;
+      continue;
+    }
+    if (!try_admit(seq, budget, out)) break;
+    waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  return out;
+}
+
+void Scheduler::commit(const SchedulerOutput& out) {
+  for (const ScheduledSeq& s : out.seqs) {
+    Sequence* seq = s.seq;
+    seq->num_computed += s.num_new_tokens;
+    seq->num_sealed_blocks = blocks_.seal(seq->block_table, seq->tokens, seq->num_computed, seq->num_sealed_blocks);
+  }
+}
+
+void Scheduler::remove(Sequence* seq) {
+  blocks_.release(seq->block_table);
+  seq->status = SeqStatus::kFinished;
+  if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end()) running_.erase(it);
+  if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);
+  for (Sequence* other : waiting_)
+    if (other->wait_for == seq) other->wait_for = nullptr;
+}
+
+}  // namespace macserve::engine
