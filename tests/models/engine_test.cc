@@ -87,15 +87,19 @@ void expect_idle(Engine& eng) {
 
 class EngineTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    if (!exists(model_dir())) GTEST_SKIP() << "test model not found: " << model_dir();
+  // The 64 requests and their results run one at a time, computed once for the suite.
+  static void SetUpTestSuite() {
+    if (!exists(model_dir())) return;
     auto eng = Engine::create(base_config());
     reqs_ = random_requests(64, 11, eng->model_config().vocab_size);
-    for (const Request& r : reqs_) alone_.push_back(collect(eng->submit(r)));  // one at a time
+    for (const Request& r : reqs_) alone_.push_back(collect(eng->submit(r)));
     expect_idle(*eng);
   }
-  std::vector<Request> reqs_;
-  std::vector<Result> alone_;
+  void SetUp() override {
+    if (!exists(model_dir())) GTEST_SKIP() << "test model not found: " << model_dir();
+  }
+  static inline std::vector<Request> reqs_;
+  static inline std::vector<Result> alone_;
 };
 
 TEST_F(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
