@@ -50,10 +50,11 @@ int run_generate(GenerateOptions& o) {
   const double decode_time = last.total_time - last.time_to_first_token;
   const double tps = last.completion_tokens > 1 && decode_time > 0 ? (last.completion_tokens - 1) / decode_time : 0.0;
   std::fprintf(stderr,
-               "\n[macserve] finish=%s prompt_tokens=%lld completion_tokens=%lld ttft=%.3fs decode=%.1f tok/s "
-               "total=%.3fs\n",
+               "\n[macserve] finish=%s prompt_tokens=%lld completion_tokens=%lld ttft=%.3fs decode=%.2f tok/s "
+               "total=%.3fs weight_bytes=%lld\n",
                engine::to_string(last.finish_reason), static_cast<long long>(last.prompt_tokens),
-               static_cast<long long>(last.completion_tokens), last.time_to_first_token, tps, wall);
+               static_cast<long long>(last.completion_tokens), last.time_to_first_token, tps, wall,
+               static_cast<long long>(eng->weight_bytes()));
   eng->shutdown();
   return 0;
 }

@@ -24,6 +24,7 @@ class EngineImpl final : public Engine {
   int64_t max_model_len() const override { return max_model_len_; }
   EngineStats stats() const override;
   std::string device_name() const override { return backend_->name(); }
+  int64_t weight_bytes() const override { return model_->weight_bytes(); }
   void shutdown() override;
 
  private:

@@ -62,6 +62,7 @@ class Engine {
   virtual int64_t max_model_len() const = 0;
   virtual EngineStats stats() const = 0;
   virtual std::string device_name() const = 0;
+  virtual int64_t weight_bytes() const = 0;  // resident model weights on the device
   // Stops the engine thread; running requests finish with reason abort.
   virtual void shutdown() = 0;
 };
