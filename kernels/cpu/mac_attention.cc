@@ -1,0 +1,299 @@
+// MAC-Attention on the CPU in float32: the oracle for the CUDA kernels. Straightforward loops,
+// double accumulation for distances and softmax sums, one (sequence, head) at a time, so results
+// never depend on batch composition.
+#include "macserve/kernels/mac_attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace macserve::kernels::cpu {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+inline float bf16_load(const uint16_t* p) {
+  const uint32_t bits = static_cast<uint32_t>(*p) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline uint16_t bf16_round(float f) {  // nearest even; NaN stays NaN
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+// Typed access to one ring row (q or o) of D elements.
+struct RingRow {
+  void* base;
+  bool bf16;
+  float get(int64_t i) const {
+    return bf16 ? bf16_load(static_cast<const uint16_t*>(base) + i) : static_cast<const float*>(base)[i];
+  }
+  void set(int64_t i, float v) const {
+    if (bf16) static_cast<uint16_t*>(base)[i] = bf16_round(v);
+    else static_cast<float*>(base)[i] = v;
+  }
+};
+
+struct RingIndex {
+  const MacAttentionParams& p;
+  int64_t D;
+  int64_t row_offset(int64_t slot, int64_t pos, int64_t h) const {
+    return ((slot * p.cfg.window + pos % p.cfg.window) * p.num_q_heads + h);
+  }
+  RingRow q(int64_t slot, int64_t pos, int64_t h) const {
+    const int64_t e = row_offset(slot, pos, h) * D;
+    return {p.cfg.ring_bf16 ? static_cast<void*>(static_cast<uint16_t*>(p.ring.q) + e)
+                            : static_cast<void*>(static_cast<float*>(p.ring.q) + e),
+            p.cfg.ring_bf16};
+  }
+  RingRow o(int64_t slot, int64_t pos, int64_t h) const {
+    const int64_t e = row_offset(slot, pos, h) * D;
+    return {p.cfg.ring_bf16 ? static_cast<void*>(static_cast<uint16_t*>(p.ring.o) + e)
+                            : static_cast<void*>(static_cast<float*>(p.ring.o) + e),
+            p.cfg.ring_bf16};
+  }
+  float& lse(int64_t slot, int64_t pos, int64_t h) const { return p.ring.lse[row_offset(slot, pos, h)]; }
+};
+
+void write_row(const RingIndex& ring, int64_t slot, int64_t pos, int64_t h, const float* q_pre, const float* o,
+               float lse) {
+  const RingRow rq = ring.q(slot, pos, h);
+  const RingRow ro = ring.o(slot, pos, h);
+  const bool empty = !(lse > kNegInf);
+  for (int64_t d = 0; d < ring.D; ++d) {
+    rq.set(d, q_pre[d]);
+    ro.set(d, empty ? 0.0f : o[d]);
+  }
+  ring.lse(slot, pos, h) = empty ? kNegInf : lse;
+}
+
+float clamp_threshold(float t) { return std::min(1.0f, std::max(0.0f, std::isnan(t) ? 1.0f : t)); }
+
+}  // namespace
+
+void attn_range(const float* q, const float* k_cache, const float* v_cache, const int32_t* block_table,
+                const PagedKvLayout& L, int64_t kv_head, int64_t begin, int64_t end, float scale, float* o,
+                float* lse) {
+  const int64_t D = L.head_dim;
+  std::fill(o, o + D, 0.0f);
+  if (end <= begin) {
+    *lse = kNegInf;
+    return;
+  }
+  std::vector<double> acc(static_cast<std::size_t>(D), 0.0);
+  double mx = -std::numeric_limits<double>::infinity();
+  double sum = 0.0;
+  for (int64_t j = begin; j < end; ++j) {
+    const int64_t slot = static_cast<int64_t>(block_table[j / L.block_size]) * L.block_size + j % L.block_size;
+    const float* k = k_cache + L.offset(slot, kv_head);
+    const float* v = v_cache + L.offset(slot, kv_head);
+    double dot = 0.0;
+    for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(q[d]) * k[d];
+    const double s = dot * scale;
+    if (s > mx) {
+      const double c = std::exp(mx - s);
+      sum *= c;
+      for (double& a : acc) a *= c;
+      mx = s;
+    }
+    const double w = std::exp(s - mx);
+    sum += w;
+    for (int64_t d = 0; d < D; ++d) acc[d] += w * v[d];
+  }
+  for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(acc[d] / sum);
+  *lse = static_cast<float>(mx + std::log(sum));
+}
+
+void merge_state(float* o_a, float* lse_a, const float* o_b, float lse_b, int64_t dim) {
+  if (!(lse_b > kNegInf)) return;
+  if (!(*lse_a > kNegInf)) {
+    std::copy(o_b, o_b + dim, o_a);
+    *lse_a = lse_b;
+    return;
+  }
+  const double m = std::max(*lse_a, lse_b);
+  const double wa = std::exp(*lse_a - m);
+  const double wb = std::exp(lse_b - m);
+  for (int64_t d = 0; d < dim; ++d) o_a[d] = static_cast<float>((wa * o_a[d] + wb * o_b[d]) / (wa + wb));
+  *lse_a = static_cast<float>(m + std::log(wa + wb));
+}
+
+void downdate_state(float* o_full, float* lse_full, const float* o_part, float lse_part, int64_t dim) {
+  if (!(lse_part > kNegInf)) return;  // removing nothing
+  const double diff = static_cast<double>(lse_part) - *lse_full;
+  const double em1 = std::expm1(diff);
+  if (std::fabs(em1) <= 1e-7) {  // part is everything: the rest is empty
+    std::fill(o_full, o_full + dim, 0.0f);
+    *lse_full = kNegInf;
+    return;
+  }
+  if (diff > 0) return;  // numerically inconsistent: keep the full state (reference guard)
+  const double lse_rest = *lse_full + std::log(std::max(1.0 - std::exp(diff) + 1e-7, 1e-30));
+  const double scale = std::exp(static_cast<double>(*lse_full) - lse_rest);
+  for (int64_t d = 0; d < dim; ++d) o_full[d] = static_cast<float>((o_full[d] - std::exp(diff) * o_part[d]) * scale);
+  *lse_full = static_cast<float>(lse_rest);
+}
+
+namespace {
+
+// Squared L2 between the current q_pre and a stored row, in double.
+double distance(const float* q, const RingRow& row, int64_t D) {
+  double d2 = 0.0;
+  for (int64_t i = 0; i < D; ++i) {
+    const double diff = static_cast<double>(q[i]) - row.get(i);
+    d2 += diff * diff;
+  }
+  return d2;
+}
+
+// Match: the nearest valid row among [begin, m); ties go to the oldest position.
+MacHeadDecision match(const RingIndex& ring, int64_t slot, int64_t h, const float* q_pre, int64_t begin,
+                      int64_t m, bool eligible, double threshold) {
+  MacHeadDecision dec{static_cast<int8_t>(eligible), 0, -1, std::numeric_limits<float>::infinity()};
+  if (!eligible) return dec;
+  double best = std::numeric_limits<double>::infinity();
+  for (int64_t x = begin; x < m; ++x) {
+    if (!(ring.lse(slot, x, h) > kNegInf)) continue;  // invalid rows never win (Part A #4)
+    const double d2 = distance(q_pre, ring.q(slot, x, h), ring.D);
+    if (d2 < best) {
+      best = d2;
+      dec.matched = static_cast<int32_t>(x);
+    }
+  }
+  dec.distance = static_cast<float>(best);
+  dec.hit = dec.matched >= 0 && best < threshold;
+  if (!dec.hit) dec.matched = -1;
+  return dec;
+}
+
+struct Scratch {
+  std::vector<float> state, part;
+};
+
+// One decode query of one head: decide, compute, write the row. Returns the first key read
+// from the KV cache outside the sink (for telemetry), i.e. E_p on a hit and 0 on a miss.
+int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h, Scratch& sc) {
+  const PagedKvLayout& L = p.layout;
+  const int64_t D = L.head_dim;
+  const int64_t t = p.query_start[s];
+  const int64_t m = p.context_lens[s] - 1;  // position of the current token
+  const int64_t r = p.cfg.band, F = p.cfg.sink, M = p.cfg.window;
+  const int64_t E_m = std::max<int64_t>(m + 1 - r, 0);
+  const int64_t slot = p.ring_slots[s];
+  const int64_t kvh = h / (p.num_q_heads / L.num_kv_heads);
+  const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
+  const float* q_post = p.q_post + (t * p.num_q_heads + h) * D;
+  const float* q_pre = p.q_pre + (t * p.num_q_heads + h) * D;
+  float* out = p.out + (t * p.num_q_heads + h) * D;
+  const float thr_t = 1.0f - clamp_threshold(p.cfg.threshold);
+  const double threshold = 2.0 * static_cast<double>(D) * thr_t * thr_t;
+
+  const int64_t begin = std::max<int64_t>({int64_t{0}, m - M, static_cast<int64_t>(p.ring_valid_from[s])});
+  const bool eligible = slot >= 0 && m >= p.cfg.gen_min && begin < m;
+  MacHeadDecision dec = match(ring, slot, h, q_pre, begin, m, eligible, threshold);
+  int64_t E_p = 0;
+  if (dec.hit) {
+    E_p = std::max<int64_t>(dec.matched + 1 - r, 0);
+    if (F > 0 && E_p < F) dec.hit = 0;  // the row covers nothing outside the sink
+  }
+  float lse_state;
+  int64_t first_read;
+  if (dec.hit) {  // reuse row p, amend the band [E_p, E_m)
+    const RingRow ro = ring.o(slot, dec.matched, h);
+    for (int64_t d = 0; d < D; ++d) sc.state[d] = ro.get(d);
+    lse_state = ring.lse(slot, dec.matched, h);
+    float lse_part;
+    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_p, E_m, p.scale, sc.part.data(), &lse_part);
+    merge_state(sc.state.data(), &lse_state, sc.part.data(), lse_part, D);
+    first_read = E_p;
+  } else {  // exact row [min(F, E_m), E_m)
+    dec.matched = -1;
+    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(F, E_m), E_m, p.scale, sc.state.data(),
+               &lse_state);
+    first_read = 0;
+  }
+  if (slot >= 0) write_row(ring, slot, m, h, q_pre, sc.state.data(), lse_state);
+  // Complete: sink [0, min(F, E_m)) and tail [E_m, m + 1) with the current query.
+  std::copy(sc.state.begin(), sc.state.end(), out);
+  float lse_out = lse_state, lse_part;
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, std::min(F, E_m), p.scale, sc.part.data(), &lse_part);
+  merge_state(out, &lse_out, sc.part.data(), lse_part, D);
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_m, m + 1, p.scale, sc.part.data(), &lse_part);
+  merge_state(out, &lse_out, sc.part.data(), lse_part, D);
+  if (p.decisions != nullptr) p.decisions[s * p.num_q_heads + h] = dec;
+  return first_read;
+}
+
+// Exact attention for one token of an exact-mode sequence, plus its ring row when asked.
+void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t t, int64_t h, Scratch& sc) {
+  const PagedKvLayout& L = p.layout;
+  const int64_t D = L.head_dim;
+  const int64_t n = p.query_start[s + 1] - p.query_start[s];
+  const int64_t pos = p.context_lens[s] - n + (t - p.query_start[s]);
+  const int64_t kvh = h / (p.num_q_heads / L.num_kv_heads);
+  const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
+  const float* q_post = p.q_post + (t * p.num_q_heads + h) * D;
+  float* out = p.out + (t * p.num_q_heads + h) * D;
+  float lse;
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, pos + 1, p.scale, out, &lse);
+  const int64_t slot = p.ring_slots != nullptr ? p.ring_slots[s] : -1;
+  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s]) return;
+  // Prefill row built directly: keys [min(F, E), E), E = max(pos + 1 - r, 0).
+  const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(p.cfg.sink, E), E, p.scale, sc.state.data(), &lse);
+  write_row(ring, slot, pos, h, p.q_pre + (t * p.num_q_heads + h) * D, sc.state.data(), lse);
+}
+
+}  // namespace
+
+void mac_attention(const MacAttentionParams& p) {
+  const PagedKvLayout& L = p.layout;
+  const RingIndex ring{p, L.head_dim};
+  const int64_t group = p.num_q_heads / L.num_kv_heads;
+  const int64_t num_tokens = p.query_start[p.num_seqs];
+  std::vector<int32_t> seq_of(static_cast<std::size_t>(num_tokens));
+  for (int64_t s = 0; s < p.num_seqs; ++s)
+    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t) seq_of[t] = static_cast<int32_t>(s);
+  // first key read per (seq, head) for decode sequences, for the KV-bytes telemetry
+  std::vector<int64_t> first_read(static_cast<std::size_t>(p.num_seqs * p.num_q_heads), 0);
+  const int64_t work = num_tokens * p.num_q_heads;
+#pragma omp parallel
+  {
+    Scratch sc{std::vector<float>(static_cast<std::size_t>(L.head_dim)),
+               std::vector<float>(static_cast<std::size_t>(L.head_dim))};
+#pragma omp for schedule(dynamic, 2)
+    for (int64_t w = 0; w < work; ++w) {
+      const int64_t t = w / p.num_q_heads, h = w % p.num_q_heads;
+      const int32_t s = seq_of[t];
+      if (p.modes[s] == kMacDecode) first_read[s * p.num_q_heads + h] = decode_head(p, ring, s, h, sc);
+      else exact_token(p, ring, s, t, h, sc);
+    }
+  }
+  if (p.kv_tokens_read == nullptr) return;
+  // A KV head's keys are read once for its whole group: from the earliest start any of its heads
+  // needs (0 when any head missed), plus the sink.
+  for (int64_t s = 0; s < p.num_seqs; ++s) {
+    const int64_t n = p.query_start[s + 1] - p.query_start[s];
+    int64_t total = 0;
+    for (int64_t g = 0; g < L.num_kv_heads; ++g) {
+      if (p.modes[s] != kMacDecode) {
+        total += p.context_lens[s] * (n > 0 ? 1 : 0);
+        continue;
+      }
+      int64_t start = p.context_lens[s];
+      for (int64_t h = g * group; h < (g + 1) * group; ++h) start = std::min(start, first_read[s * p.num_q_heads + h]);
+      total += p.context_lens[s] - start + (start > 0 ? std::min<int64_t>(p.cfg.sink, start) : 0);
+    }
+    p.kv_tokens_read[s] = total;
+  }
+}
+
+}  // namespace macserve::kernels::cpu
