@@ -284,4 +284,269 @@ TEST(MacCpu, MatchEqualsBruteForceWithTiesAndThreshold) {
   EXPECT_TRUE(w0.decode({0}, {41}, q_post, q_pre).dec[0].hit);
 }
 
+// §10.4-4 and 5: all-miss (t = 1, context below gen_min, short contexts) equals exact attention;
+// rows are exact over [min(F, E_m), E_m) with q_pre stored exactly; r >= m + 1 gives empty rows.
+TEST(MacCpu, AllMissEqualsExactAndWritesExactRows) {
+  struct Case { float t; int64_t gen_min; int64_t r; int64_t F; int64_t m; };
+  for (const Case& c : {Case{1.0f, 0, 8, 0, 60}, Case{0.45f, 1000, 8, 0, 60}, Case{0.45f, 0, 100, 0, 60},
+                        Case{1.0f, 0, 8, 3, 60}, Case{1.0f, 0, 62, 5, 60}}) {
+    World w(4, 2, 16, 80, 1, config(c.t, 16, c.r, c.gen_min, c.F));
+    // Make the ring attractive: rows equal to the query would hit if matching were allowed (with
+    // r > m every earlier row is empty, as the kernel itself would have written them).
+    auto qp = w.randn(4 * 16), qpre = w.randn(4 * 16);
+    for (int64_t x = c.m - 16; x < c.m; ++x)
+      for (int64_t h = 0; h < 4; ++h) {
+        std::copy(qpre.begin() + h * 16, qpre.begin() + (h + 1) * 16, w.rq(0, x, h));
+        w.rl(0, x, h) = c.r > c.m ? kNegInf : 0.0f;
+      }
+    auto st = w.decode({0}, {int32_t(c.m + 1)}, qp, qpre);
+    const int64_t E_m = std::max<int64_t>(c.m + 1 - c.r, 0);
+    for (int64_t h = 0; h < 4; ++h) {
+      EXPECT_FALSE(st.dec[h].hit);
+      float l;
+      auto ex = w.exact(0, qp.data() + h * 16, h, 0, c.m + 1, &l);
+      EXPECT_LT(rel_l2(st.out.data() + h * 16, ex.data(), 16), 1e-6) << "head " << h;
+      auto row = w.exact(0, qp.data() + h * 16, h, std::min(c.F, E_m), E_m, &l);
+      if (E_m <= std::min(c.F, E_m)) {
+        EXPECT_EQ(w.rl(0, c.m, h), kNegInf);
+        for (int64_t d = 0; d < 16; ++d) EXPECT_EQ(w.ro(0, c.m, h)[d], 0.0f);
+      } else {
+        EXPECT_LT(rel_l2(w.ro(0, c.m, h), row.data(), 16), 1e-6);
+        EXPECT_NEAR(w.rl(0, c.m, h), l, 1e-5);
+      }
+      for (int64_t d = 0; d < 16; ++d) EXPECT_EQ(w.rq(0, c.m, h)[d], qpre[h * 16 + d]);
+    }
+  }
+}
+
+// §10.4-6: a hit on an exact entry equals exact attention and writes the exact row.
+TEST(MacCpu, ExactEntryHitEqualsExact) {
+  for (int64_t F : {0, 3}) {
+    for (int64_t lag : {1, 5, 16}) {
+      World w(2, 1, 16, 120, 1, config(0.45f, 16, 8, 0, F));
+      const int64_t m = 100, p = m - lag;
+      auto qp = w.randn(2 * 16), qpre = w.randn(2 * 16);
+      const int64_t E_p = p + 1 - 8, E_m = m + 1 - 8;
+      for (int64_t h = 0; h < 2; ++h) {
+        float l;
+        auto entry = w.exact(0, qp.data() + h * 16, h, F, E_p, &l);
+        std::copy(entry.begin(), entry.end(), w.ro(0, p, h));
+        w.rl(0, p, h) = l;
+        std::copy(qpre.begin() + h * 16, qpre.begin() + (h + 1) * 16, w.rq(0, p, h));
+      }
+      auto st = w.decode({0}, {int32_t(m + 1)}, qp, qpre);
+      for (int64_t h = 0; h < 2; ++h) {
+        ASSERT_TRUE(st.dec[h].hit);
+        EXPECT_EQ(st.dec[h].matched, p);
+        float l;
+        auto ex = w.exact(0, qp.data() + h * 16, h, 0, m + 1, &l);
+        EXPECT_LT(rel_l2(st.out.data() + h * 16, ex.data(), 16), 1e-5) << "F " << F << " lag " << lag;
+        auto row = w.exact(0, qp.data() + h * 16, h, F, E_m, &l);
+        EXPECT_LT(rel_l2(w.ro(0, m, h), row.data(), 16), 1e-5);
+        EXPECT_NEAR(w.rl(0, m, h), l, 1e-4);
+      }
+      // Telemetry: the group read [E_p, m + 1) plus the sink, not the whole context.
+      EXPECT_EQ(st.kv_read[0], m + 1 - E_p + F);
+    }
+  }
+}
+
+// §10.4-7: one-hot coverage. q = 0 makes every score equal; V_j = e_j. The output must weigh
+// every key in [0, m] by exactly 1/(m+1): no key dropped or counted twice at F, E_p, E_m, m.
+TEST(MacCpu, OneHotCoverageHasNoGapsOrDoubles) {
+  const int64_t D = 128;
+  for (int64_t F : {0, 2}) {
+    for (int64_t r : {1, 4}) {
+      for (int64_t m : {20, 63, 100}) {
+        for (int64_t lag : {1, 3, 16}) {
+          World w(1, 1, D, 128, 1, config(0.45f, 16, r, 0, F));
+          for (int64_t j = 0; j < 128; ++j) {
+            std::fill(w.v_at(0, j, 0), w.v_at(0, j, 0) + D, 0.0f);
+            w.v_at(0, j, 0)[j] = 1.0f;
+          }
+          const int64_t p = m - lag;
+          std::vector<float> q(D, 0.0f);
+          // The entry for p: uniform over [F, E_p), built by the kernel's own range attention.
+          const int64_t E_p = std::max<int64_t>(p + 1 - r, 0);
+          float l;
+          auto entry = w.exact(0, q.data(), 0, std::min(F, E_p), E_p, &l);
+          std::copy(entry.begin(), entry.end(), w.ro(0, p, 0));
+          w.rl(0, p, 0) = l;
+          std::fill(w.rq(0, p, 0), w.rq(0, p, 0) + D, 0.0f);
+          auto st = w.decode({0}, {int32_t(m + 1)}, q, q);
+          SCOPED_TRACE(testing::Message() << "F " << F << " r " << r << " m " << m << " lag " << lag);
+          ASSERT_EQ(bool(st.dec[0].hit), E_p >= F && l > kNegInf);
+          for (int64_t j = 0; j < D; ++j)
+            EXPECT_NEAR(st.out[j], j <= m ? 1.0 / (m + 1) : 0.0, 1e-6) << "key " << j;
+          // The written row covers exactly [F, E_m) uniformly: never the sink, never the tail.
+          const int64_t E_m = std::max<int64_t>(m + 1 - r, 0);
+          const int64_t lo = std::min(F, E_m);
+          for (int64_t j = 0; j < D; ++j)
+            EXPECT_NEAR(w.ro(0, m, 0)[j], j >= lo && j < E_m ? 1.0 / (E_m - lo) : 0.0, 1e-6) << "row key " << j;
+        }
+      }
+    }
+  }
+}
+
+// §10.4-8: mixed groups of every pattern for group sizes 2, 4, 8: hit heads reuse, miss heads are
+// exact, and a KV group reads the whole context as soon as one of its heads misses.
+TEST(MacCpu, MixedGroupsOfEveryPattern) {
+  for (int64_t G : {2, 4, 8}) {
+    for (int64_t pattern = 0; pattern < (int64_t{1} << G); ++pattern) {
+      World w(G, 1, 16, 100, 1, config(0.45f, 16, 8));
+      const int64_t m = 90, p = 85, E_p = p + 1 - 8;
+      auto qp = w.randn(G * 16), qpre = w.randn(G * 16);
+      for (int64_t h = 0; h < G; ++h) {
+        const bool hit = (pattern >> h) & 1;
+        float l;
+        // Hit heads: an entry computed by a different query (so reuse differs from exact);
+        // miss heads: the row is far away.
+        auto other = w.randn(16);
+        auto entry = w.exact(0, other.data(), h, 0, E_p, &l);
+        std::copy(entry.begin(), entry.end(), w.ro(0, p, h));
+        w.rl(0, p, h) = l;
+        for (int64_t d = 0; d < 16; ++d) w.rq(0, p, h)[d] = qpre[h * 16 + d] + (hit ? 0.01f : 50.0f);
+      }
+      auto st = w.decode({0}, {int32_t(m + 1)}, qp, qpre);
+      for (int64_t h = 0; h < G; ++h) {
+        const bool hit = (pattern >> h) & 1;
+        ASSERT_EQ(bool(st.dec[h].hit), hit) << "G " << G << " pattern " << pattern << " head " << h;
+        float l;
+        auto ex = w.exact(0, qp.data() + h * 16, h, 0, m + 1, &l);
+        const double err = rel_l2(st.out.data() + h * 16, ex.data(), 16);
+        if (hit) EXPECT_GT(err, 1e-4);  // reused a foreign summary: not exact
+        else EXPECT_LT(err, 1e-6);
+      }
+      const bool all_hit = pattern == (int64_t{1} << G) - 1;
+      EXPECT_EQ(st.kv_read[0], all_hit ? m + 1 - E_p : m + 1);
+    }
+  }
+}
+
+// §10.4-9: an invalid nearest row never wins (the next valid one does); E_p < F demotes to miss.
+TEST(MacCpu, ValidityRules) {
+  World w(1, 1, 8, 64, 1, config(0.2f, 16, 4));
+  auto qp = w.randn(8), qpre = w.randn(8);
+  std::copy(qpre.begin(), qpre.end(), w.rq(0, 50, 0));  // exact match, but invalid
+  w.rl(0, 50, 0) = kNegInf;
+  for (int64_t d = 0; d < 8; ++d) w.rq(0, 45, 0)[d] = qpre[d] + 0.1f;  // near and valid
+  w.rl(0, 45, 0) = 0.0f;
+  auto st = w.decode({0}, {56}, qp, qpre);
+  EXPECT_TRUE(st.dec[0].hit);
+  EXPECT_EQ(st.dec[0].matched, 45);
+  World ws(1, 1, 8, 64, 1, config(0.2f, 16, 12, 0, /*F=*/10));
+  std::copy(qpre.begin(), qpre.end(), ws.rq(0, 15, 0));  // E_p = 4 < F = 10
+  ws.rl(0, 15, 0) = 0.0f;
+  auto st2 = ws.decode({0}, {20}, qp, qpre);
+  EXPECT_FALSE(st2.dec[0].hit);
+}
+
+// §10.4-10: sinks. Two steps: a miss writes an exact row without [0, F); the next step hits it.
+TEST(MacCpu, SinkRecurrenceMissThenHit) {
+  const int64_t D = 128, F = 3, r = 4;
+  World w(1, 1, D, 128, 1, config(0.45f, 16, r, 0, F));
+  for (int64_t j = 0; j < 128; ++j) {
+    std::fill(w.v_at(0, j, 0), w.v_at(0, j, 0) + D, 0.0f);
+    w.v_at(0, j, 0)[j] = 1.0f;
+  }
+  std::vector<float> q(D, 0.0f);
+  auto st1 = w.decode({0}, {61}, q, q);  // empty ring: miss at m = 60
+  EXPECT_FALSE(st1.dec[0].hit);
+  for (int64_t j = 0; j < F; ++j) EXPECT_EQ(w.ro(0, 60, 0)[j], 0.0f) << "sink key in the row";
+  auto st2 = w.decode({0}, {62}, q, q);  // m = 61 hits row 60 (distance 0)
+  ASSERT_TRUE(st2.dec[0].hit);
+  EXPECT_EQ(st2.dec[0].matched, 60);
+  for (int64_t j = 0; j < D; ++j) EXPECT_NEAR(st2.out[j], j <= 61 ? 1.0 / 62 : 0.0, 1e-6) << j;
+}
+
+// §10.4-11: prefill rows for the last M prompt positions equal attention over [min(F,E), E),
+// E = max(i + 1 - r, 0), at slots i mod M; chunked prefill gives identical rows; short prompts.
+TEST(MacCpu, PrefillRowsDirectAndChunkInvariant) {
+  for (int64_t P : {3, 10, 37}) {
+    for (int64_t F : {0, 2}) {
+      const int64_t M = 16, r = 4, Hq = 2, D = 8;
+      World whole(Hq, 1, D, 64, 1, config(0.45f, M, r, 0, F));
+      auto qp = whole.randn(P * Hq * D), qpre = whole.randn(P * Hq * D);
+      const int32_t rows_from = int32_t(std::max<int64_t>(0, P - M));
+      auto out = whole.prefill(0, 0, P, qp.data(), qpre.data(), rows_from);
+      for (int64_t i = rows_from; i < P; ++i)
+        for (int64_t h = 0; h < Hq; ++h) {
+          const int64_t E = std::max<int64_t>(i + 1 - r, 0);
+          float l;
+          auto row = whole.exact(0, qp.data() + (i * Hq + h) * D, h, std::min(F, E), E, &l);
+          EXPECT_EQ(whole.rl(0, i, h), l > kNegInf ? l : kNegInf);
+          if (l > kNegInf) EXPECT_LT(rel_l2(whole.ro(0, i, h), row.data(), D), 1e-6);
+          for (int64_t d = 0; d < D; ++d) EXPECT_EQ(whole.rq(0, i, h)[d], qpre[(i * Hq + h) * D + d]);
+          auto ex = whole.exact(0, qp.data() + (i * Hq + h) * D, h, 0, i + 1, &l);
+          EXPECT_LT(rel_l2(out.data() + (i * Hq + h) * D, ex.data(), D), 1e-6);
+        }
+      for (int64_t chunk : {1, 5, 16}) {
+        World part(Hq, 1, D, 64, 1, config(0.45f, M, r, 0, F));
+        part.kc = whole.kc, part.vc = whole.vc, part.tables = whole.tables;
+        for (int64_t s = 0; s < P; s += chunk) {
+          const int64_t n = std::min(chunk, P - s);
+          part.prefill(0, s, n, qp.data() + s * Hq * D, qpre.data() + s * Hq * D, rows_from);
+        }
+        EXPECT_EQ(part.ring_q, whole.ring_q) << "P " << P << " chunk " << chunk;
+        EXPECT_EQ(part.ring_o, whole.ring_o) << "P " << P << " chunk " << chunk;
+        EXPECT_EQ(part.ring_lse, whole.ring_lse) << "P " << P << " chunk " << chunk;
+      }
+    }
+  }
+}
+
+// §10.4-13: rows before ring_valid_from (a previous owner's) are never matched.
+TEST(MacCpu, RingValidFromHidesStaleRows) {
+  World w(1, 1, 8, 64, 1, config(0.45f, 16, 4));
+  auto qp = w.randn(8), qpre = w.randn(8);
+  std::copy(qpre.begin(), qpre.end(), w.rq(0, 40, 0));  // a perfect (stale) match
+  w.rl(0, 40, 0) = 0.0f;
+  EXPECT_TRUE(w.decode({0}, {46}, qp, qpre, {0}).dec[0].hit);
+  std::copy(qpre.begin(), qpre.end(), w.rq(0, 40, 0));
+  w.rl(0, 40, 0) = 0.0f;
+  auto st = w.decode({0}, {46}, qp, qpre, {41});
+  EXPECT_FALSE(st.dec[0].hit);
+  EXPECT_EQ(st.dec[0].matched, -1);
+}
+
+// §10.4-15: a request's decisions, outputs and rows do not depend on its batch-mates or order.
+TEST(MacCpu, BatchInvariance) {
+  World w(4, 2, 16, 120, 3, config(0.3f, 32, 8));
+  std::vector<std::vector<float>> qps, qpres;
+  for (int s = 0; s < 3; ++s) {
+    for (int64_t x = 60; x < 100; ++x)
+      for (int64_t h = 0; h < 4; ++h) {
+        auto v = w.randn(16, 0.5f);
+        std::copy(v.begin(), v.end(), w.rq(s, x, h));
+        auto o = w.randn(16);
+        std::copy(o.begin(), o.end(), w.ro(s, x, h));
+        w.rl(s, x, h) = 1.0f;
+      }
+    qps.push_back(w.randn(4 * 16));
+    qpres.push_back(w.randn(4 * 16, 0.5f));
+  }
+  const auto q_before = w.ring_q;
+  const auto ring_before = w.ring_o;
+  const auto lse_before = w.ring_lse;
+  auto alone = w.decode({1}, {100}, qps[1], qpres[1]);
+  const auto row_alone = std::vector<float>(w.ro(1, 99, 0), w.ro(1, 99, 0) + 4 * 16);
+  w.ring_q = q_before, w.ring_o = ring_before, w.ring_lse = lse_before;
+  std::vector<float> qp_all, qpre_all;
+  for (int s : {2, 1, 0}) {
+    qp_all.insert(qp_all.end(), qps[s].begin(), qps[s].end());
+    qpre_all.insert(qpre_all.end(), qpres[s].begin(), qpres[s].end());
+  }
+  auto batch = w.decode({2, 1, 0}, {100, 100, 100}, qp_all, qpre_all);
+  for (int64_t i = 0; i < 4 * 16; ++i) EXPECT_EQ(batch.out[4 * 16 + i], alone.out[i]);
+  for (int64_t h = 0; h < 4; ++h) {
+    EXPECT_EQ(batch.dec[4 + h].hit, alone.dec[h].hit);
+    EXPECT_EQ(batch.dec[4 + h].matched, alone.dec[h].matched);
+  }
+  EXPECT_EQ(std::vector<float>(w.ro(1, 99, 0), w.ro(1, 99, 0) + 4 * 16), row_alone);
+  int hits = 0;
+  for (const auto& d : alone.dec) hits += d.hit;
+  EXPECT_GT(hits, 0) << "the test should exercise hits";
+}
+
 }  // namespace
