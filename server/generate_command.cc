@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "default_model.h"
+#include "engine_options.h"
 #include "macserve/core/error.h"
 #include "macserve/engine/engine.h"
 
@@ -55,6 +56,29 @@ int run_generate(GenerateOptions& o) {
                engine::to_string(last.finish_reason), static_cast<long long>(last.prompt_tokens),
                static_cast<long long>(last.completion_tokens), last.time_to_first_token, tps, wall,
                static_cast<long long>(eng->weight_bytes()));
+  if (last.mac.heads > 0) {
+    std::fprintf(stderr,
+                 "[macserve] mac: decode_steps=%lld heads=%lld eligible=%lld hits=%lld hit_rate=%.4f "
+                 "kv_read=%.1f MiB full_attention=%.1f MiB (%.3fx)\n",
+                 static_cast<long long>(last.mac.decode_steps), static_cast<long long>(last.mac.heads),
+                 static_cast<long long>(last.mac.eligible_heads), static_cast<long long>(last.mac.hit_heads),
+                 last.mac.hit_rate(), last.mac.kv_bytes_read / 1048576.0, last.mac.kv_bytes_full / 1048576.0,
+                 last.mac.kv_bytes_full > 0 ? static_cast<double>(last.mac.kv_bytes_read) / last.mac.kv_bytes_full : 0.0);
+    const engine::EngineStats st = eng->stats();
+    std::string per_layer;
+    for (std::size_t l = 0; l < st.mac_layer_heads.size(); ++l) {
+      const double rate = st.mac_layer_heads[l] > 0 ? double(st.mac_layer_hits[l]) / st.mac_layer_heads[l] : 0.0;
+      per_layer += fmt::format("{}{:.3f}", l ? "," : "", rate);
+    }
+    std::fprintf(stderr, "[macserve] mac: hit_rate_per_layer=%s\n", per_layer.c_str());
+    if (st.mac_audited_steps > 0) {
+      std::string errs;
+      for (std::size_t l = 0; l < st.mac_layer_audit_rel_l2.size(); ++l)
+        errs += fmt::format("{}{:.2e}", l ? "," : "", st.mac_layer_audit_rel_l2[l]);
+      std::fprintf(stderr, "[macserve] mac: audited_steps=%lld rel_l2_per_layer=%s\n",
+                   static_cast<long long>(st.mac_audited_steps), errs.c_str());
+    }
+  }
   eng->shutdown();
   return 0;
 }
@@ -64,6 +88,7 @@ int run_generate(GenerateOptions& o) {
 void add_generate_command(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<GenerateOptions>();
   opts->params.temperature = 0.0f;
+  opts->engine.max_num_seqs = 1;  // one request: one MAC ring slot
   CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt (text to stdout)");
   cmd->add_option("--model,-m", opts->engine.model_path, "HF model directory or .gguf file (default: SmolLM2-135M-Instruct)");
   cmd->add_option("--prompt,-p", opts->prompt, "Prompt text (empty: start from BOS)");
@@ -84,6 +109,9 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-cache-tokens", opts->engine.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)");
   cmd->add_option("--max-model-len", opts->engine.max_model_len, "Context length cap (0 = the model's)");
   cmd->add_option("--block-size", opts->engine.block_size, "KV block size in tokens")->check(CLI::Range(1, 1024));
+  cmd->add_option("--max-num-seqs", opts->engine.max_num_seqs, "Sequences per step (also MAC ring slots)")
+      ->check(CLI::Range(1, 4096));
+  add_mac_options(*cmd, opts->engine);
   cmd->callback([opts, &exit_code] { exit_code = run_generate(*opts); });
 }
 

@@ -1,6 +1,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <cmath>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -38,6 +39,35 @@ std::vector<int32_t> collect_eos(const std::string& model_path, const ModelConfi
     }
   }
   return ids;
+}
+
+// Validates the MAC flags and turns them into runner options.
+MacRunnerOptions mac_options(const EngineConfig& cfg) {
+  MacRunnerOptions m;
+  if (cfg.attention != "mac" && cfg.attention != "full")
+    throw_error(ErrorCode::kInvalidArgument, "--attention must be mac or full, got '{}'", cfg.attention);
+  m.enabled = cfg.attention == "mac";
+  if (!std::isfinite(cfg.mac_threshold))
+    throw_error(ErrorCode::kInvalidArgument, "--mac-threshold must be a number");
+  if (cfg.mac_window < 1 || cfg.mac_window > (1 << 20))
+    throw_error(ErrorCode::kInvalidArgument, "--mac-window must be in [1, 1048576], got {}", cfg.mac_window);
+  if (cfg.mac_band < 1) throw_error(ErrorCode::kInvalidArgument, "--mac-band must be at least 1, got {}", cfg.mac_band);
+  if (cfg.mac_min_context < 0 || cfg.mac_sink_tokens < 0)
+    throw_error(ErrorCode::kInvalidArgument, "--mac-min-context and --mac-sink-tokens must not be negative");
+  if (cfg.mac_ring_dtype != "bf16" && cfg.mac_ring_dtype != "fp32")
+    throw_error(ErrorCode::kInvalidArgument, "--mac-ring-dtype must be bf16 or fp32, got '{}'", cfg.mac_ring_dtype);
+  if (!(cfg.mac_audit_rate >= 0.0 && cfg.mac_audit_rate <= 1.0))
+    throw_error(ErrorCode::kInvalidArgument, "--mac-audit-rate must be in [0, 1]");
+  m.config.threshold = std::min(1.0f, std::max(0.0f, cfg.mac_threshold));  // t is clamped (Part A #1)
+  m.config.window = cfg.mac_window;
+  m.config.band = cfg.mac_band;
+  m.config.gen_min = cfg.mac_min_context;
+  m.config.sink = cfg.mac_sink_tokens;
+  m.config.ring_bf16 = cfg.mac_ring_dtype == "bf16";
+  m.audit_rate = cfg.mac_audit_rate;
+  m.audit_seed = cfg.default_seed;
+  m.dump_path = cfg.mac_dump;
+  return m;
 }
 
 }  // namespace
@@ -79,7 +109,11 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
     throw_error(ErrorCode::kInvalidArgument, "--kv-cache-tokens {} is smaller than the context length {}",
                 kv_tokens, max_model_len_);
   const int64_t num_blocks = (kv_tokens + cfg.block_size - 1) / cfg.block_size;
-  kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size);
+  const MacRunnerOptions mac = mac_options(cfg);
+  cache::MacRingSpec ring_spec;
+  if (mac.enabled) ring_spec = {cfg.max_num_seqs, mac.config.window, mac.config.ring_bf16};
+  kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size, ring_spec);
+  if (mac.enabled) mac_state_ = std::make_unique<cache::MacState>(cfg.max_num_seqs);
   blocks_ = std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size, cfg.enable_prefix_caching);
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
   if (cfg.scheduling_policy == "priority") policy = SchedulingPolicy::kPriority;
@@ -87,13 +121,21 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
     throw_error(ErrorCode::kInvalidArgument, "unknown scheduling policy '{}' (fcfs|priority)", cfg.scheduling_policy);
   if (cfg.max_num_seqs < 1 || cfg.max_num_batched_tokens < 1)
     throw_error(ErrorCode::kInvalidArgument, "--max-num-seqs and --max-num-batched-tokens must be positive");
-  scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, policy});
-  runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_);
+  scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, policy},
+                                           mac_state_.get(), mac.config.window);
+  runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
                "context {}, device {}, ready in {:.2f} s",
                path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,
                cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(),
                seconds(t0, Clock::now()));
+  if (mac.enabled)
+    spdlog::info("attention: mac (threshold {}, window {}, band {}, min context {}, sink {}, ring {} = {:.1f} MiB "
+                 "for {} request slots, audit rate {})",
+                 mac.config.threshold, mac.config.window, mac.config.band, mac.config.gen_min, mac.config.sink,
+                 cfg.mac_ring_dtype, kv_->mac_ring_bytes() / 1048576.0, cfg.max_num_seqs, mac.audit_rate);
+  else
+    spdlog::info("attention: full");
   thread_ = std::thread([this] { loop(); });
 }
 

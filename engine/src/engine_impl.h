@@ -43,6 +43,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<models::Model> model_;
   std::unique_ptr<cache::KvPool> kv_;
   std::unique_ptr<cache::BlockManager> blocks_;
+  std::unique_ptr<cache::MacState> mac_state_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<ModelRunner> runner_;
   std::vector<int32_t> eos_ids_;

@@ -1,6 +1,7 @@
 // The engine thread: inbox -> reap cancelled/expired -> schedule -> model step -> sample ->
 // outputs, until shutdown.
 #include <algorithm>
+#include <cmath>
 
 #include <spdlog/spdlog.h>
 
@@ -58,6 +59,18 @@ void EngineImpl::publish_stats() {
   stats_.num_preemptions = scheduler_->num_preemptions();
   stats_.prefix_cache_queries = blocks_->stats().prefix_queries;
   stats_.prefix_cache_hits = blocks_->stats().prefix_hits;
+  const MacTotals& mt = runner_->mac_totals();
+  stats_.mac_layer_heads = mt.layer_heads;
+  stats_.mac_layer_eligible = mt.layer_eligible;
+  stats_.mac_layer_hits = mt.layer_hits;
+  stats_.mac_layer_audit_rel_l2.resize(mt.layer_audit_err_sq.size());
+  for (std::size_t l = 0; l < mt.layer_audit_err_sq.size(); ++l)
+    stats_.mac_layer_audit_rel_l2[l] =
+        mt.layer_audit_ref_sq[l] > 0 ? std::sqrt(mt.layer_audit_err_sq[l] / mt.layer_audit_ref_sq[l]) : 0.0;
+  stats_.mac_audited_steps = mt.audited_steps;
+  stats_.mac_kv_bytes_read = mt.kv_bytes_read;
+  stats_.mac_kv_bytes_full = mt.kv_bytes_full;
+  stats_.mac_ring_bytes = kv_->mac_ring_bytes();
   num_queued_ = stats_.num_waiting + static_cast<int64_t>(inbox_.size());
 }
 
@@ -161,6 +174,7 @@ void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text, st
   out.completion_tokens = seq.num_generated();
   out.cached_prompt_tokens = seq.num_cached_prompt;
   out.num_preemptions = seq.num_preemptions;
+  out.mac = seq.mac;
   const auto started = seq.first_scheduled == Clock::time_point{} ? now : seq.first_scheduled;
   out.queue_time = seconds(seq.arrival, started);
   out.time_to_first_token = seq.num_generated() == 0 ? 0.0 : seconds(seq.arrival, seq.first_token);

@@ -4,6 +4,7 @@
 #include "macserve/models/llama.h"
 
 #include <cmath>
+#include <vector>
 
 #include "macserve/core/error.h"
 
@@ -105,6 +106,8 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
     gate_up_ = be_.alloc(DType::kF32, {num_tokens, 2 * c.intermediate_size});
     act_ = be_.alloc(DType::kF32, {num_tokens, c.intermediate_size});
     ids_ = be_.alloc(DType::kI32, {num_tokens});
+    q_pre_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
+    audit_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
     meta_.positions = be_.alloc(DType::kI32, {num_tokens});
     meta_.slot_mapping = be_.alloc(DType::kI64, {num_tokens});
   }
@@ -158,9 +161,49 @@ void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
                    "sequence {}: {} queries, context {}", s, n, in.context_lens[s]);
   }
   for (int32_t r : in.logits_rows) MACSERVE_CHECK(r >= 0 && r < T, "logits row {} out of range", r);
+  if (in.mac.enabled) {
+    const auto n = static_cast<std::size_t>(S);
+    MACSERVE_CHECK(in.mac.modes.size() == n && in.mac.ring_slots.size() == n && in.mac.ring_valid_from.size() == n &&
+                       in.mac.rows_from.size() == n, "MAC inputs need one entry per sequence");
+    MACSERVE_CHECK(static_cast<int64_t>(kv.mac_rings.size()) == config_.num_layers, "MAC rings missing");
+    for (int64_t s = 0; s < S; ++s)
+      MACSERVE_CHECK(in.mac.modes[s] != kernels::kMacDecode || in.query_start[s + 1] - in.query_start[s] == 1,
+                     "MAC decode sequence {} must have exactly one query", s);
+  }
 }
 
-Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv) {
+void LlamaModel::attention(int64_t layer, const StepInputs& in, const KvCacheView& kv, const Tensor& q,
+                           const Tensor& attn, MacStepOutputs* mac_out) {
+  const auto l = static_cast<std::size_t>(layer);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  if (!in.mac.enabled) {
+    be_.paged_attention(q, kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale);
+    return;
+  }
+  const int64_t T = in.num_tokens(), S = in.num_seqs(), Hq = config_.num_q_heads, D = config_.head_dim;
+  backend::Backend::MacArgs args{&in.mac.config, &kv.mac_rings.at(l), in.mac.modes.data(), in.mac.ring_slots.data(),
+                                 in.mac.ring_valid_from.data(), in.mac.rows_from.data(),
+                                 mac_out ? mac_out->decisions.data() + layer * S * Hq : nullptr,
+                                 mac_out ? mac_out->kv_tokens_read.data() + layer * S : nullptr};
+  be_.mac_attention(q, q_pre_.slice_rows(0, T), kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale, args);
+  if (!in.mac.audit || mac_out == nullptr) return;
+  // Audit: exact attention for the same queries; relative L2 over the decode rows of this layer.
+  Tensor exact = audit_.slice_rows(0, T);
+  be_.paged_attention(q, kv.k[l], kv.v[l], exact, step_meta_, kv.layout, scale);
+  std::vector<float> a(static_cast<std::size_t>(T * Hq * D)), b(a.size());
+  be_.copy_to_host(attn, a.data());
+  be_.copy_to_host(exact, b.data());
+  for (int64_t s = 0; s < S; ++s) {
+    if (in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode) continue;
+    const int64_t t = in.query_start[static_cast<std::size_t>(s)];
+    for (int64_t i = t * Hq * D; i < (t + 1) * Hq * D; ++i) {
+      mac_out->audit_err_sq[l] += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
+      mac_out->audit_ref_sq[l] += double(b[i]) * b[i];
+    }
+  }
+}
+
+Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out) {
   validate(in, kv);
   const ModelConfig& c = config_;
   const int64_t T = in.num_tokens();
@@ -171,7 +214,14 @@ Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv) {
   Tensor q = q_.slice_rows(0, T), k = k_.slice_rows(0, T), v = v_.slice_rows(0, T);
   Tensor attn = attn_.slice_rows(0, T), proj = proj_.slice_rows(0, T);
   Tensor gate_up = gate_up_.slice_rows(0, T), act = act_.slice_rows(0, T);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (in.mac.enabled && mac_out != nullptr) {
+    const auto S = static_cast<std::size_t>(in.num_seqs());
+    const auto layers = static_cast<std::size_t>(c.num_layers);
+    mac_out->decisions.assign(layers * S * static_cast<std::size_t>(c.num_q_heads), {});
+    mac_out->kv_tokens_read.assign(layers * S, 0);
+    mac_out->audit_err_sq.assign(layers, 0.0);
+    mac_out->audit_ref_sq.assign(layers, 0.0);
+  }
 
   // Token embeddings start the residual stream.
   be_.embedding(ids_.slice_rows(0, T), embed_, residual);
@@ -189,12 +239,13 @@ Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv) {
       be_.rms_norm(q, nullptr, L.q_norm, q, c.rms_norm_eps);
       be_.rms_norm(k, nullptr, L.k_norm, k, c.rms_norm_eps);
     }
+    // MAC matches the query before RoPE (after q_norm for Qwen3): keep a copy.
+    if (in.mac.enabled) be_.copy(q, q_pre_.slice_rows(0, T));
     // Rotary position embedding, then this step's K/V into the paged cache.
     be_.rope(q, k, step_meta_.positions, inv_freq_);
     be_.kv_write(k, v, kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], step_meta_, kv.layout);
-    // Causal attention over the paged cache (prefill chunks and decodes in one call).
-    be_.paged_attention(q, kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], attn,
-                        step_meta_, kv.layout, scale);
+    // Causal attention over the paged cache: prefill chunks exact, decodes through MAC when on.
+    attention(i, in, kv, q, attn, mac_out);
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
     // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
     be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);

@@ -1,5 +1,8 @@
 // CpuBackend: float32 host tensors, ops straight to kernels/cpu.
+#include <algorithm>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "macserve/backend/backend.h"
 #include "macserve/core/error.h"
@@ -8,6 +11,7 @@
 #include "macserve/kernels/embedding.h"
 #include "macserve/kernels/gemm.h"
 #include "macserve/kernels/kv_write.h"
+#include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/rms_norm.h"
 
 namespace macserve::backend {
@@ -91,12 +95,55 @@ class CpuBackend final : public Backend {
     p.layout = layout;
     k::cpu::paged_attention(p);
   }
+  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& out, const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale,
+                     const MacArgs& mac) override {
+    k::MacAttentionParams p{};
+    p.q_post = f32(q);
+    p.q_pre = f32(q_pre);
+    p.k_cache = f32(k_cache);
+    p.v_cache = f32(v_cache);
+    p.out = f32(out);
+    p.query_start = meta.query_start.data_as<int32_t>();
+    p.context_lens = meta.context_lens.data_as<int32_t>();
+    p.block_tables = meta.block_tables.data_as<int32_t>();
+    p.modes = mac.modes;
+    p.ring_slots = mac.ring_slots;
+    p.ring_valid_from = mac.ring_valid_from;
+    p.rows_from = mac.rows_from;
+    p.num_seqs = meta.num_seqs;
+    p.max_blocks_per_seq = meta.max_blocks_per_seq;
+    p.num_q_heads = q.dim(-2);
+    p.scale = scale;
+    p.layout = layout;
+    p.cfg = *mac.config;
+    p.ring = *mac.ring;
+    p.decisions = mac.decisions;
+    p.kv_tokens_read = mac.kv_tokens_read;
+    k::cpu::mac_attention(p);
+  }
+  k::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
+                            bool bf16) override {
+    const int64_t rows = num_slots * window * num_q_heads;
+    Tensor q = Tensor::empty_host(bf16 ? DType::kBF16 : DType::kF32, {rows, head_dim});
+    Tensor o = Tensor::empty_host(bf16 ? DType::kBF16 : DType::kF32, {rows, head_dim});
+    Tensor lse = Tensor::empty_host(DType::kF32, {rows});
+    std::fill(lse.data_as<float>(), lse.data_as<float>() + rows, -std::numeric_limits<float>::infinity());
+    rings_.push_back({q, o, lse});
+    return {q.data(), o.data(), lse.data_as<float>(), num_slots};
+  }
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
     const int64_t width = x.numel() / x.dim(0);
     const int32_t* r = rows.data_as<int32_t>();
     for (int64_t i = 0; i < rows.numel(); ++i)
       std::memcpy(f32(out) + i * width, f32(x) + static_cast<int64_t>(r[i]) * width, sizeof(float) * width);
   }
+
+ private:
+  struct RingStorage {
+    Tensor q, o, lse;
+  };
+  std::vector<RingStorage> rings_;  // keeps MAC ring memory alive
 };
 
 }  // namespace

@@ -19,8 +19,14 @@ void Scheduler::add(Sequence* seq) {
   waiting_.insert(pos, seq);
 }
 
+void Scheduler::release_ring(Sequence* seq) {
+  if (mac_ != nullptr && seq->ring_slot >= 0) mac_->release(seq->ring_slot);
+  seq->ring_slot = -1;
+}
+
 void Scheduler::preempt(Sequence* seq) {
   blocks_.release(seq->block_table);
+  release_ring(seq);
   seq->num_computed = 0;
   seq->num_sealed_blocks = 0;
   ++seq->num_preemptions;
@@ -40,12 +46,20 @@ bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) 
                        blocks_.blocks_for_tokens(start + n) - static_cast<int64_t>(seq->block_table.size()) -
                        cached / bs;
   if (need > blocks_.num_free_blocks()) return false;
+  if (mac_ != nullptr && mac_->num_free() == 0) return false;
   if (cached > 0) {
     blocks_.acquire_prefix(seq->tokens, cached, seq->block_table);
     seq->num_computed = cached;
   }
   if (seq->num_preemptions == 0) seq->num_cached_prompt = std::min(cached, seq->prompt_len);
   blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
+  // This admission's prefill (re)builds ring rows for the last M positions it computes; rows of
+  // prefix-cached positions are not built, so they are not candidates either.
+  seq->prefill_end = seq->total_len();
+  if (mac_ != nullptr) {
+    seq->ring_slot = mac_->acquire();
+    seq->ring_valid_from = std::max<int64_t>({0, seq->total_len() - mac_window_, seq->num_computed});
+  }
   seq->status = SeqStatus::kRunning;
   auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
                               [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
@@ -100,6 +114,7 @@ void Scheduler::commit(const SchedulerOutput& out) {
 
 void Scheduler::remove(Sequence* seq) {
   blocks_.release(seq->block_table);
+  release_ring(seq);
   seq->status = SeqStatus::kFinished;
   if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end()) running_.erase(it);
   if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);

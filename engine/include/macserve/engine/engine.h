@@ -27,6 +27,17 @@ struct EngineConfig {
   int64_t max_model_len = 0;           // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   std::string scheduling_policy = "fcfs";  // fcfs|priority
+
+  // MAC-Attention (mac-attention.md Part A): every decode step goes through it unless "full".
+  std::string attention = "mac";       // mac|full
+  float mac_threshold = 0.45f;         // t: hit iff |q - q'|^2 < 2 D (1 - t)^2
+  int64_t mac_window = 512;            // M: ring rows per request and head
+  int64_t mac_band = 256;              // r: keys recomputed behind each match boundary
+  int64_t mac_min_context = 2048;      // gen_min: match only from this context length on
+  int64_t mac_sink_tokens = 0;         // F: leading keys always recomputed, never stored
+  std::string mac_ring_dtype = "bf16"; // bf16|fp32 storage of ring q and o
+  double mac_audit_rate = 0.0;         // fraction of steps re-run exactly to measure the error
+  std::string mac_dump;                // JSON-lines dump of the first request's MAC decisions
   uint64_t default_seed = 0;           // random stream of requests without a seed
 };
 
@@ -42,6 +53,12 @@ struct EngineStats {
   int64_t prefix_cache_queries = 0;    // full prompt blocks looked up
   int64_t prefix_cache_hits = 0;       // ... found cached
   int64_t num_requests_finished = 0;
+  // MAC-Attention, per layer and in total.
+  std::vector<int64_t> mac_layer_heads, mac_layer_eligible, mac_layer_hits;
+  std::vector<double> mac_layer_audit_rel_l2;  // sqrt(sum err^2 / sum ref^2) over audited steps
+  int64_t mac_audited_steps = 0;
+  int64_t mac_kv_bytes_read = 0, mac_kv_bytes_full = 0;
+  int64_t mac_ring_bytes = 0;
   double kv_cache_usage() const {
     return num_blocks > 0 ? 1.0 - static_cast<double>(num_free_blocks) / static_cast<double>(num_blocks) : 0.0;
   }

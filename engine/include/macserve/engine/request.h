@@ -34,6 +34,17 @@ struct GeneratedToken {
   std::vector<sampling::TokenLogprob> top;
 };
 
+// MAC-Attention telemetry of one request (decode steps only).
+struct MacUsage {
+  int64_t decode_steps = 0;
+  int64_t heads = 0;           // (layer, query head) decisions made
+  int64_t eligible_heads = 0;  // ... where matching was allowed (context >= --mac-min-context)
+  int64_t hit_heads = 0;       // ... that hit
+  int64_t kv_bytes_read = 0;   // K/V bytes the attention read
+  int64_t kv_bytes_full = 0;   // K/V bytes full attention would have read
+  double hit_rate() const { return heads > 0 ? static_cast<double>(hit_heads) / static_cast<double>(heads) : 0.0; }
+};
+
 struct RequestOutput {
   int32_t index = 0;                    // which of the request's n completions
   std::string text;                     // new text since the previous output
@@ -49,6 +60,7 @@ struct RequestOutput {
   double total_time = 0.0;
   int64_t cached_prompt_tokens = 0;     // prompt tokens served from the prefix cache
   int64_t num_preemptions = 0;
+  MacUsage mac;                         // filled on the final output
 };
 
 // Filled by the engine thread, drained by a front-end thread. Ends once all n completions have

@@ -13,7 +13,7 @@ class LlamaModel final : public Model {
  public:
   LlamaModel(Checkpoint ckpt, backend::Backend& backend);
   const ModelConfig& config() const override { return config_; }
-  Tensor forward(const StepInputs& inputs, const KvCacheView& kv) override;
+  Tensor forward(const StepInputs& inputs, const KvCacheView& kv, MacStepOutputs* mac_out = nullptr) override;
   int64_t weight_bytes() const override;
 
  private:
@@ -30,6 +30,8 @@ class LlamaModel final : public Model {
   void validate(const StepInputs& in, const KvCacheView& kv) const;
   void ensure_workspace(int64_t num_tokens, int64_t num_logits);
   void upload_inputs(const StepInputs& in);
+  void attention(int64_t layer, const StepInputs& in, const KvCacheView& kv, const Tensor& q, const Tensor& attn,
+                 MacStepOutputs* mac_out);
 
   ModelConfig config_;
   backend::Backend& be_;
@@ -39,6 +41,7 @@ class LlamaModel final : public Model {
   // Workspace, sized for the largest step so far.
   int64_t ws_tokens_ = 0, ws_logits_ = 0;
   Tensor residual_, normed_, q_, k_, v_, attn_, proj_, gate_up_, act_, ids_;
+  Tensor q_pre_, audit_;  // MAC: pre-RoPE queries; exact attention for the audit
   Tensor last_hidden_, logits_, logits_rows_;
   backend::AttentionMeta meta_;       // backing storage
   backend::AttentionMeta step_meta_;  // views for the current step

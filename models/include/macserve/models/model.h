@@ -19,7 +19,9 @@ class Model {
   virtual const ModelConfig& config() const = 0;
   // One step over the batch: writes this step's K/V into `kv` and returns the logits of
   // inputs.logits_rows as a backend tensor [num_logits_rows, vocab_size] (valid until the next call).
-  virtual Tensor forward(const StepInputs& inputs, const KvCacheView& kv) = 0;
+  // With inputs.mac.enabled, attention runs through MAC-Attention and `mac_out` (if given) gets
+  // the step's decisions, KV tokens read and audit errors.
+  virtual Tensor forward(const StepInputs& inputs, const KvCacheView& kv, MacStepOutputs* mac_out = nullptr) = 0;
   // Bytes of weights resident on the backend.
   virtual int64_t weight_bytes() const = 0;
 };

@@ -6,9 +6,31 @@
 #include <vector>
 
 #include "macserve/core/tensor.h"
+#include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/paged_kv.h"
 
 namespace macserve::models {
+
+// MAC-Attention inputs of one step (mac-attention.md Part A). Per sequence: whether it decodes
+// through MAC or runs exact attention, its ring slot, ring_valid_from, and from which position an
+// exact (prefill) chunk writes ring rows.
+struct MacStepInputs {
+  bool enabled = false;                 // attention goes through mac_attention
+  kernels::MacConfig config;
+  std::vector<int8_t> modes;            // [num_seqs] kernels::MacSeqMode
+  std::vector<int32_t> ring_slots;      // [num_seqs]
+  std::vector<int32_t> ring_valid_from; // [num_seqs]
+  std::vector<int32_t> rows_from;       // [num_seqs]
+  bool audit = false;                   // also run exact attention; report rel. L2 per layer
+};
+
+// What a MAC step reports back (filled by Model::forward when mac.enabled).
+struct MacStepOutputs {
+  std::vector<kernels::MacHeadDecision> decisions;  // [num_layers, num_seqs, num_q_heads]
+  std::vector<int64_t> kv_tokens_read;              // [num_layers, num_seqs]
+  std::vector<double> audit_err_sq;                 // [num_layers]: sum |mac - exact|^2 (decode rows)
+  std::vector<double> audit_ref_sq;                 // [num_layers]: sum |exact|^2
+};
 
 struct StepInputs {
   std::vector<int32_t> token_ids;     // [num_tokens]: each sequence's new tokens, sequence after sequence
@@ -19,6 +41,7 @@ struct StepInputs {
   std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq], padded with 0
   int64_t max_blocks_per_seq = 0;
   std::vector<int32_t> logits_rows;   // token rows whose logits are wanted (usually each seq's last)
+  MacStepInputs mac;
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }
   int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
@@ -29,6 +52,7 @@ struct KvCacheView {
   std::vector<Tensor> k;  // per layer: [num_blocks, num_kv_heads, block_size, head_dim]
   std::vector<Tensor> v;
   kernels::PagedKvLayout layout{};
+  std::vector<kernels::MacRing> mac_rings;  // per layer; empty when MAC is off
 };
 
 }  // namespace macserve::models

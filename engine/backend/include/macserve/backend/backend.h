@@ -6,6 +6,7 @@
 #include <string>
 
 #include "macserve/core/tensor.h"
+#include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/paged_kv.h"
 #include "macserve/kernels/rope.h"
 
@@ -53,6 +54,27 @@ class Backend {
   virtual void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
                                const Tensor& out, const AttentionMeta& meta,
                                const kernels::PagedKvLayout& layout, float scale) = 0;
+  // MAC-Attention for the step (kernels/mac_attention.h): exact attention (+ ring rows) for
+  // exact-mode sequences, Match-Amend-Complete for decode-mode ones. Per-sequence arrays are host
+  // vectors of num_seqs entries; decisions [num_seqs, Hq] and kv_tokens_read [num_seqs] are host
+  // outputs (may be null).
+  struct MacArgs {
+    const kernels::MacConfig* config;
+    const kernels::MacRing* ring;
+    const int8_t* modes;
+    const int32_t* ring_slots;
+    const int32_t* ring_valid_from;
+    const int32_t* rows_from;
+    kernels::MacHeadDecision* decisions;
+    int64_t* kv_tokens_read;
+  };
+  virtual void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
+                             const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout,
+                             float scale, const MacArgs& mac) = 0;
+  // MAC ring storage for one layer: q and o [num_slots, M, Hq, D] (bf16 as u16 or f32), lse f32
+  // [num_slots, M, Hq] set to -inf (empty rows).
+  virtual kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads,
+                                          int64_t head_dim, bool bf16) = 0;
   // out[i, :] = x[rows[i], :]
   virtual void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) = 0;
 };

@@ -11,12 +11,23 @@
 
 namespace macserve::cache {
 
+// MAC ring memory requested with the pool (accounted in the same budget).
+struct MacRingSpec {
+  int64_t num_slots = 0;  // 0: MAC off, no rings
+  int64_t window = 512;
+  bool bf16 = true;
+};
+
 class KvPool {
  public:
-  KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size);
+  KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size,
+         MacRingSpec mac = {});
   const models::KvCacheView& view() const { return view_; }
   int64_t num_blocks() const { return view_.layout.num_blocks; }
   int64_t bytes() const { return bytes_; }
+  int64_t mac_ring_bytes() const { return ring_bytes_; }
+  // Bytes of one request slot's MAC rings over all layers.
+  static int64_t mac_ring_bytes_per_slot(const ModelConfig& config, const MacRingSpec& mac);
   // Copies whole blocks (all layers, K and V): the block manager's copy-on-write requests.
   void copy_blocks(const std::vector<BlockCopy>& copies);
   // Bytes of K+V for one token across all layers (float32 on the CPU backend).
@@ -26,6 +37,7 @@ class KvPool {
   backend::Backend& backend_;
   models::KvCacheView view_;
   int64_t bytes_ = 0;
+  int64_t ring_bytes_ = 0;
 };
 
 }  // namespace macserve::cache

@@ -1,7 +1,12 @@
 // ModelRunner: a scheduled batch -> StepInputs (tokens, positions, slot mapping, block tables,
-// context lengths) -> copy-on-write block copies -> Model::forward -> logits on the host.
+// context lengths, MAC per-request state) -> copy-on-write block copies -> Model::forward ->
+// logits on the host; with MAC on, it also folds the step's decisions into telemetry.
 #pragma once
 
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "macserve/backend/backend.h"
@@ -11,20 +16,45 @@
 
 namespace macserve::engine {
 
+struct MacRunnerOptions {
+  bool enabled = false;        // --attention mac
+  kernels::MacConfig config;
+  double audit_rate = 0.0;     // fraction of steps re-run with exact attention
+  uint64_t audit_seed = 0;
+  std::string dump_path;       // JSON lines of the first request's decisions and ring rows
+};
+
+// Engine-wide MAC telemetry (per layer and in total).
+struct MacTotals {
+  std::vector<int64_t> layer_heads, layer_eligible, layer_hits;
+  std::vector<double> layer_audit_err_sq, layer_audit_ref_sq;
+  int64_t audited_steps = 0;
+  int64_t kv_bytes_read = 0, kv_bytes_full = 0;
+};
+
 class ModelRunner {
  public:
-  ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv)
-      : backend_(backend), model_(model), kv_(kv) {}
+  ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv, MacRunnerOptions mac = {});
+  ~ModelRunner();
 
   // Runs one step; returns host logits [number of sampled sequences, vocab] in batch order.
   const std::vector<float>& run(const SchedulerOutput& batch);
   // The explicit per-step inputs of a batch (public for tests).
   models::StepInputs prepare(const SchedulerOutput& batch) const;
+  const MacTotals& mac_totals() const { return totals_; }
 
  private:
+  void account_mac(const SchedulerOutput& batch, const models::StepInputs& in, const models::MacStepOutputs& out);
+  void dump_mac(const SchedulerOutput& batch, const models::StepInputs& in, const models::MacStepOutputs& out);
+
   backend::Backend& backend_;
   models::Model& model_;
   cache::KvPool& kv_;
+  MacRunnerOptions mac_;
+  std::mt19937_64 audit_rng_;
+  MacTotals totals_;
+  std::FILE* dump_ = nullptr;
+  int64_t dump_steps_ = 0;
   std::vector<float> logits_;
 };
 

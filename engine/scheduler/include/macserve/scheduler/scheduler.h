@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "macserve/cache/block_manager.h"
+#include "macserve/cache/mac_state.h"
 #include "macserve/scheduler/sequence.h"
 
 namespace macserve::engine {
@@ -37,7 +38,10 @@ struct SchedulerLimits {
 
 class Scheduler {
  public:
-  Scheduler(cache::BlockManager& blocks, SchedulerLimits limits) : blocks_(blocks), limits_(limits) {}
+  // With `mac`, every running sequence holds a MAC ring slot (at most mac->num_slots() run).
+  Scheduler(cache::BlockManager& blocks, SchedulerLimits limits, cache::MacState* mac = nullptr,
+            int64_t mac_window = 0)
+      : blocks_(blocks), limits_(limits), mac_(mac), mac_window_(mac_window) {}
 
   void add(Sequence* seq);
   SchedulerOutput schedule();
@@ -53,10 +57,13 @@ class Scheduler {
  private:
   bool ranks_before(const Sequence* a, const Sequence* b) const;
   void preempt(Sequence* seq);
+  void release_ring(Sequence* seq);
   bool try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out);
 
   cache::BlockManager& blocks_;
   SchedulerLimits limits_;
+  cache::MacState* mac_;
+  int64_t mac_window_;
   std::deque<Sequence*> waiting_;   // in rank order
   std::vector<Sequence*> running_;  // in rank order
   int64_t num_preemptions_ = 0;

@@ -56,6 +56,12 @@ struct Sequence {
   int64_t num_cached_prompt = 0;  // prompt tokens served by the prefix cache (first admission)
   int64_t num_preemptions = 0;
 
+  // MAC-Attention (mac-attention.md Part A #5).
+  int32_t ring_slot = -1;         // request slot of every layer's ring, while running
+  int64_t ring_valid_from = 0;    // first position whose ring row this admission built
+  int64_t prefill_end = 0;        // total length at (re)admission: later steps are decodes
+  MacUsage mac;                   // telemetry, accumulated over decode steps
+
   Clock::time_point arrival = Clock::now();
   Clock::time_point first_scheduled{};
   Clock::time_point first_token{};
