@@ -3,7 +3,10 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <fstream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include <spdlog/spdlog.h>
 
@@ -21,7 +24,28 @@ struct GenerateOptions {
   sampling::SamplingParams params;
   int64_t seed = -1;
   bool no_special = false;
+  std::string stats_json;
 };
+
+// --stats-json: the run's token ids, timings and MAC telemetry, for scripts and benchmarks.
+void write_stats_json(const std::string& path, const std::vector<int32_t>& prompt, const std::vector<int32_t>& generated,
+                      const engine::RequestOutput& last, const engine::EngineStats& st) {
+  nlohmann::json j = {
+      {"prompt_tokens", prompt.size()},
+      {"completion_ids", generated},
+      {"finish_reason", engine::to_string(last.finish_reason)},
+      {"time_to_first_token", last.time_to_first_token},
+      {"total_time", last.total_time},
+      {"mac",
+       {{"decode_steps", last.mac.decode_steps}, {"heads", last.mac.heads}, {"eligible_heads", last.mac.eligible_heads},
+        {"hit_heads", last.mac.hit_heads}, {"kv_bytes_read", last.mac.kv_bytes_read},
+        {"kv_bytes_full", last.mac.kv_bytes_full}, {"layer_heads", st.mac_layer_heads},
+        {"layer_hits", st.mac_layer_hits}, {"audited_steps", st.mac_audited_steps},
+        {"layer_audit_rel_l2", st.mac_layer_audit_rel_l2}}}};
+  std::ofstream f(path);
+  if (!f) throw_error(ErrorCode::kInvalidArgument, "cannot write --stats-json file {}", path);
+  f << j.dump(1) << "\n";
+}
 
 int run_generate(GenerateOptions& o) {
   if (o.engine.model_path.empty()) o.engine.model_path = resolve_default_model();
@@ -40,9 +64,11 @@ int run_generate(GenerateOptions& o) {
   engine::RequestOutput out;
   const auto t0 = std::chrono::steady_clock::now();
   engine::RequestOutput last;
+  std::vector<int32_t> generated;
   while (stream->next(out)) {
     std::fwrite(out.text.data(), 1, out.text.size(), stdout);
     std::fflush(stdout);
+    for (const auto& t : out.tokens) generated.push_back(t.id);
     if (out.finished) last = out;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -79,6 +105,7 @@ int run_generate(GenerateOptions& o) {
                    static_cast<long long>(st.mac_audited_steps), errs.c_str());
     }
   }
+  if (!o.stats_json.empty()) write_stats_json(o.stats_json, ids, generated, last, eng->stats());
   eng->shutdown();
   return 0;
 }
@@ -101,6 +128,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed,-s", opts->seed, "Random seed of the request");
   cmd->add_option("--stop", opts->params.stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", opts->params.ignore_eos, "Keep generating after EOS");
+  cmd->add_option("--stats-json", opts->stats_json, "Write token ids, timings and MAC telemetry as JSON");
   cmd->add_flag("--no-special", opts->no_special, "Do not add BOS/special tokens to the prompt");
   cmd->add_option("--device", opts->engine.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--tokenizer", opts->engine.tokenizer_path, "Tokenizer directory (default: the model's)");
