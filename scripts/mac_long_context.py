@@ -5,7 +5,7 @@ For each model and input, runs `macserve generate` greedy for N tokens with --at
 (the baseline), then with MAC at each threshold t (audit on), and records per run: hit rate (total
 and per layer), token agreement with full attention (common prefix and position-wise match over the
 N tokens), relative L2 of attention outputs per layer from the audit, and KV bytes read vs full.
-Inputs come from Debian packages (bible-kjv, jargon-text); scripts/install_long_texts.sh installs them.
+Inputs come from Debian packages: apt-get install bible-kjv jargon-text.
 
     python3 scripts/mac_long_context.py --out docs/perf/mac_cpu_long_context.csv
 """
