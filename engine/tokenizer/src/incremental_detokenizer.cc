@@ -1,1 +1,76 @@
+// Streaming detokenization by re-decoding a small window (the approach of HF text-generation-
+// inference and vLLM): decode ids[prefix_offset_:read_offset_] (text already sent) and
+// ids[prefix_offset_:] and send the difference once it is settled. Decoding a window that starts
+// a few tokens back keeps the context a token's text depends on (SentencePiece's leading space,
+// the start of a multi-byte character) identical in both decodes.
+//
+// Text is held back while it could still change: when it ends in U+FFFD (an incomplete UTF-8
+// sequence that the next token may complete), when the window decode does not extend what was
+// sent, and while the last kept token is a <0xNN> byte token (HF's ByteFallback decodes a run of
+// bytes as a whole, so a later byte can turn earlier ones into U+FFFD). flush() reconciles with a
+// decode of all ids, so concatenated deltas always equal decode(ids).
+#include <algorithm>
+
+#include "decoder.h"
 #include "macserve/tokenizer/tokenizer.h"
+#include "unicode.h"
+
+namespace macserve::tokenizer {
+
+namespace {
+
+bool ends_with_replacement(const std::string& s) {
+  return s.size() >= kReplacementUtf8.size() &&
+         s.compare(s.size() - kReplacementUtf8.size(), kReplacementUtf8.size(), kReplacementUtf8) == 0;
+}
+
+}  // namespace
+
+IncrementalDetokenizer::IncrementalDetokenizer(const Tokenizer& tok, bool skip_special)
+    : tok_(tok), skip_special_(skip_special) {}
+
+std::string IncrementalDetokenizer::push(int32_t id) {
+  ids_.push_back(id);
+  // The last id that decode keeps (it drops skipped specials and ids with no piece): hold while
+  // it is a byte-fallback token.
+  for (auto it = ids_.rbegin(); it != ids_.rend(); ++it) {
+    if (skip_special_ && tok_.is_special(*it)) continue;
+    const std::string piece = tok_.id_to_piece(*it);
+    if (piece.empty()) continue;
+    if (parse_byte_token(piece) >= 0) return {};
+    break;
+  }
+  const auto begin = ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
+  const std::string prefix_text =
+      tok_.decode(std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)), skip_special_);
+  const std::string new_text = tok_.decode(std::vector<int32_t>(begin, ids_.end()), skip_special_);
+  if (new_text.size() <= prefix_text.size() || ends_with_replacement(new_text) ||
+      new_text.compare(0, prefix_text.size(), prefix_text) != 0)
+    return {};
+  std::string delta = new_text.substr(prefix_text.size());
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  emitted_ += delta;
+  return delta;
+}
+
+std::string IncrementalDetokenizer::flush() {
+  const std::string full = tok_.decode(ids_, skip_special_);
+  std::string rest;
+  if (full.size() >= emitted_.size() && full.compare(0, emitted_.size(), emitted_) == 0) {
+    rest = full.substr(emitted_.size());
+  } else {  // cannot happen with the decoders above; still never send a broken suffix
+    const auto begin = ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
+    const std::string prefix_text = tok_.decode(
+        std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)), skip_special_);
+    const std::string new_text = tok_.decode(std::vector<int32_t>(begin, ids_.end()), skip_special_);
+    if (new_text.size() > prefix_text.size() && new_text.compare(0, prefix_text.size(), prefix_text) == 0)
+      rest = new_text.substr(prefix_text.size());
+  }
+  emitted_ += rest;
+  prefix_offset_ = read_offset_;
+  read_offset_ = ids_.size();
+  return rest;
+}
+
+}  // namespace macserve::tokenizer
