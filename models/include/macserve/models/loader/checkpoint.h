@@ -23,7 +23,7 @@ LoadFormat parse_load_format(const std::string& name);  // "auto|safetensors|ggu
 struct Checkpoint {
   ModelConfig config;
   std::unordered_map<std::string, Tensor> weights;  // HF names -> float32 host tensors
-  std::string path;        // the directory or file it came from
+  std::string path;                                 // the directory or file it came from
   LoadFormat format = LoadFormat::kAuto;
   // GGUF files carry their tokenizer and chat template; HF directories keep them in files beside
   // the weights (tokenizer.json / tokenizer.model / tokenizer_config.json) that the tokenizer
