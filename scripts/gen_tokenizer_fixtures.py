@@ -92,6 +92,11 @@ TEXTS = [
     "The quick brown fox jumps over the lazy dog. The quick brown fox jumps over the lazy dog again, "
     "and again; and once more: the end!",
     "\U0001f600\U0001f4a9\U00010348\U0001d11e",
+    # Added-token flags (the tiny_qwen2_added_flags fixture adds tokens that have them).
+    "a   <mask> b a<mask>b \u3000<mask><mask>  <mask>",
+    "x[X]   y [X]\n\nz a  <sep>  b",
+    "word words sword word. _word word_ 1word",
+    "café cafe\u0301 cafés",
 ]
 
 INVALID = [
@@ -376,6 +381,20 @@ def main():
         d.update(patch)
         write_fixture(args.out, name, {"kind": "hf_json", "path": "models/stories260K/tokenizer.json", "patch": patch},
                       HfOracle(Tokenizer.from_str(json.dumps(d))), lossless=False)  # drops a leading space
+
+    # Added tokens with lstrip / rstrip / single_word / normalized set (no shipped file uses them).
+    flags = [{"id": 4096, "content": "<mask>", "lstrip": True, "special": True},
+             {"id": 4097, "content": "[X]", "rstrip": True, "special": False},
+             {"id": 4098, "content": "word", "single_word": True, "special": False},
+             {"id": 4099, "content": "café", "normalized": True, "special": False},
+             {"id": 4100, "content": " <sep> ", "lstrip": True, "rstrip": True, "special": True}]
+    base = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+    d = read_json(sh("models/tiny-qwen2-bpe/tokenizer.json"))
+    patch = {"added_tokens": d["added_tokens"] + [dict(base, **f) for f in flags]}
+    d.update(patch)
+    write_fixture(args.out, "tiny_qwen2_added_flags",
+                  {"kind": "hf_json", "path": "models/tiny-qwen2-bpe/tokenizer.json", "patch": patch},
+                  HfOracle(Tokenizer.from_str(json.dumps(d))), lossless=True)
 
     # SentencePiece .model files.
     for name, d in [("stories260k_model", "models/stories260K"),
