@@ -6,12 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include <unistd.h>
 
@@ -418,6 +420,46 @@ TEST(Tokenizer, LongInputsAreNotQuadratic) {
   EXPECT_EQ(tok->decode(ids, false), word);
   const std::string spaces = std::string(200000, ' ') + "x";
   EXPECT_EQ(tok->decode(tok->encode(spaces, false), false), spaces);
+}
+
+TEST(Tokenizer, ConcurrentEncodesAgree) {
+  MACSERVE_REQUIRE_PATH(shared("tokenizers/qwen3/tokenizer.json"));
+  const auto tok = tokenizer::load_tokenizer(shared("tokenizers/qwen3"));
+  std::vector<std::string> texts;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 64; ++i) texts.push_back(random_text(&rng, 30));
+  std::vector<std::vector<int32_t>> serial;
+  for (const auto& t : texts) serial.push_back(tok->encode(t, true));
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int w = 0; w < 4; ++w)
+    threads.emplace_back([&, w] {  // the BPE cache is shared: hammer it from every thread
+      for (int rep = 0; rep < 20; ++rep)
+        for (std::size_t i = 0; i < texts.size(); ++i)
+          if (tok->encode(texts[(i + w) % texts.size()], true) != serial[(i + w) % texts.size()]) ++mismatches;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+// SentencePiece resegmentation: a merge may produce an "unused" piece, which is then spelled by
+// the two pieces it was merged from (and its neighbours no longer merge with them).
+TEST(Tokenizer, LlamaVocabSplitsUnusedPiecesBack) {
+  VocabData v;
+  v.model = "llama";
+  v.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "a"};
+  v.scores = {0, 0, 0, -1, -2, -3, 10, 5};
+  v.token_types = {2, 3, 3, 1, 1, 1, 5, 1};
+  v.unk_id = 0;
+  v.bos_id = 1;
+  v.eos_id = 2;
+  v.add_bos = true;
+  v.add_space_prefix = true;
+  const auto tok = tokenizer::tokenizer_from_vocab(v);
+  EXPECT_EQ(tok->encode("ab", true), (std::vector<int32_t>{1, 3, 4, 5}));
+  EXPECT_EQ(tok->encode("a", false), (std::vector<int32_t>{7}));
+  EXPECT_EQ(tok->encode("c", false), (std::vector<int32_t>{3, 0}));  // no byte pieces: unk
+  EXPECT_EQ(tok->decode({1, 3, 4, 5}, true), "ab");
 }
 
 // ---- malformed files -----------------------------------------------------------------------

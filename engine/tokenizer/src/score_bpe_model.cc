@@ -55,23 +55,17 @@ void ScoreBpeModel::emit(std::string_view piece, bool* prev_unk, std::vector<int
   *prev_unk = true;
 }
 
-void ScoreBpeModel::tokenize(std::string_view text, std::vector<int32_t>* out) const {
+// SentencePiece's BPE: the highest-scoring adjacent pair whose concatenation is a piece merges
+// first, leftmost on ties; stale queue entries are recognised by their size.
+void ScoreBpeModel::merge_by_score(std::string_view text, std::vector<Symbol>* symbols, RevMerge* rev_merge) const {
   struct Pair {
     float score;
     int32_t left;
-    std::size_t size;  // bytes of the merged piece: a stale entry no longer matches it
+    std::size_t size;  // bytes of the merged piece
     bool operator<(const Pair& o) const { return score != o.score ? score < o.score : left > o.left; }
   };
-  std::vector<Symbol> sym;
-  for (std::size_t i = 0; i < text.size();) {
-    const std::size_t begin = i;
-    next_code_point(text, &i);
-    const auto index = static_cast<int32_t>(sym.size());
-    sym.push_back({begin, i - begin, index - 1, i < text.size() ? index + 1 : -1});
-  }
+  auto& sym = *symbols;
   std::priority_queue<Pair> agenda;
-  // Merges that produced an unused piece, to split it back afterwards (SentencePiece resegment).
-  std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>> rev_merge;
   auto piece_of = [&](int32_t k) { return text.substr(sym[k].begin, sym[k].len); };
   auto maybe_add = [&](int32_t left, int32_t right) {
     if (left < 0 || right < 0) return;
@@ -79,7 +73,7 @@ void ScoreBpeModel::tokenize(std::string_view text, std::vector<int32_t>* out) c
     const int32_t id = find_mergeable(merged);
     if (id < 0) return;
     agenda.push({scores_[id], left, merged.size()});
-    if (types_[id] == PieceType::kUnused) rev_merge[merged] = {piece_of(left), piece_of(right)};
+    if (types_[id] == PieceType::kUnused) (*rev_merge)[merged] = {piece_of(left), piece_of(right)};
   };
   for (std::size_t k = 1; k < sym.size(); ++k) maybe_add(static_cast<int32_t>(k - 1), static_cast<int32_t>(k));
   while (!agenda.empty()) {
@@ -96,10 +90,23 @@ void ScoreBpeModel::tokenize(std::string_view text, std::vector<int32_t>* out) c
     maybe_add(left.prev, top.left);
     maybe_add(top.left, left.next);
   }
+}
+
+void ScoreBpeModel::tokenize(std::string_view text, std::vector<int32_t>* out) const {
+  std::vector<Symbol> sym;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t begin = i;
+    next_code_point(text, &i);
+    const auto index = static_cast<int32_t>(sym.size());
+    sym.push_back({begin, i - begin, index - 1, i < text.size() ? index + 1 : -1});
+  }
+  RevMerge rev_merge;
+  merge_by_score(text, &sym, &rev_merge);
+  // Unused pieces that merges produced are split back into their parts (SentencePiece resegment).
   std::vector<std::string_view> stack;
   bool prev_unk = false;
   for (int32_t k = sym.empty() ? -1 : 0; k >= 0; k = sym[k].next) {
-    stack.assign(1, piece_of(k));
+    stack.assign(1, text.substr(sym[k].begin, sym[k].len));
     while (!stack.empty()) {  // depth-first, left part first
       const std::string_view p = stack.back();
       stack.pop_back();

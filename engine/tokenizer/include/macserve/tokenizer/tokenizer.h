@@ -1,6 +1,8 @@
 // Tokenizer: text <-> token ids, equal to Hugging Face `tokenizers` (and to libsentencepiece for
-// .model files) for every input. Input that is not valid UTF-8 never crashes: each backend documents
-// how it maps such bytes (tests pin that behaviour).
+// .model files) for every input. Input that is not valid UTF-8 never crashes: every backend first
+// replaces each maximal ill-formed subpart by U+FFFD (Python's bytes.decode('utf-8', 'replace')),
+// so encode(bytes) equals HF's encoding of that string (tests pin it). All methods are const and
+// safe to call from several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -41,8 +43,10 @@ class Tokenizer {
 
 // Loads from a model directory: tokenizer.json when present (HF), else tokenizer.model
 // (SentencePiece); reads tokenizer_config.json for chat_template, bos/eos and add_bos_token.
-// Throws Error(kInvalidModel) naming the file on malformed input.
-std::unique_ptr<Tokenizer> load_tokenizer(const std::string& model_dir);
+// `path` may also name a tokenizer.json / tokenizer.model file (its directory's
+// tokenizer_config.json is read). Throws Error(kInvalidModel, or kUnsupported for a component
+// type outside the supported set, kNotFound for a missing path) naming the file.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 // From GGUF metadata ("gpt2" byte-level BPE or "llama" SentencePiece-style vocab).
 std::unique_ptr<Tokenizer> tokenizer_from_vocab(const VocabData& vocab);
 
