@@ -8,6 +8,7 @@
 #include "hf_tokenizer.h"
 #include "macserve/core/error.h"
 #include "macserve/core/logging.h"
+#include "tokenizer_json_reader.h"
 
 namespace macserve::tokenizer {
 
@@ -194,35 +195,18 @@ void parse_post_processor(const json& j, HfPipeline* p) {
   p->suffix_ids.insert(p->suffix_ids.end(), suffix.begin(), suffix.end());
 }
 
-std::vector<std::pair<std::string, std::string>> parse_merges(const json& merges) {
-  std::vector<std::pair<std::string, std::string>> out;
-  out.reserve(merges.size());
-  for (const auto& m : merges) {
-    if (m.is_array() && m.size() == 2) {
-      out.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
-      continue;
-    }
-    const std::string s = m.get<std::string>();
-    const std::size_t space = s.find(' ');
-    if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos)
-      throw_error(ErrorCode::kInvalidModel, "merge {} \"{}\" is not two tokens", out.size(), s);
-    out.emplace_back(s.substr(0, space), s.substr(space + 1));
-  }
-  return out;
-}
-
 std::string optional_string(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
 }
 
-std::unique_ptr<Model> parse_model(const json& j) {
+std::unique_ptr<Model> parse_model(const json& j, TokenizerJson* doc) {
   const std::string type = j.contains("type") ? type_of(j, "model") : std::string("BPE");
   if (type != "BPE") unsupported("model", type);
+  if (!doc->has_vocab) throw_error(ErrorCode::kInvalidModel, "model: missing \"vocab\" object");
+  if (!doc->has_merges) throw_error(ErrorCode::kInvalidModel, "model: missing \"merges\" list");
   Vocab vocab;
-  const json& v = member(j, "vocab", "model");
-  if (!v.is_object()) throw_error(ErrorCode::kInvalidModel, "model.vocab is not an object");
-  vocab.reserve(v.size());
-  for (auto it = v.begin(); it != v.end(); ++it) vocab.add(it.key(), it.value().get<int32_t>());
+  vocab.reserve(doc->vocab.size());
+  for (auto& [token, id] : doc->vocab) vocab.add(std::move(token), static_cast<int32_t>(id));
   BpeOptions o;
   o.unk_token = optional_string(j, "unk_token");
   o.byte_fallback = j.value("byte_fallback", false);
@@ -232,7 +216,7 @@ std::unique_ptr<Model> parse_model(const json& j) {
   o.end_of_word_suffix = optional_string(j, "end_of_word_suffix");
   if (j.contains("dropout") && j["dropout"].is_number() && j["dropout"].get<double>() > 0)
     spdlog::warn("tokenizer.json: BPE dropout is ignored (encoding is deterministic)");
-  return std::make_unique<BpeModel>(std::move(vocab), parse_merges(member(j, "merges", "model")), std::move(o));
+  return std::make_unique<BpeModel>(std::move(vocab), doc->merges, std::move(o));
 }
 
 void parse_added_tokens(const json& j, AddedVocabulary* added) {
@@ -258,10 +242,11 @@ int32_t id_of(const HfPipeline& p, const std::optional<std::string>& token) {
   return p.model->vocab().find(*token);
 }
 
-HfPipeline parse_pipeline(const json& j, const TokenizerConfig& config) {
+HfPipeline parse_pipeline(TokenizerJson* doc, const TokenizerConfig& config) {
   HfPipeline p;
+  const json& j = doc->rest;
   if (!j.is_object()) throw_error(ErrorCode::kInvalidModel, "expected a JSON object");
-  p.model = parse_model(member(j, "model", "tokenizer"));
+  p.model = parse_model(member(j, "model", "tokenizer"), doc);
   if (j.contains("normalizer")) parse_normalizer(j["normalizer"], &p.normalizers);
   if (j.contains("pre_tokenizer")) parse_pre_tokenizer(j["pre_tokenizer"], &p.pre_tokenizers);
   if (j.contains("decoder") && !j["decoder"].is_null()) {
@@ -286,8 +271,8 @@ HfPipeline parse_pipeline(const json& j, const TokenizerConfig& config) {
 std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const TokenizerConfig& config) {
   const std::string text = read_file(path);
   try {
-    const json j = json::parse(text);
-    auto tok = std::make_unique<HfTokenizer>(parse_pipeline(j, config));
+    TokenizerJson doc = read_tokenizer_json(text);
+    auto tok = std::make_unique<HfTokenizer>(parse_pipeline(&doc, config));
     tok->set_chat_template(config.chat_template);
     return tok;
   } catch (const json::exception& e) {
