@@ -442,6 +442,23 @@ TEST(Tokenizer, ConcurrentEncodesAgree) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+TEST(Tokenizer, IncrementalDetokenizerHoldsOnlyUnfinishedCharacters) {
+  MACSERVE_REQUIRE_PATH(shared("tokenizers/qwen3/tokenizer.json"));
+  const auto tok = tokenizer::load_tokenizer(shared("tokenizers/qwen3"));
+  std::map<std::string, int32_t> byte_id;  // single-byte tokens of the byte-level alphabet
+  for (int32_t id = 0; id < 300; ++id)
+    if (tok->token_bytes(id).size() == 1) byte_id.emplace(tok->token_bytes(id), id);
+  IncrementalDetokenizer d(*tok);
+  EXPECT_EQ(d.push(byte_id.at("\xE4")), "");  // 你 = E4 BD A0: wait for the rest
+  EXPECT_EQ(d.push(byte_id.at("\xBD")), "");
+  EXPECT_EQ(d.push(byte_id.at("\xA0")), "\xE4\xBD\xA0");
+  EXPECT_EQ(d.push(byte_id.at("\xFF")), "\xEF\xBF\xBD");  // can never be a character: out at once
+  EXPECT_EQ(d.push(byte_id.at("\xE4")), "");
+  EXPECT_EQ(d.push(byte_id.at("A")), "\xEF\xBF\xBD" "A");  // E4 cut short by 'A'
+  EXPECT_EQ(d.push(byte_id.at("\xF0")), "");
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // unfinished at the end, as decode() gives it
+}
+
 // SentencePiece resegmentation: a merge may produce an "unused" piece, which is then spelled by
 // the two pieces it was merged from (and its neighbours no longer merge with them).
 TEST(Tokenizer, LlamaVocabSplitsUnusedPiecesBack) {
@@ -522,6 +539,11 @@ TEST(TokenizerErrors, MalformedTokenizerJsonNamesTheFile) {
   bad_regex.replace(bad_regex.find("\"pre_tokenizer\": null"), 21,
                     R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})");
   d.write("tokenizer.json", bad_regex);
+  expect_load_error(d.str(), file, ErrorCode::kInvalidModel);
+  std::string bad_template = mini_json(R"("a b")");
+  bad_template.replace(bad_template.find("\"post_processor\": null"), 22,
+                       R"("post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 70], "sep": ["</s>", 1]})");
+  d.write("tokenizer.json", bad_template);
   expect_load_error(d.str(), file, ErrorCode::kInvalidModel);
   d.write("tokenizer.json", mini_json(R"("a b")"));  // and the well-formed one loads
   const auto tok = tokenizer::load_tokenizer(d.str());

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "byte_level.h"
+#include "macserve/core/error.h"
 #include "unicode.h"
 
 namespace macserve::tokenizer {
@@ -10,6 +11,10 @@ namespace macserve::tokenizer {
 HfTokenizer::HfTokenizer(HfPipeline pipeline) : p_(std::move(pipeline)) {
   p_.added.build([this](const std::string& s) { return normalize(p_.normalizers, s); });
   vocab_size_ = std::max(p_.model->vocab().size(), p_.added.max_id() + 1);
+  for (const auto* ids : {&p_.prefix_ids, &p_.suffix_ids})
+    for (const int32_t id : *ids)
+      if (token_string(id) == nullptr)
+        throw_error(ErrorCode::kInvalidModel, "post-processor token id {} is not in the vocabulary", id);
   special_.assign(static_cast<std::size_t>(vocab_size_), false);
   for (const auto& t : p_.added.tokens()) {
     if (!t.special) continue;
