@@ -25,13 +25,13 @@ using engine::RequestOutput;
 
 std::string model_dir() { return models_dir() + "/tiny-llama-sp"; }
 
-struct Run {
+struct GenRun {
   std::vector<int32_t> ids;
   engine::MacUsage mac;
 };
 
-Run collect(const std::shared_ptr<engine::ResponseStream>& s) {
-  Run r;
+GenRun collect(const std::shared_ptr<engine::ResponseStream>& s) {
+  GenRun r;
   RequestOutput out;
   while (s->next(out)) {
     for (const auto& t : out.tokens) r.ids.push_back(t.id);
@@ -74,10 +74,10 @@ std::vector<Request> requests(int n, int64_t vocab) {
   return reqs;
 }
 
-std::vector<Run> run_all(Engine& eng, const std::vector<Request>& reqs) {
+std::vector<GenRun> run_all(Engine& eng, const std::vector<Request>& reqs) {
   std::vector<std::shared_ptr<engine::ResponseStream>> streams;
   for (const Request& r : reqs) streams.push_back(eng.submit(r));
-  std::vector<Run> out;
+  std::vector<GenRun> out;
   for (auto& s : streams) out.push_back(collect(s));
   return out;
 }
@@ -111,7 +111,7 @@ TEST_F(MacEngine, AllMissGenerationEqualsFullAttention) {
 TEST_F(MacEngine, HitsAreBatchAndChunkInvariantAndSaveKvReads) {
   EngineConfig c = config("mac");
   c.mac_threshold = 0.0f;  // the widest radius: plenty of hits on a tiny model
-  std::vector<Run> alone;
+  std::vector<GenRun> alone;
   std::vector<Request> reqs;
   {
     auto eng = Engine::create(c);
@@ -119,7 +119,7 @@ TEST_F(MacEngine, HitsAreBatchAndChunkInvariantAndSaveKvReads) {
     for (const Request& r : reqs) alone.push_back(collect(eng->submit(r)));
   }
   int64_t hits = 0, read = 0, full = 0;
-  for (const Run& r : alone) hits += r.mac.hit_heads, read += r.mac.kv_bytes_read, full += r.mac.kv_bytes_full;
+  for (const GenRun& r : alone) hits += r.mac.hit_heads, read += r.mac.kv_bytes_read, full += r.mac.kv_bytes_full;
   EXPECT_GT(hits, 0);
   EXPECT_LT(read, full);
   for (int64_t chunk : {2048, 13}) {
