@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -74,6 +75,16 @@ std::vector<Request> requests(int n, int64_t vocab) {
   return reqs;
 }
 
+// Stats are published after each engine iteration: wait for the one after the last step.
+engine::EngineStats settled_stats(Engine& eng) {
+  for (int i = 0; i < 200; ++i) {
+    const auto st = eng.stats();
+    if (st.num_running == 0 && st.num_waiting == 0) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return eng.stats();
+}
+
 std::vector<GenRun> run_all(Engine& eng, const std::vector<Request>& reqs) {
   std::vector<std::shared_ptr<engine::ResponseStream>> streams;
   for (const Request& r : reqs) streams.push_back(eng.submit(r));
@@ -131,7 +142,7 @@ TEST_F(MacEngine, HitsAreBatchAndChunkInvariantAndSaveKvReads) {
       EXPECT_EQ(batched[i].ids, alone[i].ids) << "chunk " << chunk << " " << reqs[i].id;
       EXPECT_EQ(batched[i].mac.hit_heads, alone[i].mac.hit_heads) << "chunk " << chunk << " " << reqs[i].id;
     }
-    const auto st = eng->stats();
+    const auto st = settled_stats(*eng);
     ASSERT_EQ(st.mac_layer_heads.size(), static_cast<std::size_t>(eng->model_config().num_layers));
     int64_t layer_hits = 0;
     for (int64_t h : st.mac_layer_hits) layer_hits += h;
@@ -148,7 +159,7 @@ TEST_F(MacEngine, AuditMeasuresErrorAndDumpRecordsDecisions) {
   auto eng = Engine::create(c);
   const auto reqs = requests(2, eng->model_config().vocab_size);
   const auto runs = run_all(*eng, reqs);
-  const auto st = eng->stats();
+  const auto st = settled_stats(*eng);
   EXPECT_GT(st.mac_audited_steps, 0);
   double max_err = 0;
   for (double e : st.mac_layer_audit_rel_l2) max_err = std::max(max_err, e);
