@@ -39,6 +39,8 @@ void write_stats_json(const std::string& path, const std::vector<int32_t>& promp
       {"mac",
        {{"decode_steps", last.mac.decode_steps}, {"heads", last.mac.heads}, {"eligible_heads", last.mac.eligible_heads},
         {"hit_heads", last.mac.hit_heads}, {"kv_bytes_read", last.mac.kv_bytes_read},
+        {"groups_all_hit", last.mac.groups_all_hit}, {"groups_mixed", last.mac.groups_mixed},
+        {"groups_all_miss", last.mac.groups_all_miss},
         {"kv_bytes_full", last.mac.kv_bytes_full}, {"layer_heads", st.mac_layer_heads},
         {"layer_hits", st.mac_layer_hits}, {"audited_steps", st.mac_audited_steps},
         {"layer_audit_rel_l2", st.mac_layer_audit_rel_l2}}}};
@@ -96,7 +98,9 @@ int run_generate(GenerateOptions& o) {
       const double rate = st.mac_layer_heads[l] > 0 ? double(st.mac_layer_hits[l]) / st.mac_layer_heads[l] : 0.0;
       per_layer += fmt::format("{}{:.3f}", l ? "," : "", rate);
     }
-    std::fprintf(stderr, "[macserve] mac: hit_rate_per_layer=%s\n", per_layer.c_str());
+    std::fprintf(stderr, "[macserve] mac: kv_groups all_hit=%lld mixed=%lld all_miss=%lld hit_rate_per_layer=%s\n",
+                 static_cast<long long>(last.mac.groups_all_hit), static_cast<long long>(last.mac.groups_mixed),
+                 static_cast<long long>(last.mac.groups_all_miss), per_layer.c_str());
     if (st.mac_audited_steps > 0) {
       std::string errs;
       for (std::size_t l = 0; l < st.mac_layer_audit_rel_l2.size(); ++l)

@@ -100,18 +100,21 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   eos_ids_ = collect_eos(path, mc, *tokenizer_);
   max_model_len_ = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position_embeddings)
                                          : mc.max_position_embeddings;
+  const MacRunnerOptions mac = mac_options(cfg);
+  cache::MacRingSpec ring_spec;
+  if (mac.enabled) ring_spec = {cfg.max_num_seqs, mac.config.window, mac.config.ring_bf16};
+  const int64_t ring_bytes = ring_spec.num_slots * cache::KvPool::mac_ring_bytes_per_slot(mc, ring_spec);
   int64_t kv_tokens = cfg.kv_cache_tokens;
-  if (kv_tokens <= 0) {  // default: every sequence at full length, capped at 1 GiB of KV
-    const int64_t cap = (int64_t{1} << 30) / cache::KvPool::bytes_per_token(mc, 4);
+  if (kv_tokens <= 0) {
+    // Default: every sequence at full length, within 1 GiB for KV and MAC rings together.
+    const int64_t budget = std::max<int64_t>((int64_t{1} << 30) - ring_bytes, 0);
+    const int64_t cap = budget / cache::KvPool::bytes_per_token(mc, 4);
     kv_tokens = std::min(cfg.max_num_seqs * max_model_len_, std::max(cap, max_model_len_));
   }
   if (kv_tokens < max_model_len_)
     throw_error(ErrorCode::kInvalidArgument, "--kv-cache-tokens {} is smaller than the context length {}",
                 kv_tokens, max_model_len_);
   const int64_t num_blocks = (kv_tokens + cfg.block_size - 1) / cfg.block_size;
-  const MacRunnerOptions mac = mac_options(cfg);
-  cache::MacRingSpec ring_spec;
-  if (mac.enabled) ring_spec = {cfg.max_num_seqs, mac.config.window, mac.config.ring_bf16};
   kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size, ring_spec);
   if (mac.enabled) mac_state_ = std::make_unique<cache::MacState>(cfg.max_num_seqs);
   blocks_ = std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size, cfg.enable_prefix_caching);

@@ -70,6 +70,9 @@ void EngineImpl::publish_stats() {
   stats_.mac_audited_steps = mt.audited_steps;
   stats_.mac_kv_bytes_read = mt.kv_bytes_read;
   stats_.mac_kv_bytes_full = mt.kv_bytes_full;
+  stats_.mac_groups_all_hit = mt.groups_all_hit;
+  stats_.mac_groups_mixed = mt.groups_mixed;
+  stats_.mac_groups_all_miss = mt.groups_all_miss;
   stats_.mac_ring_bytes = kv_->mac_ring_bytes();
   num_queued_ = stats_.num_waiting + static_cast<int64_t>(inbox_.size());
 }
@@ -179,6 +182,8 @@ void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text, st
   out.queue_time = seconds(seq.arrival, started);
   out.time_to_first_token = seq.num_generated() == 0 ? 0.0 : seconds(seq.arrival, seq.first_token);
   out.total_time = seconds(seq.arrival, now);
+  if (seq.num_generated() > 0) out.prefill_time = seconds(started, seq.first_token);
+  if (seq.num_generated() > 1) out.time_per_output_token = seconds(seq.first_token, now) / double(seq.num_generated() - 1);
   seq.stream->push(std::move(out));
   std::lock_guard lock(mu_);
   ++stats_.num_requests_finished;

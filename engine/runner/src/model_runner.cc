@@ -93,6 +93,15 @@ void ModelRunner::account_mac(const SchedulerOutput& batch, const models::StepIn
         totals_.layer_eligible[static_cast<std::size_t>(l)] += d.eligible;
         totals_.layer_hits[static_cast<std::size_t>(l)] += d.hit;
       }
+      const int64_t group = Hq / c.num_kv_heads;
+      for (int64_t g = 0; g < c.num_kv_heads; ++g) {
+        int64_t hits = 0;
+        for (int64_t h = g * group; h < (g + 1) * group; ++h)
+          hits += out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)].hit;
+        if (hits == group) ++u.groups_all_hit, ++totals_.groups_all_hit;
+        else if (hits > 0) ++u.groups_mixed, ++totals_.groups_mixed;
+        else ++u.groups_all_miss, ++totals_.groups_all_miss;
+      }
       const int64_t read = out.kv_tokens_read[static_cast<std::size_t>(l * S + s)] * kv_token_bytes;
       const int64_t full = static_cast<int64_t>(in.context_lens[static_cast<std::size_t>(s)]) * c.num_kv_heads * kv_token_bytes;
       u.kv_bytes_read += read;

@@ -58,6 +58,7 @@ struct EngineStats {
   std::vector<double> mac_layer_audit_rel_l2;  // sqrt(sum err^2 / sum ref^2) over audited steps
   int64_t mac_audited_steps = 0;
   int64_t mac_kv_bytes_read = 0, mac_kv_bytes_full = 0;
+  int64_t mac_groups_all_hit = 0, mac_groups_mixed = 0, mac_groups_all_miss = 0;
   int64_t mac_ring_bytes = 0;
   double kv_cache_usage() const {
     return num_blocks > 0 ? 1.0 - static_cast<double>(num_free_blocks) / static_cast<double>(num_blocks) : 0.0;

@@ -40,6 +40,9 @@ struct MacUsage {
   int64_t heads = 0;           // (layer, query head) decisions made
   int64_t eligible_heads = 0;  // ... where matching was allowed (context >= --mac-min-context)
   int64_t hit_heads = 0;       // ... that hit
+  int64_t groups_all_hit = 0;  // (layer, KV group) pairs whose query heads all hit: K/V read only
+  int64_t groups_mixed = 0;    //   near the match; mixed and all-miss groups read the whole context
+  int64_t groups_all_miss = 0;
   int64_t kv_bytes_read = 0;   // K/V bytes the attention read
   int64_t kv_bytes_full = 0;   // K/V bytes full attention would have read
   double hit_rate() const { return heads > 0 ? static_cast<double>(hit_heads) / static_cast<double>(heads) : 0.0; }
@@ -58,6 +61,8 @@ struct RequestOutput {
   double queue_time = 0.0;
   double time_to_first_token = 0.0;
   double total_time = 0.0;
+  double prefill_time = 0.0;            // first scheduled -> first token
+  double time_per_output_token = 0.0;   // mean over tokens after the first
   int64_t cached_prompt_tokens = 0;     // prompt tokens served from the prefix cache
   int64_t num_preemptions = 0;
   MacUsage mac;                         // filled on the final output

@@ -30,6 +30,7 @@ struct MacTotals {
   std::vector<double> layer_audit_err_sq, layer_audit_ref_sq;
   int64_t audited_steps = 0;
   int64_t kv_bytes_read = 0, kv_bytes_full = 0;
+  int64_t groups_all_hit = 0, groups_mixed = 0, groups_all_miss = 0;
 };
 
 class ModelRunner {
