@@ -4,7 +4,9 @@
 // validity demotions, sinks, prefill rows (chunked == unchunked), ring_valid_from, batch invariance.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -547,6 +549,67 @@ TEST(MacCpu, BatchInvariance) {
   int hits = 0;
   for (const auto& d : alone.dec) hits += d.hit;
   EXPECT_GT(hits, 0) << "the test should exercise hits";
+}
+
+// §10.4-12 (CPU part): a long trajectory of queries that wander around a fixed direction (a
+// stationary AR(1) process, as real queries are stationary within a text), with chained hits at
+// t = 0.45. The error against exact attention must stay bounded along the chains (no growth from
+// the first to the last steps); a bf16 ring adds little over fp32.
+TEST(MacCpu, LongTrajectoryErrorStaysBounded) {
+  const int64_t D = 32, Hq = 2, steps = 900, start = 100;
+  std::vector<double> err_fp32, err_bf16;
+  int64_t hits = 0;
+  for (bool bf16 : {false, true}) {
+    World w(Hq, 1, D, start + steps + 1, 1, config(0.45f, 64, 16));
+    w.cfg.ring_bf16 = bf16;
+    std::vector<uint16_t> q16, o16;
+    if (bf16) {  // bf16 rings are u16 arrays
+      q16.assign(w.ring_q.size(), 0);
+      o16.assign(w.ring_o.size(), 0);
+    }
+    std::normal_distribution<float> noise(0.0f, 0.1f * std::sqrt(1.0f - 0.9f * 0.9f));
+    std::mt19937 rng(11);
+    const std::vector<float> base = w.randn(Hq * D, 0.5f);
+    std::vector<float> x(Hq * D, 0.0f), q(Hq * D);
+    std::vector<double>& errs = bf16 ? err_bf16 : err_fp32;
+    for (int64_t m = start; m < start + steps; ++m) {
+      for (std::size_t i = 0; i < q.size(); ++i) {
+        x[i] = 0.9f * x[i] + noise(rng);  // stationary, std 0.1 per coordinate
+        q[i] = base[i] + x[i];
+      }
+      std::vector<int32_t> qs = {0, 1}, ctx = {int32_t(m + 1)}, slots = {0}, vf = {0}, rf = {1 << 30};
+      std::vector<int32_t> bt(w.table(0), w.table(0) + w.max_blocks);
+      std::vector<int8_t> modes = {k::kMacDecode};
+      std::vector<float> out(Hq * D);
+      std::vector<k::MacHeadDecision> dec(Hq);
+      k::MacRing ring = bf16 ? k::MacRing{q16.data(), o16.data(), w.ring_lse.data(), 1} : w.ring();
+      k::MacAttentionParams p{q.data(), q.data(), w.kc.data(), w.vc.data(), out.data(), qs.data(), ctx.data(),
+                              bt.data(), modes.data(), slots.data(), vf.data(), rf.data(), 1, w.max_blocks, Hq,
+                              w.scale(), w.L, w.cfg, ring, dec.data(), nullptr};
+      k::cpu::mac_attention(p);
+      for (const auto& d : dec) hits += d.hit;
+      double e = 0;
+      for (int64_t h = 0; h < Hq; ++h) {
+        float l;
+        auto ex = w.exact(0, q.data() + h * D, h, 0, m + 1, &l);
+        e = std::max(e, rel_l2(out.data() + h * D, ex.data(), D));
+      }
+      errs.push_back(e);
+    }
+  }
+  auto mean = [](const std::vector<double>& v, std::size_t a, std::size_t b) {
+    double s = 0;
+    for (std::size_t i = a; i < b; ++i) s += v[i];
+    return s / double(b - a);
+  };
+  const double early = mean(err_fp32, 100, 300), late = mean(err_fp32, 700, 900);
+  EXPECT_GT(hits, 2 * steps * Hq * 8 / 10) << "most heads should hit";
+  EXPECT_LT(*std::max_element(err_fp32.begin(), err_fp32.end()), 0.25);
+  EXPECT_LT(late, 1.5 * early + 1e-3) << "error grows along the chains";
+  EXPECT_LT(mean(err_bf16, 0, 900), mean(err_fp32, 0, 900) + 0.01);
+  std::printf("trajectory: %lld hits of %lld; rel. L2: fp32 mean %.2e (early %.2e, late %.2e, max %.2e), bf16 mean %.2e\n",
+              static_cast<long long>(hits), static_cast<long long>(2 * steps * Hq), mean(err_fp32, 0, 900), early, late, *std::max_element(err_fp32.begin(), err_fp32.end()),
+              mean(err_bf16, 0, 900));
 }
 
 }  // namespace
