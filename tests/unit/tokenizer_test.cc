@@ -211,9 +211,11 @@ std::unique_ptr<Tokenizer> load_patched(const std::string& path, const json& pat
   const auto dir = std::filesystem::temp_directory_path() / ("macserve_tok_patched_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "tokenizer.json") << j.dump();
-  auto tok = tokenizer::load_tokenizer(dir.string());
-  std::filesystem::remove_all(dir);
-  return tok;
+  struct Cleanup {
+    std::filesystem::path p;
+    ~Cleanup() { std::filesystem::remove_all(p); }
+  } cleanup{dir};
+  return tokenizer::load_tokenizer(dir.string());
 }
 
 std::unique_ptr<Tokenizer> make_tokenizer(const json& source, std::string* missing) {
