@@ -1,7 +1,8 @@
-# MACSERVE_SANITIZE=address|undefined|address,undefined|thread instruments every target.
+# MACSERVE_SANITIZE=address|undefined|address,undefined|thread instruments every C++ target.
 if(MACSERVE_SANITIZE)
-  set(_san_flags -fsanitize=${MACSERVE_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
-  add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${_san_flags}>)
-  add_link_options(${_san_flags})
+  foreach(flag -fsanitize=${MACSERVE_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=all)
+    add_compile_options($<$<COMPILE_LANGUAGE:CXX>:${flag}>)
+  endforeach()
+  add_link_options(-fsanitize=${MACSERVE_SANITIZE})
   message(STATUS "macserve: sanitizers ${MACSERVE_SANITIZE}")
 endif()
