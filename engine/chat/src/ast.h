@@ -57,8 +57,8 @@ struct Expr {
   // kCall, kFilter, kTest
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> kwargs;
-  ExprPtr star_args;    // *args
-  ExprPtr star_kwargs;  // **kwargs
+  ExprPtr star_args;          // *args
+  ExprPtr star_kwargs;        // **kwargs
   FilterFn filter = nullptr;  // kFilter, resolved at parse time like Jinja's compile-time check
   TestFn test = nullptr;      // kTest
 };

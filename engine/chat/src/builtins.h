@@ -24,8 +24,7 @@ bool is_unsupported_filter(std::string_view name);
 // Attribute access on str/list/dict: a bound method for Python method names, or nullopt-like
 // undefined. Mutating list/dict methods are refused at call time as Jinja's sandbox does.
 bool is_method_name(const Value& self, const std::string& name);
-Value call_method(Interpreter& interp, const Value& self, const std::string& name,
-                  Arguments& args);
+Value call_method(Interpreter& interp, const Value& self, const std::string& name, Arguments& args);
 // The object a bare `obj.method` evaluates to (so `{% set f = s.strip %}{{ f() }}` works).
 Value make_bound_method(const Value& self, const std::string& name);
 

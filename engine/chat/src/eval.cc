@@ -146,7 +146,8 @@ Value Interpreter::eval_call(const Expr& e, const ScopePtr& scope, const Value* 
   // obj.method(...) calls the method directly instead of building a bound method first.
   if (callee.kind == ExprKind::kGetAttr && caller == nullptr) {
     Value self = eval(*callee.children[0], scope);
-    if ((self.is_string() || self.is_list() || self.is_dict()) && is_method_name(self, callee.name)) {
+    if ((self.is_string() || self.is_list() || self.is_dict()) &&
+        is_method_name(self, callee.name)) {
       Arguments args = eval_args(e, scope);
       return call_method(*this, self, callee.name, args);
     }

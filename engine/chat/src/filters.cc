@@ -86,7 +86,8 @@ std::optional<double> parse_py_float(const std::string& text) {
   std::string clean;
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '_') {
-      const bool ok = i > 0 && i + 1 < s.size() && std::isdigit(static_cast<unsigned char>(s[i - 1])) &&
+      const bool ok = i > 0 && i + 1 < s.size() &&
+                      std::isdigit(static_cast<unsigned char>(s[i - 1])) &&
                       std::isdigit(static_cast<unsigned char>(s[i + 1]));
       if (!ok) return std::nullopt;
       continue;
@@ -137,7 +138,8 @@ std::optional<int64_t> parse_py_int(const std::string& text, int64_t base) {
   }
   if (clean.empty() || base < 2 || base > 36) return std::nullopt;
   int64_t v = 0;
-  const auto res = std::from_chars(clean.data(), clean.data() + clean.size(), v, static_cast<int>(base));
+  const auto res =
+      std::from_chars(clean.data(), clean.data() + clean.size(), v, static_cast<int>(base));
   if (res.ptr != clean.data() + clean.size()) return std::nullopt;
   if (res.ec == std::errc::result_out_of_range) {
     raise(ErrorKind::kOverflowError, "integer does not fit in 64 bits");
@@ -202,7 +204,8 @@ Value filter_int(Interpreter&, const Value& v, Arguments& args) {
     if (const auto i = parse_py_int(v.as_string(), r.get_int(1, 10))) return Value::integer(*i);
     // Jinja's quirk: "42.23"|int gives 42 through float().
     if (const auto d = parse_py_float(v.as_string())) {
-      if (std::isfinite(*d) && std::fabs(*d) < 9.2e18) return Value::integer(static_cast<int64_t>(*d));
+      if (std::isfinite(*d) && std::fabs(*d) < 9.2e18)
+        return Value::integer(static_cast<int64_t>(*d));
     }
   }
   return r.get_or(0, Value::integer(0));
@@ -269,7 +272,8 @@ Value filter_tojson(Interpreter& interp, const Value& v, Arguments& args) {
     interp.check_size(static_cast<size_t>(std::max<int64_t>(0, indent.as_int())));
     o.indent = std::string(static_cast<size_t>(std::max<int64_t>(0, indent.as_int())), ' ');
   } else if (!indent.is_none()) {
-    raise(ErrorKind::kTypeError, "can't multiply sequence by non-int of type '{}'", type_name(indent));
+    raise(ErrorKind::kTypeError, "can't multiply sequence by non-int of type '{}'",
+          type_name(indent));
   }
   o.item_separator = o.indent ? "," : ", ";
   const Value separators = r.get_or(2, Value::none());
@@ -321,7 +325,7 @@ constexpr FilterEntry kFilters[] = {
 };
 
 constexpr std::string_view kUnsupportedFilters[] = {
-    "filesizeformat", "groupby", "pprint", "random",  "slice",
+    "filesizeformat", "groupby",   "pprint", "random",   "slice",
     "striptags",      "urlencode", "urlize", "wordwrap", "xmlattr",
 };
 

@@ -22,7 +22,7 @@ std::function<Value(const Value&)> attribute_getter(Interpreter& interp, const V
                                                     const Value* default_value = nullptr);
 // Stable sort using only `<` (Python's list.sort contract), safe for any comparator outcome.
 void stable_sort(std::vector<Value>& items, std::vector<Value>& keys, bool reverse);
-Value lower_if_string(const Value& v);  // ignore_case
+Value lower_if_string(const Value& v);       // ignore_case
 std::vector<Value> to_list(const Value& v);  // list(v), with undefined as []
 
 // ---- text (filters_text.cc) -------------------------------------------------------------

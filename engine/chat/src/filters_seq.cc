@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "bounds.h"
 #include "filters.h"
 #include "interpreter.h"
-#include "limits.h"
 #include "py_format.h"
 
 namespace macserve::chat {
@@ -28,29 +28,31 @@ bool run_test(Interpreter& interp, const Value& name, const Value& item,
 // select/reject/selectattr/rejectattr share Jinja's select_or_reject.
 Value select_or_reject(Interpreter& interp, const Value& v, const Arguments& args, bool select,
                        bool lookup_attr) {
-  if (!v.truthy()) return list_of({});
+  if (!v.truthy()) return Value::iterator({});
   std::function<Value(const Value&)> transform = [](const Value& x) { return x; };
   size_t off = 0;
   if (lookup_attr) {
-    if (args.positional.empty()) raise(ErrorKind::kRuntimeError, "Missing parameter for attribute name");
+    if (args.positional.empty())
+      raise(ErrorKind::kRuntimeError, "Missing parameter for attribute name");
     transform = attribute_getter(interp, args.positional[0]);
     off = 1;
   }
   const bool has_test = args.positional.size() > off;
-  const std::vector<Value> extra(args.positional.begin() + static_cast<long>(std::min(args.positional.size(), off + 1)),
-                                 args.positional.end());
+  const std::vector<Value> extra(
+      args.positional.begin() + static_cast<long>(std::min(args.positional.size(), off + 1)),
+      args.positional.end());
   std::vector<Value> out;
   for (const Value& item : iterate(v)) {
     const Value x = transform(item);
-    const bool passed = has_test ? run_test(interp, args.positional[off], x, extra, args) : x.truthy();
+    const bool passed =
+        has_test ? run_test(interp, args.positional[off], x, extra, args) : x.truthy();
     if (passed == select) out.push_back(item);
   }
-  return list_of(std::move(out));
+  return Value::iterator(std::move(out));
 }
 
 std::function<Value(const Value&)> key_getter(Interpreter& interp, const ArgReader& r,
-                                              size_t case_index, size_t attr_index,
-                                              bool multi) {
+                                              size_t case_index, size_t attr_index, bool multi) {
   const bool case_sensitive = r.get_bool(case_index, false);
   const Value attribute = r.get_or(attr_index, Value::none());
   std::vector<std::function<Value(const Value&)>> getters;
@@ -73,7 +75,7 @@ std::function<Value(const Value&)> key_getter(Interpreter& interp, const ArgRead
     }
     // make_multi_attrgetter returns a list even for one attribute; plain keys compare the same.
     return multi && attribute.is_string() && parts.size() > 1 ? Value::list(std::move(parts))
-                                                             : parts[0];
+                                                              : parts[0];
   };
 }
 
@@ -114,7 +116,7 @@ Value filter_batch(Interpreter& interp, const Value& v, Arguments& args) {
     }
     out.push_back(list_of(std::move(tmp)));
   }
-  return list_of(std::move(out));
+  return Value::iterator(std::move(out));
 }
 
 Value filter_dictsort(Interpreter&, const Value& v, Arguments& args) {
@@ -145,7 +147,7 @@ Value filter_first(Interpreter&, const Value& v, Arguments& args) {
 
 Value filter_last(Interpreter&, const Value& v, Arguments& args) {
   const ArgReader r("last", args, {});
-  if (!(v.is_list() || v.is_string() || v.is_dict() || v.is_undefined())) {
+  if (!(v.is_sequence() || v.is_dict() || v.is_undefined())) {
     raise(ErrorKind::kTypeError, "'{}' object is not reversible", type_name(v));
   }
   const std::vector<Value> items = iterate(v);
@@ -155,11 +157,11 @@ Value filter_last(Interpreter&, const Value& v, Arguments& args) {
 
 Value filter_items(Interpreter&, const Value& v, Arguments& args) {
   const ArgReader r("items", args, {});
-  if (v.is_undefined()) return list_of({});
+  if (v.is_undefined()) return Value::iterator({});
   if (!v.is_dict()) raise(ErrorKind::kTypeError, "Can only get item pairs from a mapping.");
   std::vector<Value> out;
   for (const auto& [k, val] : v.as_dict().items()) out.push_back(Value::list({k, val}, true));
-  return list_of(std::move(out));
+  return Value::iterator(std::move(out));
 }
 
 Value filter_join(Interpreter& interp, const Value& v, Arguments& args) {
@@ -190,18 +192,19 @@ Value filter_list(Interpreter&, const Value& v, Arguments& args) {
 }
 
 Value filter_map(Interpreter& interp, const Value& v, Arguments& args) {
-  if (!v.truthy()) return list_of({});
+  if (!v.truthy()) return Value::iterator({});
   std::function<Value(const Value&)> fn;
   const auto attr = std::find_if(args.keyword.begin(), args.keyword.end(),
                                  [](const auto& kw) { return kw.first == "attribute"; });
   if (args.positional.empty() && attr != args.keyword.end()) {
     Value default_value = Value::none();
     for (const auto& [k, val] : args.keyword) {
-      if (k == "default") default_value = val;
-      else if (k != "attribute") raise(ErrorKind::kRuntimeError, "Unexpected keyword argument '{}'", k);
+      if (k == "default")
+        default_value = val;
+      else if (k != "attribute")
+        raise(ErrorKind::kRuntimeError, "Unexpected keyword argument '{}'", k);
     }
-    fn = attribute_getter(interp, attr->second,
-                          default_value.is_none() ? nullptr : &default_value);
+    fn = attribute_getter(interp, attr->second, default_value.is_none() ? nullptr : &default_value);
   } else {
     if (args.positional.empty()) raise(ErrorKind::kRuntimeError, "map requires a filter argument");
     const Value& name = args.positional[0];
@@ -214,7 +217,7 @@ Value filter_map(Interpreter& interp, const Value& v, Arguments& args) {
   }
   std::vector<Value> out;
   for (const Value& item : iterate(v)) out.push_back(fn(item));
-  return list_of(std::move(out));
+  return Value::iterator(std::move(out));
 }
 
 Value filter_max(Interpreter& interp, const Value& v, Arguments& args) {
@@ -253,7 +256,8 @@ Value filter_reverse(Interpreter&, const Value& v, Arguments& args) {
   }
   std::vector<Value> items = iterate(v);
   std::reverse(items.begin(), items.end());
-  return list_of(std::move(items));
+  // reversed() of a sequence is an iterator; a generator is listed and reversed instead.
+  return v.is_iterator() ? list_of(std::move(items)) : Value::iterator(std::move(items));
 }
 
 Value filter_sort(Interpreter& interp, const Value& v, Arguments& args) {
@@ -291,7 +295,7 @@ Value filter_unique(Interpreter& interp, const Value& v, Arguments& args) {
   for (const Value& item : iterate(v)) {
     if (seen.insert(hash_key(key(item))).second) out.push_back(item);
   }
-  return list_of(std::move(out));
+  return Value::iterator(std::move(out));
 }
 
 }  // namespace macserve::chat

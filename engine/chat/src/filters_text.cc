@@ -151,12 +151,18 @@ Value filter_trim(Interpreter&, const Value& v, Arguments& args) {
 
 Value filter_truncate(Interpreter&, const Value& v, Arguments& args) {
   const ArgReader r("truncate", args, {"length", "killwords", "end", "leeway"});
-  const std::string s = soft_str(v);
+  if (!v.is_string()) {
+    // Jinja takes len() of the value itself; anything short enough comes back unchanged.
+    if (length_of(v) <= r.get_int(0, 255) + r.get_int(3, 5)) return v;
+    raise(ErrorKind::kTypeError, "truncate needs a string, got {}", type_name(v));
+  }
+  const std::string s = v.as_string();
   const int64_t length = r.get_int(0, 255);
   const std::string end = r.get_string(2, "...");
   const int64_t leeway = r.get_int(3, 5);
   const auto end_len = static_cast<int64_t>(utf8_length(end));
-  if (length < end_len) raise(ErrorKind::kRuntimeError, "expected length >= {}, got {}", end_len, length);
+  if (length < end_len)
+    raise(ErrorKind::kRuntimeError, "expected length >= {}, got {}", end_len, length);
   if (leeway < 0) raise(ErrorKind::kRuntimeError, "expected leeway >= 0, got {}", leeway);
   if (static_cast<int64_t>(utf8_length(s)) <= length + leeway) return Value::string(s);
   const std::string head = slice_chars(s, static_cast<size_t>(length - end_len));

@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <ctime>
 
+#include "bounds.h"
 #include "builtins.h"
 #include "interpreter.h"
-#include "limits.h"
 #include "objects.h"
 #include "py_format.h"
 
@@ -24,8 +24,7 @@ ArgReader::ArgReader(std::string_view function, const Arguments& args,
   for (const auto& [name, value] : args.keyword) {
     const auto it = std::find(params_.begin(), params_.end(), name);
     if (it == params_.end()) {
-      raise(ErrorKind::kTypeError, "{}() got an unexpected keyword argument '{}'", function_,
-            name);
+      raise(ErrorKind::kTypeError, "{}() got an unexpected keyword argument '{}'", function_, name);
     }
     const auto i = static_cast<size_t>(it - params_.begin());
     if (bound_[i] != nullptr) {
@@ -83,8 +82,8 @@ Value global_range(Interpreter& interp, Arguments& args) {
   const int64_t stop = range_arg(args.positional[n == 1 ? 0 : 1]);
   const int64_t step = n == 3 ? range_arg(args.positional[2]) : 1;
   if (step == 0) raise(ErrorKind::kValueError, "range() arg 3 must not be zero");
-  const __int128 span = step > 0 ? static_cast<__int128>(stop) - start
-                                 : static_cast<__int128>(start) - stop;
+  const __int128 span =
+      step > 0 ? static_cast<__int128>(stop) - start : static_cast<__int128>(start) - stop;
   const __int128 abs_step = step > 0 ? static_cast<__int128>(step) : -static_cast<__int128>(step);
   const __int128 count = span <= 0 ? 0 : (span + abs_step - 1) / abs_step;
   if (count > kMaxRange) {

@@ -1,7 +1,7 @@
 // Statement execution: output, control flow, loops, assignment, macros and captured blocks.
 #include "interpreter.h"
 
-#include "limits.h"
+#include "bounds.h"
 #include "py_format.h"
 
 namespace macserve::chat {
@@ -73,8 +73,8 @@ void Interpreter::fail_at(const TemplateError& err, SourcePos pos) const {
       break;
   }
   throw Error(ErrorCode::kInvalidArgument,
-              fmt::format("chat template error at line {}, column {}: {}: {}", pos.line,
-                          pos.column, to_string(err.kind()), err.what()));
+              fmt::format("chat template error at line {}, column {}: {}: {}", pos.line, pos.column,
+                          to_string(err.kind()), err.what()));
 }
 
 void Interpreter::write(std::string& out, std::string_view text) {
@@ -134,8 +134,8 @@ Interpreter::Flow Interpreter::exec_node(const Stmt& stmt, const ScopePtr& scope
       exec_call_block(stmt, scope, out);
       return Flow::kNormal;
     case StmtKind::kFilterBlock:
-      write(out, py_str(apply_filter_chain(stmt.expr.get(), Value::string(capture(stmt.body, scope)),
-                                           scope)));
+      write(out, py_str(apply_filter_chain(stmt.expr.get(),
+                                           Value::string(capture(stmt.body, scope)), scope)));
       return Flow::kNormal;
     case StmtKind::kWith:
       exec_with(stmt, scope, out);
@@ -267,21 +267,31 @@ void Interpreter::assign(const Expr& target, const Value& value, Scope& scope) {
   }
 }
 
+namespace {
+
+using Kwargs = std::vector<std::pair<std::string, Value>>;
+
+bool take_kwarg(Kwargs& kwargs, const std::string& name, Value& out) {
+  for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
+    if (it->first == name) {
+      out = std::move(it->second);
+      kwargs.erase(it);
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+// Binds arguments as Jinja's Macro.__call__ does: positional, then keywords, then defaults
+// (evaluated in the macro's scope, so they may use earlier parameters); caller, kwargs and
+// varargs exist only when the body mentions them.
 Value Interpreter::call_macro(const MacroObject& macro, Arguments& args) {
   const MacroDef& def = macro.def();
   auto scope = std::make_shared<Scope>(macro.closure());
   const size_t n = def.params.size();
-  std::vector<std::pair<std::string, Value>> kwargs = std::move(args.keyword);
-  const auto take_kwarg = [&](const std::string& name, Value& out) {
-    for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
-      if (it->first == name) {
-        out = std::move(it->second);
-        kwargs.erase(it);
-        return true;
-      }
-    }
-    return false;
-  };
+  Kwargs kwargs = std::move(args.keyword);
   bool found_caller = false;
   for (size_t i = 0; i < n; ++i) {
     const std::string& name = def.params[i];
@@ -290,7 +300,7 @@ Value Interpreter::call_macro(const MacroObject& macro, Arguments& args) {
     if (given) {
       value = args.positional[i];
     } else {
-      given = take_kwarg(name, value);
+      given = take_kwarg(kwargs, name, value);
       if (name == "caller") found_caller = true;
     }
     if (!given) {
@@ -306,7 +316,7 @@ Value Interpreter::call_macro(const MacroObject& macro, Arguments& args) {
   }
   if (def.uses_caller && !found_caller) {
     Value caller;
-    if (!take_kwarg("caller", caller)) caller = Value::undefined("No caller defined");
+    if (!take_kwarg(kwargs, "caller", caller)) caller = Value::undefined("No caller defined");
     scope->set("caller", std::move(caller));
   }
   if (def.uses_kwargs) {

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "limits.h"
+#include "bounds.h"
 #include "macserve/core/error.h"
 #include "unicode.h"
 
@@ -52,9 +52,9 @@ class Lexer {
 
   [[noreturn]] void fail(size_t offset, const std::string& msg) const {
     const SourcePos p = pos_of(offset);
-    throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("chat template syntax error at line {}, column {}: {}", p.line,
-                            p.column, msg));
+    throw Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("chat template syntax error at line {}, column {}: {}", p.line, p.column, msg));
   }
 
   void emit(TokenKind kind, std::string text, size_t offset) {
@@ -345,7 +345,8 @@ class Lexer {
     if (quote != '\'' && quote != '"') return false;
     size_t p = pos_ + 1;
     while (p < src_.size() && src_[p] != quote) p += src_[p] == '\\' ? 2 : 1;
-    if (p >= src_.size()) fail(pos_, fmt::format("unexpected char {} (unterminated string)", quote));
+    if (p >= src_.size())
+      fail(pos_, fmt::format("unexpected char {} (unterminated string)", quote));
     emit(TokenKind::kString, unescape(pos_ + 1, p), pos_);
     pos_ = p + 1;
     return true;
@@ -377,7 +378,8 @@ class Lexer {
     if (c >= '0' && c <= '7') {
       char32_t v = 0;
       size_t q = p;
-      while (q < end && q < p + 3 && src_[q] >= '0' && src_[q] <= '7') v = v * 8 + (src_[q++] - '0');
+      while (q < end && q < p + 3 && src_[q] >= '0' && src_[q] <= '7')
+        v = v * 8 + (src_[q++] - '0');
       utf8_append(out, v);
       return q;
     }
@@ -386,9 +388,9 @@ class Lexer {
       // Jinja backslash-escapes non-ASCII text before decoding, so "\é" reads as "\xe9".
       size_t q = p;
       const char32_t cp = utf8_next(src_, q);
-      out += cp < 0x100 ? fmt::format("\\x{:02x}", static_cast<unsigned>(cp))
-                        : cp < 0x10000 ? fmt::format("\\u{:04x}", static_cast<unsigned>(cp))
-                                       : fmt::format("\\U{:08x}", static_cast<unsigned>(cp));
+      out += cp < 0x100     ? fmt::format("\\x{:02x}", static_cast<unsigned>(cp))
+             : cp < 0x10000 ? fmt::format("\\u{:04x}", static_cast<unsigned>(cp))
+                            : fmt::format("\\U{:08x}", static_cast<unsigned>(cp));
       return q;
     }
     out.push_back('\\');  // unknown escapes stay as written
@@ -407,7 +409,8 @@ class Lexer {
     size_t next = p + n + 1;
     if (v >= 0xD800 && v <= 0xDBFF && starts_with_at(src_, next, "\\u") && next + 6 <= end) {
       char32_t lo = 0;
-      for (size_t k = 2; k < 6; ++k) lo = lo * 16 + static_cast<char32_t>(std::max(0, hex_value(src_[next + k])));
+      for (size_t k = 2; k < 6; ++k)
+        lo = lo * 16 + static_cast<char32_t>(std::max(0, hex_value(src_[next + k])));
       if (lo >= 0xDC00 && lo <= 0xDFFF) {
         v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00);
         next += 6;
@@ -444,7 +447,8 @@ class Lexer {
   void track_balance(char c) {
     if (c == '{' || c == '(' || c == '[') {
       balance_.push_back(c == '{' ? '}' : c == '(' ? ')' : ']');
-      if (balance_.size() > static_cast<size_t>(kMaxExprHeight)) fail(pos_, "brackets nest too deep");
+      if (balance_.size() > static_cast<size_t>(kMaxExprHeight))
+        fail(pos_, "brackets nest too deep");
     } else if (c == '}' || c == ')' || c == ']') {
       if (balance_.empty()) fail(pos_, fmt::format("unexpected '{}'", c));
       if (balance_.back() != c) {
@@ -482,8 +486,8 @@ std::string normalize_newlines(std::string_view source) {
 std::vector<Token> tokenize(std::string_view source) {
   if (source.size() > kMaxTemplateBytes) {
     throw Error(ErrorCode::kInvalidArgument,
-                fmt::format("chat template is {} bytes, more than the {} byte limit",
-                            source.size(), kMaxTemplateBytes));
+                fmt::format("chat template is {} bytes, more than the {} byte limit", source.size(),
+                            kMaxTemplateBytes));
   }
   if (!is_valid_utf8(source)) {
     throw Error(ErrorCode::kInvalidArgument, "chat template is not valid UTF-8");

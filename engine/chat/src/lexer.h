@@ -23,9 +23,9 @@ enum class TokenKind {
   kBlockBegin,     // {%
   kBlockEnd,       // %}
   kName,
-  kString,   // text holds the unescaped value
-  kInteger,  // int_value
-  kFloat,    // float_value
+  kString,    // text holds the unescaped value
+  kInteger,   // int_value
+  kFloat,     // float_value
   kOperator,  // text holds the operator, e.g. "//" or "("
   kEof,
 };

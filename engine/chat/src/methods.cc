@@ -53,8 +53,8 @@ Value str_affix(Interpreter&, const Value& self, Arguments& args) {
   const ArgReader r(kEnd ? "endswith" : "startswith", args, {"prefix", "start", "end"});
   if (r.has(1) || r.has(2)) raise(ErrorKind::kValueError, "start/end arguments are not supported");
   const Value& arg = r.get(0);
-  std::vector<Value> options = arg.is_list() && arg.as_list().is_tuple ? arg.as_list().items
-                                                                       : std::vector<Value>{arg};
+  std::vector<Value> options =
+      arg.is_list() && arg.as_list().is_tuple ? arg.as_list().items : std::vector<Value>{arg};
   const std::string& s = self.as_string();
   for (const Value& o : options) {
     if (!o.is_string()) {
@@ -74,9 +74,15 @@ Value str_case(const Value& self, Arguments& args, const char* name,
   return Value::string(fn(self.as_string()));
 }
 
-Value str_upper(Interpreter&, const Value& s, Arguments& a) { return str_case(s, a, "upper", py_upper); }
-Value str_lower(Interpreter&, const Value& s, Arguments& a) { return str_case(s, a, "lower", py_lower); }
-Value str_title(Interpreter&, const Value& s, Arguments& a) { return str_case(s, a, "title", py_title); }
+Value str_upper(Interpreter&, const Value& s, Arguments& a) {
+  return str_case(s, a, "upper", py_upper);
+}
+Value str_lower(Interpreter&, const Value& s, Arguments& a) {
+  return str_case(s, a, "lower", py_lower);
+}
+Value str_title(Interpreter&, const Value& s, Arguments& a) {
+  return str_case(s, a, "title", py_title);
+}
 Value str_capitalize(Interpreter&, const Value& s, Arguments& a) {
   return str_case(s, a, "capitalize", py_capitalize);
 }
@@ -138,8 +144,10 @@ Value str_remove_affix(Interpreter&, const Value& self, Arguments& args) {
 
 template <char kAlign>
 Value str_pad(Interpreter& interp, const Value& self, Arguments& args) {
-  const ArgReader r(kAlign == '^' ? "center" : kAlign == '<' ? "ljust" : "rjust", args,
-                    {"width", "fillchar"});
+  const ArgReader r(kAlign == '^'   ? "center"
+                    : kAlign == '<' ? "ljust"
+                                    : "rjust",
+                    args, {"width", "fillchar"});
   const std::string fill = r.get_string(1, " ");
   if (utf8_length(fill) != 1) {
     raise(ErrorKind::kTypeError, "The fill character must be exactly one character long");
@@ -265,7 +273,7 @@ Method find_method(const Value& self, std::string_view name) {
   };
   if (self.is_string()) return lookup(kStrMethods);
   if (self.is_dict()) return lookup(kDictMethods);
-  if (self.is_list()) return lookup(kListMethods);
+  if (self.is_sequence() && self.is_list()) return lookup(kListMethods);
   return nullptr;
 }
 

@@ -79,8 +79,7 @@ Value LoopObject::get_attr(const std::string& name) const {
   return Object::get_attr(name);
 }
 
-Value LoopObject::call_method(Interpreter& /*interp*/, const std::string& name,
-                              Arguments& args) {
+Value LoopObject::call_method(Interpreter& /*interp*/, const std::string& name, Arguments& args) {
   if (name == "cycle") {
     if (args.positional.empty()) raise(ErrorKind::kTypeError, "no items for cycling given");
     return args.positional[index_ % args.positional.size()];
@@ -133,7 +132,7 @@ Value MacroObject::call(Interpreter& interp, Arguments& args) {
 }
 
 std::string BoundMethodObject::repr() const {
-  return fmt::format("<built-in method {} of {} object>", name_, type_name(self_));
+  return fmt::format("<built-in method {} of {} object>", name_, chat::type_name(self_));
 }
 
 }  // namespace macserve::chat

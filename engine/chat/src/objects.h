@@ -91,7 +91,8 @@ class FunctionObject : public Object {
 // `obj.method` taken without calling it.
 class BoundMethodObject : public Object {
  public:
-  BoundMethodObject(Value self, std::string name) : self_(std::move(self)), name_(std::move(name)) {}
+  BoundMethodObject(Value self, std::string name)
+      : self_(std::move(self)), name_(std::move(name)) {}
   std::string_view type_name() const override { return "builtin_function_or_method"; }
   bool is_callable() const override { return true; }
   Value call(Interpreter& interp, Arguments& args) override {

@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "bounds.h"
 #include "builtins.h"
 #include "interpreter.h"
-#include "limits.h"
 #include "py_format.h"
 #include "string_format.h"
 #include "unicode.h"
@@ -174,7 +174,8 @@ Value add(Interpreter& interp, const Value& a, const Value& b) {
     interp.check_size(a.as_string().size() + b.as_string().size());
     return Value::string(a.as_string() + b.as_string());
   }
-  if (a.is_list() && b.is_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
+  if (a.is_sequence() && b.is_sequence() && a.is_list() && b.is_list() &&
+      a.as_list().is_tuple == b.as_list().is_tuple) {
     if (a.as_list().items.size() + b.as_list().items.size() > kMaxListItems) {
       raise(ErrorKind::kLimit, "a list of more than {} items", kMaxListItems);
     }
@@ -182,7 +183,7 @@ Value add(Interpreter& interp, const Value& a, const Value& b) {
     items.insert(items.end(), b.as_list().items.begin(), b.as_list().items.end());
     return Value::list(std::move(items), a.as_list().is_tuple);
   }
-  if (a.is_string() || a.is_list()) {
+  if (a.is_sequence()) {
     raise(ErrorKind::kTypeError, "can only concatenate {} (not \"{}\") to {}", type_name(a),
           type_name(b), type_name(a));
   }
@@ -207,11 +208,11 @@ Value binary_op(Interpreter& interp, BinaryOp op, const Value& a, const Value& b
   }
   if (op == BinaryOp::kAdd) return add(interp, a, b);
   if (op == BinaryOp::kMul) {
-    if ((a.is_string() || a.is_list()) && b.is_integral()) return repeat(interp, a, b.as_int());
-    if ((b.is_string() || b.is_list()) && a.is_integral()) return repeat(interp, b, a.as_int());
-    if (a.is_string() || a.is_list() || b.is_string() || b.is_list()) {
+    if (a.is_sequence() && b.is_integral()) return repeat(interp, a, b.as_int());
+    if (b.is_sequence() && a.is_integral()) return repeat(interp, b, a.as_int());
+    if (a.is_sequence() || b.is_sequence()) {
       raise(ErrorKind::kTypeError, "can't multiply sequence by non-int of type '{}'",
-            type_name(a.is_string() || a.is_list() ? b : a));
+            type_name(a.is_sequence() ? b : a));
     }
   }
   if (op == BinaryOp::kMod && a.is_string()) {
@@ -245,8 +246,8 @@ std::string object_type_repr(const Value& obj) {
 }
 
 bool is_unsafe_method(const Value& obj, const std::string& name) {
-  static const char* const kList[] = {"append", "clear", "pop",  "reverse", "insert",
-                                      "sort",   "extend", "remove"};
+  static const char* const kList[] = {"append", "clear", "pop",    "reverse",
+                                      "insert", "sort",  "extend", "remove"};
   static const char* const kDict[] = {"clear", "pop", "popitem", "setdefault", "update"};
   if (obj.is_list()) return std::find(std::begin(kList), std::end(kList), name) != std::end(kList);
   if (obj.is_dict()) return std::find(std::begin(kDict), std::end(kDict), name) != std::end(kDict);
@@ -255,11 +256,10 @@ bool is_unsafe_method(const Value& obj, const std::string& name) {
 
 Value missing_attribute(const Value& obj, const std::string& name) {
   if (is_unsafe_method(obj, name)) {
-    return Value::undefined(fmt::format("access to attribute '{}' of '{}' object is unsafe.",
-                                        name, type_name(obj)));
+    return Value::undefined(
+        fmt::format("access to attribute '{}' of '{}' object is unsafe.", name, type_name(obj)));
   }
-  return Value::undefined(
-      fmt::format("'{}' has no attribute '{}'", object_type_repr(obj), name));
+  return Value::undefined(fmt::format("'{}' has no attribute '{}'", object_type_repr(obj), name));
 }
 
 }  // namespace
@@ -297,7 +297,7 @@ Value get_item(Interpreter& interp, const Value& obj, const Value& key) {
       v = nullptr;  // unhashable key: Jinja's getitem swallows the TypeError
     }
     if (v != nullptr) return *v;
-  } else if ((obj.is_list() || obj.is_string()) && key.is_integral()) {
+  } else if (obj.is_sequence() && key.is_integral()) {
     if (obj.is_list()) {
       const auto& items = obj.as_list().items;
       int64_t i = key.as_int();
@@ -305,7 +305,7 @@ Value get_item(Interpreter& interp, const Value& obj, const Value& key) {
       if (i >= 0 && i < static_cast<int64_t>(items.size())) return items[static_cast<size_t>(i)];
     } else {
       const std::string& s = obj.as_string();
-      interp.charge(s.size() / 64);
+      interp.charge(s.size() / 16);  // a code point index walks the string
       int64_t i = key.as_int();
       if (i < 0) i += static_cast<int64_t>(utf8_length(s));
       size_t pos = 0;
@@ -321,8 +321,7 @@ Value get_item(Interpreter& interp, const Value& obj, const Value& key) {
     }
     return missing_attribute(obj, key.as_string());
   }
-  return Value::undefined(fmt::format("{} has no element {}", object_type_repr(obj),
-                                      py_repr(key)));
+  return Value::undefined(fmt::format("{} has no element {}", object_type_repr(obj), py_repr(key)));
 }
 
 namespace {
@@ -359,11 +358,15 @@ void walk_slice(int64_t start, int64_t stop, int64_t step, Emit emit) {
 
 Value slice_value(Interpreter& interp, const Value& obj, const Value& start, const Value& stop,
                   const Value& step) {
+  // Jinja compiles x[a:b] to a plain Python subscript, so errors are not turned into undefined.
+  if (obj.is_dict()) raise(ErrorKind::kTypeError, "unhashable type: 'slice'");
+  if (!obj.is_sequence()) {
+    raise(ErrorKind::kTypeError, "'{}' object is not subscriptable", type_name(obj));
+  }
   const auto is_index = [](const Value& v) { return v.is_none() || v.is_integral(); };
-  if (!(obj.is_list() || obj.is_string()) || !is_index(start) || !is_index(stop) ||
-      !is_index(step)) {
-    // Python raises TypeError here, which Jinja's getitem turns into undefined.
-    return Value::undefined(fmt::format("{} has no element slice", object_type_repr(obj)));
+  if (!is_index(start) || !is_index(stop) || !is_index(step)) {
+    raise(ErrorKind::kTypeError,
+          "slice indices must be integers or None or have an __index__ method");
   }
   const int64_t step_n = step.is_none() ? 1 : step.as_int();
   if (step_n == 0) raise(ErrorKind::kValueError, "slice step cannot be zero");

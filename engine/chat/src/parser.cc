@@ -3,24 +3,10 @@
 
 #include <algorithm>
 
-#include "limits.h"
+#include "bounds.h"
 #include "macserve/core/error.h"
 
 namespace macserve::chat {
-
-// Counts parser recursion (nested blocks, brackets, unary chains) against a fixed cap.
-class DepthGuard {
- public:
-  DepthGuard(Parser& p, int limit) : p_(p) {
-    if (++p_.depth_ > limit) p_.fail("template nests too deeply");
-  }
-  ~DepthGuard() { --p_.depth_; }
-  DepthGuard(const DepthGuard&) = delete;
-  DepthGuard& operator=(const DepthGuard&) = delete;
-
- private:
-  Parser& p_;
-};
 
 namespace {
 
@@ -28,7 +14,9 @@ std::string quote_list(const std::vector<std::string_view>& names) {
   std::string out;
   for (size_t i = 0; i < names.size(); ++i) {
     if (i > 0) out += " or ";
-    out += "'" + std::string(names[i]) + "'";
+    out += '\'';
+    out += names[i];
+    out += '\'';
   }
   return out;
 }
@@ -194,9 +182,10 @@ void Parser::fail_unknown_tag(const std::string& name, SourcePos pos) const {
   if (!end_stack_.empty()) {
     const bool expected = std::any_of(end_stack_.begin(), end_stack_.end(),
                                       [&](const auto& names) { return contains(names, name); });
-    msg += expected ? fmt::format(" You probably made a nesting mistake; the innermost block "
-                                  "expects {}.",
-                                  quote_list(end_stack_.back()))
+    msg += expected ? fmt::format(
+                          " You probably made a nesting mistake; the innermost block "
+                          "expects {}.",
+                          quote_list(end_stack_.back()))
                     : fmt::format(" Expected {}.", quote_list(end_stack_.back()));
   }
   fail_at(pos, msg);
@@ -280,8 +269,8 @@ void Parser::parse_signature(MacroDef& def) {
   while (!is_op(")")) {
     if (!def.params.empty()) expect_op(",");
     const Token& name = expect_name();
-    if (name.text == "true" || name.text == "false" || name.text == "none" ||
-        name.text == "True" || name.text == "False" || name.text == "None") {
+    if (name.text == "true" || name.text == "false" || name.text == "none" || name.text == "True" ||
+        name.text == "False" || name.text == "None") {
       fail_at(name.pos, "can't assign to 'const'");
     }
     if (skip_op("=")) {
@@ -362,7 +351,8 @@ StmtPtr Parser::parse_print() {
     items.push_back(parse_expression());
   }
   if (items.empty()) fail("Expected an expression, got 'end of statement block'");
-  s->expr = items.size() == 1 ? std::move(items[0]) : make(ExprKind::kConcat, s->pos, std::move(items));
+  s->expr =
+      items.size() == 1 ? std::move(items[0]) : make(ExprKind::kConcat, s->pos, std::move(items));
   return s;
 }
 

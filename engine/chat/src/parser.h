@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "ast.h"
 #include "lexer.h"
 
@@ -94,6 +96,20 @@ class Parser {
   int loop_depth_ = 0;  // enclosing for loops of the current macro, for break/continue
   std::vector<MacroDef*> macro_stack_;
   std::vector<std::vector<std::string_view>> end_stack_;  // for "unknown tag" messages
+};
+
+// Counts parser recursion (nested blocks, brackets, unary chains) against a fixed cap.
+class DepthGuard {
+ public:
+  DepthGuard(Parser& p, int limit) : p_(p) {
+    if (++p_.depth_ > limit) p_.fail("template nests too deeply");
+  }
+  ~DepthGuard() { --p_.depth_; }
+  DepthGuard(const DepthGuard&) = delete;
+  DepthGuard& operator=(const DepthGuard&) = delete;
+
+ private:
+  Parser& p_;
 };
 
 }  // namespace macserve::chat

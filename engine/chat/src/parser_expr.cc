@@ -3,7 +3,7 @@
 // filters/tests.
 #include <algorithm>
 
-#include "limits.h"
+#include "bounds.h"
 #include "parser.h"
 
 namespace macserve::chat {
@@ -153,8 +153,8 @@ ExprPtr Parser::parse_math2() {
   ExprPtr left = parse_pow();
   while (is_op("*") || is_op("/") || is_op("//") || is_op("%")) {
     const Token& tok = next();
-    const BinaryOp op = tok.text == "*"   ? BinaryOp::kMul
-                        : tok.text == "/" ? BinaryOp::kDiv
+    const BinaryOp op = tok.text == "*"    ? BinaryOp::kMul
+                        : tok.text == "/"  ? BinaryOp::kDiv
                         : tok.text == "//" ? BinaryOp::kFloorDiv
                                            : BinaryOp::kMod;
     std::vector<ExprPtr> parts;
@@ -242,7 +242,8 @@ ExprPtr Parser::parse_primary(bool with_namespace) {
 
 bool Parser::is_tuple_end(const std::vector<std::string_view>& extra_end) const {
   const Token& t = current();
-  if (t.kind == TokenKind::kVariableEnd || t.kind == TokenKind::kBlockEnd || is_op(")")) return true;
+  if (t.kind == TokenKind::kVariableEnd || t.kind == TokenKind::kBlockEnd || is_op(")"))
+    return true;
   return t.kind == TokenKind::kName &&
          std::find(extra_end.begin(), extra_end.end(), t.text) != extra_end.end();
 }
@@ -262,7 +263,8 @@ ExprPtr Parser::parse_tuple(bool simplified, bool with_condexpr,
   }
   if (!is_tuple) {
     if (!args.empty()) return std::move(args[0]);
-    if (!explicit_parens) fail(fmt::format("Expected an expression, got '{}'", describe(current())));
+    if (!explicit_parens)
+      fail(fmt::format("Expected an expression, got '{}'", describe(current())));
   }
   return make(ExprKind::kTuple, pos, std::move(args));
 }

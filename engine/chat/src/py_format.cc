@@ -41,6 +41,7 @@ void write_hex_escape(std::string& out, char32_t cp) {
 }
 
 void write_list_repr(Writer& w, const ListData& list) {
+  if (list.is_iterator) return w.put("<generator object>");
   w.put(list.is_tuple ? '(' : '[');
   for (size_t i = 0; i < list.items.size(); ++i) {
     if (i > 0) w.put(", ");
@@ -162,6 +163,7 @@ class JsonWriter {
       case ValueKind::kString:
         return write_json_string(w_, v.as_string(), o_.ensure_ascii);
       case ValueKind::kList:
+        if (v.is_iterator()) break;
         return write_list(v.as_list(), level);
       case ValueKind::kDict:
         return write_dict(v.as_dict(), level);

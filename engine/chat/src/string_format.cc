@@ -1,5 +1,6 @@
 #include "string_format.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "interpreter.h"
@@ -20,10 +21,17 @@ struct PercentSpec {
   int64_t precision = -1;
 };
 
+// Widths and precisions allocate what they ask for: refuse those past the text limit up front.
+void check_width(int64_t n, size_t max_bytes) {
+  if (n > 0 && static_cast<uint64_t>(n) > max_bytes) {
+    raise(ErrorKind::kLimit, "a format width of {} exceeds the {} byte limit", n, max_bytes);
+  }
+}
+
 std::string pad(std::string s, int64_t width, char align, char fill) {
   const auto len = static_cast<int64_t>(utf8_length(s));
   if (width <= len) return s;
-  const auto n = static_cast<size_t>(std::min<int64_t>(width - len, 1 << 24));
+  const auto n = static_cast<size_t>(width - len);
   if (align == '<') return s + std::string(n, fill);
   if (align == '^') return std::string(n / 2, fill) + s + std::string(n - n / 2, fill);
   return std::string(n, fill) + s;
@@ -46,8 +54,8 @@ std::string fmt_number(const std::string& spec, const Value& v, bool as_int) {
 }
 
 std::string percent_number(char conv, const Value& arg, const PercentSpec& s) {
-  const bool int_conv = conv == 'd' || conv == 'i' || conv == 'u' || conv == 'x' || conv == 'X' ||
-                        conv == 'o';
+  const bool int_conv =
+      conv == 'd' || conv == 'i' || conv == 'u' || conv == 'x' || conv == 'X' || conv == 'o';
   if (!arg.is_number()) {
     raise(ErrorKind::kTypeError, "%{} format: a real number is required, not {}", conv,
           type_name(arg));
@@ -57,12 +65,17 @@ std::string percent_number(char conv, const Value& arg, const PercentSpec& s) {
   }
   std::string spec;
   if (s.left) spec += '<';
-  if (s.plus) spec += '+';
-  else if (s.space) spec += ' ';
+  if (s.plus)
+    spec += '+';
+  else if (s.space)
+    spec += ' ';
   if (s.alt) spec += '#';
   if (s.zero && !s.left) spec += '0';
-  if (s.width > 0) spec += std::to_string(std::min<int64_t>(s.width, 1 << 20));
-  if (!int_conv && s.precision >= 0) spec += "." + std::to_string(std::min<int64_t>(s.precision, 1000));
+  if (s.width > 0) spec += std::to_string(s.width);
+  if (!int_conv && s.precision >= 0) {
+    spec += '.';
+    spec += std::to_string(s.precision);
+  }
   if (int_conv) {
     if (arg.is_float() && !std::isfinite(arg.as_float())) {
       raise(ErrorKind::kOverflowError, "cannot convert float infinity or NaN to integer");
@@ -97,19 +110,28 @@ std::string percent_one(char conv, const Value& arg, const PercentSpec& s) {
 size_t parse_percent_spec(const std::string& f, size_t i, PercentSpec& s) {
   for (; i < f.size(); ++i) {
     const char c = f[i];
-    if (c == '-') s.left = true;
-    else if (c == '+') s.plus = true;
-    else if (c == ' ') s.space = true;
-    else if (c == '#') s.alt = true;
-    else if (c == '0') s.zero = true;
-    else break;
+    if (c == '-')
+      s.left = true;
+    else if (c == '+')
+      s.plus = true;
+    else if (c == ' ')
+      s.space = true;
+    else if (c == '#')
+      s.alt = true;
+    else if (c == '0')
+      s.zero = true;
+    else
+      break;
   }
-  while (i < f.size() && f[i] >= '0' && f[i] <= '9') s.width = std::min<int64_t>(s.width * 10 + (f[i++] - '0'), 1 << 20);
+  constexpr int64_t kCap = int64_t{1} << 40;  // larger values fail check_width anyway
+  while (i < f.size() && f[i] >= '0' && f[i] <= '9') {
+    s.width = std::min<int64_t>(s.width * 10 + (f[i++] - '0'), kCap);
+  }
   if (i < f.size() && f[i] == '.') {
     s.precision = 0;
     ++i;
     while (i < f.size() && f[i] >= '0' && f[i] <= '9') {
-      s.precision = std::min<int64_t>(s.precision * 10 + (f[i++] - '0'), 1 << 20);
+      s.precision = std::min<int64_t>(s.precision * 10 + (f[i++] - '0'), kCap);
     }
   }
   while (i < f.size() && (f[i] == 'h' || f[i] == 'l' || f[i] == 'L')) ++i;
@@ -137,11 +159,14 @@ std::string percent_format(Interpreter& interp, const std::string& f, const Valu
       if (close == std::string::npos) raise(ErrorKind::kValueError, "incomplete format key");
       if (mapping == nullptr) raise(ErrorKind::kTypeError, "format requires a mapping");
       arg = mapping->find(std::string_view(f).substr(i + 1, close - i - 1));
-      if (arg == nullptr) raise(ErrorKind::kValueError, "KeyError: '{}'", f.substr(i + 1, close - i - 1));
+      if (arg == nullptr)
+        raise(ErrorKind::kValueError, "KeyError: '{}'", f.substr(i + 1, close - i - 1));
       i = close + 1;
     }
     PercentSpec spec;
     i = parse_percent_spec(f, i, spec);
+    check_width(spec.width, interp.max_bytes());
+    check_width(spec.precision, interp.max_bytes());
     if (i >= f.size()) raise(ErrorKind::kValueError, "incomplete format");
     const char conv = f[i++];
     if (conv == '%') {
@@ -161,14 +186,51 @@ std::string percent_format(Interpreter& interp, const std::string& f, const Valu
     out += percent_one(conv, *arg, spec);
     interp.check_size(out.size());
   }
-  if (mapping == nullptr && next_arg < positional.size()) {
+  // Python skips this check for arguments with __getitem__ (lists and dicts), not for tuples.
+  const bool mapping_like = !is_tuple && (args.is_list() || args.is_dict());
+  if (!mapping_like && next_arg < positional.size()) {
     raise(ErrorKind::kTypeError, "not all arguments converted during string formatting");
   }
   return out;
 }
 
-std::string format_with_spec(const Value& value, const std::string& spec) {
-  if (spec.empty()) return py_str(value);
+namespace {
+
+// Every number in a spec is a width or a precision; each must fit the text limit.
+void check_spec_numbers(const std::string& spec, size_t max_bytes) {
+  for (size_t i = 0; i < spec.size();) {
+    if (spec[i] < '0' || spec[i] > '9') {
+      ++i;
+      continue;
+    }
+    int64_t n = 0;
+    for (; i < spec.size() && spec[i] >= '0' && spec[i] <= '9'; ++i) {
+      n = std::min<int64_t>(n * 10 + (spec[i] - '0'), int64_t{1} << 40);
+    }
+    check_width(n, max_bytes);
+  }
+}
+
+std::string format_string_spec(const std::string& value, const std::string& spec, size_t i,
+                               char align, char fill) {
+  const char type = spec.back();
+  if (!(type == 's' || (type >= '0' && type <= '9') || type == '<' || type == '>' || type == '^' ||
+        spec.find('.') != std::string::npos)) {
+    raise(ErrorKind::kValueError, "Unknown format code '{}' for object of type 'str'", type);
+  }
+  std::string rest = spec.substr(i);
+  if (!rest.empty() && rest.back() == 's') rest.pop_back();
+  const size_t dot = rest.find('.');
+  const int64_t width = dot == 0 || rest.empty() ? 0 : std::atoll(rest.substr(0, dot).c_str());
+  const int64_t precision = dot == std::string::npos ? -1 : std::atoll(rest.c_str() + dot + 1);
+  return pad(truncate_chars(value, precision), width, align ? align : '<', fill);
+}
+
+}  // namespace
+
+std::string format_with_spec(const Value& value, const std::string& spec, size_t max_bytes) {
+  if (spec.empty()) return py_str(value, max_bytes);
+  check_spec_numbers(spec, max_bytes);
   if (spec.find_first_of(",_") != std::string::npos) {
     raise(ErrorKind::kValueError, "format spec '{}' is not supported", spec);
   }
@@ -186,18 +248,7 @@ std::string format_with_spec(const Value& value, const std::string& spec) {
     i = 1;
   }
   const char type = spec.back();
-  if (value.is_string()) {
-    if (!(type == 's' || (type >= '0' && type <= '9') || type == '<' || type == '>' ||
-          type == '^' || spec.find('.') != std::string::npos)) {
-      raise(ErrorKind::kValueError, "Unknown format code '{}' for object of type 'str'", type);
-    }
-    std::string rest = spec.substr(i);
-    if (!rest.empty() && rest.back() == 's') rest.pop_back();
-    const size_t dot = rest.find('.');
-    const int64_t width = dot == 0 || rest.empty() ? 0 : std::atoll(rest.substr(0, dot).c_str());
-    const int64_t precision = dot == std::string::npos ? -1 : std::atoll(rest.c_str() + dot + 1);
-    return pad(truncate_chars(value.as_string(), precision), width, align ? align : '<', fill);
-  }
+  if (value.is_string()) return format_string_spec(value.as_string(), spec, i, align, fill);
   if (!value.is_number()) {
     raise(ErrorKind::kTypeError, "unsupported format string passed to {}.__format__",
           type_name(value));
@@ -221,6 +272,51 @@ std::string format_with_spec(const Value& value, const std::string& spec) {
   return fmt_number(float_type ? spec : spec + "g", value, false);
 }
 
+namespace {
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char d) { return d >= '0' && d <= '9'; });
+}
+
+// Resolves a replacement field name: "", "0", "name", then .attr and [key] accessors.
+Value resolve_field(Interpreter& interp, const std::string& field, const Arguments& args,
+                    size_t& auto_index) {
+  const size_t name_end = std::min(field.find('.'), field.find('['));
+  const std::string name = field.substr(0, name_end);
+  Value value;
+  if (name.empty() || all_digits(name)) {
+    const size_t index = name.empty() ? auto_index++ : std::stoul(name.substr(0, 9));
+    if (index >= args.positional.size()) {
+      raise(ErrorKind::kValueError, "Replacement index {} out of range for positional args tuple",
+            index);
+    }
+    value = args.positional[index];
+  } else {
+    const auto it = std::find_if(args.keyword.begin(), args.keyword.end(),
+                                 [&](const auto& kv) { return kv.first == name; });
+    if (it == args.keyword.end()) raise(ErrorKind::kValueError, "KeyError: '{}'", name);
+    value = it->second;
+  }
+  for (size_t p = name_end; p < field.size();) {
+    if (field[p] == '.') {
+      const size_t e = std::min(field.find('.', p + 1), field.find('[', p + 1));
+      value = get_attribute(value, field.substr(p + 1, e - p - 1));
+      p = e;
+      continue;
+    }
+    const size_t e = field.find(']', p);
+    if (e == std::string::npos) raise(ErrorKind::kValueError, "Missing ']' in format string");
+    const std::string key = field.substr(p + 1, e - p - 1);
+    value = get_item(
+        interp, value,
+        all_digits(key) ? Value::integer(std::stoll(key.substr(0, 18))) : Value::string(key));
+    p = e + 1;
+  }
+  return value;
+}
+
+}  // namespace
+
 std::string brace_format(Interpreter& interp, const std::string& f, const Arguments& args) {
   std::string out;
   size_t auto_index = 0;
@@ -238,7 +334,8 @@ std::string brace_format(Interpreter& interp, const std::string& f, const Argume
       continue;
     }
     const size_t close = f.find('}', i);
-    if (close == std::string::npos) raise(ErrorKind::kValueError, "expected '}}' before end of string");
+    if (close == std::string::npos)
+      raise(ErrorKind::kValueError, "expected '}}' before end of string");
     std::string field = f.substr(i + 1, close - i - 1);
     if (field.find('{') != std::string::npos) {
       raise(ErrorKind::kValueError, "nested replacement fields are not supported");
@@ -254,39 +351,15 @@ std::string brace_format(Interpreter& interp, const std::string& f, const Argume
       conversion = bang + 1 < field.size() ? field[bang + 1] : '?';
       field.resize(bang);
     }
-    const size_t name_end = std::min(field.find('.'), field.find('['));
-    const std::string name = field.substr(0, name_end);
-    Value value;
-    if (name.empty() || std::all_of(name.begin(), name.end(), [](char d) { return d >= '0' && d <= '9'; })) {
-      const size_t index = name.empty() ? auto_index++ : std::stoul(name.substr(0, 9));
-      if (index >= args.positional.size()) {
-        raise(ErrorKind::kValueError, "Replacement index {} out of range for positional args tuple", index);
-      }
-      value = args.positional[index];
-    } else {
-      const auto it = std::find_if(args.keyword.begin(), args.keyword.end(),
-                                   [&](const auto& kv) { return kv.first == name; });
-      if (it == args.keyword.end()) raise(ErrorKind::kValueError, "KeyError: '{}'", name);
-      value = it->second;
+    Value value = resolve_field(interp, field, args, auto_index);
+    if (conversion == 'r' || conversion == 'a') {
+      value = Value::string(py_repr(value));
+    } else if (conversion == 's') {
+      value = Value::string(py_str(value));
+    } else if (conversion != '\0') {
+      raise(ErrorKind::kValueError, "Unknown conversion specifier {}", conversion);
     }
-    for (size_t p = name_end; p < field.size();) {
-      if (field[p] == '.') {
-        const size_t e = std::min(field.find('.', p + 1), field.find('[', p + 1));
-        value = get_attribute(value, field.substr(p + 1, e - p - 1));
-        p = e;
-      } else {
-        const size_t e = field.find(']', p);
-        if (e == std::string::npos) raise(ErrorKind::kValueError, "Missing ']' in format string");
-        const std::string key = field.substr(p + 1, e - p - 1);
-        const bool numeric = !key.empty() && std::all_of(key.begin(), key.end(), [](char d) { return d >= '0' && d <= '9'; });
-        value = get_item(interp, value, numeric ? Value::integer(std::stoll(key.substr(0, 18))) : Value::string(key));
-        p = e + 1;
-      }
-    }
-    if (conversion == 'r' || conversion == 'a') value = Value::string(py_repr(value));
-    else if (conversion == 's') value = Value::string(py_str(value));
-    else if (conversion != '\0') raise(ErrorKind::kValueError, "Unknown conversion specifier {}", conversion);
-    out += format_with_spec(value, spec);
+    out += format_with_spec(value, spec, interp.max_bytes());
     interp.check_size(out.size());
   }
   return out;

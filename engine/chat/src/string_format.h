@@ -11,7 +11,7 @@ namespace macserve::chat {
 
 std::string percent_format(Interpreter& interp, const std::string& format, const Value& args);
 std::string brace_format(Interpreter& interp, const std::string& format, const Arguments& args);
-// Python's format(value, spec) for a replacement field's spec.
-std::string format_with_spec(const Value& value, const std::string& spec);
+// Python's format(value, spec) for a replacement field's spec; widths past max_bytes are refused.
+std::string format_with_spec(const Value& value, const std::string& spec, size_t max_bytes);
 
 }  // namespace macserve::chat

@@ -3,8 +3,8 @@
 
 #include "builtins.h"
 #include "interpreter.h"
-#include "py_string.h"
 #include "py_format.h"
+#include "py_string.h"
 
 namespace macserve::chat {
 namespace {
@@ -74,7 +74,7 @@ bool test_iterable(Interpreter&, const Value& v, Arguments& a) {
 }
 bool test_sequence(Interpreter&, const Value& v, Arguments& a) {
   no_args("sequence", a);
-  return v.is_string() || v.is_list() || v.is_dict() || v.is_undefined();
+  return v.is_sequence() || v.is_dict() || v.is_undefined();
 }
 bool test_callable(Interpreter&, const Value& v, Arguments& a) {
   no_args("callable", a);
@@ -138,8 +138,12 @@ bool test_upper(Interpreter&, const Value& v, Arguments& a) {
 bool test_in(Interpreter&, const Value& v, Arguments& a) {
   return value_contains(only_arg("in", a), v);
 }
-bool test_eq(Interpreter&, const Value& v, Arguments& a) { return values_equal(v, only_arg("eq", a)); }
-bool test_ne(Interpreter&, const Value& v, Arguments& a) { return !values_equal(v, only_arg("ne", a)); }
+bool test_eq(Interpreter&, const Value& v, Arguments& a) {
+  return values_equal(v, only_arg("eq", a));
+}
+bool test_ne(Interpreter&, const Value& v, Arguments& a) {
+  return !values_equal(v, only_arg("ne", a));
+}
 bool test_lt(Interpreter&, const Value& v, Arguments& a) {
   return compare_values(v, only_arg("lt", a), CompareOp::kLt);
 }
@@ -167,19 +171,45 @@ struct TestEntry {
 };
 
 constexpr TestEntry kTests[] = {
-    {"odd", test_odd},           {"even", test_even},         {"divisibleby", test_divisibleby},
-    {"defined", test_defined},   {"undefined", test_undefined}, {"filter", test_filter},
-    {"test", test_test},         {"none", test_none},         {"boolean", test_boolean},
-    {"false", test_false},       {"true", test_true},         {"integer", test_integer},
-    {"float", test_float},       {"lower", test_lower},       {"upper", test_upper},
-    {"string", test_string},     {"mapping", test_mapping},   {"number", test_number},
-    {"sequence", test_sequence}, {"iterable", test_iterable}, {"callable", test_callable},
-    {"sameas", test_sameas},     {"escaped", test_escaped},   {"in", test_in},
-    {"==", test_eq},             {"eq", test_eq},             {"equalto", test_eq},
-    {"!=", test_ne},             {"ne", test_ne},             {">", test_gt},
-    {"gt", test_gt},             {"greaterthan", test_gt},    {"ge", test_ge},
-    {">=", test_ge},             {"<", test_lt},              {"lt", test_lt},
-    {"lessthan", test_lt},       {"<=", test_le},             {"le", test_le},
+    {"odd", test_odd},
+    {"even", test_even},
+    {"divisibleby", test_divisibleby},
+    {"defined", test_defined},
+    {"undefined", test_undefined},
+    {"filter", test_filter},
+    {"test", test_test},
+    {"none", test_none},
+    {"boolean", test_boolean},
+    {"false", test_false},
+    {"true", test_true},
+    {"integer", test_integer},
+    {"float", test_float},
+    {"lower", test_lower},
+    {"upper", test_upper},
+    {"string", test_string},
+    {"mapping", test_mapping},
+    {"number", test_number},
+    {"sequence", test_sequence},
+    {"iterable", test_iterable},
+    {"callable", test_callable},
+    {"sameas", test_sameas},
+    {"escaped", test_escaped},
+    {"in", test_in},
+    {"==", test_eq},
+    {"eq", test_eq},
+    {"equalto", test_eq},
+    {"!=", test_ne},
+    {"ne", test_ne},
+    {">", test_gt},
+    {"gt", test_gt},
+    {"greaterthan", test_gt},
+    {"ge", test_ge},
+    {">=", test_ge},
+    {"<", test_lt},
+    {"lt", test_lt},
+    {"lessthan", test_lt},
+    {"<=", test_le},
+    {"le", test_le},
 };
 
 }  // namespace

@@ -42,10 +42,14 @@ size_t utf8_char_len(std::string_view s, size_t i) {
   const auto c = static_cast<unsigned char>(s[i]);
   size_t n = 0;
   if (c < 0x80) return 1;
-  if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4;
-  else return 1;
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
+  else if (c >= 0xE0 && c <= 0xEF)
+    n = 3;
+  else if (c >= 0xF0 && c <= 0xF4)
+    n = 4;
+  else
+    return 1;
   if (i + n > s.size()) return 1;
   for (size_t k = 1; k < n; ++k) {
     if (!is_cont(static_cast<unsigned char>(s[i + k]))) return 1;
@@ -152,8 +156,9 @@ bool is_word_char(char32_t cp) {
   // Approximation of Unicode letters/digits: everything that is not space, punctuation or a
   // symbol in the common blocks.
   if (is_py_space(cp) || !is_printable(cp)) return false;
-  if (cp <= 0xBF) return cp == 0xAA || cp == 0xB2 || cp == 0xB3 || cp == 0xB5 || cp == 0xB9 ||
-                         cp == 0xBA || cp == 0xBC || cp == 0xBD || cp == 0xBE;
+  if (cp <= 0xBF)
+    return cp == 0xAA || cp == 0xB2 || cp == 0xB3 || cp == 0xB5 || cp == 0xB9 || cp == 0xBA ||
+           cp == 0xBC || cp == 0xBD || cp == 0xBE;
   if (cp == 0xD7 || cp == 0xF7) return false;
   if (cp >= 0x2000 && cp <= 0x2BFF) return false;  // punctuation, symbols, arrows, shapes
   if (cp >= 0x3000 && cp <= 0x303F) return cp == 0x3005 || cp == 0x3006 || cp == 0x3007;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "limits.h"
+#include "bounds.h"
 #include "template_error.h"
 #include "unicode.h"
 
@@ -53,7 +53,8 @@ bool compare_values(const Value& a, const Value& b, CompareOp op) {
     // Byte order of UTF-8 is code point order, which is how Python orders str.
     return apply_cmp(a.as_string().compare(b.as_string()), 0, op);
   }
-  if (a.is_list() && b.is_list() && a.as_list().is_tuple == b.as_list().is_tuple) {
+  if (a.is_sequence() && b.is_sequence() && !a.is_string() && !b.is_string() &&
+      a.as_list().is_tuple == b.as_list().is_tuple) {
     const auto& x = a.as_list().items;
     const auto& y = b.as_list().items;
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
@@ -90,6 +91,15 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
   return Value(Storage(std::shared_ptr<const ListData>(std::move(data))));
 }
 
+Value Value::iterator(std::vector<Value> items) {
+  Value v = list(std::move(items));
+  std::const_pointer_cast<ListData>(std::get<std::shared_ptr<const ListData>>(v.v_))->is_iterator =
+      true;
+  return v;
+}
+
+bool Value::is_iterator() const { return is_list() && as_list().is_iterator; }
+
 const std::string& Value::undefined_hint() const {
   const auto& u = std::get<Undefined>(v_);
   return u.hint ? *u.hint : kEmpty;
@@ -109,7 +119,7 @@ bool Value::truthy() const {
     case ValueKind::kString:
       return !as_string().empty();
     case ValueKind::kList:
-      return !as_list().items.empty();
+      return as_list().is_iterator || !as_list().items.empty();
     case ValueKind::kDict:
       return as_dict().size() != 0;
     case ValueKind::kObject:
@@ -145,6 +155,7 @@ std::string hash_key(const Value& v) {
     case ValueKind::kString:
       return "s:" + v.as_string();
     case ValueKind::kList: {
+      if (v.is_iterator()) return "o:" + std::to_string(reinterpret_cast<uintptr_t>(&v.as_list()));
       if (!v.as_list().is_tuple) raise(ErrorKind::kTypeError, "unhashable type: 'list'");
       std::string key = "t:";
       for (const Value& item : v.as_list().items) {
@@ -218,6 +229,7 @@ bool values_equal(const Value& a, const Value& b) {
     case ValueKind::kList: {
       const ListData& x = a.as_list();
       const ListData& y = b.as_list();
+      if (x.is_iterator || y.is_iterator) return &x == &y;
       if (x.is_tuple != y.is_tuple || x.items.size() != y.items.size()) return false;
       for (size_t i = 0; i < x.items.size(); ++i) {
         if (!values_equal(x.items[i], y.items[i])) return false;
@@ -280,7 +292,7 @@ std::string_view type_name(const Value& v) {
     case ValueKind::kString:
       return "str";
     case ValueKind::kList:
-      return v.as_list().is_tuple ? "tuple" : "list";
+      return v.as_list().is_iterator ? "generator" : v.as_list().is_tuple ? "tuple" : "list";
     case ValueKind::kDict:
       return "dict";
     case ValueKind::kObject:
@@ -328,6 +340,7 @@ int64_t length_of(const Value& v) {
     case ValueKind::kString:
       return static_cast<int64_t>(utf8_length(v.as_string()));
     case ValueKind::kList:
+      if (v.is_iterator()) break;
       return static_cast<int64_t>(v.as_list().items.size());
     case ValueKind::kDict:
       return static_cast<int64_t>(v.as_dict().size());

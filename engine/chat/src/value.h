@@ -40,6 +40,9 @@ class Value {
   static Value string(std::string s);
   static Value string(std::shared_ptr<const std::string> s) { return Value(Storage(std::move(s))); }
   static Value list(std::vector<Value> items, bool is_tuple = false);
+  // What Jinja's map/select/unique/batch/... return: a Python generator. It iterates like a list
+  // but is always truthy, has no len(), cannot be indexed and prints as a generator object.
+  static Value iterator(std::vector<Value> items);
   static Value dict(std::shared_ptr<const DictData> d) { return Value(Storage(std::move(d))); }
   static Value object(std::shared_ptr<Object> o) { return Value(Storage(std::move(o))); }
 
@@ -53,6 +56,9 @@ class Value {
   bool is_list() const { return kind() == ValueKind::kList; }
   bool is_dict() const { return kind() == ValueKind::kDict; }
   bool is_object() const { return kind() == ValueKind::kObject; }
+  bool is_iterator() const;
+  // str, list or tuple: what + concatenates, * repeats and [i] indexes.
+  bool is_sequence() const { return is_string() || (is_list() && !is_iterator()); }
   // Python's numbers.Number: bool, int and float.
   bool is_number() const { return is_bool() || is_int() || is_float(); }
   // bool and int, which Python treats as integers in arithmetic and indexing.
@@ -60,12 +66,16 @@ class Value {
 
   bool as_bool() const { return std::get<bool>(v_); }
   int64_t as_int() const { return is_bool() ? (as_bool() ? 1 : 0) : std::get<int64_t>(v_); }
-  double as_float() const { return is_float() ? std::get<double>(v_) : static_cast<double>(as_int()); }
+  double as_float() const {
+    return is_float() ? std::get<double>(v_) : static_cast<double>(as_int());
+  }
   const std::string& as_string() const { return *std::get<std::shared_ptr<const std::string>>(v_); }
   const ListData& as_list() const { return *std::get<std::shared_ptr<const ListData>>(v_); }
   const DictData& as_dict() const { return *std::get<std::shared_ptr<const DictData>>(v_); }
   Object& as_object() const { return *std::get<std::shared_ptr<Object>>(v_); }
-  const std::shared_ptr<Object>& object_ptr() const { return std::get<std::shared_ptr<Object>>(v_); }
+  const std::shared_ptr<Object>& object_ptr() const {
+    return std::get<std::shared_ptr<Object>>(v_);
+  }
   const std::string& undefined_hint() const;
 
   bool truthy() const;  // Python's bool()
@@ -82,6 +92,7 @@ class Value {
 struct ListData {
   std::vector<Value> items;
   bool is_tuple = false;
+  bool is_iterator = false;
   int depth = 1;
 };
 
@@ -91,9 +102,9 @@ class DictData {
  public:
   const std::vector<std::pair<Value, Value>>& items() const { return items_; }
   size_t size() const { return items_.size(); }
-  const Value* find(const Value& key) const;    // throws TypeError on unhashable keys
+  const Value* find(const Value& key) const;      // throws TypeError on unhashable keys
   const Value* find(std::string_view key) const;  // string key fast path
-  void set(Value key, Value value);              // while building only
+  void set(Value key, Value value);               // while building only
   int depth() const { return depth_; }
 
  private:

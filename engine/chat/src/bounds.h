@@ -10,11 +10,11 @@
 namespace macserve::chat {
 
 inline constexpr size_t kMaxTemplateBytes = size_t{4} << 20;
-inline constexpr int kMaxNesting = 128;        // {% %} blocks inside each other
-inline constexpr int kMaxExprHeight = 200;     // operator/postfix chains and brackets
-inline constexpr int kMaxValueDepth = 128;     // lists/dicts inside each other
-inline constexpr int kMaxEvalDepth = 600;      // interpreter recursion incl. macro calls
-inline constexpr int64_t kMaxRange = 100000;   // Jinja's sandbox MAX_RANGE, same message
+inline constexpr int kMaxNesting = 128;                   // {% %} blocks inside each other
+inline constexpr int kMaxExprHeight = 200;                // operator/postfix chains and brackets
+inline constexpr int kMaxValueDepth = 128;                // lists/dicts inside each other
+inline constexpr int kMaxEvalDepth = 600;                 // interpreter recursion incl. macro calls
+inline constexpr int64_t kMaxRange = 100000;              // Jinja's sandbox MAX_RANGE, same message
 inline constexpr size_t kMaxListItems = size_t{1} << 20;  // list * n, batch fill, ...
 
 }  // namespace macserve::chat
