@@ -44,7 +44,9 @@ def generate(binary, model, prompt_file, args, extra):
     if model != "default":
         cmd += ["--model", model]
     cmd += extra
-    subprocess.run(cmd, capture_output=True, text=True, check=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "generate failed")
     with open(stats) as f:
         result = json.load(f)
     os.remove(stats)
@@ -71,7 +73,7 @@ def main():
     args = ap.parse_args()
     shared = os.environ.get("MACSERVE_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
     # model -> (input character counts, context cap, --mac-min-context)
-    plans = {"tiny-llama-sp": ([6000], 2048, 512), "default": ([8000, 16000], 8192, 1024)}
+    plans = {"tiny-llama-sp": ([6000], 2048, 512), "default": ([8000], 8192, 1024)}
     args.max_model_len = {}
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -88,10 +90,19 @@ def main():
             args.max_model_len[model] = ctx
             for source in ("kjv", "jargon"):
                 for chars in chars_list:
-                    prompt_file = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
-                    prompt_file.write(text_source(source, chars))
-                    prompt_file.close()
-                    base, cmd = generate(args.binary, model, prompt_file.name, args, ["--attention", "full"])
+                    # Shrink the passage until prompt + generated tokens fit the model's context.
+                    while True:
+                        prompt_file = tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False)
+                        prompt_file.write(text_source(source, chars))
+                        prompt_file.close()
+                        try:
+                            base, cmd = generate(args.binary, model, prompt_file.name, args, ["--attention", "full"])
+                            break
+                        except RuntimeError as e:
+                            if "exceeds the context length" not in str(e):
+                                raise
+                            os.remove(prompt_file.name)
+                            chars = int(chars * 0.85)
                     w.writerow([datetime.date.today(), commit, name, source, base["prompt_tokens"], "full", "",
                                 "", 0, "", 1.0, args.tokens, 1.0, "", cmd])
                     for t in args.thresholds.split(","):

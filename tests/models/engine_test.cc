@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "macserve/engine/engine.h"
+#include "models/engine_harness.h"
 #include "test_paths.h"
 
 namespace macserve::testing {
@@ -20,28 +21,7 @@ using engine::RequestOutput;
 
 std::string model_dir() { return models_dir() + "/tiny-llama-sp"; }
 
-struct Result {
-  std::vector<int32_t> ids;
-  std::string text;
-  FinishReason reason = FinishReason::kNone;
-  std::string error;
-  int64_t cached = 0;
-};
-
-Result collect(const std::shared_ptr<engine::ResponseStream>& s) {
-  Result r;
-  RequestOutput out;
-  while (s->next(out)) {
-    for (const auto& t : out.tokens) r.ids.push_back(t.id);
-    r.text += out.text;
-    if (out.finished) {
-      r.reason = out.finish_reason;
-      r.error = out.error;
-      r.cached = out.cached_prompt_tokens;
-    }
-  }
-  return r;
-}
+using Result = StreamResult;
 
 EngineConfig base_config() {
   EngineConfig c;
@@ -67,19 +47,8 @@ std::vector<Request> random_requests(int n, uint32_t seed, int64_t vocab) {
   return reqs;
 }
 
-std::vector<Result> run_all(Engine& eng, const std::vector<Request>& reqs) {
-  std::vector<std::shared_ptr<engine::ResponseStream>> streams;
-  for (const Request& r : reqs) streams.push_back(eng.submit(r));
-  std::vector<Result> out;
-  for (auto& s : streams) out.push_back(collect(s));
-  return out;
-}
-
 void expect_idle(Engine& eng) {
-  // The engine publishes stats after each iteration; give it one to settle.
-  for (int i = 0; i < 100 && (eng.stats().num_running || eng.stats().num_waiting); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  const auto st = eng.stats();
+  const auto st = settled_stats(eng);
   EXPECT_EQ(st.num_running, 0);
   EXPECT_EQ(st.num_waiting, 0);
   EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";

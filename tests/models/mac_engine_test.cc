@@ -14,6 +14,7 @@
 
 #include "macserve/engine/engine.h"
 #include "macserve/core/error.h"
+#include "models/engine_harness.h"
 #include "test_paths.h"
 
 namespace macserve::testing {
@@ -27,23 +28,7 @@ using engine::RequestOutput;
 
 std::string model_dir() { return models_dir() + "/tiny-llama-sp"; }
 
-struct GenRun {
-  std::vector<int32_t> ids;
-  engine::MacUsage mac;
-};
-
-GenRun collect(const std::shared_ptr<engine::ResponseStream>& s) {
-  GenRun r;
-  RequestOutput out;
-  while (s->next(out)) {
-    for (const auto& t : out.tokens) r.ids.push_back(t.id);
-    if (out.finished) {
-      EXPECT_NE(out.finish_reason, FinishReason::kError) << out.error;
-      r.mac = out.mac;
-    }
-  }
-  return r;
-}
+using GenRun = StreamResult;
 
 EngineConfig config(const std::string& attention) {
   EngineConfig c;
@@ -74,24 +59,6 @@ std::vector<Request> requests(int n, int64_t vocab) {
     reqs.push_back(std::move(r));
   }
   return reqs;
-}
-
-// Stats are published after each engine iteration: wait for the one after the last step.
-engine::EngineStats settled_stats(Engine& eng) {
-  for (int i = 0; i < 200; ++i) {
-    const auto st = eng.stats();
-    if (st.num_running == 0 && st.num_waiting == 0) return st;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return eng.stats();
-}
-
-std::vector<GenRun> run_all(Engine& eng, const std::vector<Request>& reqs) {
-  std::vector<std::shared_ptr<engine::ResponseStream>> streams;
-  for (const Request& r : reqs) streams.push_back(eng.submit(r));
-  std::vector<GenRun> out;
-  for (auto& s : streams) out.push_back(collect(s));
-  return out;
 }
 
 class MacEngine : public ::testing::Test {
