@@ -500,6 +500,8 @@ SYNTHETIC = [
     ("filter/batch_items_dictsort", "{{ range(5)|batch(2)|list }}|{{ range(5)|batch(3, 'x')|list }}|{{ d|items|list }}|{{ undefined_name|items|list }}|{{ d|dictsort }}|{{ {'b': 1, 'A': 3, 'c': 2}|dictsort }}|{{ {'b': 1, 'A': 3, 'c': 2}|dictsort(true) }}|{{ {'b': 1, 'A': 3, 'c': 2}|dictsort(by='value', reverse=true) }}"),
     ("filter/attr", "{{ (s|attr('upper'))() }}|{{ d|attr('a') }}|{{ d|attr('items') is defined }}"),
     ("filter/chain", "{{ messages|map(attribute='content')|map('upper')|select('ne', 'HI')|join(' + ')|replace('!', '?')|center(30)|trim }}"),
+    ("filter/generators", "{{ 'yes' if []|select else 'no' }}|{{ 'yes' if []|map('upper') else 'no' }}|{{ (items|select('odd')|list)|length }}|{{ items|map('string')|first }}|[{{ (items|reverse)[0] }}]|{{ items|reverse|list }}|{% for x in words|unique %}{{ loop.length }}{% endfor %}|{{ items|select('odd') is sequence }}|{{ 3 in items|select('odd') }}"),
+    ("dict/keys", "{% set d = {0: 'v0', 1: 'v1', 2: 'v2', 3: 'v3', 4: 'v4', 5: 'v5', 6: 'v6', 7: 'v7', 8: 'v8', 9: 'v9', 'k': 'str', 1.0: 'one', (1, 2): 'tup', none: 'N', true: 'T'} %}{{ d[1] }}|{{ d[1.0] }}|{{ d['k'] }}|{{ d[(1, 2)] }}|{{ d[none] }}|{{ d|length }}|{{ d }}|{{ d[99] }}|{{ 5 in d }}|{{ {'a': 1, 'b': 2, 'a': 3} }}|{{ d[[1]] }}"),
     # ---- tojson ----
     ("tojson/basic", "{{ d|tojson }}|{{ items|tojson }}|{{ s|tojson }}|{{ unicode|tojson }}|{{ n|tojson }}|{{ f|tojson }}|{{ none_value|tojson }}|{{ t|tojson }}|{{ 1.0|tojson }}|{{ 1e16|tojson }}|{{ (1, 'a')|tojson }}"),
     ("tojson/indent", "{{ tool_list|tojson(indent=4) }}\n{{ d|tojson(indent=2) }}\n{{ {'e': [], 'o': {}}|tojson(indent=1) }}\n{{ d|tojson(indent='\t') }}\n{{ d|tojson(indent=0) }}"),
@@ -560,6 +562,8 @@ SYNTHETIC = [
     ("error/split_empty_sep", "{{ s.split('') }}"),
     ("error/format_missing_arg", "{{ '%s %s' % ('a',) }}"),
     ("error/int_undefined", "{{ undefined_name|int }}"),
+    ("error/generator_length", "{{ items|select('odd')|length }}"),
+    ("error/generator_last", "{{ items|map('string')|last }}"),
     # ---- syntax errors (raised when the template is compiled) ----
     ("syntax/unclosed_if", "{% if t %}x"),
     ("syntax/unclosed_for", "{% for x in items %}x{% endif %}"),

@@ -17,13 +17,20 @@ struct ChatTemplate::Impl {
 
 namespace {
 
-// JSON -> template value. text_bytes sums the strings, which widen the output budget.
-Value from_json(const nlohmann::ordered_json& j, size_t& text_bytes, int depth) {
+// How much context a render got: a long conversation earns a larger budget than the fixed one.
+struct ContextSize {
+  size_t text_bytes = 0;
+  size_t values = 0;
+};
+
+// JSON -> template value.
+Value from_json(const nlohmann::ordered_json& j, ContextSize& size, int depth) {
   if (depth > kMaxValueDepth) {
     throw Error(ErrorCode::kInvalidArgument,
                 fmt::format("chat template context nests deeper than {} levels", kMaxValueDepth));
   }
   using Type = nlohmann::ordered_json::value_t;
+  ++size.values;
   switch (j.type()) {
     case Type::null:
       return Value::none();
@@ -42,19 +49,19 @@ Value from_json(const nlohmann::ordered_json& j, size_t& text_bytes, int depth) 
     case Type::number_float:
       return Value::real(j.get<double>());
     case Type::string:
-      text_bytes += j.get_ref<const std::string&>().size();
+      size.text_bytes += j.get_ref<const std::string&>().size();
       return Value::string(j.get<std::string>());
     case Type::array: {
       std::vector<Value> items;
       items.reserve(j.size());
-      for (const auto& item : j) items.push_back(from_json(item, text_bytes, depth + 1));
+      for (const auto& item : j) items.push_back(from_json(item, size, depth + 1));
       return Value::list(std::move(items));
     }
     case Type::object: {
       auto dict = std::make_shared<DictData>();
       for (const auto& [key, item] : j.items()) {
-        text_bytes += key.size();
-        dict->set(Value::string(key), from_json(item, text_bytes, depth + 1));
+        size.text_bytes += key.size();
+        dict->set(Value::string(key), from_json(item, size, depth + 1));
       }
       return Value::dict(std::move(dict));
     }
@@ -104,11 +111,11 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context,
     throw Error(ErrorCode::kInvalidArgument, "chat template context must be a JSON object");
   }
   auto root = std::make_shared<Scope>(nullptr);
-  size_t text_bytes = 0;
+  ContextSize size;
   std::optional<std::tm> fixed_now;
   try {
     for (const auto& [key, value] : context.items()) {
-      root->set(key, from_json(value, text_bytes, 0));
+      root->set(key, from_json(value, size, 0));
       if (key == "__macserve_now__" && value.is_string()) {
         fixed_now = parse_fixed_date(value.get<std::string>());
       }
@@ -117,8 +124,8 @@ std::string ChatTemplate::render(const nlohmann::ordered_json& context,
     throw Error(ErrorCode::kInvalidArgument, fmt::format("chat template context: {}", e.what()));
   }
   Budget budget;
-  budget.max_bytes = limits.max_output_bytes + 2 * text_bytes;
-  budget.max_steps = limits.max_steps;
+  budget.max_bytes = limits.max_output_bytes + 2 * size.text_bytes;
+  budget.max_steps = limits.max_steps + 1000 * size.values;
   try {
     Interpreter interp(budget, fixed_now);
     return interp.render(impl_->program, root);

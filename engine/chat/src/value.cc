@@ -79,7 +79,12 @@ Value Value::string(std::string s) {
 }
 
 Value Value::list(std::vector<Value> items, bool is_tuple) {
+  return make_list(std::move(items), is_tuple, false);
+}
+
+Value Value::make_list(std::vector<Value> items, bool is_tuple, bool is_iterator) {
   auto data = std::make_shared<ListData>();
+  data->is_iterator = is_iterator;
   int depth = 1;
   for (const Value& v : items) depth = std::max(depth, v.depth() + 1);
   if (depth > kMaxValueDepth) {
@@ -91,12 +96,7 @@ Value Value::list(std::vector<Value> items, bool is_tuple) {
   return Value(Storage(std::shared_ptr<const ListData>(std::move(data))));
 }
 
-Value Value::iterator(std::vector<Value> items) {
-  Value v = list(std::move(items));
-  std::const_pointer_cast<ListData>(std::get<std::shared_ptr<const ListData>>(v.v_))->is_iterator =
-      true;
-  return v;
-}
+Value Value::iterator(std::vector<Value> items) { return make_list(std::move(items), false, true); }
 
 bool Value::is_iterator() const { return is_list() && as_list().is_iterator; }
 
@@ -172,19 +172,52 @@ std::string hash_key(const Value& v) {
   return "?";
 }
 
+std::optional<size_t> DictData::position(const Value& key) const {
+  if (key.is_string()) {
+    const std::string& k = key.as_string();
+    if (items_.size() <= kScanLimit) {
+      for (size_t i = 0; i < items_.size(); ++i) {
+        if (items_[i].first.is_string() && items_[i].first.as_string() == k) return i;
+      }
+      return std::nullopt;
+    }
+    const auto it = string_index_.find(std::string_view(k));
+    return it == string_index_.end() ? std::nullopt : std::optional<size_t>(it->second);
+  }
+  const std::string h = hash_key(key);  // throws for unhashable keys
+  if (items_.size() <= kScanLimit) {
+    for (size_t i = 0; i < items_.size(); ++i) {
+      if (!items_[i].first.is_string() && values_equal(items_[i].first, key)) return i;
+    }
+    return std::nullopt;
+  }
+  const auto it = other_index_.find(h);
+  return it == other_index_.end() ? std::nullopt : std::optional<size_t>(it->second);
+}
+
+void DictData::index(size_t i) {
+  const Value& key = items_[i].first;
+  if (key.is_string()) {
+    string_index_.emplace(key.as_string(), i);
+  } else {
+    other_index_.emplace(hash_key(key), i);
+  }
+}
+
 const Value* DictData::find(const Value& key) const {
-  if (key.is_string()) return find(std::string_view(key.as_string()));
-  const auto it = index_.find(hash_key(key));
-  return it == index_.end() ? nullptr : &items_[it->second].second;
+  const std::optional<size_t> i = position(key);
+  return i ? &items_[*i].second : nullptr;
 }
 
 const Value* DictData::find(std::string_view key) const {
-  std::string k;
-  k.reserve(key.size() + 2);
-  k += "s:";
-  k += key;
-  const auto it = index_.find(k);
-  return it == index_.end() ? nullptr : &items_[it->second].second;
+  if (items_.size() <= kScanLimit) {
+    for (const auto& kv : items_) {
+      if (kv.first.is_string() && kv.first.as_string() == key) return &kv.second;
+    }
+    return nullptr;
+  }
+  const auto it = string_index_.find(key);
+  return it == string_index_.end() ? nullptr : &items_[it->second].second;
 }
 
 void DictData::set(Value key, Value value) {
@@ -192,11 +225,15 @@ void DictData::set(Value key, Value value) {
   if (depth_ > kMaxValueDepth) {
     raise(ErrorKind::kLimit, "values nest deeper than {} levels", kMaxValueDepth);
   }
-  auto [it, inserted] = index_.emplace(hash_key(key), items_.size());
-  if (inserted) {
-    items_.emplace_back(std::move(key), std::move(value));
-  } else {
-    items_[it->second].second = std::move(value);  // Python keeps the first key's position
+  if (const std::optional<size_t> i = position(key)) {
+    items_[*i].second = std::move(value);  // Python keeps the first key's position
+    return;
+  }
+  items_.emplace_back(std::move(key), std::move(value));
+  if (items_.size() == kScanLimit + 1) {
+    for (size_t i = 0; i < items_.size(); ++i) index(i);
+  } else if (items_.size() > kScanLimit + 1) {
+    index(items_.size() - 1);
   }
 }
 

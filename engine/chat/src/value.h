@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -86,6 +87,7 @@ class Value {
                                std::shared_ptr<const std::string>, std::shared_ptr<const ListData>,
                                std::shared_ptr<const DictData>, std::shared_ptr<Object>>;
   explicit Value(Storage v) : v_(std::move(v)) {}
+  static Value make_list(std::vector<Value> items, bool is_tuple, bool is_iterator);
   Storage v_;
 };
 
@@ -96,8 +98,9 @@ struct ListData {
   int depth = 1;
 };
 
-// An insertion-ordered dict (Python 3.7+ semantics). Keys are hashed through a canonical string,
-// so 1, 1.0 and true are the same key, as in Python.
+// An insertion-ordered dict (Python 3.7+ semantics); 1, 1.0 and true are the same key, as in
+// Python. Messages and tool schemas have a handful of keys, so small dicts are scanned; larger
+// ones get hash indexes (string keys looked up without building a key string).
 class DictData {
  public:
   const std::vector<std::pair<Value, Value>>& items() const { return items_; }
@@ -108,8 +111,17 @@ class DictData {
   int depth() const { return depth_; }
 
  private:
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>()(s); }
+  };
+  static constexpr size_t kScanLimit = 8;
+  std::optional<size_t> position(const Value& key) const;
+  void index(size_t i);
+
   std::vector<std::pair<Value, Value>> items_;
-  std::unordered_map<std::string, size_t> index_;
+  std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> string_index_;
+  std::unordered_map<std::string, size_t> other_index_;  // by hash_key()
   int depth_ = 1;
 };
 

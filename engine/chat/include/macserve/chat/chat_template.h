@@ -32,7 +32,8 @@ struct RenderLimits {
   // Largest rendered text (and any string built on the way), plus twice the text in the
   // context, so long conversations always fit while a template alone cannot blow up.
   size_t max_output_bytes = size_t{4} << 20;
-  // Evaluation steps: expressions, statements, loop iterations, and 1 per 64 bytes written.
+  // Evaluation steps (expressions, statements, loop iterations, 1 per 64 bytes written), plus
+  // 1000 per value in the context, so that rendering 100k messages is never cut short.
   uint64_t max_steps = 5'000'000;
 };
 
