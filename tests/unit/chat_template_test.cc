@@ -237,6 +237,13 @@ TEST(ChatTemplateErrors, RuntimeErrorsNamePosition) {
   EXPECT_NE(e.find("line 2, column"), std::string::npos) << e;
   EXPECT_NE(e.find("can only concatenate str (not \"int\") to str"), std::string::npos) << e;
   EXPECT_NE(error_of("{{ x.y }}").find("'x' is undefined"), std::string::npos);
+  // Python ints are unbounded; 64-bit overflow must be an error, never a wrong number or UB
+  // (found by fuzzing: '%d' of a huge float).
+  EXPECT_NE(error_of("{{ '%d' % 4.23e257 }}").find("does not fit in 64 bits"), std::string::npos);
+  EXPECT_NE(error_of("{{ 9223372036854775807 + 1 }}").find("OverflowError"), std::string::npos);
+  EXPECT_NE(error_of("{{ 9223372036854775807|round(-1) }}").find("OverflowError"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{ 2 ** 64 }}").find("OverflowError"), std::string::npos);
 }
 
 // ---- hostile templates: each must end with an Error, quickly -----------------------------

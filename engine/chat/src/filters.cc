@@ -246,7 +246,7 @@ Value filter_round(Interpreter&, const Value& v, Arguments& args) {
   if (method == "common") {
     if (v.is_integral() && precision >= 0) return Value::integer(v.as_int());
     const double rounded = py_round(v.as_float(), precision);
-    if (v.is_integral()) return Value::integer(static_cast<int64_t>(rounded));
+    if (v.is_integral()) return Value::integer(float_to_int(rounded));
     return Value::real(rounded);
   }
   const double scale = std::pow(10.0, static_cast<double>(precision));

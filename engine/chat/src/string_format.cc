@@ -77,8 +77,9 @@ std::string percent_number(char conv, const Value& arg, const PercentSpec& s) {
     spec += std::to_string(s.precision);
   }
   if (int_conv) {
-    if (arg.is_float() && !std::isfinite(arg.as_float())) {
-      raise(ErrorKind::kOverflowError, "cannot convert float infinity or NaN to integer");
+    if (arg.is_float() && !(std::fabs(arg.as_float()) < 9.2e18)) {
+      raise(ErrorKind::kOverflowError, "%{} of {} does not fit in 64 bits", conv,
+            py_float_repr(arg.as_float()));
     }
     const Value i = arg.is_float() ? Value::integer(static_cast<int64_t>(arg.as_float())) : arg;
     spec += conv == 'i' || conv == 'u' ? 'd' : conv;
