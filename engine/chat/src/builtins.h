@@ -21,8 +21,8 @@ TestFn find_test(std::string_view name);      // nullptr when unknown
 // Jinja filters this renderer does not implement (the parser names them in its error).
 bool is_unsupported_filter(std::string_view name);
 
-// Attribute access on str/list/dict: a bound method for Python method names, or nullopt-like
-// undefined. Mutating list/dict methods are refused at call time as Jinja's sandbox does.
+// Python methods of str, list and dict values. The mutating list/dict methods (append, update,
+// ...) are not among them: Jinja's immutable sandbox refuses them, and so does get_attribute.
 bool is_method_name(const Value& self, const std::string& name);
 Value call_method(Interpreter& interp, const Value& self, const std::string& name, Arguments& args);
 // The object a bare `obj.method` evaluates to (so `{% set f = s.strip %}{{ f() }}` works).
