@@ -53,7 +53,7 @@ def main():
             floor = args.bandwidth_gbs * 1e9 / wbytes
             name = "SmolLM2-135M-Instruct (GGUF Q4_1 -> f32)" if model == "default" else os.path.basename(model)
             row = [datetime.date.today().isoformat(), commit, name, args.tokens, f"{tps:.1f}", wbytes,
-                   f"{floor:.1f}", f"{tps / floor:.3f}", os.cpu_count(), cmd]
+                   f"{floor:.1f}", f"{tps / floor:.3f}", os.environ.get("OMP_NUM_THREADS", os.cpu_count()), cmd]
             w.writerow(row)
             print(f"{name}: {tps:.1f} tok/s, floor {floor:.1f} tok/s at {args.bandwidth_gbs} GB/s -> "
                   f"{tps / floor:.2f}x")
