@@ -70,10 +70,12 @@ def main():
     ap.add_argument("--thresholds", default="0.3,0.45,0.6")
     ap.add_argument("--audit-rate", default="0.25")
     ap.add_argument("--models", default="tiny-llama-sp,default")
+    ap.add_argument("--sources", default="kjv,jargon")
+    ap.add_argument("--smollm2-chars", type=int, default=8000, help="passage length for SmolLM2 (~4 chars/token)")
     args = ap.parse_args()
     shared = os.environ.get("MACSERVE_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
     # model -> (input character counts, context cap, --mac-min-context)
-    plans = {"tiny-llama-sp": ([6000], 2048, 512), "default": ([8000], 8192, 1024)}
+    plans = {"tiny-llama-sp": ([6000], 2048, 512), "default": ([args.smollm2_chars], 8192, 1024)}
     args.max_model_len = {}
     commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
@@ -88,7 +90,7 @@ def main():
             chars_list, ctx, min_ctx = plans[name]
             model = name if name == "default" else os.path.join(shared, "models", name)
             args.max_model_len[model] = ctx
-            for source in ("kjv", "jargon"):
+            for source in args.sources.split(","):
                 for chars in chars_list:
                     # Shrink the passage until prompt + generated tokens fit the model's context.
                     while True:
