@@ -120,9 +120,8 @@ void EngineImpl::step() {
     ++row;
     const bool suppress_eos = seq.num_generated() < seq.params.min_tokens;
     const int32_t eos = seq.params.ignore_eos || eos_ids_.empty() ? -1 : eos_ids_[0];
-    const std::vector<int32_t> prompt(seq.tokens.begin(), seq.tokens.begin() + seq.prompt_len);
-    const std::vector<int32_t> gen(seq.tokens.begin() + seq.prompt_len, seq.tokens.end());
-    on_token(seq, seq.sampler.sample(row_logits.data(), vocab, prompt, gen, suppress_eos, eos));
+    on_token(seq, seq.sampler.sample(row_logits.data(), vocab, seq.tokens, static_cast<std::size_t>(seq.prompt_len),
+                                     suppress_eos, eos));
     ++generated;
   }
   std::erase_if(live_, [](const auto& sq) { return sq->status == SeqStatus::kFinished; });

@@ -20,7 +20,7 @@ std::set<int32_t> support(SamplingParams p, int draws = 3000) {
   std::set<int32_t> seen;
   for (int i = 0; i < draws; ++i) {
     auto l = logits5();
-    seen.insert(s.sample(l.data(), 5, {}, {}, false, -1).token);
+    seen.insert(s.sample(l.data(), 5, {}, 0, false, -1).token);
   }
   return seen;
 }
@@ -30,7 +30,7 @@ TEST(Sampler, GreedyTakesArgmax) {
   p.temperature = 0.0f;
   RequestSampler s(p, 1);
   auto l = logits5();
-  EXPECT_EQ(s.sample(l.data(), 5, {}, {}, false, -1).token, 1);
+  EXPECT_EQ(s.sample(l.data(), 5, {}, 0, false, -1).token, 1);
 }
 
 TEST(Sampler, TopKTopPMinPRestrictSupportExactly) {
@@ -56,7 +56,7 @@ TEST(Sampler, TemperatureChangesFrequenciesAsSoftmax) {
   const int n = 20000;
   for (int i = 0; i < n; ++i) {
     auto l = logits5();
-    ++counts[s.sample(l.data(), 5, {}, {}, false, -1).token];
+    ++counts[s.sample(l.data(), 5, {}, 0, false, -1).token];
   }
   double z = 0;
   for (float x : logits5()) z += std::exp(x / 0.5);
@@ -75,7 +75,7 @@ TEST(Sampler, SameSeedSameTokensDifferentSeedDiffers) {
     std::vector<int32_t> out;
     for (int i = 0; i < 64; ++i) {
       auto l = logits5();
-      out.push_back(s.sample(l.data(), 5, {}, {}, false, -1).token);
+      out.push_back(s.sample(l.data(), 5, {}, 0, false, -1).token);
     }
     return out;
   };
@@ -94,7 +94,7 @@ TEST(Sampler, PenaltiesAndBiasChangeLogitsAsSpecified) {
   p.logit_bias = {{3, 10.0f}};
   RequestSampler s(p, 1);
   auto l = logits5();
-  s.sample(l.data(), 5, /*prompt=*/{1}, /*generated=*/{4, 4}, false, -1);
+  s.sample(l.data(), 5, /*tokens: prompt {1}, generated {4, 4}=*/{1, 4, 4}, /*prompt_len=*/1, false, -1);
   EXPECT_FLOAT_EQ(l[1], 3.0f / 2.0f);                       // repetition (prompt token)
   EXPECT_FLOAT_EQ(l[4], 2.9f / 2.0f - 0.5f - 2 * 0.25f);    // repetition + presence + 2x frequency
   EXPECT_FLOAT_EQ(l[3], 10.5f);                             // bias
@@ -107,7 +107,7 @@ TEST(Sampler, EosSuppressedUnderMinTokensAndLogprobsReported) {
   p.logprobs = 2;
   RequestSampler s(p, 1);
   auto l = logits5();
-  auto r = s.sample(l.data(), 5, {}, {}, /*suppress_eos=*/true, /*eos=*/1);
+  auto r = s.sample(l.data(), 5, {}, 0, /*suppress_eos=*/true, /*eos=*/1);
   EXPECT_EQ(r.token, 4);
   double z = 0;
   for (float x : logits5()) z += std::exp(x);

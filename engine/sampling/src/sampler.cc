@@ -34,20 +34,19 @@ int32_t argmax(const float* x, int64_t n) {
 RequestSampler::RequestSampler(const SamplingParams& params, uint64_t fallback_seed)
     : params_(params), rng_(params.seed.value_or(fallback_seed)) {}
 
-void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& prompt,
-                                     const std::vector<int32_t>& generated) const {
-  if (params_.repetition_penalty != 1.0f) {
+void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
+                                     std::size_t prompt_len) const {
+  if (params_.repetition_penalty != 1.0f) {  // over prompt and generated tokens
     std::vector<bool> seen(static_cast<std::size_t>(vocab), false);
-    for (const auto* ids : {&prompt, &generated})
-      for (int32_t t : *ids) if (t >= 0 && t < vocab) seen[t] = true;
+    for (int32_t t : tokens) if (t >= 0 && t < vocab) seen[t] = true;
     for (int64_t i = 0; i < vocab; ++i) {
       if (!seen[i]) continue;
       logits[i] = logits[i] > 0 ? logits[i] / params_.repetition_penalty : logits[i] * params_.repetition_penalty;
     }
   }
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
-    std::unordered_map<int32_t, int> counts;
-    for (int32_t t : generated) ++counts[t];
+    std::unordered_map<int32_t, int> counts;  // generated tokens only
+    for (std::size_t i = prompt_len; i < tokens.size(); ++i) ++counts[tokens[i]];
     for (const auto& [t, n] : counts) {
       if (t < 0 || t >= vocab) continue;
       logits[t] -= params_.frequency_penalty * static_cast<float>(n) + params_.presence_penalty;
@@ -55,16 +54,15 @@ void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::ve
   }
 }
 
-SampleResult RequestSampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& prompt,
-                                    const std::vector<int32_t>& generated, bool suppress_eos,
-                                    int32_t eos_id) {
+SampleResult RequestSampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
+                                    std::size_t prompt_len, bool suppress_eos, int32_t eos_id) {
   SampleResult result;
   std::vector<float> raw_logprobs;
   if (params_.logprobs >= 0) raw_logprobs = log_softmax(logits, vocab);
 
   for (const auto& [tok, bias] : params_.logit_bias)
     if (tok >= 0 && tok < vocab) logits[tok] += bias;
-  apply_penalties(logits, vocab, prompt, generated);
+  apply_penalties(logits, vocab, tokens, prompt_len);
   if (suppress_eos && eos_id >= 0 && eos_id < vocab) logits[eos_id] = kNegInf;
   for (int32_t t : params_.stop_token_ids)
     if (suppress_eos && t >= 0 && t < vocab) logits[t] = kNegInf;

@@ -25,13 +25,14 @@ struct SampleResult {
 class RequestSampler {
  public:
   RequestSampler(const SamplingParams& params, uint64_t fallback_seed);
-  // logits: [vocab] float32 (modified in place). prompt and generated ids feed the penalties.
-  SampleResult sample(float* logits, int64_t vocab, const std::vector<int32_t>& prompt,
-                      const std::vector<int32_t>& generated, bool suppress_eos, int32_t eos_id);
+  // logits: [vocab] float32 (modified in place). tokens = prompt then generated ids (the first
+  // prompt_len are the prompt); they feed the penalties.
+  SampleResult sample(float* logits, int64_t vocab, const std::vector<int32_t>& tokens, std::size_t prompt_len,
+                      bool suppress_eos, int32_t eos_id);
 
  private:
-  void apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& prompt,
-                       const std::vector<int32_t>& generated) const;
+  void apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
+                       std::size_t prompt_len) const;
   SamplingParams params_;
   std::mt19937_64 rng_;
 };
