@@ -24,6 +24,23 @@ float* f32(const Tensor& t) {
   return t.data_as<float>();
 }
 
+// The fields every paged-attention kernel's Params share (plain and MAC).
+template <typename Params>
+void fill_common(Params& p, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
+                 const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale) {
+  p.k_cache = f32(k_cache);
+  p.v_cache = f32(v_cache);
+  p.out = f32(out);
+  p.query_start = meta.query_start.data_as<int32_t>();
+  p.context_lens = meta.context_lens.data_as<int32_t>();
+  p.block_tables = meta.block_tables.data_as<int32_t>();
+  p.num_seqs = meta.num_seqs;
+  p.max_blocks_per_seq = meta.max_blocks_per_seq;
+  p.num_q_heads = q.dim(-2);
+  p.scale = scale;
+  p.layout = layout;
+}
+
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
@@ -81,41 +98,21 @@ class CpuBackend final : public Backend {
   void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
                        const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale) override {
     k::PagedAttentionParams p{};
+    fill_common(p, q, k_cache, v_cache, out, meta, layout, scale);
     p.q = f32(q);
-    p.k_cache = f32(k_cache);
-    p.v_cache = f32(v_cache);
-    p.out = f32(out);
-    p.query_start = meta.query_start.data_as<int32_t>();
-    p.context_lens = meta.context_lens.data_as<int32_t>();
-    p.block_tables = meta.block_tables.data_as<int32_t>();
-    p.num_seqs = meta.num_seqs;
-    p.max_blocks_per_seq = meta.max_blocks_per_seq;
-    p.num_q_heads = q.dim(-2);
-    p.scale = scale;
-    p.layout = layout;
     k::cpu::paged_attention(p);
   }
   void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
                      const Tensor& out, const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale,
                      const MacArgs& mac) override {
     k::MacAttentionParams p{};
+    fill_common(p, q, k_cache, v_cache, out, meta, layout, scale);
     p.q_post = f32(q);
     p.q_pre = f32(q_pre);
-    p.k_cache = f32(k_cache);
-    p.v_cache = f32(v_cache);
-    p.out = f32(out);
-    p.query_start = meta.query_start.data_as<int32_t>();
-    p.context_lens = meta.context_lens.data_as<int32_t>();
-    p.block_tables = meta.block_tables.data_as<int32_t>();
     p.modes = mac.modes;
     p.ring_slots = mac.ring_slots;
     p.ring_valid_from = mac.ring_valid_from;
     p.rows_from = mac.rows_from;
-    p.num_seqs = meta.num_seqs;
-    p.max_blocks_per_seq = meta.max_blocks_per_seq;
-    p.num_q_heads = q.dim(-2);
-    p.scale = scale;
-    p.layout = layout;
     p.cfg = *mac.config;
     p.ring = *mac.ring;
     p.decisions = mac.decisions;
