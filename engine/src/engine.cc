@@ -146,11 +146,13 @@ std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {
   return std::make_unique<EngineImpl>(config);
 }
 
-void EngineImpl::fail(const std::shared_ptr<ResponseStream>& s, const std::string& why, int64_t prompt_tokens) {
+void EngineImpl::fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why,
+                      int64_t prompt_tokens) {
   RequestOutput out;
   out.finished = true;
   out.finish_reason = FinishReason::kError;
   out.error = why;
+  out.error_kind = kind;
   out.prompt_tokens = prompt_tokens;
   s->push(std::move(out));
 }
@@ -161,35 +163,35 @@ std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
   try {
     request.params.validate();
   } catch (const Error& e) {
-    fail(stream, e.what(), n);
+    fail(stream, ErrorKind::kInvalidRequest, e.what(), n);
     return stream;
   }
   if (request.n < 1 || request.n > 128) {
-    fail(stream, fmt::format("'n' must be in [1, 128], got {}", request.n), n);
+    fail(stream, ErrorKind::kInvalidRequest, fmt::format("'n' must be in [1, 128], got {}", request.n), n);
     return stream;
   }
   if (n == 0) {
-    fail(stream, "the prompt is empty", n);
+    fail(stream, ErrorKind::kInvalidRequest, "the prompt is empty", n);
     return stream;
   }
   for (int32_t id : request.prompt_ids) {
     if (id < 0 || id >= model_->config().vocab_size) {
-      fail(stream, fmt::format("prompt token id {} is outside the vocabulary", id), n);
+      fail(stream, ErrorKind::kInvalidRequest, fmt::format("prompt token id {} is outside the vocabulary", id), n);
       return stream;
     }
   }
   if (n + request.params.max_tokens > max_model_len_) {
-    fail(stream, fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context length {}", n,
+    fail(stream, ErrorKind::kContextLength, fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context length {}", n,
                              request.params.max_tokens, max_model_len_), n);
     return stream;
   }
   std::lock_guard lock(mu_);
   if (stop_) {
-    fail(stream, "the engine is shutting down", n);
+    fail(stream, ErrorKind::kUnavailable, "the engine is shutting down", n);
     return stream;
   }
   if (num_queued_ + request.n > cfg_.max_queued_requests) {
-    fail(stream, fmt::format("too many queued requests (limit {})", cfg_.max_queued_requests), n);
+    fail(stream, ErrorKind::kQueueFull, fmt::format("too many queued requests (limit {})", cfg_.max_queued_requests), n);
     return stream;
   }
   const uint64_t order = ++num_submitted_;
@@ -211,6 +213,11 @@ std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
   num_queued_ += request.n;
   cv_.notify_one();
   return stream;
+}
+
+double EngineImpl::seconds_since_progress() const {
+  const Clock::time_point last{Clock::duration{heartbeat_.load(std::memory_order_relaxed)}};
+  return std::chrono::duration<double>(Clock::now() - last).count();
 }
 
 EngineStats EngineImpl::stats() const {

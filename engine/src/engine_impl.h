@@ -2,6 +2,7 @@
 // talk to it only through submit() (a locked inbox) and ResponseStream.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@ class EngineImpl final : public Engine {
   std::string device_name() const override { return backend_->name(); }
   int64_t weight_bytes() const override { return model_->weight_bytes(); }
   void shutdown() override;
+  double seconds_since_progress() const override;
 
  private:
   void loop();
@@ -34,7 +36,7 @@ class EngineImpl final : public Engine {
   void step();
   void on_token(Sequence& seq, const sampling::SampleResult& r);
   void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
-  void fail(const std::shared_ptr<ResponseStream>& s, const std::string& why, int64_t prompt_tokens);
+  void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why, int64_t prompt_tokens);
   void publish_stats();
 
   EngineConfig cfg_;
@@ -60,6 +62,7 @@ class EngineImpl final : public Engine {
   uint64_t num_submitted_ = 0;
   int64_t num_queued_ = 0;  // sequences submitted and not yet running or finished
   mutable EngineStats stats_;
+  std::atomic<Clock::rep> heartbeat_{Clock::now().time_since_epoch().count()};
   std::thread thread_;
 };
 

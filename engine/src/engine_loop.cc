@@ -26,6 +26,7 @@ void EngineImpl::loop() {
       cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
       if (stop_) break;
     }
+    heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     drain_inbox();
     reap_cancelled_and_expired();
     if (!live_.empty()) {
@@ -36,12 +37,13 @@ void EngineImpl::loop() {
         spdlog::error("engine step failed: {}", e.what());
         for (auto& seq : live_) {
           scheduler_->remove(seq.get());
-          fail(seq->stream, std::string("internal error: ") + e.what(), seq->prompt_len);
+          fail(seq->stream, ErrorKind::kInternal, std::string("internal error: ") + e.what(), seq->prompt_len);
         }
         live_.clear();
       }
     }
     publish_stats();
+    heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
   // Shutdown: every request still alive ends with reason abort.
   drain_inbox();

@@ -83,6 +83,9 @@ class Engine {
   virtual int64_t weight_bytes() const = 0;  // resident model weights on the device
   // Stops the engine thread; running requests finish with reason abort.
   virtual void shutdown() = 0;
+  // Seconds since the engine thread last began or finished a loop iteration (it wakes at least
+  // every 50 ms when idle); a value that keeps growing means the loop is stuck in a step.
+  virtual double seconds_since_progress() const = 0;
 };
 
 }  // namespace macserve::engine

@@ -18,6 +18,17 @@ namespace macserve::engine {
 enum class FinishReason { kNone, kStop, kLength, kAbort, kError };
 const char* to_string(FinishReason reason);
 
+// Why a request finished with FinishReason::kError; front ends map it to a status code.
+enum class ErrorKind {
+  kNone,
+  kInvalidRequest,  // bad parameters or prompt (400)
+  kContextLength,   // prompt + max_tokens over the context length (400 context_length_exceeded)
+  kQueueFull,       // back-pressure: too many queued requests (429)
+  kUnavailable,     // the engine is shutting down (503)
+  kInternal,        // a model step failed (500)
+};
+const char* to_string(ErrorKind kind);
+
 struct Request {
   std::string id;
   std::vector<int32_t> prompt_ids;  // already tokenized (BOS included when the model wants it)
@@ -55,6 +66,7 @@ struct RequestOutput {
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
   std::string error;                    // set with kError
+  ErrorKind error_kind = ErrorKind::kNone;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
   // Timings (seconds), filled on the final output.
@@ -75,6 +87,13 @@ class ResponseStream {
   explicit ResponseStream(int32_t n = 1) : remaining_(n < 1 ? 1 : n) {}
   // Blocks until an output is available; returns false once the final output has been taken.
   bool next(RequestOutput& out);
+  // Non-blocking: takes every output queued so far (appended to `out`); returns true once the
+  // final output has been taken.
+  bool poll(std::vector<RequestOutput>& out);
+  // Called (on the engine thread, without the stream's lock held) after every push; an
+  // asynchronous front end uses it to wake its connection. Set it before the first output can
+  // arrive or call poll() right after setting it.
+  void set_listener(std::function<void()> listener);
   // Asks the engine to stop the request at its next iteration (frees its KV blocks).
   void cancel();
   bool is_cancelled() const;
@@ -90,6 +109,7 @@ class ResponseStream {
   bool done_ = false;       // every completion's final output has been pushed
   bool drained_ = false;    // ... and taken
   bool cancelled_ = false;
+  std::function<void()> listener_;
 };
 
 }  // namespace macserve::engine
