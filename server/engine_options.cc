@@ -2,6 +2,33 @@
 
 namespace macserve::server {
 
+void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
+  cmd.add_option("--model,-m", cfg.model_path, "HF model directory or .gguf file (default: SmolLM2-135M-Instruct)");
+  cmd.add_option("--device", cfg.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
+  cmd.add_option("--tokenizer", cfg.tokenizer_path, "Tokenizer directory (default: the model's)");
+  cmd.add_option("--load-format", cfg.load_format, "auto|safetensors|gguf|dummy")
+      ->check(CLI::IsMember({"auto", "safetensors", "gguf", "dummy"}))->capture_default_str();
+  cmd.add_option("--kv-cache-tokens", cfg.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd.add_option("--max-model-len", cfg.max_model_len, "Context length cap (0 = the model's)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  cmd.add_option("--block-size", cfg.block_size, "KV block size in tokens")->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  cmd.add_option("--max-num-seqs", cfg.max_num_seqs, "Sequences per step (also MAC ring slots)")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens, "Tokens per step (prefill chunking budget)")
+      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  cmd.add_option("--max-queued-requests", cfg.max_queued_requests,
+                 "Waiting sequences beyond which new requests are rejected at once")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
+  cmd.add_flag("!--no-enable-prefix-caching", cfg.enable_prefix_caching, "Turn the prefix cache off");
+  cmd.add_option("--scheduling-policy", cfg.scheduling_policy, "fcfs|priority")
+      ->check(CLI::IsMember({"fcfs", "priority"}))->capture_default_str();
+  cmd.add_option("--engine-seed", cfg.default_seed, "Seed of the random streams of unseeded requests");
+  add_mac_options(cmd, cfg);
+}
+
 void add_mac_options(CLI::App& cmd, engine::EngineConfig& cfg) {
   cmd.add_option("--attention", cfg.attention, "Decode attention: mac (MAC-Attention) or full")
       ->check(CLI::IsMember({"mac", "full"}))->capture_default_str();

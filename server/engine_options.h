@@ -7,6 +7,8 @@
 
 namespace macserve::server {
 
+// Model, device, KV cache and scheduler flags, then the MAC-Attention ones.
+void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg);
 void add_mac_options(CLI::App& cmd, engine::EngineConfig& cfg);
 
 }  // namespace macserve::server

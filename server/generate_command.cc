@@ -121,7 +121,6 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   opts->params.temperature = 0.0f;
   opts->engine.max_num_seqs = 1;  // one request: one MAC ring slot
   CLI::App* cmd = app.add_subcommand("generate", "Generate a continuation of one prompt (text to stdout)");
-  cmd->add_option("--model,-m", opts->engine.model_path, "HF model directory or .gguf file (default: SmolLM2-135M-Instruct)");
   cmd->add_option("--prompt,-p", opts->prompt, "Prompt text (empty: start from BOS)");
   cmd->add_option("--max-tokens,-n", opts->params.max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 24));
   cmd->add_option("--temperature,-t", opts->params.temperature, "0 = greedy")->check(CLI::Range(0.0, 100.0));
@@ -134,16 +133,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--ignore-eos", opts->params.ignore_eos, "Keep generating after EOS");
   cmd->add_option("--stats-json", opts->stats_json, "Write token ids, timings and MAC telemetry as JSON");
   cmd->add_flag("--no-special", opts->no_special, "Do not add BOS/special tokens to the prompt");
-  cmd->add_option("--device", opts->engine.device, "cpu|cuda|auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
-  cmd->add_option("--tokenizer", opts->engine.tokenizer_path, "Tokenizer directory (default: the model's)");
-  cmd->add_option("--load-format", opts->engine.load_format, "auto|safetensors|gguf|dummy")
-      ->check(CLI::IsMember({"auto", "safetensors", "gguf", "dummy"}));
-  cmd->add_option("--kv-cache-tokens", opts->engine.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)");
-  cmd->add_option("--max-model-len", opts->engine.max_model_len, "Context length cap (0 = the model's)");
-  cmd->add_option("--block-size", opts->engine.block_size, "KV block size in tokens")->check(CLI::Range(1, 1024));
-  cmd->add_option("--max-num-seqs", opts->engine.max_num_seqs, "Sequences per step (also MAC ring slots)")
-      ->check(CLI::Range(1, 4096));
-  add_mac_options(*cmd, opts->engine);
+  add_engine_options(*cmd, opts->engine);
   cmd->callback([opts, &exit_code] { exit_code = run_generate(*opts); });
 }
 

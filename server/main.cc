@@ -1,10 +1,11 @@
-// macserve: command-line entry. Subcommands: generate (more arrive with the server issues).
+// macserve: command-line entry. Subcommands: generate, serve.
 #include <cstdio>
 #include <exception>
 
 #include <CLI/CLI.hpp>
 
 #include "generate_command.h"
+#include "serve_command.h"
 #include "macserve/core/error.h"
 #include "macserve/core/logging.h"
 
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off")->capture_default_str();
   int exit_code = 0;
   macserve::server::add_generate_command(app, exit_code);
+  macserve::server::add_serve_command(app, exit_code);
   app.parse_complete_callback([&] { macserve::init_logging(log_level); });
   try {
     app.parse(argc, argv);

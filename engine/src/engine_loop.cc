@@ -70,6 +70,9 @@ void EngineImpl::publish_stats() {
     stats_.mac_layer_audit_rel_l2[l] =
         mt.layer_audit_ref_sq[l] > 0 ? std::sqrt(mt.layer_audit_err_sq[l] / mt.layer_audit_ref_sq[l]) : 0.0;
   stats_.mac_audited_steps = mt.audited_steps;
+  stats_.mac_audit_bucket_bounds.assign(std::begin(kMacAuditBuckets), std::end(kMacAuditBuckets));
+  stats_.mac_audit_bucket_counts = mt.audit_step_buckets;
+  stats_.mac_audit_sum = mt.audit_step_sum;
   stats_.mac_kv_bytes_read = mt.kv_bytes_read;
   stats_.mac_kv_bytes_full = mt.kv_bytes_full;
   stats_.mac_groups_all_hit = mt.groups_all_hit;

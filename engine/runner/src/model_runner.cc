@@ -1,6 +1,7 @@
 #include "macserve/runner/model_runner.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "macserve/core/error.h"
 
@@ -112,10 +113,18 @@ void ModelRunner::account_mac(const SchedulerOutput& batch, const models::StepIn
   }
   if (in.mac.audit) {
     ++totals_.audited_steps;
+    double err = 0.0, ref = 0.0;
     for (std::size_t l = 0; l < out.audit_err_sq.size(); ++l) {
       totals_.layer_audit_err_sq[l] += out.audit_err_sq[l];
       totals_.layer_audit_ref_sq[l] += out.audit_ref_sq[l];
+      err += out.audit_err_sq[l];
+      ref += out.audit_ref_sq[l];
     }
+    const double rel = ref > 0.0 ? std::sqrt(err / ref) : 0.0;
+    std::size_t b = 0;
+    while (b < std::size(kMacAuditBuckets) && rel > kMacAuditBuckets[b]) ++b;
+    ++totals_.audit_step_buckets[b];
+    totals_.audit_step_sum += rel;
   }
 }
 

@@ -57,6 +57,11 @@ struct EngineStats {
   std::vector<int64_t> mac_layer_heads, mac_layer_eligible, mac_layer_hits;
   std::vector<double> mac_layer_audit_rel_l2;  // sqrt(sum err^2 / sum ref^2) over audited steps
   int64_t mac_audited_steps = 0;
+  // Audit error per audited step (relative L2 over all layers): counts per bucket (upper bounds
+  // mac_audit_bucket_bounds, then one bucket above the last) and their sum.
+  std::vector<double> mac_audit_bucket_bounds;
+  std::vector<int64_t> mac_audit_bucket_counts;
+  double mac_audit_sum = 0.0;
   int64_t mac_kv_bytes_read = 0, mac_kv_bytes_full = 0;
   int64_t mac_groups_all_hit = 0, mac_groups_mixed = 0, mac_groups_all_miss = 0;
   int64_t mac_ring_bytes = 0;

@@ -3,6 +3,8 @@
 // logits on the host; with MAC on, it also folds the step's decisions into telemetry.
 #pragma once
 
+#include <iterator>
+
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -24,11 +26,19 @@ struct MacRunnerOptions {
   std::string dump_path;       // JSON lines of the first request's decisions and ring rows
 };
 
+// Upper bounds of the audit error histogram (relative L2 of one audited step over all layers);
+// a last bucket holds everything above.
+inline constexpr double kMacAuditBuckets[] = {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0};
+
 // Engine-wide MAC telemetry (per layer and in total).
 struct MacTotals {
   std::vector<int64_t> layer_heads, layer_eligible, layer_hits;
   std::vector<double> layer_audit_err_sq, layer_audit_ref_sq;
   int64_t audited_steps = 0;
+  // Per audited step: sqrt(sum over layers of err^2 / sum of ref^2), bucketed (non-cumulative
+  // counts, std::size(kMacAuditBuckets) + 1 entries) and summed.
+  std::vector<int64_t> audit_step_buckets = std::vector<int64_t>(std::size(kMacAuditBuckets) + 1, 0);
+  double audit_step_sum = 0.0;
   int64_t kv_bytes_read = 0, kv_bytes_full = 0;
   int64_t groups_all_hit = 0, groups_mixed = 0, groups_all_miss = 0;
 };
