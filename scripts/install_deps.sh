@@ -7,10 +7,12 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git xz-utils unzip
   libopenblas-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libpcre2-dev libutf8proc-dev
+  libboost-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
+  prometheus wrk
 )
-PIP_PACKAGES=(numpy safetensors gguf tokenizers sentencepiece jinja2 pytest)
+PIP_PACKAGES=(numpy safetensors gguf tokenizers sentencepiece jinja2 pytest pytest-timeout openai)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
