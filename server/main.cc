@@ -1,9 +1,13 @@
 // macserve: command-line entry. Subcommands: generate, serve.
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <vector>
 #include <exception>
 
 #include <CLI/CLI.hpp>
 
+#include "config_file.h"
 #include "generate_command.h"
 #include "serve_command.h"
 #include "macserve/core/error.h"
@@ -19,7 +23,10 @@ int main(int argc, char** argv) {
   macserve::server::add_serve_command(app, exit_code);
   app.parse_complete_callback([&] { macserve::init_logging(log_level); });
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args(argv + 1, argv + argc);
+    args = macserve::server::expand_config_files(args);
+    std::reverse(args.begin(), args.end());  // CLI11 takes the vector back to front
+    app.parse(args);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   } catch (const macserve::Error& e) {

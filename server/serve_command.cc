@@ -32,6 +32,7 @@ struct ServeOptions {
   std::string api_key_file;
   std::string chat_template_file;
   std::string port_file;
+  std::string config_file;  // expanded into flags before parsing (config_file.h)
   int64_t max_output_tokens = 0;
   std::string cors;
   bool disable_access_log = false;
@@ -148,7 +149,11 @@ int run_serve(ServeOptions& o) {
 void add_serve_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "OpenAI-compatible HTTP server");
-  cmd->set_config("--config", "", "Config file (TOML or INI: flag = value); flags and environment override it");
+  // A flag given twice (config file, then command line) takes the last value.
+  cmd->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  cmd->add_option("--config", o->config_file,
+                  "Config file of `flag-name = value` lines (TOML/INI); command-line flags and MACSERVE_* "
+                  "environment variables override it");
   cmd->add_option("--host", o->http.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->http.port, "Port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
   cmd->add_option("--port-file", o->port_file, "Write the port listened on to this file");
