@@ -25,6 +25,7 @@ struct SamplingParams {
   std::vector<int32_t> stop_token_ids;
   bool ignore_eos = false;
   int32_t logprobs = -1;  // -1: none; k >= 0: the sampled token's logprob plus top-k alternatives
+  bool skip_special_tokens = true;  // drop special tokens (BOS/EOS/...) from the streamed text
 
   // Throws Error(kInvalidArgument) naming the field when a value is out of range.
   void validate() const;

@@ -28,7 +28,7 @@ struct Sequence {
         params(std::move(p)),
         sampler(params, fallback_seed),
         stream(std::move(out)),
-        detokenizer(tok, /*skip_special=*/true),
+        detokenizer(tok, params.skip_special_tokens),  // params is initialised above
         stop(params.stop) {}
 
   int64_t total_len() const { return static_cast<int64_t>(tokens.size()); }

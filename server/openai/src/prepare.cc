@@ -1,0 +1,150 @@
+// prepare(): a chat or completions body -> validated engine requests.
+#include <algorithm>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "macserve/core/error.h"
+#include "mapping.h"
+
+namespace macserve::openai {
+namespace {
+
+using detail::fail;
+using detail::get_bool;
+using detail::get_int;
+using detail::json;
+
+constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+constexpr int64_t kMaxN = 128;
+
+// Fields only one endpoint has, and the ones we reject rather than silently ignore.
+void parse_endpoint_fields(const json& body, Endpoint endpoint, Prepared& out) {
+  if (endpoint == Endpoint::kChatCompletions) {
+    out.logprobs = get_bool(body, "logprobs").value_or(false);
+    const auto top = get_int(body, "top_logprobs", 0, 20);
+    if (top && !out.logprobs)
+      fail("Invalid 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is set.", "top_logprobs");
+    out.top_logprobs = static_cast<int32_t>(top.value_or(0));
+    if (const auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
+      if (!rf->is_object()) fail("Invalid type for 'response_format': expected an object.", "response_format");
+      const auto type = detail::get_string(*rf, "type");
+      if (type && *type != "text")
+        fail(fmt::format("Invalid 'response_format': type '{}' is not supported; only 'text' is.",
+                         detail::sanitize_utf8(*type)), "response_format");
+    }
+    if (const auto tc = body.find("tool_choice"); tc != body.end() && !tc->is_null() && *tc != "none")
+      fail("Invalid 'tool_choice': tool calling is not supported; only 'none' is accepted (tools are shown to the "
+           "model through the chat template, its reply is returned as text).", "tool_choice");
+  } else {
+    const auto k = get_int(body, "logprobs", 0, 5);
+    out.logprobs = k.has_value();
+    out.top_logprobs = static_cast<int32_t>(k.value_or(0));
+    out.echo = get_bool(body, "echo").value_or(false);
+    if (out.echo && out.logprobs)
+      fail("Invalid 'echo': 'echo' together with 'logprobs' is not supported (no prompt logprobs).", "echo");
+    if (const auto suffix = detail::get_string(body, "suffix"); suffix && !suffix->empty())
+      fail("Invalid 'suffix': 'suffix' is not supported.", "suffix");
+    if (const auto best_of = get_int(body, "best_of", 1, kMaxN); best_of && *best_of != out.n)
+      fail("Invalid 'best_of': only best_of equal to n is supported.", "best_of");
+  }
+  out.stream = get_bool(body, "stream").value_or(false);
+  if (const auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
+    if (!out.stream) fail("Invalid 'stream_options': 'stream_options' is only allowed when 'stream' is true.", "stream_options");
+    if (!so->is_object()) fail("Invalid type for 'stream_options': expected an object.", "stream_options");
+    out.include_usage = get_bool(*so, "include_usage").value_or(false);
+  }
+}
+
+// max_completion_tokens (preferred, OpenAI's newer name) or max_tokens; nullopt: not given.
+std::optional<std::pair<int64_t, const char*>> parse_max_tokens(const json& body, const ServedModel& model) {
+  const char* name = "max_completion_tokens";
+  auto v = get_int(body, name, 1, std::numeric_limits<int64_t>::max());
+  if (!v) {
+    name = "max_tokens";
+    v = get_int(body, name, 1, std::numeric_limits<int64_t>::max());
+  }
+  if (!v) return std::nullopt;
+  const int64_t cap = model.max_output_tokens > 0 ? model.max_output_tokens
+                      : model.max_model_len > 0   ? model.max_model_len
+                                                  : kInt32Max;
+  if (*v > std::min(cap, kInt32Max))
+    fail(fmt::format("Invalid '{}': integer above maximum value. This model supports at most {} completion tokens, "
+                     "but got {} instead.", name, std::min(cap, kInt32Max), *v), name);
+  return std::make_pair(*v, name);
+}
+
+// prompt_len + max_tokens must fit the context; without an explicit value, whatever fits.
+int32_t resolve_max_tokens(const ServedModel& model, const char* param, int64_t prompt_len,
+                           const std::optional<std::pair<int64_t, const char*>>& requested) {
+  const int64_t ctx = model.max_model_len;
+  if (requested) {
+    if (ctx > 0 && prompt_len + requested->first > ctx)
+      detail::fail_context(model, param, prompt_len, requested->first, true);
+    return static_cast<int32_t>(requested->first);
+  }
+  if (ctx <= 0) return static_cast<int32_t>(model.max_output_tokens > 0 ? std::min(model.max_output_tokens, kInt32Max) : 16);
+  if (prompt_len >= ctx) detail::fail_context(model, param, prompt_len, 0, false);
+  int64_t m = ctx - prompt_len;
+  if (model.max_output_tokens > 0) m = std::min(m, model.max_output_tokens);
+  return static_cast<int32_t>(std::min(m, kInt32Max));
+}
+
+Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const ServedModel& model) {
+  if (model.tokenizer == nullptr) throw std::logic_error("ServedModel without a tokenizer");
+  const json body = detail::parse_body(body_text);
+  detail::check_model(body, model);
+  Prepared out;
+  out.endpoint = endpoint;
+  out.model = model.name;
+  out.n = static_cast<int32_t>(get_int(body, "n", 1, kMaxN).value_or(1));
+  parse_endpoint_fields(body, endpoint, out);
+  sampling::SamplingParams params = detail::parse_sampling(body, model);
+  params.logprobs = out.logprobs ? out.top_logprobs : -1;
+  const auto requested = parse_max_tokens(body, model);
+
+  const bool chat = endpoint == Endpoint::kChatCompletions;
+  std::vector<detail::PromptIds> prompts;
+  if (chat) prompts.push_back(detail::render_chat(body, model));
+  else prompts = detail::parse_prompts(body, model, get_bool(body, "add_special_tokens").value_or(true));
+
+  for (auto& prompt : prompts) {
+    engine::Request r;
+    r.params = params;
+    r.params.max_tokens = resolve_max_tokens(model, chat ? "messages" : "prompt",
+                                             static_cast<int64_t>(prompt.ids.size()), requested);
+    if (r.params.min_tokens > r.params.max_tokens)
+      fail(fmt::format("Invalid 'min_tokens': {} is more than the {} completion tokens allowed.", r.params.min_tokens,
+                       r.params.max_tokens), "min_tokens");
+    try {
+      r.params.validate();  // backstop: the engine rejects what its own checks reject
+    } catch (const Error& e) {
+      fail(detail::sanitize_utf8(e.what()), "");
+    }
+    r.prompt_ids = std::move(prompt.ids);
+    r.n = out.n;
+    out.requests.push_back(std::move(r));
+    out.prompt_texts.push_back(std::move(prompt.text));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body, const ServedModel& model) {
+  try {
+    return prepare_or_throw(endpoint, body, model);
+  } catch (const detail::ApiException& e) {
+    return e.error;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kInvalidArgument) return ApiError::invalid(detail::sanitize_utf8(e.what()));
+  } catch (const std::exception&) {
+  }
+  ApiError e;
+  e.status = 500;
+  e.type = "server_error";
+  e.message = "The server had an error while processing your request. Sorry about that!";
+  return e;
+}
+
+}  // namespace macserve::openai
