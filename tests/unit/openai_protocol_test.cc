@@ -418,6 +418,11 @@ TEST_F(OpenAiProtocolTest, PromptForms) {
   p = completion(R"({"prompt": [[4], [5, 6]]})");
   ASSERT_EQ(p.requests.size(), 2u);
   EXPECT_EQ(p.requests[1].prompt_ids, (std::vector<int32_t>{5, 6}));
+  // At most 4096 completions per request (prompts x n).
+  Json many = Json::array();
+  for (int i = 0; i < 33; ++i) many.push_back("a");
+  EXPECT_EQ(completion(Json{{"prompt", many}, {"n", 124}}.dump()).requests.size(), 33u);
+  EXPECT_EQ(err(kCompl, Json{{"prompt", many}, {"n", 125}}.dump()).param, "prompt");
   // add_special_tokens=false for text prompts (vLLM extension).
   p = completion(R"({"prompt": "x", "add_special_tokens": false})");
   EXPECT_EQ(p.requests[0].prompt_ids, tok_->encode("x", false));

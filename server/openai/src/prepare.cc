@@ -17,6 +17,8 @@ using detail::json;
 
 constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
 constexpr int64_t kMaxN = 128;
+// Completions per request (prompts x n): bounds what one small body can make the server allocate.
+constexpr int64_t kMaxChoices = 4096;
 
 // Fields only one endpoint has, and the ones we reject rather than silently ignore.
 void parse_endpoint_fields(const json& body, Endpoint endpoint, Prepared& out) {
@@ -108,6 +110,9 @@ Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const S
   if (chat) prompts.push_back(detail::render_chat(body, model));
   else prompts = detail::parse_prompts(body, model, get_bool(body, "add_special_tokens").value_or(true));
 
+  if (static_cast<int64_t>(prompts.size()) * out.n > kMaxChoices)
+    fail(fmt::format("Invalid 'prompt': {} prompts with n = {} ask for more than {} completions in one request.",
+                     prompts.size(), out.n, kMaxChoices), "prompt");
   for (auto& prompt : prompts) {
     engine::Request r;
     r.params = params;
