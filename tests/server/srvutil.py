@@ -97,6 +97,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.exit_code: int | None = None
+        self.health_before_ready: list[int] = []  # /health statuses seen while starting
 
     @property
     def base(self) -> str:
@@ -126,6 +127,7 @@ class Server:
             if self.port:
                 try:
                     st, _, _ = request("GET", self.base + "/health", timeout=5)
+                    self.health_before_ready.append(st)
                     if st == 200:
                         return self
                 except OSError:

@@ -334,6 +334,13 @@ def test_context_length_exceeded(client, base):
     assert e.value.code == "context_length_exceeded"
 
 
+def test_body_over_default_limit_is_413(client):
+    # --max-body-bytes defaults to 8 MiB.
+    with pytest.raises(openai.APIStatusError) as e:
+        client.completions.create(model=TINY_NAME, prompt="a" * (9 << 20), max_tokens=1)
+    assert e.value.status_code == 413
+
+
 def test_api_key(auth_server):
     good = openai_client(auth_server.base, api_key=API_KEY)
     assert good.completions.create(model=TINY_NAME, prompt=PROMPT, max_tokens=2).usage.completion_tokens <= 2
