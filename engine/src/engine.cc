@@ -2,6 +2,7 @@
 #include <filesystem>
 #include <fstream>
 #include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -77,6 +78,9 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
     std::string why;
     backend_ = backend::make_cuda_backend(&why);
     if (!backend_) throw_error(ErrorCode::kUnsupported, "--device cuda: {}", why);
+    if (cfg.attention == "mac")  // MAC CUDA kernels are issue 7
+      throw_error(ErrorCode::kUnsupported, "--device cuda runs full attention only for now: pass --attention full "
+                  "(MAC-Attention on the GPU is not implemented yet)");
   } else if (cfg.device == "cpu" || cfg.device == "auto") {
     backend_ = backend::make_cpu_backend();
   } else {
@@ -106,9 +110,18 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   const int64_t ring_bytes = ring_spec.num_slots * cache::KvPool::mac_ring_bytes_per_slot(mc, ring_spec);
   int64_t kv_tokens = cfg.kv_cache_tokens;
   if (kv_tokens <= 0) {
-    // Default: every sequence at full length, within 1 GiB for KV and MAC rings together.
-    const int64_t budget = std::max<int64_t>((int64_t{1} << 30) - ring_bytes, 0);
-    const int64_t cap = budget / cache::KvPool::bytes_per_token(mc, 4);
+    // Default: every sequence at full length, within 1 GiB for KV and MAC rings together (CPU), or
+    // within a fraction of the GPU's free memory after weights and an activation reserve
+    // (env: MACSERVE_GPU_MEMORY_UTILIZATION, default 0.9, of the memory free now).
+    int64_t budget = std::max<int64_t>((int64_t{1} << 30) - ring_bytes, 0);
+    if (const int64_t free = backend_->free_memory_bytes(); free >= 0) {
+      const char* env = std::getenv("MACSERVE_GPU_MEMORY_UTILIZATION");
+      const double util = env != nullptr ? std::atof(env) : 0.9;
+      const int64_t reserve = cfg.max_num_batched_tokens * (6 * mc.hidden_size + 6 * mc.intermediate_size) * 4 +
+                              cfg.max_num_seqs * mc.vocab_size * 4 + (int64_t{512} << 20);
+      budget = std::max<int64_t>(static_cast<int64_t>(util * static_cast<double>(free)) - reserve - ring_bytes, 0);
+    }
+    const int64_t cap = budget / cache::KvPool::bytes_per_token(mc, static_cast<int64_t>(dtype_size(backend_->kv_dtype())));
     kv_tokens = std::min(cfg.max_num_seqs * max_model_len_, std::max(cap, max_model_len_));
   }
   if (kv_tokens < max_model_len_)

@@ -3,7 +3,9 @@
 // the architecture: embed -> N x (norm, attention, norm, SwiGLU MLP) -> norm -> logits.
 #include "macserve/models/llama.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "macserve/core/error.h"
@@ -11,13 +13,18 @@
 namespace macserve::models {
 namespace {
 
-Tensor take(Checkpoint& ckpt, const std::string& name, backend::Backend& be) {
+// Moves a checkpoint tensor out (host float32), releasing the checkpoint's reference.
+Tensor take_host(Checkpoint& ckpt, const std::string& name) {
   auto it = ckpt.weights.find(name);
   if (it == ckpt.weights.end())
     throw_error(ErrorCode::kInvalidModel, "{}: missing tensor '{}'", ckpt.path, name);
-  Tensor t = be.upload_weight(it->second);
+  Tensor t = std::move(it->second);
   ckpt.weights.erase(it);  // release host memory as we go
   return t;
+}
+
+Tensor take(Checkpoint& ckpt, const std::string& name, backend::Backend& be) {
+  return be.upload_weight(take_host(ckpt, name));
 }
 
 kernels::RopeScalingType to_kernel(RopeScaling s) {
@@ -53,8 +60,8 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be) : config_(ckpt.con
       L.q_norm = take(ckpt, p + "self_attn.q_norm.weight", be);
       L.k_norm = take(ckpt, p + "self_attn.k_norm.weight", be);
     }
-    L.w_gate_up = fuse_gate_up(take(ckpt, p + "mlp.gate_proj.weight", be),
-                               take(ckpt, p + "mlp.up_proj.weight", be));
+    L.w_gate_up = fuse_gate_up(take_host(ckpt, p + "mlp.gate_proj.weight"),
+                               take_host(ckpt, p + "mlp.up_proj.weight"));
     L.w_down = take(ckpt, p + "mlp.down_proj.weight", be);
   }
   final_norm_ = take(ckpt, "model.norm.weight", be);
@@ -69,16 +76,15 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be) : config_(ckpt.con
   be.copy_from_host(host_freq.data(), inv_freq_);
 }
 
-// [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side.
+// [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side. Fused on
+// the host (float32), then uploaded in the backend's weight dtype.
 Tensor LlamaModel::fuse_gate_up(const Tensor& gate, const Tensor& up) {
   const int64_t inter = gate.dim(0);
   const int64_t hidden = gate.dim(1);
   Tensor host = Tensor::empty_host(DType::kF32, {2 * inter, hidden});
-  be_.copy_to_host(gate, host.data_as<float>());
-  be_.copy_to_host(up, host.data_as<float>() + inter * hidden);
-  Tensor fused = be_.alloc(DType::kF32, {2 * inter, hidden});
-  be_.copy_from_host(host.data(), fused);
-  return fused;
+  std::memcpy(host.data_as<float>(), gate.data(), gate.nbytes());
+  std::memcpy(host.data_as<float>() + inter * hidden, up.data(), up.nbytes());
+  return be_.upload_weight(host);
 }
 
 int64_t LlamaModel::weight_bytes() const {
@@ -94,17 +100,18 @@ int64_t LlamaModel::weight_bytes() const {
 
 void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
   const ModelConfig& c = config_;
+  const DType act = be_.activation_dtype();  // inputs of linear layers: f32 on CPU, bf16 on CUDA
   if (num_tokens > ws_tokens_) {
     ws_tokens_ = num_tokens;
     residual_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
-    normed_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
+    normed_ = be_.alloc(act, {num_tokens, c.hidden_size});
     q_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
     k_ = be_.alloc(DType::kF32, {num_tokens, c.num_kv_heads, c.head_dim});
     v_ = be_.alloc(DType::kF32, {num_tokens, c.num_kv_heads, c.head_dim});
-    attn_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
+    attn_ = be_.alloc(act, {num_tokens, c.num_q_heads, c.head_dim});
     proj_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
     gate_up_ = be_.alloc(DType::kF32, {num_tokens, 2 * c.intermediate_size});
-    act_ = be_.alloc(DType::kF32, {num_tokens, c.intermediate_size});
+    act_ = be_.alloc(act, {num_tokens, c.intermediate_size});
     ids_ = be_.alloc(DType::kI32, {num_tokens});
     q_pre_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
     audit_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
@@ -113,7 +120,7 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
   }
   if (num_logits > ws_logits_) {
     ws_logits_ = num_logits;
-    last_hidden_ = be_.alloc(DType::kF32, {num_logits, c.hidden_size});
+    last_hidden_ = be_.alloc(act, {num_logits, c.hidden_size});
     logits_ = be_.alloc(DType::kF32, {num_logits, c.vocab_size});
     logits_rows_ = be_.alloc(DType::kI32, {num_logits});
   }
@@ -141,6 +148,10 @@ void LlamaModel::upload_inputs(const StepInputs& in) {
                                 {in.num_seqs(), in.max_blocks_per_seq});
   step_meta_.num_seqs = in.num_seqs();
   step_meta_.max_blocks_per_seq = in.max_blocks_per_seq;
+  step_meta_.max_query_len = 0;
+  for (int64_t s = 0; s < in.num_seqs(); ++s)
+    step_meta_.max_query_len = std::max<int64_t>(step_meta_.max_query_len, in.query_start[s + 1] - in.query_start[s]);
+  step_meta_.max_context_len = *std::max_element(in.context_lens.begin(), in.context_lens.end());
 }
 
 void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
@@ -187,6 +198,7 @@ void LlamaModel::attention(int64_t layer, const StepInputs& in, const KvCacheVie
                                  mac_out ? mac_out->kv_tokens_read.data() + layer * S : nullptr};
   be_.mac_attention(q, q_pre_.slice_rows(0, T), kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale, args);
   if (!in.mac.audit || mac_out == nullptr) return;
+  MACSERVE_CHECK(attn.dtype() == DType::kF32, "the MAC audit reads float32 attention outputs");
   // Audit: exact attention for the same queries; relative L2 over the decode rows of this layer.
   Tensor exact = audit_.slice_rows(0, T);
   be_.paged_attention(q, kv.k[l], kv.v[l], exact, step_meta_, kv.layout, scale);

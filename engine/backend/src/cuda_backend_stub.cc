@@ -1,11 +1,11 @@
-// The CUDA backend arrives with the CUDA issue; until then (and in builds without CUDA) asking for
-// it reports why it is unavailable instead of failing later.
+// Builds without CUDA (MACSERVE_CUDA=OFF or no nvcc): asking for the CUDA backend reports why it is
+// unavailable instead of failing later. With CUDA, cuda_backend.cc replaces this file.
 #include "macserve/backend/backend.h"
 
 namespace macserve::backend {
 
 std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
-  if (why != nullptr) *why = "the CUDA backend is not implemented in this build yet; use --device cpu";
+  if (why != nullptr) *why = "this build has no CUDA backend (configured without nvcc or with MACSERVE_CUDA=OFF); use --device cpu";
   return nullptr;
 }
 

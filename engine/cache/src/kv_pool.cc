@@ -7,8 +7,8 @@ KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_bloc
     : backend_(backend) {
   view_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    view_.k.push_back(backend.alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
-    view_.v.push_back(backend.alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+    view_.k.push_back(backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+    view_.v.push_back(backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     bytes_ += static_cast<int64_t>(view_.k.back().nbytes() + view_.v.back().nbytes());
     if (mac.num_slots > 0)
       view_.mac_rings.push_back(backend.alloc_mac_ring(mac.num_slots, mac.window, c.num_q_heads, c.head_dim, mac.bf16));

@@ -21,6 +21,10 @@ struct AttentionMeta {
   Tensor positions;     // [num_tokens] i32
   int64_t num_seqs = 0;
   int64_t max_blocks_per_seq = 0;
+  // Host-side facts of the step, for planning the attention launch once per step (0 = unknown:
+  // the backend takes its general path).
+  int64_t max_query_len = 0;    // longest run of queries of one sequence (1: a pure decode step)
+  int64_t max_context_len = 0;  // longest context_lens entry
 };
 
 class Backend {
@@ -28,6 +32,13 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
+  // Element type of activations that feed linear layers (normed hidden, attention output, MLP
+  // activation) and of the KV cache: f32 on the CPU, bf16 on CUDA. Residual stream, projections'
+  // outputs and logits stay f32 everywhere.
+  virtual DType activation_dtype() const { return DType::kF32; }
+  virtual DType kv_dtype() const { return DType::kF32; }
+  // Device memory still free (bytes), or -1 where memory is the host's (CPU).
+  virtual int64_t free_memory_bytes() const { return -1; }
 
   // ---- memory --------------------------------------------------------------------------------
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;

@@ -30,7 +30,7 @@ class KvPool {
   static int64_t mac_ring_bytes_per_slot(const ModelConfig& config, const MacRingSpec& mac);
   // Copies whole blocks (all layers, K and V): the block manager's copy-on-write requests.
   void copy_blocks(const std::vector<BlockCopy>& copies);
-  // Bytes of K+V for one token across all layers (float32 on the CPU backend).
+  // Bytes of K+V for one token across all layers (backend kv_dtype: f32 on the CPU, bf16 on CUDA).
   static int64_t bytes_per_token(const ModelConfig& config, int64_t dtype_bytes);
 
  private:

@@ -1,0 +1,327 @@
+// CudaBackend: bf16 weights and KV cache, f32 residual stream, one compute stream. GEMMs go to
+// cuBLAS (bf16 in, f32 accumulate and out); every other op is a kernel of kernels/cuda. Host <->
+// device copies of step inputs go through a pinned staging arena so they stay asynchronous; the one
+// synchronisation per step is the copy of the logits to the host.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "macserve/backend/backend.h"
+#include "macserve/backend/cuda_backend.h"
+#include "macserve/core/error.h"
+#include "macserve/kernels/cuda/attention.cuh"
+#include "macserve/kernels/cuda/elementwise.cuh"
+#include "macserve/kernels/cuda/rms_norm.cuh"
+#include "macserve/kernels/cuda/rope.cuh"
+
+namespace macserve::backend {
+namespace {
+
+namespace kc = macserve::kernels::cuda;
+
+void check_cuda(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) throw_error(ErrorCode::kInternal, "CUDA error in {}: {}", what, cudaGetErrorString(e));
+}
+void check_launch(int rc, const char* what) { check_cuda(static_cast<cudaError_t>(rc), what); }
+void check_cublas(cublasStatus_t s, const char* what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw_error(ErrorCode::kInternal, "cuBLAS error {} in {}", static_cast<int>(s), what);
+}
+
+void expect(const Tensor& t, DType d, const char* what) {
+  MACSERVE_CHECK(t.dtype() == d, "{}: expected {}, got {}", what, dtype_name(d), dtype_name(t.dtype()));
+}
+
+constexpr size_t kStagingBytes = size_t{32} << 20;      // pinned arena for step inputs and logits
+constexpr size_t kCublasWorkspace = size_t{32} << 20;
+constexpr int64_t kUploadChunk = int64_t{64} << 20;    // f32 elements per weight upload chunk
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {
+    check_cuda(cudaSetDevice(device), "cudaSetDevice");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    check_cuda(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device), "device attributes");
+    check_cuda(cudaMallocHost(&staging_, kStagingBytes), "cudaMallocHost");
+    check_cublas(cublasCreate(&cublas_), "cublasCreate");
+    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+    check_cuda(cudaMalloc(&cublas_ws_, kCublasWorkspace), "cudaMalloc");
+    check_cublas(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "cublasSetWorkspace");
+    const char* env = std::getenv("MACSERVE_CUDA_ATTENTION");  // env: MACSERVE_CUDA_ATTENTION=general
+    force_general_ = env != nullptr && std::string_view(env) == "general";
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+    cublasDestroy(cublas_);
+    cudaFree(cublas_ws_);
+    cudaFreeHost(staging_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return "cuda"; }
+  Device device() const override { return Device::kCuda; }
+  DType activation_dtype() const override { return DType::kBF16; }
+  DType kv_dtype() const override { return DType::kBF16; }
+  int64_t free_memory_bytes() const override {
+    size_t free = 0, total = 0;
+    check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return static_cast<int64_t>(free);
+  }
+  cudaStream_t stream() const { return stream_; }
+  int num_sms() const { return num_sms_; }
+
+  // ---- memory ----------------------------------------------------------------------------------
+  Tensor alloc(DType dtype, std::vector<int64_t> shape) override {
+    Tensor probe(nullptr, dtype, shape);
+    const size_t bytes = std::max<size_t>(probe.nbytes(), 16);
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess)
+      throw_error(ErrorCode::kResourceExhausted, "cudaMalloc of {} bytes failed: {}", bytes, cudaGetErrorString(e));
+    // Zeroed like host tensors: nothing may depend on it, but no stale NaNs either.
+    check_cuda(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemsetAsync");
+    std::shared_ptr<void> owner(p, [](void* q) { cudaFree(q); });
+    return Tensor(p, dtype, std::move(shape), Device::kCuda, std::move(owner));
+  }
+
+  Tensor upload_weight(const Tensor& host) override {
+    if (host.dtype() != DType::kF32) {
+      Tensor t = alloc(host.dtype(), host.shape());
+      copy_from_host(host.data(), t);
+      return t;
+    }
+    // f32 host -> bf16 device, in chunks through an f32 scratch buffer on the device.
+    Tensor out = alloc(DType::kBF16, host.shape());
+    const int64_t n = host.numel();
+    const int64_t chunk = std::min(n, kUploadChunk);
+    if (upload_scratch_.numel() < chunk) upload_scratch_ = alloc(DType::kF32, {chunk});
+    for (int64_t b = 0; b < n; b += chunk) {
+      const int64_t m = std::min(chunk, n - b);
+      check_cuda(cudaMemcpyAsync(upload_scratch_.data(), host.data_as<float>() + b, m * sizeof(float),
+                                 cudaMemcpyHostToDevice, stream_), "weight upload");
+      check_launch(kc::convert_f32_to_bf16(upload_scratch_.data_as<float>(), out.data_as<uint16_t>() + b, m, stream_),
+                   "convert_f32_to_bf16");
+      check_cuda(cudaStreamSynchronize(stream_), "weight upload");  // scratch reused by the next chunk
+    }
+    return out;
+  }
+
+  void copy_to_host(const Tensor& src, void* dst) override {
+    const size_t bytes = src.nbytes();
+    if (bytes <= kStagingBytes) {
+      check_cuda(cudaStreamSynchronize(stream_), "sync");  // staging may still feed earlier copies
+      check_cuda(cudaMemcpyAsync(staging_, src.data(), bytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host");
+      check_cuda(cudaStreamSynchronize(stream_), "copy_to_host");
+      std::memcpy(dst, staging_, bytes);
+    } else {
+      check_cuda(cudaMemcpyAsync(dst, src.data(), bytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host");
+      check_cuda(cudaStreamSynchronize(stream_), "copy_to_host");
+    }
+    staging_used_ = 0;
+  }
+
+  void copy_from_host(const void* src, const Tensor& dst) override {
+    const size_t bytes = dst.nbytes();
+    if (bytes == 0) return;
+    if (bytes > kStagingBytes / 4) {  // large (weights, test data): pageable copy, synchronous
+      check_cuda(cudaMemcpyAsync(dst.data(), src, bytes, cudaMemcpyHostToDevice, stream_), "copy_from_host");
+      check_cuda(cudaStreamSynchronize(stream_), "copy_from_host");
+      return;
+    }
+    const size_t aligned = (bytes + 255) & ~size_t{255};
+    if (staging_used_ + aligned > kStagingBytes) {  // arena full: wait for its copies, reuse it
+      check_cuda(cudaStreamSynchronize(stream_), "sync");
+      staging_used_ = 0;
+    }
+    char* stage = static_cast<char*>(staging_) + staging_used_;
+    staging_used_ += aligned;
+    std::memcpy(stage, src, bytes);
+    check_cuda(cudaMemcpyAsync(dst.data(), stage, bytes, cudaMemcpyHostToDevice, stream_), "copy_from_host");
+  }
+
+  void copy(const Tensor& src, const Tensor& dst) override {
+    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
+    check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
+  }
+
+  void synchronize() override {
+    check_cuda(cudaStreamSynchronize(stream_), "synchronize");
+    staging_used_ = 0;
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------------
+  void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
+    expect(table, DType::kBF16, "embedding table");
+    expect(out, DType::kF32, "embedding out");
+    check_launch(kc::embedding({ids.data_as<int32_t>(), table.data(), out.data_as<float>(), ids.numel(), table.dim(1)},
+                               stream_), "embedding");
+  }
+
+  void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,
+                float eps) override {
+    expect(x, DType::kF32, "rms_norm x");
+    expect(weight, DType::kBF16, "rms_norm weight");
+    const int64_t dim = weight.numel();
+    check_launch(kc::rms_norm({x.data_as<float>(), residual ? residual->data_as<float>() : nullptr, weight.data(),
+                               out.data(), x.numel() / dim, dim, eps, out.dtype() == DType::kBF16}, stream_),
+                 "rms_norm");
+  }
+
+  void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
+    expect(w, DType::kBF16, "linear weight");
+    expect(y, DType::kF32, "linear out");
+    const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / k;
+    if (m == 0) return;
+    const void* xb = x.data();
+    if (x.dtype() == DType::kF32) {  // callers normally pass bf16 activations; convert otherwise
+      if (x_scratch_.numel() < x.numel()) x_scratch_ = alloc(DType::kBF16, {x.numel()});
+      check_launch(kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_), "convert");
+      xb = x_scratch_.data();
+    } else {
+      expect(x, DType::kBF16, "linear x");
+    }
+    // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B with
+    // A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
+    const float alpha = 1.0f, beta = 0.0f;
+    check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                              static_cast<int>(k), &alpha, w.data(), CUDA_R_16BF, static_cast<int>(k), xb,
+                              CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F, static_cast<int>(n),
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 "cublasGemmEx");
+    if (bias != nullptr) {
+      expect(*bias, DType::kBF16, "linear bias");
+      check_launch(kc::add_bias(y.data_as<float>(), bias->data(), m, n, stream_), "add_bias");
+    }
+  }
+
+  void rope(const Tensor& q, const Tensor& k, const Tensor& positions, const Tensor& inv_freq) override {
+    expect(q, DType::kF32, "rope q");
+    expect(k, DType::kF32, "rope k");
+    check_launch(kc::rope({q.data_as<float>(), k.data_as<float>(), positions.data_as<int32_t>(),
+                           inv_freq.data_as<float>(), positions.numel(), q.dim(-2), k.dim(-2), q.dim(-1)},
+                          stream_), "rope");
+  }
+
+  void swiglu(const Tensor& gate_up, const Tensor& out) override {
+    expect(gate_up, DType::kF32, "swiglu gate_up");
+    const int64_t inter = gate_up.dim(-1) / 2;
+    check_launch(kc::swiglu({gate_up.data_as<float>(), out.data(), gate_up.numel() / (2 * inter), inter,
+                             out.dtype() == DType::kBF16}, stream_), "swiglu");
+  }
+
+  void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
+    expect(a, DType::kF32, "add");
+    check_launch(kc::add_f32(a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), a.numel(), stream_), "add");
+  }
+
+  void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
+                const AttentionMeta& meta, const kernels::PagedKvLayout& layout) override {
+    expect(k_cache, DType::kBF16, "k_cache");
+    check_launch(kc::kv_write({k.data_as<float>(), v.data_as<float>(), k_cache.data(), v_cache.data(),
+                               meta.slot_mapping.data_as<int64_t>(), meta.slot_mapping.numel(), layout}, stream_),
+                 "kv_write");
+  }
+
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
+                       const AttentionMeta& meta, const kernels::PagedKvLayout& layout, float scale) override {
+    expect(q, DType::kF32, "attention q");
+    expect(k_cache, DType::kBF16, "attention k_cache");
+    kc::PagedAttentionCudaParams p{q.data_as<float>(), k_cache.data(), v_cache.data(), out.data(),
+                                   meta.query_start.data_as<int32_t>(), meta.context_lens.data_as<int32_t>(),
+                                   meta.block_tables.data_as<int32_t>(), meta.num_seqs, q.dim(0),
+                                   meta.max_blocks_per_seq, q.dim(-2), scale, layout,
+                                   out.dtype() == DType::kBF16};
+    const bool decode = meta.max_query_len == 1 && meta.max_context_len > 0 && !force_general_ &&
+                        kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads, layout.block_size);
+    if (!decode) {
+      check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");
+      return;
+    }
+    // Plan once per step: every layer of a step has the same batch and context lengths.
+    const PlanKey key{meta.num_seqs, meta.max_context_len, p.num_q_heads, layout.num_kv_heads, layout.head_dim};
+    if (!(key == plan_key_)) {
+      plan_ = kc::plan_decode(p, meta.max_context_len, num_sms_);
+      plan_key_ = key;
+    }
+    if (plan_.workspace_floats > workspace_.numel())
+      workspace_ = alloc(DType::kF32, {std::max<int64_t>(plan_.workspace_floats, 2 * workspace_.numel())});
+    check_launch(kc::paged_decode(p, plan_, workspace_.defined() ? workspace_.data_as<float>() : nullptr, stream_),
+                 "paged_decode");
+  }
+
+  void mac_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AttentionMeta&,
+                     const kernels::PagedKvLayout&, float, const MacArgs&) override {
+    throw_error(ErrorCode::kUnsupported,
+                "MAC-Attention is not implemented on the CUDA backend yet; run with --attention full");
+  }
+  kernels::MacRing alloc_mac_ring(int64_t, int64_t, int64_t, int64_t, bool) override {
+    throw_error(ErrorCode::kUnsupported,
+                "MAC-Attention rings are not implemented on the CUDA backend yet; run with --attention full");
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
+    const int64_t row_bytes = static_cast<int64_t>(x.nbytes()) / x.dim(0);
+    check_launch(kc::gather_rows(x.data(), rows.data_as<int32_t>(), out.data(), rows.numel(), row_bytes, stream_),
+                 "gather_rows");
+  }
+
+ private:
+  struct PlanKey {
+    int64_t seqs = -1, ctx = -1, hq = -1, hkv = -1, d = -1;
+    bool operator==(const PlanKey& o) const {
+      return seqs == o.seqs && ctx == o.ctx && hq == o.hq && hkv == o.hkv && d == o.d;
+    }
+  };
+
+  int device_;
+  cudaStream_t stream_ = nullptr;
+  int num_sms_ = 0;
+  void* staging_ = nullptr;
+  size_t staging_used_ = 0;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_ws_ = nullptr;
+  bool force_general_ = false;
+  Tensor upload_scratch_, x_scratch_, workspace_;
+  PlanKey plan_key_;
+  kc::DecodePlan plan_;
+};
+
+CudaBackend& as_cuda(Backend& be) {
+  auto* c = dynamic_cast<CudaBackend*>(&be);
+  MACSERVE_CHECK(c != nullptr, "not a CUDA backend: {}", be.name());
+  return *c;
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    if (why != nullptr)
+      *why = e != cudaSuccess ? fmt::format("no usable CUDA device ({})", cudaGetErrorString(e))
+                              : std::string("no CUDA device is present");
+    return nullptr;
+  }
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major < 9) {
+    if (why != nullptr)
+      *why = fmt::format("device 0 ({}) has compute capability {}.{}; this build targets sm_90a (H100/H200)",
+                         prop.name, prop.major, prop.minor);
+    return nullptr;
+  }
+  return std::make_unique<CudaBackend>(0);
+}
+
+void* cuda_stream(Backend& be) { return as_cuda(be).stream(); }
+void cuda_fill_uniform(Backend& be, const Tensor& t, uint64_t seed, float scale) {
+  MACSERVE_CHECK(t.dtype() == DType::kBF16 || t.dtype() == DType::kF32, "fill of {}", dtype_name(t.dtype()));
+  check_launch(kc::fill_uniform(t.data(), t.numel(), t.dtype() == DType::kBF16, seed, scale, as_cuda(be).stream()),
+               "fill_uniform");
+}
+int cuda_num_sms(Backend& be) { return as_cuda(be).num_sms(); }
+
+}  // namespace macserve::backend

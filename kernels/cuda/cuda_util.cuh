@@ -1,0 +1,35 @@
+// Small device helpers shared by the CUDA kernels of this folder (not a public header).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace macserve::kernels::cuda::detail {
+
+inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+inline int last_error() { return static_cast<int>(cudaGetLastError()); }
+inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 32) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b > cap) b = cap;
+  return static_cast<unsigned>(b < 1 ? 1 : b);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+__device__ __forceinline__ void store(void* out, bool bf16, int64_t i, float v) {
+  if (bf16) static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16(v);
+  else static_cast<float*>(out)[i] = v;
+}
+
+}  // namespace macserve::kernels::cuda::detail

@@ -1,0 +1,52 @@
+// Paged causal attention on CUDA over the bf16 paged KV cache (paged_kv.h); q f32 (post-RoPE), out
+// bf16 or f32. Same semantics as kernels/attention.h (cpu::paged_attention).
+//
+// Two kernels:
+//  - paged_attention_general: any step (prefill chunks, mixed batches, decode), any block size,
+//    head_dim <= 256, any GQA group. One CTA per (token, kv head), K/V tiles through shared memory,
+//    online softmax.
+//  - paged_decode: one query per sequence (decode steps), block size 16, head_dim 64 or 128, group
+//    size 1-8. Split-KV over a plan computed once per step (plan_decode), the group's q heads share
+//    every K/V load, 16-byte cp.async loads into a per-warp 3-stage shared-memory pipeline; a
+//    combine kernel merges the splits.
+#pragma once
+
+#include "macserve/kernels/paged_kv.h"
+
+namespace macserve::kernels::cuda {
+
+struct PagedAttentionCudaParams {
+  const float* q;               // [num_tokens, num_q_heads, head_dim] f32
+  const void* k_cache;          // paged layout, bf16
+  const void* v_cache;
+  void* out;                    // [num_tokens, num_q_heads, head_dim] bf16 (out_bf16) or f32
+  const int32_t* query_start;   // [num_seqs + 1]
+  const int32_t* context_lens;  // [num_seqs]
+  const int32_t* block_tables;  // [num_seqs, max_blocks_per_seq]
+  int64_t num_seqs;
+  int64_t num_tokens;
+  int64_t max_blocks_per_seq;
+  int64_t num_q_heads;
+  float scale;
+  PagedKvLayout layout;
+  bool out_bf16;
+};
+
+int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);
+
+// Work partition of one decode step, shared by every layer.
+struct DecodePlan {
+  int num_splits = 1;       // KV splits per (sequence, kv head)
+  int pages_per_split = 0;  // pages (blocks of 16 tokens) per split
+  // Workspace floats needed when num_splits > 1: partial outputs and their log-sum-exp.
+  int64_t workspace_floats = 0;
+};
+
+bool decode_supported(int64_t head_dim, int64_t group, int64_t block_size);
+// max_context_len: longest context of the step. num_sms: the device's multiprocessor count.
+DecodePlan plan_decode(const PagedAttentionCudaParams& p, int64_t max_context_len, int num_sms);
+// workspace: >= plan.workspace_floats f32 (may be null when num_splits == 1). One query per
+// sequence: token s is sequence s.
+int paged_decode(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* workspace, Stream stream);
+
+}  // namespace macserve::kernels::cuda

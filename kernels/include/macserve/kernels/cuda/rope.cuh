@@ -1,0 +1,35 @@
+// RoPE (Hugging Face rotate_half convention) on f32 q and k in place; same semantics as
+// kernels/rope.h. With `k_cache` set it also writes this step's rotated K and V into the paged
+// cache (bf16) at slot_mapping[t] (the fused RoPE + KV write of a decoder layer).
+#pragma once
+
+#include "macserve/kernels/paged_kv.h"
+
+namespace macserve::kernels::cuda {
+
+struct RopeCudaParams {
+  float* q;                    // [num_tokens, num_q_heads, head_dim] f32, in place
+  float* k;                    // [num_tokens, num_kv_heads, head_dim] f32, in place
+  const int32_t* positions;    // [num_tokens]
+  const float* inv_freq;       // [head_dim / 2]
+  int64_t num_tokens;
+  int64_t num_q_heads;
+  int64_t num_kv_heads;
+  int64_t head_dim;
+};
+int rope(const RopeCudaParams& p, Stream stream);
+
+// Scatters f32 K/V [num_tokens, num_kv_heads, head_dim] into bf16 paged caches at slot_mapping[t]
+// (skipped when < 0).
+struct KvWriteCudaParams {
+  const float* k;
+  const float* v;
+  void* k_cache;                // paged layout (paged_kv.h) bf16
+  void* v_cache;
+  const int64_t* slot_mapping;  // [num_tokens]
+  int64_t num_tokens;
+  PagedKvLayout layout;
+};
+int kv_write(const KvWriteCudaParams& p, Stream stream);
+
+}  // namespace macserve::kernels::cuda

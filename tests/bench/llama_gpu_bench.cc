@@ -1,0 +1,140 @@
+// Llama-3.1-8B-shaped model with dummy weights on the CUDA backend: batch-1 time per output token
+// at 4K and 128K context, batch-64 step time at 4K context, each against its byte floor, and the
+// GPU idle time between steps. The KV cache holds random bf16 values (no prefill is run: the
+// decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
+// host), so the scheduler and sampler are not included. Prints CSV on stdout.
+//   llama_gpu_bench [config dir, default configs/llama-3.1-8b]
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "macserve/backend/backend.h"
+#include "macserve/backend/cuda_backend.h"
+#include "macserve/models/loader/checkpoint.h"
+#include "macserve/models/model.h"
+
+using namespace macserve;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+struct Result {
+  double step_ms;       // forward + logits on the host, one step at a time (host clock)
+  double pipelined_ms;  // forwards enqueued back to back (device bound), per step
+  double idle_ms;       // GPU idle between the end of one step and the start of the next
+};
+
+Result run(backend::Backend& be, models::Model& model, const models::KvCacheView& kv, int64_t batch, int64_t ctx,
+           const std::vector<int32_t>& pool) {
+  const int64_t bs = kv.layout.block_size, pages = (ctx + bs - 1) / bs;
+  auto st = static_cast<cudaStream_t>(backend::cuda_stream(be));
+  models::StepInputs in;
+  in.max_blocks_per_seq = pages;
+  in.query_start.push_back(0);
+  for (int64_t s = 0; s < batch; ++s) {
+    const int32_t* table = pool.data() + s * pages;
+    const int64_t pos = ctx - 1;
+    in.token_ids.push_back(static_cast<int32_t>((s * 7919 + 13) % 128000));
+    in.positions.push_back(static_cast<int32_t>(pos));
+    in.slot_mapping.push_back(static_cast<int64_t>(table[pos / bs]) * bs + pos % bs);
+    in.query_start.push_back(static_cast<int32_t>(s + 1));
+    in.context_lens.push_back(static_cast<int32_t>(ctx));
+    in.block_tables.insert(in.block_tables.end(), table, table + pages);
+    in.logits_rows.push_back(static_cast<int32_t>(s));
+  }
+  std::vector<float> logits;
+  auto step = [&] {
+    Tensor l = model.forward(in, kv);
+    logits.resize(static_cast<std::size_t>(l.numel()));
+    be.copy_to_host(l, logits.data());
+  };
+  for (int i = 0; i < 3; ++i) step();
+  const int kSteps = 20;
+  std::vector<cudaEvent_t> begin(kSteps), end(kSteps);
+  for (int i = 0; i < kSteps; ++i) cudaEventCreate(&begin[i]), cudaEventCreate(&end[i]);
+  std::vector<double> wall;
+  for (int i = 0; i < kSteps; ++i) {
+    const auto t0 = Clock::now();
+    cudaEventRecord(begin[i], st);
+    Tensor l = model.forward(in, kv);
+    cudaEventRecord(end[i], st);
+    be.copy_to_host(l, logits.data());
+    wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::vector<double> idle;
+  for (int i = 0; i + 1 < kSteps; ++i) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, end[i], begin[i + 1]);
+    idle.push_back(ms);
+  }
+  // Device-bound: enqueue forwards without reading logits in between.
+  cudaEvent_t a, b;
+  cudaEventCreate(&a), cudaEventCreate(&b);
+  cudaEventRecord(a, st);
+  for (int i = 0; i < kSteps; ++i) model.forward(in, kv);
+  cudaEventRecord(b, st);
+  cudaEventSynchronize(b);
+  float total = 0;
+  cudaEventElapsedTime(&total, a, b);
+  for (int i = 0; i < kSteps; ++i) cudaEventDestroy(begin[i]), cudaEventDestroy(end[i]);
+  return {median(wall), total / kSteps, median(idle)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string cfg = argc > 1 ? argv[1] : std::string(MACSERVE_SOURCE_DIR) + "/configs/llama-3.1-8b";
+  std::string why;
+  auto be = backend::make_cuda_backend(&why);
+  if (!be) {
+    std::fprintf(stderr, "no CUDA device: %s\n", why.c_str());
+    return 0;
+  }
+  auto t0 = Clock::now();
+  auto model = models::create_model(models::load_checkpoint(cfg, models::LoadFormat::kDummy, 1), *be);
+  be->synchronize();
+  const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const ModelConfig& c = model->config();
+  const int64_t bs = 16, tokens = std::max<int64_t>(64 * 4096, 131072) + 64 * bs;
+  const int64_t num_blocks = tokens / bs;
+  models::KvCacheView kv;
+  kv.layout = {num_blocks, c.num_kv_heads, bs, c.head_dim};
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    kv.k.push_back(be->alloc(DType::kBF16, {num_blocks, c.num_kv_heads, bs, c.head_dim}));
+    kv.v.push_back(be->alloc(DType::kBF16, {num_blocks, c.num_kv_heads, bs, c.head_dim}));
+    backend::cuda_fill_uniform(*be, kv.k.back(), 2 * i + 1, 1.0f);
+    backend::cuda_fill_uniform(*be, kv.v.back(), 2 * i + 2, 1.0f);
+  }
+  std::vector<int32_t> pool(static_cast<std::size_t>(num_blocks));
+  std::iota(pool.begin(), pool.end(), 0);
+  std::shuffle(pool.begin(), pool.end(), std::mt19937(3));
+  // Bytes a decode step must read: every weight once (the embedding table only one row per token),
+  // plus the K/V of every sequence.
+  const double weights = static_cast<double>(model->weight_bytes()) - (c.tie_word_embeddings ? 0.0 :
+                         static_cast<double>(c.vocab_size) * c.hidden_size * 2);
+  const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
+  std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n", cfg.c_str(), load_s,
+               weights / 1e9);
+  std::printf("scenario,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
+  struct Scenario { const char* name; int64_t batch, ctx; };
+  for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}}) {
+    const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
+    const double floor_ms = (weights + kv_per_token * s.batch * s.ctx) / 4.52e12 * 1e3;
+    std::printf("%s,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, static_cast<long long>(s.batch),
+                static_cast<long long>(s.ctx), r.step_ms, r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms,
+                r.step_ms / floor_ms);
+    std::fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,205 @@
+// Every CUDA op against the CPU float32 oracle on fresh random inputs of several shapes: outputs
+// poisoned with NaN before each run (so every element must be written), relative L2 within the
+// tolerance of the op's precision (bf16 operands or outputs: 1e-2; f32 paths: 1e-5).
+#include <numeric>
+
+#include "attention_case.h"
+#include "macserve/kernels/rope.h"
+
+namespace macserve::testing {
+namespace {
+
+TEST(CudaOps, Embedding) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  for (int64_t hidden : {64, 576, 4096}) {
+    for (int64_t T : {1, 7, 33}) {
+      const int64_t V = 1000;
+      const auto table = round_bf16(randn(V * hidden, hidden + T));
+      std::vector<int32_t> ids(T);
+      std::mt19937 rng(static_cast<uint32_t>(T));
+      for (auto& i : ids) i = static_cast<int32_t>(rng() % V);
+      Tensor out = gpu->alloc(DType::kF32, {T, hidden});
+      poison(*gpu, out);
+      gpu->embedding(to_device_raw(*gpu, ids, DType::kI32), gpu->upload_weight(host_tensor(table, {V, hidden})), out);
+      Tensor ids_h = Tensor::empty_host(DType::kI32, {T});
+      std::copy(ids.begin(), ids.end(), ids_h.data_as<int32_t>());
+      Tensor ref = Tensor::empty_host(DType::kF32, {T, hidden});
+      cpu->embedding(ids_h, host_tensor(table, {V, hidden}), ref);
+      EXPECT_EQ(rel_l2(to_host(*gpu, out), std::vector<float>(ref.data_as<float>(), ref.data_as<float>() + ref.numel())), 0.0)
+          << "hidden " << hidden << " T " << T;
+    }
+  }
+}
+
+TEST(CudaOps, RmsNormWithAndWithoutResidual) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  for (int64_t dim : {64, 576, 4096}) {
+    for (int64_t rows : {1, 5, 64}) {
+      for (bool with_res : {false, true}) {
+        for (DType out_dt : {DType::kBF16, DType::kF32}) {
+          const uint64_t seed = dim * 131 + rows * 7 + with_res;
+          const auto x = randn(rows * dim, seed), res = randn(rows * dim, seed + 1);
+          const auto w = round_bf16(randn(dim, seed + 2, 0.5f));
+          Tensor xg = to_device(*gpu, x, DType::kF32, {rows, dim}), rg = to_device(*gpu, res, DType::kF32, {rows, dim});
+          Tensor out = gpu->alloc(out_dt, {rows, dim});
+          poison(*gpu, out);
+          gpu->rms_norm(xg, with_res ? &rg : nullptr, gpu->upload_weight(host_tensor(w, {dim})), out, 1e-5f);
+          Tensor xh = host_tensor(x, {rows, dim}), rh = host_tensor(res, {rows, dim});
+          Tensor ref = Tensor::empty_host(DType::kF32, {rows, dim});
+          cpu->rms_norm(xh, with_res ? &rh : nullptr, host_tensor(w, {dim}), ref, 1e-5f);
+          const double tol = out_dt == DType::kBF16 ? kBf16Tol : 1e-5;
+          std::vector<float> r(ref.data_as<float>(), ref.data_as<float>() + ref.numel());
+          EXPECT_LT(rel_l2(to_host(*gpu, out), r), tol) << "dim " << dim << " rows " << rows << " res " << with_res;
+          if (with_res) {
+            std::vector<float> rr(rh.data_as<float>(), rh.data_as<float>() + rh.numel());
+            EXPECT_LT(rel_l2(to_host(*gpu, rg), rr), 1e-6);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaOps, LinearWithAndWithoutBias) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  struct Shape { int64_t m, n, k; };
+  for (Shape s : {Shape{1, 576, 576}, Shape{7, 1536, 576}, Shape{64, 4096, 4096}, Shape{33, 100, 64}, Shape{300, 512, 256}}) {
+    for (bool with_bias : {false, true}) {
+      const uint64_t seed = s.m * 1000 + s.n + with_bias;
+      const auto x = round_bf16(randn(s.m * s.k, seed)), w = round_bf16(randn(s.n * s.k, seed + 1, 0.05f));
+      const auto b = round_bf16(randn(s.n, seed + 2));
+      Tensor y = gpu->alloc(DType::kF32, {s.m, s.n});
+      poison(*gpu, y);
+      Tensor bg = gpu->upload_weight(host_tensor(b, {s.n}));
+      gpu->linear(to_device(*gpu, x, DType::kBF16, {s.m, s.k}), gpu->upload_weight(host_tensor(w, {s.n, s.k})),
+                  with_bias ? &bg : nullptr, y);
+      Tensor bh = host_tensor(b, {s.n});
+      Tensor ref = Tensor::empty_host(DType::kF32, {s.m, s.n});
+      cpu->linear(host_tensor(x, {s.m, s.k}), host_tensor(w, {s.n, s.k}), with_bias ? &bh : nullptr, ref);
+      std::vector<float> r(ref.data_as<float>(), ref.data_as<float>() + ref.numel());
+      EXPECT_LT(rel_l2(to_host(*gpu, y), r), 1e-4) << s.m << "x" << s.n << "x" << s.k << " bias " << with_bias;
+    }
+  }
+}
+
+TEST(CudaOps, RopeLlama3AtLongPositions) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  for (int64_t D : {32, 64, 128}) {
+    for (int64_t T : {1, 9, 40}) {
+      const int64_t Hq = 8, Hkv = 2;
+      std::vector<float> freq(D / 2);
+      kernels::cpu::rope_inv_freq({D, 500000.0f, kernels::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192}, freq.data());
+      std::vector<int32_t> pos(T);
+      std::mt19937 rng(static_cast<uint32_t>(D + T));
+      for (auto& p : pos) p = static_cast<int32_t>(rng() % 131072);
+      const auto q = randn(T * Hq * D, D + T), k = randn(T * Hkv * D, D + T + 1);
+      Tensor qg = to_device(*gpu, q, DType::kF32, {T, Hq, D}), kg = to_device(*gpu, k, DType::kF32, {T, Hkv, D});
+      gpu->rope(qg, kg, to_device_raw(*gpu, pos, DType::kI32), to_device(*gpu, freq, DType::kF32, {D / 2}));
+      Tensor qh = host_tensor(q, {T, Hq, D}), kh = host_tensor(k, {T, Hkv, D});
+      Tensor ph = Tensor::empty_host(DType::kI32, {T});
+      std::copy(pos.begin(), pos.end(), ph.data_as<int32_t>());
+      cpu->rope(qh, kh, ph, host_tensor(freq, {D / 2}));
+      std::vector<float> qr(qh.data_as<float>(), qh.data_as<float>() + qh.numel());
+      std::vector<float> kr(kh.data_as<float>(), kh.data_as<float>() + kh.numel());
+      EXPECT_LT(rel_l2(to_host(*gpu, qg), qr), 1e-5) << "D " << D << " T " << T;
+      EXPECT_LT(rel_l2(to_host(*gpu, kg), kr), 1e-5) << "D " << D << " T " << T;
+    }
+  }
+}
+
+TEST(CudaOps, SwigluAndAdd) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  for (int64_t inter : {768, 1536, 14336}) {
+    for (int64_t T : {1, 17}) {
+      const auto gu = randn(T * 2 * inter, inter + T, 2.0f);
+      Tensor out = gpu->alloc(DType::kBF16, {T, inter});
+      poison(*gpu, out);
+      gpu->swiglu(to_device(*gpu, gu, DType::kF32, {T, 2 * inter}), out);
+      Tensor ref = Tensor::empty_host(DType::kF32, {T, inter});
+      cpu->swiglu(host_tensor(gu, {T, 2 * inter}), ref);
+      std::vector<float> r(ref.data_as<float>(), ref.data_as<float>() + ref.numel());
+      EXPECT_LT(rel_l2(to_host(*gpu, out), r), kBf16Tol) << "inter " << inter << " T " << T;
+
+      const auto a = randn(T * inter, inter + T + 5), b = randn(T * inter, inter + T + 6);
+      Tensor sum = gpu->alloc(DType::kF32, {T, inter});
+      poison(*gpu, sum);
+      gpu->add(to_device(*gpu, a, DType::kF32, {T, inter}), to_device(*gpu, b, DType::kF32, {T, inter}), sum);
+      std::vector<float> s(a.size());
+      for (std::size_t i = 0; i < a.size(); ++i) s[i] = a[i] + b[i];
+      EXPECT_EQ(rel_l2(to_host(*gpu, sum), s), 0.0);
+    }
+  }
+}
+
+TEST(CudaOps, KvWriteScattersIntoThePagedCache) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  for (int64_t D : {64, 128}) {
+    const int64_t T = 37, Hkv = 4, bs = 16, num_blocks = 9;
+    const kernels::PagedKvLayout layout{num_blocks, Hkv, bs, D};
+    std::vector<int64_t> slots(num_blocks * bs);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), std::mt19937(static_cast<uint32_t>(D)));
+    slots.resize(T);
+    slots[5] = -1;  // padding token: not written
+    const auto k = randn(T * Hkv * D, D), v = randn(T * Hkv * D, D + 1);
+    const std::vector<int64_t> shape{num_blocks, Hkv, bs, D};
+    Tensor kc = gpu->alloc(DType::kBF16, shape), vc = gpu->alloc(DType::kBF16, shape);
+    backend::cuda_fill_uniform(*gpu, kc, 11, 1.0f);
+    backend::cuda_fill_uniform(*gpu, vc, 12, 1.0f);
+    auto kref = to_host(*gpu, kc), vref = to_host(*gpu, vc);
+    backend::AttentionMeta meta;
+    meta.slot_mapping = to_device_raw(*gpu, slots, DType::kI64);
+    gpu->kv_write(to_device(*gpu, k, DType::kF32, {T, Hkv, D}), to_device(*gpu, v, DType::kF32, {T, Hkv, D}), kc, vc,
+                  meta, layout);
+    for (int64_t t = 0; t < T; ++t) {
+      if (slots[t] < 0) continue;
+      for (int64_t h = 0; h < Hkv; ++h)
+        for (int64_t d = 0; d < D; ++d) {
+          kref[layout.offset(slots[t], h) + d] = bf16_to_float(float_to_bf16(k[(t * Hkv + h) * D + d]));
+          vref[layout.offset(slots[t], h) + d] = bf16_to_float(float_to_bf16(v[(t * Hkv + h) * D + d]));
+        }
+    }
+    EXPECT_EQ(rel_l2(to_host(*gpu, kc), kref), 0.0);
+    EXPECT_EQ(rel_l2(to_host(*gpu, vc), vref), 0.0);
+  }
+}
+
+TEST(CudaOps, GatherRows) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  const int64_t rows = 20, width = 576;
+  const auto x = round_bf16(randn(rows * width, 5));
+  const std::vector<int32_t> idx{19, 0, 7, 7, 3};
+  Tensor out = gpu->alloc(DType::kBF16, {5, width});
+  poison(*gpu, out);
+  gpu->gather_rows(to_device(*gpu, x, DType::kBF16, {rows, width}), to_device_raw(*gpu, idx, DType::kI32), out);
+  std::vector<float> ref;
+  for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * width, x.begin() + (r + 1) * width);
+  EXPECT_EQ(rel_l2(to_host(*gpu, out), ref), 0.0);
+}
+
+// The general kernel: prefill chunks (queries at the end of longer contexts), mixed with decodes,
+// odd head_dim / group / block sizes.
+TEST(CudaOps, PagedAttentionGeneralPrefillAndMixed) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  struct Shape { int64_t hq, hkv, d, bs; };
+  for (Shape sh : {Shape{8, 4, 32, 16}, Shape{9, 3, 64, 16}, Shape{32, 8, 128, 16}, Shape{8, 8, 64, 8}, Shape{16, 2, 128, 32}}) {
+    AttentionCase c;
+    c.num_q_heads = sh.hq;
+    c.num_kv_heads = sh.hkv;
+    c.head_dim = sh.d;
+    c.block_size = sh.bs;
+    c.num_queries = {1, 40, 17, 1, 64};
+    c.context_lens = {1, 40, 100, 333, 64};
+    c.seed = static_cast<uint64_t>(sh.hq * 100 + sh.d);
+    const AttentionResult r = run_attention_case(*gpu, c);
+    EXPECT_LT(r.rel, kBf16Tol) << "Hq " << sh.hq << " Hkv " << sh.hkv << " D " << sh.d << " bs " << sh.bs;
+  }
+}
+
+}  // namespace
+}  // namespace macserve::testing
