@@ -35,12 +35,14 @@ std::vector<Sample> samples(const std::string& name) {
   std::vector<Sample> out;
   if (name == "SmolLM2") {
     std::ifstream f(fixtures_dir() + "/smollm2/reference.json");
-    for (const auto& s : nlohmann::json::parse(f)["samples"])
+    const nlohmann::json ref = nlohmann::json::parse(f);  // named: a temporary would dangle in the loop
+    for (const auto& s : ref["samples"])
       out.push_back({s["prompt_ids"].get<std::vector<int32_t>>(), s["greedy_ids"].get<std::vector<int32_t>>()});
     return out;
   }
   std::ifstream f(models_dir() + "/golden.json");
-  for (const auto& s : nlohmann::json::parse(f)[name]["samples"]) {
+  const nlohmann::json golden = nlohmann::json::parse(f);
+  for (const auto& s : golden.at(name).at("samples")) {
     Sample smp{s["prompt_ids"].get<std::vector<int32_t>>(), s["greedy_ids"].get<std::vector<int32_t>>()};
     smp.expected.erase(smp.expected.begin(), smp.expected.begin() + static_cast<std::ptrdiff_t>(smp.prompt.size()));
     out.push_back(smp);
@@ -65,8 +67,10 @@ TEST_P(CudaModel, LogitsAndGreedyMatchCpu) {
   auto cpu = backend::make_cpu_backend();
   BackendHarness hc(model_path(GetParam()), *cpu), hg(model_path(GetParam()), *gpu);
   const int32_t eos = static_cast<int32_t>(hc.config().eos_token_id);
+  const auto all = samples(GetParam());
+  ASSERT_FALSE(all.empty());
   int si = 0;
-  for (const Sample& s : samples(GetParam())) {
+  for (const Sample& s : all) {
     // Prompt logits, every position (the general prefill kernel).
     const auto lc = hc.step({{0, s.prompt, 0}}), lg = hg.step({{0, s.prompt, 0}});
     double worst = 0.0;
@@ -100,6 +104,7 @@ TEST_P(CudaModel, BatchedEqualsAlone) {
   MACSERVE_REQUIRE_PATH(model_path(GetParam()));
   BackendHarness alone(model_path(GetParam()), *gpu), batched(model_path(GetParam()), *gpu);
   const auto ss = samples(GetParam());
+  ASSERT_FALSE(ss.empty());
   const int n = 8;
   std::vector<std::vector<int32_t>> want;
   for (int q = 0; q < 3; ++q) want.push_back(alone.greedy(q, ss[q % ss.size()].prompt, n));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -18,7 +19,10 @@
 namespace macserve::testing {
 
 // The CUDA backend, or nullptr after GTEST_SKIP when no device is present (CI).
+// env: MACSERVE_TEST_CPU_AS_GPU=1 runs the backend-generic tests on the CPU backend (host-side
+// debugging without a GPU; tests that use CUDA-only helpers then fail).
 inline std::unique_ptr<backend::Backend> cuda_or_skip_impl(std::string* why) {
+  if (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr) return backend::make_cpu_backend();
   return backend::make_cuda_backend(why);
 }
 #define MACSERVE_REQUIRE_CUDA(var)                                                              \
