@@ -192,6 +192,24 @@ def test_completion_usage_chunk(client):
     assert all(c.usage is None for c in chunks[:-1])
 
 
+@pytest.mark.parametrize("char", ["é", "中"])
+def test_stream_deltas_never_split_utf8(client, base, char):
+    # Bias the byte-level tokens of one multi-byte character up (the frequency penalty makes them
+    # alternate), so the output is made of UTF-8 pieces: a delta must never end inside a character.
+    ids = tokenize(base, char, add_special_tokens=False)
+    assert len(ids) >= 2, f"{char!r} is one token here; the test needs byte tokens"
+    kw = dict(model=TINY_NAME, prompt="Hello", max_tokens=12, temperature=0, frequency_penalty=2.0,
+              logit_bias={str(i): 100 for i in ids}, extra_body={"ignore_eos": True})
+    text = client.completions.create(**kw).choices[0].text
+    assert char in text, f"the biased output has no complete {char!r}: {text!r}"
+    deltas = [c.choices[0].text for c in client.completions.create(stream=True, **kw) if c.choices]
+    assert "".join(deltas) == text
+    for d in deltas:
+        # Every complete character of the text arrives whole: no delta carries a piece of it.
+        assert d.count("\ufffd") <= text.count("\ufffd")
+    assert sum(d.count(char) for d in deltas) == text.count(char)
+
+
 # ---- chat ---------------------------------------------------------------------------------------
 
 def test_chat_fields_and_usage(client, base):
