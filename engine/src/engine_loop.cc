@@ -107,11 +107,11 @@ void EngineImpl::step() {
   const SchedulerOutput batch = scheduler_->schedule();
   if (batch.seqs.empty()) return;
   const auto now = Clock::now();
-  int64_t prompt_tokens = 0;
-  for (const ScheduledSeq& s : batch.seqs) {
+  for (const ScheduledSeq& s : batch.seqs)
     if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
-    if (s.seq->is_prefill()) prompt_tokens += std::min(s.num_new_tokens, s.seq->prompt_len - s.seq->num_computed);
-  }
+  // Prompt tokens are counted once per completion when its prefill ends (cached ones included, as
+  // vLLM counts them); recomputation after a preemption is not counted again.
+  int64_t prompt_tokens = 0;
   const std::vector<float>& logits = runner_->run(batch);
   scheduler_->commit(batch);
   const int64_t vocab = model_->config().vocab_size;
@@ -125,6 +125,7 @@ void EngineImpl::step() {
     ++row;
     const bool suppress_eos = seq.num_generated() < seq.params.min_tokens;
     const int32_t eos = seq.params.ignore_eos || eos_ids_.empty() ? -1 : eos_ids_[0];
+    if (seq.num_generated() == 0) prompt_tokens += seq.prompt_len;
     on_token(seq, seq.sampler.sample(row_logits.data(), vocab, seq.tokens, static_cast<std::size_t>(seq.prompt_len),
                                      suppress_eos, eos));
     ++generated;

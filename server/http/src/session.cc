@@ -1,5 +1,8 @@
 #include "session.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <ctime>
 #include <random>
 
@@ -464,14 +467,16 @@ void Session::watch_disconnect() {
   stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), gid](beast::error_code ec) {
     if (!self->gen_ || self->gen_->id != gid || self->closed_) return;
     if (ec == net::error::operation_aborted) return;
-    beast::error_code aec;
-    const std::size_t available = self->stream_.socket().available(aec);
-    if (ec || aec || available == 0) {
-      // Readable with nothing to read: the client closed the connection.
+    // A readiness event can be stale (another I/O thread may have read the bytes that caused it),
+    // so peek: 0 bytes is the peer's FIN, EAGAIN is a stale wake-up (watch again), data is a
+    // pipelined request (read after this answer).
+    char byte = 0;
+    const auto n = ec ? -1 : ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch_disconnect();
+    if (n <= 0) {
       spdlog::info("{} request_id={}: client disconnected, cancelling", self->peer_, self->request_id_);
       self->shutdown_socket();
     }
-    // Otherwise the client sent more (a pipelined request): it is read after this answer.
   });
 }
 

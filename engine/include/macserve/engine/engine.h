@@ -47,7 +47,7 @@ struct EngineStats {
   int64_t num_free_blocks = 0;
   int64_t num_blocks = 0;
   int64_t num_preemptions = 0;
-  int64_t prompt_tokens = 0;
+  int64_t prompt_tokens = 0;       // prompt lengths of completions whose prefill ended (cached tokens included)
   int64_t generation_tokens = 0;
   int64_t num_steps = 0;
   int64_t prefix_cache_queries = 0;    // full prompt blocks looked up
