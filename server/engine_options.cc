@@ -11,6 +11,9 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
       ->check(CLI::IsMember({"auto", "safetensors", "gguf", "dummy"}))->capture_default_str();
   cmd.add_option("--kv-cache-tokens", cfg.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
+  cmd.add_option("--gpu-memory-utilization", cfg.gpu_memory_utilization,
+                 "Share (0, 1] of the GPU's memory for weights, activations and the KV pool (CUDA)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   cmd.add_option("--max-model-len", cfg.max_model_len, "Context length cap (0 = the model's)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   cmd.add_option("--block-size", cfg.block_size, "KV block size in tokens")->check(CLI::Range(1, 1024))

@@ -108,20 +108,32 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   cache::MacRingSpec ring_spec;
   if (mac.enabled) ring_spec = {cfg.max_num_seqs, mac.config.window, mac.config.ring_bf16};
   const int64_t ring_bytes = ring_spec.num_slots * cache::KvPool::mac_ring_bytes_per_slot(mc, ring_spec);
+  if (!(cfg.gpu_memory_utilization > 0.0 && cfg.gpu_memory_utilization <= 1.0))
+    throw_error(ErrorCode::kInvalidArgument, "--gpu-memory-utilization must be in (0, 1], got {}",
+                cfg.gpu_memory_utilization);
+  const int64_t kv_token_bytes =
+      cache::KvPool::bytes_per_token(mc, static_cast<int64_t>(dtype_size(backend_->kv_dtype())));
   int64_t kv_tokens = cfg.kv_cache_tokens;
   if (kv_tokens <= 0) {
     // Default: every sequence at full length, within 1 GiB for KV and MAC rings together (CPU), or
-    // within a fraction of the GPU's free memory after weights and an activation reserve
-    // (env: MACSERVE_GPU_MEMORY_UTILIZATION, default 0.9, of the memory free now).
+    // (GPU) within --gpu-memory-utilization of the device's total memory, less what is in use now
+    // (weights, workspaces, other processes) and a reserve for the step's activations and logits.
     int64_t budget = std::max<int64_t>((int64_t{1} << 30) - ring_bytes, 0);
     if (const int64_t free = backend_->free_memory_bytes(); free >= 0) {
-      const char* env = std::getenv("MACSERVE_GPU_MEMORY_UTILIZATION");
-      const double util = env != nullptr ? std::atof(env) : 0.9;
+      const int64_t total = backend_->total_memory_bytes();
       const int64_t reserve = cfg.max_num_batched_tokens * (6 * mc.hidden_size + 6 * mc.intermediate_size) * 4 +
-                              cfg.max_num_seqs * mc.vocab_size * 4 + (int64_t{512} << 20);
-      budget = std::max<int64_t>(static_cast<int64_t>(util * static_cast<double>(free)) - reserve - ring_bytes, 0);
+                              cfg.max_num_seqs * mc.vocab_size * 4 * 2 + (int64_t{512} << 20);
+      const int64_t used = total - free;
+      budget = std::max<int64_t>(
+          static_cast<int64_t>(cfg.gpu_memory_utilization * static_cast<double>(total)) - used - reserve - ring_bytes,
+          0);
+      budget = std::min(budget, std::max<int64_t>(free - reserve - ring_bytes, 0));
+      spdlog::info("gpu memory: {:.1f} GiB total, {:.1f} GiB in use after the weights, utilization {} -> "
+                   "{:.1f} GiB activation reserve, {:.1f} GiB for the KV pool = {} tokens",
+                   total / 1073741824.0, used / 1073741824.0, cfg.gpu_memory_utilization,
+                   reserve / 1073741824.0, budget / 1073741824.0, budget / kv_token_bytes);
     }
-    const int64_t cap = budget / cache::KvPool::bytes_per_token(mc, static_cast<int64_t>(dtype_size(backend_->kv_dtype())));
+    const int64_t cap = budget / kv_token_bytes;
     kv_tokens = std::min(cfg.max_num_seqs * max_model_len_, std::max(cap, max_model_len_));
   }
   if (kv_tokens < max_model_len_)

@@ -70,6 +70,11 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
     return static_cast<int64_t>(free);
   }
+  int64_t total_memory_bytes() const override {
+    size_t free = 0, total = 0;
+    check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+    return static_cast<int64_t>(total);
+  }
   cudaStream_t stream() const { return stream_; }
   int num_sms() const { return num_sms_; }
 

@@ -20,7 +20,10 @@ struct EngineConfig {
   std::string device = "cpu";          // cpu|cuda|auto
   uint64_t dummy_seed = 0;
   int64_t block_size = 16;
-  int64_t kv_cache_tokens = 0;         // 0: max_num_seqs x context length, capped at 1 GiB of KV
+  int64_t kv_cache_tokens = 0;         // 0: max_num_seqs x context length, capped at 1 GiB of KV (CPU)
+                                       // or by gpu_memory_utilization (CUDA)
+  double gpu_memory_utilization = 0.9; // (0, 1]: share of the GPU's total memory for weights,
+                                       // activations and the KV pool (CUDA only)
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
   int64_t max_queued_requests = 1024;

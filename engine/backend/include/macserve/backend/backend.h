@@ -39,6 +39,8 @@ class Backend {
   virtual DType kv_dtype() const { return DType::kF32; }
   // Device memory still free (bytes), or -1 where memory is the host's (CPU).
   virtual int64_t free_memory_bytes() const { return -1; }
+  // Device memory in all (bytes), or -1 where memory is the host's (CPU).
+  virtual int64_t total_memory_bytes() const { return -1; }
 
   // ---- memory --------------------------------------------------------------------------------
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;
