@@ -219,6 +219,7 @@ TEST_F(OpenAiProtocolTest, EveryValidationErrorNamesItsParam) {
       {kChat, c(R"("n": 0)"), 400, "n", ""},
       {kChat, c(R"("n": 129)"), 400, "n", ""},
       {kChat, c(R"("n": 1e300)"), 400, "n", ""},
+      {kChat, c(R"("n": -1e300)"), 400, "n", ""},
       {kChat, c(R"("temperature": "hot")"), 400, "temperature", ""},
       {kChat, c(R"("temperature": -0.1)"), 400, "temperature", ""},
       {kChat, c(R"("temperature": 2.01)"), 400, "temperature", ""},

@@ -169,10 +169,10 @@ int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi) {
   } else {
     wrong_type(what, "an integer", v);
   }
-  if (!in_range || x > hi)
+  if ((!in_range && x > 0) || x > hi)
     fail(fmt::format("Invalid '{}': integer above maximum value. Expected a value <= {}, but got {} instead.", what,
                      hi, sanitize_utf8(v.dump())), what);
-  if (x < lo)
+  if (!in_range || x < lo)
     fail(fmt::format("Invalid '{}': integer below minimum value. Expected a value >= {}, but got {} instead.", what,
                      lo, v.dump()), what);
   return x;
