@@ -1,0 +1,120 @@
+// MAC-Attention decode on CUDA (../shared/docs/mac-attention.md Part A; same semantics as the CPU
+// oracle kernels/cpu/mac_attention.cc). Every per-sequence input is a device array and every
+// decision is taken on the device, so a step is a fixed sequence of launches with no host sync:
+// CUDA-graph capturable for a fixed (num_seqs, workspace) bucket.
+//
+// One decode step (one query token per sequence, sequence s = token s), four launches:
+//   1. mac_match      one CTA per (seq, q head): nearest valid ring row among
+//                     [max(valid_from, m - M), m) by squared L2 of q_pre (fp32 sums of bf16 rows,
+//                     16-byte loads, 8 lanes per candidate, early exit once the first 64 dims'
+//                     partial sum reaches the threshold: a lower bound, so decisions are unchanged),
+//                     ties to the oldest position; hit iff d^2 < 2 D (1 - t)^2; E_p < F demotes.
+//                     Writes decisions and each head's first needed key (E_p on a hit, min(F, E_m)
+//                     on a miss).
+//   2. mac_schedule   one CTA: per (seq, kv group) the key range its heads need,
+//                     [min_h start_h, E_m) ("row part"), the sink [0, min(F, E_m)) and the tail
+//                     [E_m, m + 1), cut into chunks of chunk_tokens; a task list sized by the real
+//                     work (a hit group reads ~r + lag keys, a group with a miss the whole context),
+//                     plus device telemetry counters.
+//   3. mac_partial    persistent CTAs over the task list: split-KV attention of the group's G query
+//                     heads over one chunk (one K/V load for the whole group), per-head mask
+//                     j >= start_h in row-part chunks; writes (o normalised, lse natural log) f32.
+//   4. mac_merge      one CTA per (seq, q head): row p's summary (hit) (+) row-part chunks -> ring
+//                     row m (q_pre bf16/f32, o, lse), then (+) sink and tail chunks -> output.
+// Inactive (padded) sequences, context_lens[s] <= 0, read and write nothing (output untouched).
+// A sequence with ring_slots[s] < 0 gets exact attention and writes no row.
+//
+// Prefill rows (exact-mode sequences): mac_prefill_rows writes row(i) = AS(q_post(i),
+// [min(F, E_i), E_i)) for the chunk's tokens at positions i >= rows_from[s] (masked attention over
+// j <= i - r, no downdate). The chunk's attention output itself comes from the plain paged kernel.
+#pragma once
+
+#include "macserve/kernels/mac_attention.h"
+#include "macserve/kernels/paged_kv.h"
+
+namespace macserve::kernels::cuda {
+
+// Device telemetry, accumulated (atomics) over every launch until the owner zeroes it. Read with an
+// async copy at the end of a step; no sync on the hot path.
+struct MacCounters {
+  unsigned long long heads;           // decode heads processed (active sequences x Hq)
+  unsigned long long eligible_heads;  // heads allowed to match
+  unsigned long long hit_heads;
+  unsigned long long kv_tokens_read;  // K/V tokens read, a KV group's keys counted once
+  unsigned long long kv_tokens_full;  // what full attention reads: context x Hkv
+};
+
+// Benchmark-only: replace each eligible head's decision by a random draw (the match scan still
+// runs). hit_rate < 0: off. clustered: one draw per KV group (all heads of a group agree). A forced
+// hit matches position m - lag (its row must be valid: the benchmark fills the ring).
+struct MacForceHits {
+  float hit_rate = -1.0f;
+  bool clustered = false;
+  uint32_t seed = 0;
+  int32_t lag = 64;
+};
+
+struct MacCudaParams {
+  const float* q_post;            // [num_seqs, Hq, D] f32, post-RoPE (decode: token s = sequence s)
+  const float* q_pre;             // [num_seqs, Hq, D] f32, pre-RoPE (after q_norm for Qwen3)
+  const void* k_cache;            // bf16 paged layout (paged_kv.h), block size 16
+  const void* v_cache;
+  void* out;                      // [num_seqs, Hq, D] bf16 (out_bf16) or f32
+  bool out_bf16;
+  const int32_t* context_lens;    // [num_seqs] device; m = context_len - 1; <= 0: inactive row
+  const int32_t* block_tables;    // [num_seqs, max_blocks_per_seq] device
+  const int32_t* ring_slots;      // [num_seqs] device; request slot, -1: no ring (exact, no row)
+  const int32_t* ring_valid_from; // [num_seqs] device
+  int64_t num_seqs;
+  int64_t max_blocks_per_seq;
+  int64_t num_q_heads;
+  float scale;
+  PagedKvLayout layout;
+  MacConfig cfg;
+  MacRing ring;                   // device memory, layout as kernels/mac_attention.h
+  MacHeadDecision* decisions;     // [num_seqs, Hq] device, required (the merge reads it)
+  int64_t* kv_tokens_read;        // [num_seqs] device or nullptr
+  MacCounters* counters;          // device or nullptr
+  MacForceHits force;
+  int32_t chunk_tokens = 256;     // split-KV chunk, a multiple of 16
+};
+
+// Workspace of one step: a task list and the partial outputs, sized for the worst case of the
+// bucket (every group missing at max_context_len).
+struct MacWorkspace {
+  void* base = nullptr;
+  int64_t bytes = 0;
+};
+int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
+                            int64_t max_context_len, int32_t chunk_tokens);
+// A chunk size that gives about two waves of tasks when every group misses (multiple of 16, >= 64).
+int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms);
+bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size);
+
+// The four launches of a decode step (returns a cudaError_t value, 0 = ok). max_context_len bounds
+// every context_lens[s] (it sizes the workspace).
+int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_context_len, Stream stream);
+
+struct MacPrefillRowsParams {
+  const float* q_post;            // [num_tokens, Hq, D]
+  const float* q_pre;
+  const void* k_cache;
+  const void* v_cache;
+  const int32_t* query_start;     // [num_seqs + 1] device
+  const int32_t* context_lens;    // [num_seqs] device
+  const int32_t* block_tables;
+  const int32_t* ring_slots;      // [num_seqs] device (-1: no rows)
+  const int32_t* rows_from;       // [num_seqs] device
+  const int8_t* modes;            // [num_seqs] device MacSeqMode: rows only for kMacExact
+  int64_t num_seqs;
+  int64_t num_tokens;
+  int64_t max_blocks_per_seq;
+  int64_t num_q_heads;
+  float scale;
+  PagedKvLayout layout;
+  MacConfig cfg;
+  MacRing ring;
+};
+int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream);
+
+}  // namespace macserve::kernels::cuda

@@ -1,0 +1,201 @@
+// MAC-Attention CUDA kernels (kernels/cuda/mac) vs the full-attention decode kernel (paged_decode)
+// under CUDA-graph replay: batch x context x forced hit rate x (Hq 32, Hkv 8 | 4), head_dim 128,
+// block size 16, random page order, random bf16 K/V (a 64 MiB random block copied over the cache),
+// ring rows all valid, forced per-head hits (independent, or clustered per KV group) at lag 64.
+// One layer per step; graph of 10 steps, median of 5 replays. CSV on stdout.
+//   mac_cuda_bench [quick]   (quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1})
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "macserve/kernels/cuda/attention.cuh"
+#include "macserve/kernels/cuda/mac_attention_cuda.h"
+
+using namespace macserve::kernels;
+
+#define CK(x)                                                                 \
+  do {                                                                        \
+    cudaError_t e_ = (x);                                                     \
+    if (e_ != cudaSuccess) {                                                  \
+      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));           \
+      std::exit(1);                                                           \
+    }                                                                         \
+  } while (0)
+
+template <typename F>
+float time_graph(cudaStream_t st, F&& step) {
+  constexpr int kSteps = 10;
+  step();  // warm up
+  CK(cudaStreamSynchronize(st));
+  cudaGraph_t g;
+  cudaGraphExec_t ex;
+  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
+  for (int i = 0; i < kSteps; ++i) step();
+  CK(cudaStreamEndCapture(st, &g));
+  CK(cudaGraphInstantiate(&ex, g, 0));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<float> t;
+  CK(cudaGraphLaunch(ex, st));
+  for (int r = 0; r < 5; ++r) {
+    CK(cudaEventRecord(a, st));
+    CK(cudaGraphLaunch(ex, st));
+    CK(cudaEventRecord(b, st));
+    CK(cudaEventSynchronize(b));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms * 1000.0f / kSteps);
+  }
+  cudaGraphExecDestroy(ex);
+  cudaGraphDestroy(g);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::fprintf(stderr, "no CUDA device\n");
+    return 0;
+  }
+  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  const int64_t D = 128, Hq = 32, M = 512, max_S = 64, max_ctx = 130048;
+  const int64_t blocks_per_seq = max_ctx / 16;
+  const int64_t num_blocks = max_S * blocks_per_seq;
+  const int64_t elems = num_blocks * 8 * 16 * D;  // sized for Hkv 8
+  uint16_t *k, *v;
+  CK(cudaMalloc(&k, elems * 2));
+  CK(cudaMalloc(&v, elems * 2));
+  {
+    const int64_t chunk = 32LL << 20;  // 32M bf16 = 64 MiB of random values, copied over the cache
+    std::vector<uint16_t> h(static_cast<size_t>(chunk));
+    std::mt19937 rng(1);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& x : h) {
+      float f = nd(rng);
+      uint32_t bits;
+      std::memcpy(&bits, &f, 4);
+      x = static_cast<uint16_t>(bits >> 16);
+    }
+    uint16_t* src;
+    CK(cudaMalloc(&src, chunk * 2));
+    CK(cudaMemcpy(src, h.data(), chunk * 2, cudaMemcpyHostToDevice));
+    for (int64_t o = 0; o < elems; o += chunk) {
+      CK(cudaMemcpy(k + o, src, std::min(chunk, elems - o) * 2, cudaMemcpyDeviceToDevice));
+      CK(cudaMemcpy(v + o, src, std::min(chunk, elems - o) * 2, cudaMemcpyDeviceToDevice));
+    }
+    CK(cudaFree(src));
+  }
+  std::vector<int32_t> table(static_cast<size_t>(num_blocks));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), std::mt19937(2));
+  int32_t *d_table, *d_ctx, *d_slots, *d_vf, *d_qs;
+  CK(cudaMalloc(&d_table, num_blocks * 4));
+  CK(cudaMemcpy(d_table, table.data(), num_blocks * 4, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&d_ctx, max_S * 4));
+  CK(cudaMalloc(&d_slots, max_S * 4));
+  CK(cudaMalloc(&d_vf, max_S * 4));
+  CK(cudaMalloc(&d_qs, (max_S + 1) * 4));
+  std::vector<int32_t> slots(max_S), vf(max_S, 0), qs(max_S + 1);
+  std::iota(slots.begin(), slots.end(), 0);
+  std::iota(qs.begin(), qs.end(), 0);
+  CK(cudaMemcpy(d_slots, slots.data(), max_S * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_vf, vf.data(), max_S * 4, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(d_qs, qs.data(), (max_S + 1) * 4, cudaMemcpyHostToDevice));
+  float *q_post, *q_pre, *out, *ring_lse;
+  CK(cudaMalloc(&q_post, max_S * Hq * D * 4));
+  CK(cudaMalloc(&q_pre, max_S * Hq * D * 4));
+  CK(cudaMalloc(&out, max_S * Hq * D * 4));
+  {
+    std::vector<float> h(static_cast<size_t>(max_S * Hq * D));
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (auto& x : h) x = nd(rng);
+    CK(cudaMemcpy(q_post, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(q_pre, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  }
+  const int64_t ring_rows = max_S * M * Hq;
+  uint16_t *ring_q, *ring_o;
+  CK(cudaMalloc(&ring_q, ring_rows * D * 2));
+  CK(cudaMalloc(&ring_o, ring_rows * D * 2));
+  CK(cudaMemcpy(ring_q, k, ring_rows * D * 2, cudaMemcpyDeviceToDevice));
+  CK(cudaMemcpy(ring_o, v, ring_rows * D * 2, cudaMemcpyDeviceToDevice));
+  CK(cudaMalloc(&ring_lse, ring_rows * 4));
+  {
+    std::vector<float> h(static_cast<size_t>(ring_rows), 5.0f);
+    CK(cudaMemcpy(ring_lse, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  }
+  MacHeadDecision* dec;
+  CK(cudaMalloc(&dec, max_S * Hq * sizeof(MacHeadDecision)));
+  cuda::MacCounters* counters;
+  CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
+  const int64_t ws_bytes = cuda::mac_workspace_bytes(max_S, Hq, 8, D, max_ctx, 64);
+  void* ws;
+  CK(cudaMalloc(&ws, ws_bytes));
+  float* dws;
+  CK(cudaMalloc(&dws, 64LL * Hq * 1024 * (D + 1) * 4));
+
+  std::printf("hkv,batch,context,hit_rate,dist,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_kv_frac,hits\n");
+  const std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
+  const std::vector<int> ctxs = quick ? std::vector<int>{32768, 130048} : std::vector<int>{32768, 65536, 98304, 130048};
+  const std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
+                                         : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+  for (int64_t Hkv : {8, 4}) {
+    PagedKvLayout L{num_blocks, Hkv, 16, D};
+    for (int S : batches)
+      for (int ctx : ctxs) {
+        std::vector<int32_t> c(static_cast<size_t>(S), ctx);
+        CK(cudaMemcpy(d_ctx, c.data(), S * 4, cudaMemcpyHostToDevice));
+        cuda::PagedAttentionCudaParams pp{};
+        pp.q = q_post, pp.k_cache = k, pp.v_cache = v, pp.out = out, pp.out_bf16 = true;
+        pp.query_start = d_qs, pp.context_lens = d_ctx, pp.block_tables = d_table;
+        pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = blocks_per_seq, pp.num_q_heads = Hq;
+        pp.scale = 1.0f / std::sqrt(128.0f), pp.layout = L;
+        const cuda::DecodePlan plan = cuda::plan_decode(pp, ctx, sms);
+        const float full_us = time_graph(st, [&] { cuda::paged_decode(pp, plan, dws, st); });
+        const double bytes = static_cast<double>(S) * ctx * Hkv * D * 2 * 2;
+        for (float rate : rates)
+          for (bool clustered : {false, true}) {
+            cuda::MacCudaParams p{};
+            p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
+            p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;
+            p.num_seqs = S, p.max_blocks_per_seq = blocks_per_seq, p.num_q_heads = Hq;
+            p.scale = pp.scale, p.layout = L;
+            p.cfg.gen_min = 0;
+            p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
+            p.decisions = dec, p.counters = counters;
+            p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
+            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, sms);
+            const cuda::MacWorkspace w{ws, ws_bytes};
+            CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
+            if (cuda::mac_decode(p, w, ctx, st) != 0) {
+              std::fprintf(stderr, "mac_decode failed\n");
+              return 1;
+            }
+            cuda::MacCounters cnt;
+            CK(cudaMemcpy(&cnt, counters, sizeof(cnt), cudaMemcpyDeviceToHost));
+            p.counters = nullptr;
+            const float mac_us = time_graph(st, [&] { cuda::mac_decode(p, w, ctx, st); });
+            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%.1f,%.2f,%.0f,%.3f,%.3f\n", (long long)Hkv, S, ctx, rate,
+                        clustered ? "group" : "head", mac_us, full_us, full_us / mac_us, bytes / (full_us * 1e3),
+                        static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full,
+                        static_cast<double>(cnt.hit_heads) / cnt.heads);
+            std::fflush(stdout);
+            if (rate == 0.0f) break;  // clustered = independent at 0
+          }
+      }
+  }
+  CK(cudaGetLastError());
+  return 0;
+}
