@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "macserve/core/error.h"
+#include "macserve/core/logging.h"
 
 namespace macserve::models {
 namespace {
@@ -74,6 +75,18 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be) : config_(ckpt.con
   kernels::cpu::rope_inv_freq(rp, host_freq.data_as<float>());
   inv_freq_ = be.alloc(DType::kF32, {c.head_dim / 2});
   be.copy_from_host(host_freq.data(), inv_freq_);
+  const char* env = std::getenv("MACSERVE_CUDA_GRAPHS");  // env: MACSERVE_CUDA_GRAPHS=0 disables
+  graphs_enabled_ = be.supports_graphs() && !(env != nullptr && std::string(env) == "0");
+}
+
+void LlamaModel::set_graphs(bool enabled) {
+  graphs_enabled_ = enabled && be_.supports_graphs();
+  if (!graphs_enabled_) drop_graphs();
+}
+
+void LlamaModel::drop_graphs() {
+  for (const auto& g : graphs_) be_.drop_graph(g.second);
+  graphs_.clear();
 }
 
 // [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side. Fused on
@@ -103,6 +116,7 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
   const DType act = be_.activation_dtype();  // inputs of linear layers: f32 on CPU, bf16 on CUDA
   if (num_tokens > ws_tokens_) {
     ws_tokens_ = num_tokens;
+    ++ws_generation_;
     residual_ = be_.alloc(DType::kF32, {num_tokens, c.hidden_size});
     normed_ = be_.alloc(act, {num_tokens, c.hidden_size});
     q_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
@@ -120,6 +134,7 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
   }
   if (num_logits > ws_logits_) {
     ws_logits_ = num_logits;
+    ++ws_generation_;
     last_hidden_ = be_.alloc(act, {num_logits, c.hidden_size});
     logits_ = be_.alloc(DType::kF32, {num_logits, c.vocab_size});
     logits_rows_ = be_.alloc(DType::kI32, {num_logits});
@@ -130,8 +145,10 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
 void LlamaModel::upload_inputs(const StepInputs& in) {
   const int64_t T = in.num_tokens();
   auto put = [&](const auto& vec, Tensor& dst, DType dtype, std::vector<int64_t> shape) {
-    if (!dst.defined() || dst.numel() < static_cast<int64_t>(vec.size()) || dst.dtype() != dtype)
+    if (!dst.defined() || dst.numel() < static_cast<int64_t>(vec.size()) || dst.dtype() != dtype) {
       dst = be_.alloc(dtype, {static_cast<int64_t>(vec.size())});
+      ++ws_generation_;
+    }
     Tensor view = dst.reshape({dst.numel()}).slice_rows(0, static_cast<int64_t>(vec.size())).reshape(shape);
     if (!vec.empty()) be_.copy_from_host(vec.data(), view);
     return view;
@@ -152,6 +169,7 @@ void LlamaModel::upload_inputs(const StepInputs& in) {
   for (int64_t s = 0; s < in.num_seqs(); ++s)
     step_meta_.max_query_len = std::max<int64_t>(step_meta_.max_query_len, in.query_start[s + 1] - in.query_start[s]);
   step_meta_.max_context_len = *std::max_element(in.context_lens.begin(), in.context_lens.end());
+  if (!in.logits_rows.empty()) be_.copy_from_host(in.logits_rows.data(), logits_rows_.slice_rows(0, in.logits_rows.size()));
 }
 
 void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
@@ -217,11 +235,104 @@ void LlamaModel::attention(int64_t layer, const StepInputs& in, const KvCacheVie
 
 Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out) {
   validate(in, kv);
-  const ModelConfig& c = config_;
+  if (graph_eligible(in)) return forward_graph(in, kv);
   const int64_t T = in.num_tokens();
   const int64_t R = static_cast<int64_t>(in.logits_rows.size());
   ensure_workspace(T, std::max<int64_t>(R, 1));
   upload_inputs(in);
+  return run_layers(in, kv, mac_out);
+}
+
+namespace {
+constexpr int64_t kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+constexpr std::size_t kMaxGraphs = 64;  // captured graphs kept per model (oldest dropped first)
+// Block-table width bucket: x rounded up to an eighth of its power-of-two octave (>= 8), so the
+// attention planned for the bucket's capacity wastes at most 1/8 of its splits.
+int64_t width_bucket(int64_t x) {
+  int64_t p = 8;
+  while (p < x) p *= 2;
+  const int64_t step = std::max<int64_t>(1, p / 16);
+  return std::max<int64_t>(8, (x + step - 1) / step * step);
+}
+}  // namespace
+
+bool LlamaModel::graph_eligible(const StepInputs& in) const {
+  const int64_t S = in.num_seqs();
+  if (!graphs_enabled_ || in.mac.enabled || in.num_tokens() != S || S > kGraphBuckets[std::size(kGraphBuckets) - 1])
+    return false;
+  if (static_cast<int64_t>(in.logits_rows.size()) != S) return false;
+  for (int64_t s = 0; s < S; ++s)
+    if (in.logits_rows[static_cast<std::size_t>(s)] != s) return false;
+  return true;
+}
+
+// Pads a decode step to its batch bucket B (extra rows: token 0 at position 0, KV slot -1 so
+// nothing is written, context 1 over block 0) and its block tables to a bucketed width, so that
+// every pointer and shape the kernels see is fixed per (B, width); the attention is planned for the
+// width's capacity. The first step of a key runs eagerly (allocating any lazy workspace) and is
+// then captured; later steps upload their inputs and replay.
+Tensor LlamaModel::forward_graph(const StepInputs& in, const KvCacheView& kv) {
+  const int64_t S = in.num_seqs();
+  const int64_t B = *std::lower_bound(std::begin(kGraphBuckets), std::end(kGraphBuckets), S);
+  const int64_t W = width_bucket(in.max_blocks_per_seq);
+  StepInputs& p = padded_;
+  p.token_ids.assign(in.token_ids.begin(), in.token_ids.end());
+  p.token_ids.resize(static_cast<std::size_t>(B), 0);
+  p.positions.assign(in.positions.begin(), in.positions.end());
+  p.positions.resize(static_cast<std::size_t>(B), 0);
+  p.slot_mapping.assign(in.slot_mapping.begin(), in.slot_mapping.end());
+  p.slot_mapping.resize(static_cast<std::size_t>(B), -1);
+  p.context_lens.assign(in.context_lens.begin(), in.context_lens.end());
+  p.context_lens.resize(static_cast<std::size_t>(B), 1);
+  p.query_start.resize(static_cast<std::size_t>(B + 1));
+  p.logits_rows.resize(static_cast<std::size_t>(B));
+  for (int64_t s = 0; s <= B; ++s) p.query_start[static_cast<std::size_t>(s)] = static_cast<int32_t>(s);
+  for (int64_t s = 0; s < B; ++s) p.logits_rows[static_cast<std::size_t>(s)] = static_cast<int32_t>(s);
+  p.max_blocks_per_seq = W;
+  p.block_tables.assign(static_cast<std::size_t>(B * W), 0);
+  for (int64_t s = 0; s < S; ++s)
+    std::copy_n(in.block_tables.begin() + s * in.max_blocks_per_seq, in.max_blocks_per_seq,
+                p.block_tables.begin() + s * W);
+  p.mac = {};
+
+  ensure_workspace(B, B);
+  upload_inputs(p);
+  step_meta_.max_context_len = W * kv.layout.block_size;  // plan for the width: fixed per graph
+  if (graphs_generation_ != ws_generation_) {  // buffers moved: every graph points at old ones
+    drop_graphs();
+    graphs_generation_ = ws_generation_;
+  }
+  const std::pair<int64_t, int64_t> key{B, W};
+  for (const auto& [k, handle] : graphs_) {
+    if (k != key) continue;
+    be_.replay_graph(handle);
+    return logits_.slice_rows(0, S);
+  }
+  // First step of this key: eager (it also allocates what the kernels create lazily), then capture.
+  const int64_t generation = ws_generation_;
+  Tensor logits = run_layers(p, kv, nullptr);
+  if (ws_generation_ != generation) return logits.slice_rows(0, S);
+  try {
+    if (graphs_.size() >= kMaxGraphs) {
+      be_.drop_graph(graphs_.front().second);
+      graphs_.erase(graphs_.begin());
+    }
+    be_.begin_capture();
+    run_layers(p, kv, nullptr);
+    graphs_.emplace_back(key, be_.end_capture());
+  } catch (const std::exception& e) {
+    be_.abort_capture();
+    spdlog::warn("CUDA graph capture of the batch-{} decode step failed, decoding eagerly from now on: {}", B,
+                 e.what());
+    set_graphs(false);
+  }
+  return logits.slice_rows(0, S);
+}
+
+Tensor LlamaModel::run_layers(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out) {
+  const ModelConfig& c = config_;
+  const int64_t T = in.num_tokens();
+  const int64_t R = static_cast<int64_t>(in.logits_rows.size());
   Tensor residual = residual_.slice_rows(0, T), h = normed_.slice_rows(0, T);
   Tensor q = q_.slice_rows(0, T), k = k_.slice_rows(0, T), v = v_.slice_rows(0, T);
   Tensor attn = attn_.slice_rows(0, T), proj = proj_.slice_rows(0, T);
@@ -251,11 +362,11 @@ Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv, MacStepO
       be_.rms_norm(q, nullptr, L.q_norm, q, c.rms_norm_eps);
       be_.rms_norm(k, nullptr, L.k_norm, k, c.rms_norm_eps);
     }
-    // MAC matches the query before RoPE (after q_norm for Qwen3): keep a copy.
-    if (in.mac.enabled) be_.copy(q, q_pre_.slice_rows(0, T));
-    // Rotary position embedding, then this step's K/V into the paged cache.
-    be_.rope(q, k, step_meta_.positions, inv_freq_);
-    be_.kv_write(k, v, kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], step_meta_, kv.layout);
+    // Rotary position embedding, then this step's K/V into the paged cache; MAC matches the query
+    // before RoPE (after q_norm for Qwen3), so it keeps a copy (one fused kernel on CUDA).
+    const Tensor q_pre = q_pre_.slice_rows(0, T);
+    be_.rope_kv_write(q, k, v, in.mac.enabled ? &q_pre : nullptr, step_meta_.positions, inv_freq_,
+                      kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], step_meta_, kv.layout);
     // Causal attention over the paged cache: prefill chunks exact, decodes through MAC when on.
     attention(i, in, kv, q, attn, mac_out);
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
@@ -269,7 +380,6 @@ Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv, MacStepO
   be_.rms_norm(proj, &residual, final_norm_, h, c.rms_norm_eps);
   if (R == 0) return logits_.slice_rows(0, 0);
   Tensor rows = logits_rows_.slice_rows(0, R);
-  be_.copy_from_host(in.logits_rows.data(), rows);
   Tensor last = last_hidden_.slice_rows(0, R);
   be_.gather_rows(h, rows, last);
   Tensor logits = logits_.slice_rows(0, R);

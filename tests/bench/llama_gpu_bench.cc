@@ -53,7 +53,9 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
     in.block_tables.insert(in.block_tables.end(), table, table + pages);
     in.logits_rows.push_back(static_cast<int32_t>(s));
   }
-  std::vector<float> logits;
+  // Like the model runner: one logits buffer for the whole run, page-locked.
+  std::vector<float> logits(static_cast<std::size_t>(batch * model.config().vocab_size));
+  be.register_host_buffer(logits.data(), logits.size() * sizeof(float));
   auto step = [&] {
     Tensor l = model.forward(in, kv);
     logits.resize(static_cast<std::size_t>(l.numel()));
@@ -88,6 +90,7 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
   float total = 0;
   cudaEventElapsedTime(&total, a, b);
   for (int i = 0; i < kSteps; ++i) cudaEventDestroy(begin[i]), cudaEventDestroy(end[i]);
+  be.unregister_host_buffer(logits.data());
   return {median(wall), total / kSteps, median(idle)};
 }
 
@@ -126,12 +129,14 @@ int main(int argc, char** argv) {
   const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
   std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n", cfg.c_str(), load_s,
                weights / 1e9);
-  std::printf("scenario,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
+  std::printf("scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
   struct Scenario { const char* name; int64_t batch, ctx; };
-  for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}}) {
+  for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}})
+  for (int graphs : {0, 1}) {
+    model->set_graphs(graphs != 0);  // decode steps replayed from CUDA graphs (1) or eager launches (0)
     const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
     const double floor_ms = (weights + kv_per_token * s.batch * s.ctx) / 4.52e12 * 1e3;
-    std::printf("%s,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, static_cast<long long>(s.batch),
+    std::printf("%s,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, graphs, static_cast<long long>(s.batch),
                 static_cast<long long>(s.ctx), r.step_ms, r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms,
                 r.step_ms / floor_ms);
     std::fflush(stdout);

@@ -39,6 +39,7 @@ class BackendHarness {
   }
 
   const ModelConfig& config() const { return model_->config(); }
+  models::Model& model() { return *model_; }
 
   // One forward over the chunks; returns the logits of every token of every chunk, in order.
   std::vector<std::vector<float>> step(const std::vector<Chunk>& chunks) {

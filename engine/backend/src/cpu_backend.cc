@@ -145,6 +145,10 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 
+void Backend::throw_unsupported(const char* what) const {
+  throw_error(ErrorCode::kUnsupported, "{} is not supported by the {} backend", what, name());
+}
+
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 
 }  // namespace macserve::backend

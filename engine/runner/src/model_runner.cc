@@ -23,6 +23,7 @@ ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache:
 
 ModelRunner::~ModelRunner() {
   if (dump_ != nullptr) std::fclose(dump_);
+  if (logits_pinned_ != nullptr) backend_.unregister_host_buffer(logits_pinned_);
 }
 
 models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
@@ -66,7 +67,17 @@ const std::vector<float>& ModelRunner::run(const SchedulerOutput& batch) {
   if (mac_.enabled && mac_.audit_rate > 0.0)
     in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
   Tensor logits = model_.forward(in, kv_.view(), mac_.enabled ? &mac_out : nullptr);
-  logits_.resize(static_cast<std::size_t>(logits.numel()));
+  const auto n = static_cast<std::size_t>(logits.numel());
+  if (n > logits_.capacity() && logits_pinned_ != nullptr) {  // about to move: unpin first
+    backend_.unregister_host_buffer(logits_pinned_);
+    logits_pinned_ = nullptr;
+  }
+  logits_.resize(n);
+  if (logits_pinned_ == nullptr && logits_.capacity() * sizeof(float) >= (std::size_t{1} << 20)) {
+    // Large logits (big batches): page-lock the buffer so the device copies straight into it.
+    logits_pinned_ = logits_.data();
+    backend_.register_host_buffer(logits_pinned_, logits_.capacity() * sizeof(float));
+  }
   if (logits.numel() > 0) backend_.copy_to_host(logits, logits_.data());
   if (mac_.enabled) {
     account_mac(batch, in, mac_out);

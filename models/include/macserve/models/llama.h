@@ -15,6 +15,8 @@ class LlamaModel final : public Model {
   const ModelConfig& config() const override { return config_; }
   Tensor forward(const StepInputs& inputs, const KvCacheView& kv, MacStepOutputs* mac_out = nullptr) override;
   int64_t weight_bytes() const override;
+  void set_graphs(bool enabled) override;
+  ~LlamaModel() override { drop_graphs(); }
 
  private:
   struct Layer {
@@ -30,6 +32,12 @@ class LlamaModel final : public Model {
   void validate(const StepInputs& in, const KvCacheView& kv) const;
   void ensure_workspace(int64_t num_tokens, int64_t num_logits);
   void upload_inputs(const StepInputs& in);
+  // Embedding -> layers -> logits of the uploaded step (no host copies: graph-capturable).
+  Tensor run_layers(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out);
+  // A pure decode step padded to its batch bucket and replayed from a graph (nullopt: not eligible).
+  bool graph_eligible(const StepInputs& in) const;
+  Tensor forward_graph(const StepInputs& in, const KvCacheView& kv);
+  void drop_graphs();
   void attention(int64_t layer, const StepInputs& in, const KvCacheView& kv, const Tensor& q, const Tensor& attn,
                  MacStepOutputs* mac_out);
 
@@ -45,6 +53,14 @@ class LlamaModel final : public Model {
   Tensor last_hidden_, logits_, logits_rows_;
   backend::AttentionMeta meta_;       // backing storage
   backend::AttentionMeta step_meta_;  // views for the current step
+  int64_t ws_generation_ = 0;         // bumped whenever a workspace or meta buffer moves
+
+  // Decode graphs: key (batch bucket, block-table width bucket) -> backend graph handle, valid
+  // while the workspace generation is the one they were captured with.
+  bool graphs_enabled_ = false;
+  int64_t graphs_generation_ = -1;
+  std::vector<std::pair<std::pair<int64_t, int64_t>, int64_t>> graphs_;
+  StepInputs padded_;
 };
 
 }  // namespace macserve::models

@@ -24,6 +24,9 @@ class Model {
   virtual Tensor forward(const StepInputs& inputs, const KvCacheView& kv, MacStepOutputs* mac_out = nullptr) = 0;
   // Bytes of weights resident on the backend.
   virtual int64_t weight_bytes() const = 0;
+  // Pure decode steps replayed from graphs captured per batch-size bucket, where the backend
+  // supports it (CUDA; on by default, env MACSERVE_CUDA_GRAPHS=0 turns it off). No-op elsewhere.
+  virtual void set_graphs(bool enabled) { (void)enabled; }
 };
 
 // Architectures create_model() accepts.

@@ -30,6 +30,7 @@ struct AttentionMeta {
 class Backend {
  public:
   virtual ~Backend() = default;
+  [[noreturn]] void throw_unsupported(const char* what) const;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
   // Element type of activations that feed linear layers (normed hidden, attention output, MLP
@@ -50,6 +51,21 @@ class Backend {
   virtual void copy_from_host(const void* src, const Tensor& dst) = 0;
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same device, same size
   virtual void synchronize() = 0;
+  // Page-locks a host buffer the caller keeps (and unregisters before freeing it), so that
+  // copy_to_host into it runs at full bus speed without a bounce copy. No-op on the CPU.
+  virtual void register_host_buffer(void* p, size_t bytes) { (void)p, (void)bytes; }
+  virtual void unregister_host_buffer(void* p) { (void)p; }
+
+  // ---- graphs ----------------------------------------------------------------------------------
+  // Whether the ops this backend enqueues can be captured into a graph and replayed (CUDA graphs).
+  // Between begin_capture and end_capture ops are recorded, not run; nothing may allocate or copy
+  // to or from the host then. end_capture returns a handle for replay_graph until drop_graph.
+  virtual bool supports_graphs() const { return false; }
+  virtual void begin_capture() { throw_unsupported("graph capture"); }
+  virtual int64_t end_capture() { throw_unsupported("graph capture"); }
+  virtual void abort_capture() {}
+  virtual void replay_graph(int64_t handle) { (void)handle; throw_unsupported("graph replay"); }
+  virtual void drop_graph(int64_t handle) { (void)handle; }
 
   // ---- ops (shapes in kernels/include/macserve/kernels/*.h) -----------------------------------
   virtual void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
@@ -59,6 +75,17 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
   virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
                     const Tensor& inv_freq) = 0;
+  // The attention prologue of a layer: q_pre (if not null) = q before RoPE, RoPE on q (in place)
+  // and k, then k and v into the paged cache at meta.slot_mapping (slots < 0 skipped). Afterwards k
+  // is unspecified (CUDA fuses all of it into one kernel and leaves k unrotated). The default is the
+  // three separate ops (the CPU path).
+  virtual void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre,
+                             const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
+                             const Tensor& v_cache, const AttentionMeta& meta, const kernels::PagedKvLayout& layout) {
+    if (q_pre != nullptr) copy(q, *q_pre);
+    rope(q, k, positions, inv_freq);
+    kv_write(k, v, k_cache, v_cache, meta, layout);
+  }
   virtual void swiglu(const Tensor& gate_up, const Tensor& out) = 0;
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache,

@@ -67,6 +67,7 @@ class ModelRunner {
   std::FILE* dump_ = nullptr;
   int64_t dump_steps_ = 0;
   std::vector<float> logits_;
+  float* logits_pinned_ = nullptr;  // logits_.data() while page-locked by the backend
 };
 
 }  // namespace macserve::engine
