@@ -50,7 +50,7 @@ ApiError error_from_engine(const engine::RequestOutput& out) {
   }
   e.status = 500;
   e.type = "server_error";
-  e.message = "The server had an error while processing your request. Sorry about that!";
+  e.message = "internal server error while processing the request";
   return e;
 }
 

@@ -148,7 +148,7 @@ std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view bod
   ApiError e;
   e.status = 500;
   e.type = "server_error";
-  e.message = "The server had an error while processing your request. Sorry about that!";
+  e.message = "internal server error while processing the request";
   return e;
 }
 

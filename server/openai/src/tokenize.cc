@@ -24,7 +24,7 @@ std::variant<std::string, ApiError> guarded(F&& f) {
   ApiError e;
   e.status = 500;
   e.type = "server_error";
-  e.message = "The server had an error while processing your request. Sorry about that!";
+  e.message = "internal server error while processing the request";
   return e;
 }
 
