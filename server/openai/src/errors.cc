@@ -1,5 +1,6 @@
 // OpenAI's error envelope and the mapping of engine failures onto it.
 #include "json_fields.h"
+#include "macserve/core/error.h"
 #include "macserve/openai/protocol.h"
 
 namespace macserve::openai {
@@ -9,6 +10,26 @@ std::string ApiError::to_json() const {
   if (!param.empty()) err["param"] = param;
   if (!code.empty()) err["code"] = code;
   return detail::dump(detail::json{{"error", std::move(err)}});
+}
+
+ApiError ApiError::internal() {
+  ApiError e;
+  e.status = 500;
+  e.type = "server_error";
+  e.message = "internal server error while processing the request";
+  return e;
+}
+
+ApiError detail::error_from_exception(std::exception_ptr ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const detail::ApiException& e) {
+    return e.error;
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kInvalidArgument) return ApiError::invalid(detail::sanitize_utf8(e.what()));
+  } catch (...) {
+  }
+  return ApiError::internal();
 }
 
 ApiError ApiError::invalid(std::string message, std::string param) {
@@ -48,10 +69,7 @@ ApiError error_from_engine(const engine::RequestOutput& out) {
     case engine::ErrorKind::kInternal:
       break;
   }
-  e.status = 500;
-  e.type = "server_error";
-  e.message = "internal server error while processing the request";
-  return e;
+  return ApiError::internal();
 }
 
 }  // namespace macserve::openai

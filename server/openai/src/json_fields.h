@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
@@ -23,6 +25,18 @@ struct ApiException {
 };
 
 [[noreturn]] void fail(std::string message, std::string param);
+
+// Runs f() and turns whatever it throws into the ApiError the public functions return: an
+// ApiException as it is, macserve::Error(kInvalidArgument) as a 400, anything else as a 500.
+ApiError error_from_exception(std::exception_ptr e);
+template <class R, class F>
+std::variant<R, ApiError> guarded(F&& f) {
+  try {
+    return f();
+  } catch (...) {
+    return error_from_exception(std::current_exception());
+  }
+}
 
 // Nesting deeper than this is rejected before nlohmann builds a DOM (hostile bodies).
 inline constexpr int kMaxJsonDepth = 64;

@@ -137,19 +137,7 @@ Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const S
 }  // namespace
 
 std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body, const ServedModel& model) {
-  try {
-    return prepare_or_throw(endpoint, body, model);
-  } catch (const detail::ApiException& e) {
-    return e.error;
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInvalidArgument) return ApiError::invalid(detail::sanitize_utf8(e.what()));
-  } catch (const std::exception&) {
-  }
-  ApiError e;
-  e.status = 500;
-  e.type = "server_error";
-  e.message = "internal server error while processing the request";
-  return e;
+  return detail::guarded<Prepared>([&] { return prepare_or_throw(endpoint, body, model); });
 }
 
 }  // namespace macserve::openai

@@ -11,29 +11,13 @@ namespace {
 
 using detail::json;
 
-template <class F>
-std::variant<std::string, ApiError> guarded(F&& f) {
-  try {
-    return f();
-  } catch (const detail::ApiException& e) {
-    return e.error;
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInvalidArgument) return ApiError::invalid(detail::sanitize_utf8(e.what()));
-  } catch (const std::exception&) {
-  }
-  ApiError e;
-  e.status = 500;
-  e.type = "server_error";
-  e.message = "internal server error while processing the request";
-  return e;
-}
 
 }  // namespace
 
 // {"prompt": str, "add_special_tokens": true} or {"messages": [...], "add_generation_prompt": true,
 // "add_special_tokens": false, "chat_template_kwargs": {...}} -> {"count", "max_model_len", "tokens"}.
 std::variant<std::string, ApiError> tokenize(std::string_view body_text, const ServedModel& model) {
-  return guarded([&]() -> std::string {
+  return detail::guarded<std::string>([&]() -> std::string {
     if (model.tokenizer == nullptr) throw std::logic_error("ServedModel without a tokenizer");
     const json body = detail::parse_body(body_text);
     detail::check_model(body, model);
@@ -52,7 +36,7 @@ std::variant<std::string, ApiError> tokenize(std::string_view body_text, const S
 
 // {"tokens": [ids]} -> {"prompt": text} (special tokens kept, as vLLM's decode does).
 std::variant<std::string, ApiError> detokenize(std::string_view body_text, const ServedModel& model) {
-  return guarded([&]() -> std::string {
+  return detail::guarded<std::string>([&]() -> std::string {
     if (model.tokenizer == nullptr) throw std::logic_error("ServedModel without a tokenizer");
     const json body = detail::parse_body(body_text);
     detail::check_model(body, model);

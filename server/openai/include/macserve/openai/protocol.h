@@ -26,6 +26,7 @@ struct ApiError {
   std::string to_json() const;
 
   static ApiError invalid(std::string message, std::string param = {});
+  static ApiError internal();  // 500 without details
 };
 
 // The status and envelope for a request the engine finished with FinishReason::kError
