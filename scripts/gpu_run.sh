@@ -55,7 +55,10 @@ if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   summary+="decode_bench rc=$?\n"
   timeout 150 "$P/bin/llama_gpu_bench" "$PWD/configs/llama-3.1-8b" > "$OUT/gpu_llama8b.csv" 2>> "$OUT/bench.err"
   summary+="llama_gpu_bench rc=$?\n"
-  cat "$OUT/gpu_decode.csv" "$OUT/gpu_llama8b.csv" "$OUT/bench.err"
+  MACSERVE_CUDA_ATTENTION=general timeout 100 "$P/bin/llama_gpu_bench" "$PWD/configs/llama-3.1-8b" prefill \
+    > "$OUT/gpu_llama8b_prefill_general.csv" 2>> "$OUT/bench.err"
+  summary+="llama_gpu_bench prefill (general kernel) rc=$?\n"
+  cat "$OUT/gpu_decode.csv" "$OUT/gpu_llama8b.csv" "$OUT/gpu_llama8b_prefill_general.csv" "$OUT/bench.err"
 fi
 # The decode grid last: its long contexts (CPU oracle) take the most time.
 # DECODE_TEST_LIMIT=0 skips it.

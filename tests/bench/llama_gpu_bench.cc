@@ -3,7 +3,7 @@
 // GPU idle time between steps. The KV cache holds random bf16 values (no prefill is run: the
 // decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
 // host), so the scheduler and sampler are not included. Prints CSV on stdout.
-//   llama_gpu_bench [config dir, default configs/llama-3.1-8b]
+//   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -131,14 +131,52 @@ int main(int argc, char** argv) {
                weights / 1e9);
   std::printf("scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
   struct Scenario { const char* name; int64_t batch, ctx; };
+  const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";
   for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}})
   for (int graphs : {0, 1}) {
+    if (prefill_only) break;
     model->set_graphs(graphs != 0);  // decode steps replayed from CUDA graphs (1) or eager launches (0)
     const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
     const double floor_ms = (weights + kv_per_token * s.batch * s.ctx) / 4.52e12 * 1e3;
     std::printf("%s,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, graphs, static_cast<long long>(s.batch),
                 static_cast<long long>(s.ctx), r.step_ms, r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms,
                 r.step_ms / floor_ms);
+    std::fflush(stdout);
+  }
+  // Prefill: one sequence's 2048-token chunk after 0 / 2048 tokens of prior context (flash prefill
+  // kernel; eager launches). Time per chunk, median of 5, CUDA events.
+  std::printf("scenario,prior_context,chunk,ms,tokens_per_s\n");
+  for (int64_t prior : {0, 2048}) {
+    const int64_t chunk = 2048, ctx = prior + chunk, pages = (ctx + bs - 1) / bs;
+    models::StepInputs in;
+    in.max_blocks_per_seq = pages;
+    in.query_start = {0, static_cast<int32_t>(chunk)};
+    in.context_lens = {static_cast<int32_t>(ctx)};
+    in.block_tables.assign(pool.begin(), pool.begin() + pages);
+    for (int64_t t = 0; t < chunk; ++t) {
+      const int64_t pos = prior + t;
+      in.token_ids.push_back(static_cast<int32_t>((t * 7919 + 13) % 128000));
+      in.positions.push_back(static_cast<int32_t>(pos));
+      in.slot_mapping.push_back(static_cast<int64_t>(pool[pos / bs]) * bs + pos % bs);
+    }
+    in.logits_rows = {static_cast<int32_t>(chunk - 1)};
+    auto st = static_cast<cudaStream_t>(backend::cuda_stream(*be));
+    std::vector<double> ms;
+    for (int i = 0; i < 6; ++i) {
+      cudaEvent_t a, b;
+      cudaEventCreate(&a), cudaEventCreate(&b);
+      cudaEventRecord(a, st);
+      model->forward(in, kv);
+      cudaEventRecord(b, st);
+      cudaEventSynchronize(b);
+      float t = 0;
+      cudaEventElapsedTime(&t, a, b);
+      if (i > 0) ms.push_back(t);
+      cudaEventDestroy(a), cudaEventDestroy(b);
+    }
+    const double med = median(ms);
+    std::printf("prefill,%lld,%lld,%.3f,%.0f\n", static_cast<long long>(prior), static_cast<long long>(chunk), med,
+                chunk / med * 1e3);
     std::fflush(stdout);
   }
   return 0;

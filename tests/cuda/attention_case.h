@@ -15,6 +15,7 @@ struct AttentionCase {
   std::vector<int32_t> context_lens;  // per sequence (>= num_queries)
   int64_t num_q_heads = 8, num_kv_heads = 2, head_dim = 128, block_size = 16;
   uint64_t seed = 1;
+  int64_t max_query_len = -1;  // -1: the true longest chunk; 0 ("unknown") keeps 1-query steps off the decode kernel
 };
 
 struct AttentionResult {
@@ -58,7 +59,7 @@ inline AttentionResult run_attention_case(backend::Backend& gpu, const Attention
   gm.block_tables = to_device_raw(gpu, tables, DType::kI32);
   gm.num_seqs = S;
   gm.max_blocks_per_seq = max_blocks;
-  gm.max_query_len = max_q;
+  gm.max_query_len = c.max_query_len >= 0 ? c.max_query_len : max_q;
   gm.max_context_len = max_ctx;
   Tensor qd = to_device(gpu, q, DType::kF32, {T, c.num_q_heads, D});
   Tensor out = gpu.alloc(DType::kBF16, {T, c.num_q_heads, D});

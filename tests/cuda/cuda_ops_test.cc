@@ -1,6 +1,7 @@
 // Every CUDA op against the CPU float32 oracle on fresh random inputs of several shapes: outputs
 // poisoned with NaN before each run (so every element must be written), relative L2 within the
 // tolerance of the op's precision (bf16 operands or outputs: 1e-2; f32 paths: 1e-5).
+#include <cstdio>
 #include <numeric>
 
 #include "attention_case.h"
@@ -270,6 +271,38 @@ TEST(CudaOps, PagedAttentionGeneralPrefillAndMixed) {
     const AttentionResult r = run_attention_case(*gpu, c);
     EXPECT_LT(r.rel, kBf16Tol) << "Hq " << sh.hq << " Hkv " << sh.hkv << " D " << sh.d << " bs " << sh.bs;
   }
+}
+
+// The flash prefill kernel (every non-decode step with head_dim 64/128 and group <= 8): prefill
+// chunks of 1, 7, 16, 100 and 1000 queries, each after prior context (chunked prefill), in one
+// step, for group sizes 1-8 and head_dim 64/128 (max_query_len 0 sends the chunk of 1 there too).
+TEST(CudaOps, FlashPrefillChunksWithPriorContext) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  for (int64_t D : {64, 128}) {
+    for (int64_t G : {1, 2, 3, 4, 5, 8}) {
+      AttentionCase c;
+      c.num_kv_heads = 2;
+      c.num_q_heads = 2 * G;
+      c.head_dim = D;
+      c.num_queries = {1, 7, 16, 100, 1000};
+      c.context_lens = {301, 57, 16, 1100, 1500};
+      c.seed = static_cast<uint64_t>(D * 10 + G);
+      c.max_query_len = 0;
+      const AttentionResult r = run_attention_case(*gpu, c);
+      EXPECT_LT(r.rel, kBf16Tol) << "G " << G << " D " << D;
+      std::printf("flash prefill G %lld D %lld: rel_l2 %.2e\n", static_cast<long long>(G), static_cast<long long>(D),
+                  r.rel);
+    }
+  }
+  // Only chunks of one query each (a step of single-token prefills), block size 32.
+  AttentionCase c;
+  c.num_q_heads = 32;
+  c.num_kv_heads = 8;
+  c.block_size = 32;
+  c.num_queries = {1, 1, 1};
+  c.context_lens = {1, 77, 1000};
+  c.max_query_len = 0;
+  EXPECT_LT(run_attention_case(*gpu, c).rel, kBf16Tol);
 }
 
 }  // namespace

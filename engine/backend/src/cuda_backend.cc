@@ -343,7 +343,10 @@ class CudaBackend final : public Backend {
     const bool decode = meta.max_query_len == 1 && meta.max_context_len > 0 && !force_general_ &&
                         kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads, layout.block_size);
     if (!decode) {
-      check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");
+      if (!force_general_ && kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads))
+        check_launch(kc::paged_prefill_flash(p, stream_), "paged_prefill_flash");
+      else
+        check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");
       return;
     }
     // Plan once per step: every layer of a step has the same batch and context lengths.

@@ -1,7 +1,7 @@
 // Paged causal attention on CUDA over the bf16 paged KV cache (paged_kv.h); q f32 (post-RoPE), out
 // bf16 or f32. Same semantics as kernels/attention.h (cpu::paged_attention).
 //
-// Two kernels:
+// Three kernels:
 //  - paged_attention_general: any step (prefill chunks, mixed batches, decode), any block size,
 //    head_dim <= 256, any GQA group. One CTA per (token, kv head), K/V tiles through shared memory,
 //    online softmax.
@@ -33,6 +33,12 @@ struct PagedAttentionCudaParams {
 };
 
 int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);
+
+// Flash-style prefill (paged_prefill_flash.cu): any step (prefill chunks with prior context, mixed
+// batches), head_dim 64 or 128, group size 1-8, any block size. Tiles of up to 64 (query, q head)
+// rows x 32 keys in shared memory with an online softmax: K/V are read once per tile of queries.
+bool prefill_flash_supported(int64_t head_dim, int64_t group);
+int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream);
 
 // Work partition of one decode step, shared by every layer.
 struct DecodePlan {
