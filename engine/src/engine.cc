@@ -15,10 +15,6 @@
 namespace macserve::engine {
 namespace {
 
-double seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
 // EOS ids: the tokenizer's, the config's, and generation_config.json's (which may list several).
 std::vector<int32_t> collect_eos(const std::string& model_path, const ModelConfig& cfg,
                                  const tokenizer::Tokenizer& tok) {
@@ -242,7 +238,7 @@ std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
 
 double EngineImpl::seconds_since_progress() const {
   const Clock::time_point last{Clock::duration{heartbeat_.load(std::memory_order_relaxed)}};
-  return std::chrono::duration<double>(Clock::now() - last).count();
+  return seconds(last, Clock::now());
 }
 
 EngineStats EngineImpl::stats() const {

@@ -14,6 +14,10 @@
 
 namespace macserve::engine {
 
+inline double seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
 class EngineImpl final : public Engine {
  public:
   explicit EngineImpl(const EngineConfig& cfg);
