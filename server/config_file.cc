@@ -6,15 +6,10 @@
 #include <fstream>
 
 #include "macserve/core/error.h"
+#include "text_util.h"
 
 namespace macserve::server {
 namespace {
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return {};
-  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
-}
 
 std::string env_name(const std::string& key) {
   std::string env = "MACSERVE_" + key;

@@ -17,6 +17,7 @@
 #include "macserve/engine/engine.h"
 #include "macserve/http/server.h"
 #include "macserve/metrics/metrics.h"
+#include "text_util.h"
 
 #ifndef MACSERVE_VERSION
 #define MACSERVE_VERSION "0.0.0"
@@ -44,13 +45,6 @@ std::string read_text_file(const std::string& path, const char* what) {
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-std::string trim(std::string s) {
-  auto not_space = [](unsigned char c) { return !std::isspace(c); };
-  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
-  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
-  return s;
 }
 
 // The "model" name clients use: --served-model-name, else the model file or directory name.
