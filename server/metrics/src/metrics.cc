@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include <prometheus/counter.h>
+#include <prometheus/family.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
@@ -65,6 +66,7 @@ struct ServerMetrics::Impl {
   Histogram *ttft = nullptr, *itl = nullptr, *e2e = nullptr, *queue = nullptr, *prefill = nullptr;
   Histogram *prompt_hist = nullptr, *generation_hist = nullptr;
   std::map<std::string, Counter*> success;
+  prometheus::Family<Counter>* http_family = nullptr;
   std::map<int, Counter*> http;
 };
 
@@ -118,6 +120,7 @@ ServerMetrics::ServerMetrics(const std::string& model_name) : impl_(std::make_un
                    .Name("macserve:http_responses_total")
                    .Help("HTTP responses by status code.")
                    .Register(*m.registry);
+  m.http_family = &http;
   for (int code : {200, 204, 400, 401, 404, 405, 408, 413, 429, 431, 500, 503}) {
     Labels l = m.labels;
     l["status"] = std::to_string(code);
@@ -154,13 +157,9 @@ void ServerMetrics::on_http_response(int status) {
   std::lock_guard lock(m.mu);
   auto it = m.http.find(status);
   if (it == m.http.end()) {
-    auto& family = prometheus::BuildCounter()
-                       .Name("macserve:http_responses_total")
-                       .Help("HTTP responses by status code.")
-                       .Register(*m.registry);
     Labels l = m.labels;
     l["status"] = std::to_string(status);
-    it = m.http.emplace(status, &family.Add(l)).first;
+    it = m.http.emplace(status, &m.http_family->Add(l)).first;
   }
   it->second->Increment();
 }
