@@ -11,19 +11,11 @@
 #include <random>
 #include <vector>
 
+#include "cuda_bench_util.h"
 #include "macserve/backend/backend.h"
 #include "macserve/backend/cuda_backend.h"
 
 using namespace macserve;
-
-#define CK(x)                                                                                        \
-  do {                                                                                               \
-    cudaError_t e_ = (x);                                                                            \
-    if (e_ != cudaSuccess) {                                                                         \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));                                  \
-      std::exit(1);                                                                                  \
-    }                                                                                                \
-  } while (0)
 
 int main() {
   std::string why;
@@ -68,39 +60,14 @@ int main() {
         const float scale = 1.0f / std::sqrt(static_cast<float>(D));
         gpu->paged_attention(q, kc, vc, out, m, layout, scale);  // warm-up: plan, workspace, attributes
         gpu->synchronize();
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        const int kLaunches = 20;
-        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-        for (int i = 0; i < kLaunches; ++i) gpu->paged_attention(q, kc, vc, out, m, layout, scale);
-        CK(cudaStreamEndCapture(st, &graph));
-        CK(cudaGraphInstantiate(&exec, graph, 0));
-        CK(cudaGraphLaunch(exec, st));
-        cudaEvent_t a, b;
-        CK(cudaEventCreate(&a));
-        CK(cudaEventCreate(&b));
-        std::vector<float> times;
-        for (int r = 0; r < 7; ++r) {
-          CK(cudaEventRecord(a, st));
-          CK(cudaGraphLaunch(exec, st));
-          CK(cudaEventRecord(b, st));
-          CK(cudaEventSynchronize(b));
-          float ms = 0;
-          CK(cudaEventElapsedTime(&ms, a, b));
-          times.push_back(ms * 1000.0f / kLaunches);
-        }
-        std::sort(times.begin(), times.end());
-        const double us = times[times.size() / 2];
+        const double us = median_graph_step_us(st, 20, 7, cudaStreamCaptureModeThreadLocal,
+                                               [&] { gpu->paged_attention(q, kc, vc, out, m, layout, scale); });
         const double bytes = double(batch) * ctx * hkv * D * 2 * 2;
         const double tbs = bytes / (us * 1e-6) / 1e12;
         std::printf("GQA-%lld,%lld,%lld,%lld,%lld,%.1f,%.0f,%.3f,%.3f\n", static_cast<long long>(Hq / hkv),
                     static_cast<long long>(Hq), static_cast<long long>(hkv), static_cast<long long>(batch),
                     static_cast<long long>(ctx), us, bytes, tbs, tbs / 4.52);
         std::fflush(stdout);
-        CK(cudaGraphExecDestroy(exec));
-        CK(cudaGraphDestroy(graph));
-        CK(cudaEventDestroy(a));
-        CK(cudaEventDestroy(b));
       }
     }
   }

@@ -14,49 +14,17 @@
 #include <random>
 #include <vector>
 
+#include "cuda_bench_util.h"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
 
 using namespace macserve::kernels;
 
-#define CK(x)                                                                 \
-  do {                                                                        \
-    cudaError_t e_ = (x);                                                     \
-    if (e_ != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));           \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
-
 template <typename F>
 float time_graph(cudaStream_t st, F&& step) {
-  constexpr int kSteps = 10;
   step();  // warm up
   CK(cudaStreamSynchronize(st));
-  cudaGraph_t g;
-  cudaGraphExec_t ex;
-  CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeGlobal));
-  for (int i = 0; i < kSteps; ++i) step();
-  CK(cudaStreamEndCapture(st, &g));
-  CK(cudaGraphInstantiate(&ex, g, 0));
-  cudaEvent_t a, b;
-  CK(cudaEventCreate(&a));
-  CK(cudaEventCreate(&b));
-  std::vector<float> t;
-  CK(cudaGraphLaunch(ex, st));
-  for (int r = 0; r < 5; ++r) {
-    CK(cudaEventRecord(a, st));
-    CK(cudaGraphLaunch(ex, st));
-    CK(cudaEventRecord(b, st));
-    CK(cudaEventSynchronize(b));
-    float ms;
-    CK(cudaEventElapsedTime(&ms, a, b));
-    t.push_back(ms * 1000.0f / kSteps);
-  }
-  cudaGraphExecDestroy(ex);
-  cudaGraphDestroy(g);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return median_graph_step_us(st, 10, 5, cudaStreamCaptureModeGlobal, step);
 }
 
 int main(int argc, char** argv) {
