@@ -28,6 +28,9 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
   cmd.add_flag("!--no-enable-prefix-caching", cfg.enable_prefix_caching, "Turn the prefix cache off");
   cmd.add_option("--scheduling-policy", cfg.scheduling_policy, "fcfs|priority")
       ->check(CLI::IsMember({"fcfs", "priority"}))->capture_default_str();
+  cmd.add_option("--async-scheduling", cfg.async_scheduling,
+                 "Schedule step N+1 while the device runs step N: auto (on for CUDA), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   cmd.add_option("--engine-seed", cfg.default_seed, "Seed of the random streams of unseeded requests");
   add_mac_options(cmd, cfg);
 }

@@ -148,10 +148,14 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, policy},
                                            mac_state_.get(), mac.config.window);
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
+  if (cfg.async_scheduling == "auto") async_ = backend_->device() != Device::kCpu;
+  else if (cfg.async_scheduling == "on" || cfg.async_scheduling == "off") async_ = cfg.async_scheduling == "on";
+  else throw_error(ErrorCode::kInvalidArgument, "--async-scheduling must be auto, on or off, got '{}'",
+                   cfg.async_scheduling);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
-               "context {}, device {}, ready in {:.2f} s",
+               "context {}, device {}, async scheduling {}, ready in {:.2f} s",
                path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,
-               cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(),
+               cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(), async_ ? "on" : "off",
                seconds(t0, Clock::now()));
   if (mac.enabled)
     spdlog::info("attention: mac (threshold {}, window {}, band {}, min context {}, sink {}, ring {} = {:.1f} MiB "

@@ -38,7 +38,12 @@ class EngineImpl final : public Engine {
   void drain_inbox();
   void reap_cancelled_and_expired();
   void step();
-  void on_token(Sequence& seq, const sampling::SampleResult& r);
+  void async_step();
+  void sample(const SchedulerOutput& batch, const std::vector<float>& logits, bool defer_text);
+  void on_token(Sequence& seq, const sampling::SampleResult& r, bool defer_text);
+  void emit(Sequence& seq, const sampling::SampleResult& r);
+  void stream_deferred();
+  void retire_finished();
   void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
   void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why, int64_t prompt_tokens);
   void publish_stats();
@@ -54,9 +59,15 @@ class EngineImpl final : public Engine {
   std::unique_ptr<ModelRunner> runner_;
   std::vector<int32_t> eos_ids_;
   int64_t max_model_len_ = 0;
+  bool async_ = false;  // --async-scheduling
 
   // Engine-thread state.
   std::vector<std::unique_ptr<Sequence>> live_;
+  // Finished sequences, kept while a scheduled or launched step may still point at them.
+  std::vector<std::unique_ptr<Sequence>> retired_;
+  SchedulerOutput in_flight_;  // async scheduling: the launched step, sampled next iteration
+  Clock::time_point last_step_end_{};  // when the last step's logits reached the host (none: idle)
+  void launched();  // accounts the gap since last_step_end_
 
   // Shared with front ends.
   mutable std::mutex mu_;

@@ -19,32 +19,56 @@ void EngineImpl::loop() {
   while (true) {
     {
       std::unique_lock lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
+      // With a step in flight there is no waiting: its results are due.
+      if (!runner_->in_flight())
+        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
       if (stop_) break;
     }
     heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
     drain_inbox();
+    stream_deferred();
     reap_cancelled_and_expired();
-    if (!live_.empty()) {
+    if (live_.empty() && !runner_->in_flight()) last_step_end_ = {};  // idle: no gap to count
+    if (!live_.empty() || runner_->in_flight()) {
       try {
-        step();
+        if (async_) async_step();
+        else step();
       } catch (const std::exception& e) {
         // A failed step must not leave streams hanging: everyone in flight gets the error.
         spdlog::error("engine step failed: {}", e.what());
+        if (runner_->in_flight()) {
+          try {
+            runner_->wait();
+          } catch (const std::exception&) {
+          }
+        }
+        in_flight_ = {};
         for (auto& seq : live_) {
+          if (seq->status == SeqStatus::kFinished) continue;
           scheduler_->remove(seq.get());
           fail(seq->stream, ErrorKind::kInternal, std::string("internal error: ") + e.what(), seq->prompt_len);
         }
         live_.clear();
+        retired_.clear();
       }
     }
     publish_stats();
     heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
-  // Shutdown: every request still alive ends with reason abort.
+  // Shutdown: the step in flight is dropped, every request still alive ends with reason abort.
+  if (runner_->in_flight()) {
+    try {
+      runner_->wait();
+    } catch (const std::exception& e) {
+      spdlog::error("engine step failed at shutdown: {}", e.what());
+    }
+  }
   drain_inbox();
-  for (auto& seq : live_) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
+  stream_deferred();
+  for (auto& seq : live_)
+    if (seq->status != SeqStatus::kFinished) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
   live_.clear();
+  retired_.clear();
   publish_stats();
 }
 
@@ -96,47 +120,149 @@ void EngineImpl::reap_cancelled_and_expired() {
     if (seq->stream->is_cancelled()) finish(*seq, FinishReason::kAbort, {}, {});
     else if (now >= seq->deadline) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
   }
-  std::erase_if(live_, [](const auto& s) { return s->status == SeqStatus::kFinished; });
+  retire_finished();
 }
 
+void EngineImpl::retire_finished() {
+  for (auto& seq : live_)
+    if (seq->status == SeqStatus::kFinished) retired_.push_back(std::move(seq));
+  std::erase_if(live_, [](const auto& s) { return s == nullptr; });
+}
+
+// Synchronous: schedule, run, sample, stream.
 void EngineImpl::step() {
   const SchedulerOutput batch = scheduler_->schedule();
-  if (batch.seqs.empty()) return;
+  retired_.clear();  // nothing refers to finished sequences any more
+  if (batch.seqs.empty()) {
+    last_step_end_ = {};
+    return;
+  }
   const auto now = Clock::now();
   for (const ScheduledSeq& s : batch.seqs)
     if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
+  runner_->launch(batch, runner_->prepare(batch));
+  launched();
+  const std::vector<float>& logits = runner_->wait();
+  last_step_end_ = Clock::now();
+  scheduler_->commit(batch);
+  sample(batch, logits, false);
+}
+
+// Async scheduling, steady state (step N in flight on the device): schedule step N+1 and build its
+// inputs (the loop has already streamed step N-1's text), then wait for step N, sample it, fill
+// the sampled tokens into step N+1 and launch it. The device idles only from the end of step N to
+// the launch of N+1: the logits copy, sampling and the input upload.
+void EngineImpl::async_step() {
+  SchedulerOutput next;
+  models::StepInputs in;
+  // Sequences retired before this schedule cannot be in `next`; the step in flight may still
+  // point at them until it is sampled.
+  const std::size_t unreferenced = retired_.size();
+  if (!live_.empty()) next = scheduler_->schedule();
+  if (!next.seqs.empty()) {
+    const auto now = Clock::now();
+    for (const ScheduledSeq& s : next.seqs)
+      if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
+    in = runner_->prepare(next);
+  }
+  if (runner_->in_flight()) {
+    const std::vector<float>& logits = runner_->wait();
+    last_step_end_ = Clock::now();
+    const SchedulerOutput done = std::move(in_flight_);
+    in_flight_ = {};
+    sample(done, logits, true);
+  }
+  retired_.erase(retired_.begin(), retired_.begin() + static_cast<std::ptrdiff_t>(unreferenced));
+  if (next.seqs.empty()) {
+    last_step_end_ = {};
+    return;
+  }
+  ModelRunner::finalize(next, in);
+  runner_->launch(next, std::move(in));
+  launched();
+  scheduler_->commit(next);
+  for (const ScheduledSeq& s : next.seqs) {
+    if (!s.sample || s.seq->status == SeqStatus::kFinished) continue;
+    Sequence& seq = *s.seq;
+    seq.num_pending = 1;
+    // Known now: this token will be the last (the scheduler gives the sequence no further step).
+    seq.pending_is_last = seq.num_generated() + 1 >= seq.params.max_tokens || seq.total_len() + 1 >= max_model_len_;
+  }
+  in_flight_ = std::move(next);
+}
+
+void EngineImpl::launched() {
+  if (last_step_end_ == Clock::time_point{}) return;
+  const double gap = seconds(last_step_end_, Clock::now());
+  last_step_end_ = {};
+  std::lock_guard lock(mu_);
+  stats_.step_gap_seconds += gap;
+  ++stats_.step_gaps;
+}
+
+// Samples every row of `batch` that wants a token (rows of sequences finished meanwhile are
+// skipped) and appends the tokens; with defer_text, the text of tokens that do not end their
+// sequence is streamed by the next loop iteration, while the device runs the next step.
+void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& logits, bool defer_text) {
+  const int64_t vocab = model_->config().vocab_size;
+  std::vector<float> row_logits(static_cast<std::size_t>(vocab));
   // Prompt tokens are counted once per completion when its prefill ends (cached ones included, as
   // vLLM counts them); recomputation after a preemption is not counted again.
   int64_t prompt_tokens = 0;
-  const std::vector<float>& logits = runner_->run(batch);
-  scheduler_->commit(batch);
-  const int64_t vocab = model_->config().vocab_size;
-  std::vector<float> row_logits(static_cast<std::size_t>(vocab));
   int64_t row = 0;
   int64_t generated = 0;
   for (const ScheduledSeq& s : batch.seqs) {
     if (!s.sample) continue;
     Sequence& seq = *s.seq;
-    std::copy(logits.begin() + row * vocab, logits.begin() + (row + 1) * vocab, row_logits.begin());
-    ++row;
+    const int64_t r = row++;
+    seq.num_pending = 0;
+    seq.pending_is_last = false;
+    if (seq.status == SeqStatus::kFinished) continue;
+    std::copy(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab, row_logits.begin());
     const bool suppress_eos = seq.num_generated() < seq.params.min_tokens;
     const int32_t eos = seq.params.ignore_eos || eos_ids_.empty() ? -1 : eos_ids_[0];
     if (seq.num_generated() == 0) prompt_tokens += seq.prompt_len;
     on_token(seq, seq.sampler.sample(row_logits.data(), vocab, seq.tokens, static_cast<std::size_t>(seq.prompt_len),
-                                     suppress_eos, eos));
+                                     suppress_eos, eos),
+             defer_text);
     ++generated;
   }
-  std::erase_if(live_, [](const auto& sq) { return sq->status == SeqStatus::kFinished; });
+  retire_finished();
   std::lock_guard lock(mu_);
   stats_.prompt_tokens += prompt_tokens;
   stats_.generation_tokens += generated;
   ++stats_.num_steps;
 }
 
-// Appends a sampled token, applies the stop rules, and streams the new text.
-void EngineImpl::on_token(Sequence& seq, const sampling::SampleResult& r) {
+// Appends a sampled token. Unless deferred, applies the stop rules and streams the new text now;
+// a token that certainly ends the sequence (stop token, length) is never deferred.
+void EngineImpl::on_token(Sequence& seq, const sampling::SampleResult& r, bool defer_text) {
   if (seq.num_generated() == 0) seq.first_token = Clock::now();
   seq.tokens.push_back(r.token);
+  const bool min_reached = seq.num_generated() > seq.params.min_tokens;
+  const bool stop_token = (!seq.params.ignore_eos && contains(eos_ids_, r.token)) ||
+                          contains(seq.params.stop_token_ids, r.token);
+  const bool ends = (stop_token && min_reached) || seq.num_generated() >= seq.params.max_tokens ||
+                    seq.total_len() >= max_model_len_;
+  if (defer_text && !ends) {
+    seq.unstreamed.push_back(r);
+    return;
+  }
+  emit(seq, r);
+}
+
+void EngineImpl::stream_deferred() {
+  for (auto& seq : live_) {
+    std::vector<sampling::SampleResult> pending = std::move(seq->unstreamed);
+    seq->unstreamed.clear();
+    for (const sampling::SampleResult& r : pending)
+      if (seq->status != SeqStatus::kFinished) emit(*seq, r);
+  }
+  retire_finished();
+}
+
+// The stop rules for the token just appended (seq.tokens.back() == r.token), then the new text.
+void EngineImpl::emit(Sequence& seq, const sampling::SampleResult& r) {
   std::vector<GeneratedToken> toks{{r.token, r.logprob, r.top}};
   const bool min_reached = seq.num_generated() > seq.params.min_tokens;
   const bool is_eos = !seq.params.ignore_eos && contains(eos_ids_, r.token);

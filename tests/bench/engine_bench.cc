@@ -1,14 +1,17 @@
-// Engine throughput on the CPU: N concurrent greedy requests (random prompts of a fixed length,
-// fixed output length, EOS ignored), reporting output tokens/s, mean step time and TTFT. Report,
-// never gate.
+// Engine throughput: N concurrent greedy requests (random prompts of a fixed length, fixed output
+// length, EOS ignored), reporting output tokens/s, mean step time, TTFT, and the host gap between
+// back-to-back device steps (an upper bound of the device's idle time; what async scheduling
+// shrinks). Report, never gate.
 //   build/bin/engine_bench --model DIR|FILE --concurrency 1,8,32 [--prompt-len 128] [--max-tokens 64]
-//       [--attention mac|full] [--csv docs/perf/engine_cpu.csv]
+//       [--attention mac|full] [--device cpu|cuda] [--load-format dummy] [--async-scheduling auto|on|off]
+//       [--csv docs/perf/engine_cpu.csv]
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -23,7 +26,7 @@ namespace {
 
 struct Row {
   int concurrency;
-  double out_tok_s, step_ms, mean_ttft_s, wall_s;
+  double out_tok_s, step_ms, mean_ttft_s, wall_s, gap_ms, decode_step_ms;
   int64_t steps, tokens;
 };
 
@@ -42,7 +45,7 @@ Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t see
     r.params.ignore_eos = true;
     streams.push_back(eng.submit(r));
   }
-  double ttft = 0;
+  double ttft = 0, tpot = 0;
   int64_t tokens = 0;
   for (auto& s : streams) {
     engine::RequestOutput out;
@@ -51,19 +54,27 @@ Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t see
       if (out.finished) {
         if (out.finish_reason == engine::FinishReason::kError) throw Error(ErrorCode::kInternal, out.error);
         ttft += out.time_to_first_token;
+        tpot += out.time_per_output_token;
       }
     }
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto after = eng.stats();
+  engine::EngineStats after = eng.stats();
+  for (int i = 0; i < 100 && after.num_running + after.num_waiting > 0; ++i) {  // stats of the last step
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    after = eng.stats();
+  }
   const int64_t steps = after.num_steps - before.num_steps;
-  return {n, tokens / wall, 1e3 * wall / std::max<int64_t>(1, steps), ttft / n, wall, steps, tokens};
+  const int64_t gaps = after.step_gaps - before.step_gaps;
+  const double gap_ms = gaps > 0 ? 1e3 * (after.step_gap_seconds - before.step_gap_seconds) / gaps : 0.0;
+  return {n, tokens / wall, 1e3 * wall / std::max<int64_t>(1, steps), ttft / n, wall, gap_ms, 1e3 * tpot / n, steps,
+          tokens};
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"macserve engine throughput benchmark (CPU)"};
+  CLI::App app{"macserve engine throughput benchmark"};
   engine::EngineConfig cfg;
   std::string concurrency = "1,8,32", csv;
   int prompt_len = 128, max_tokens = 64;
@@ -72,6 +83,10 @@ int main(int argc, char** argv) {
   app.add_option("--prompt-len", prompt_len);
   app.add_option("--max-tokens", max_tokens);
   app.add_option("--attention", cfg.attention);
+  app.add_option("--device", cfg.device);
+  app.add_option("--load-format", cfg.load_format);
+  app.add_option("--async-scheduling", cfg.async_scheduling);
+  app.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens);
   app.add_option("--csv", csv);
   CLI11_PARSE(app, argc, argv);
   init_logging("warn");
@@ -87,15 +102,20 @@ int main(int argc, char** argv) {
   if (!csv.empty()) {
     const bool fresh = !std::ifstream(csv).good();
     out.open(csv, std::ios::app);
-    if (fresh) out << "model,attention,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,mean_ttft_s,steps,wall_s\n";
+    if (fresh)
+      out << "model,device,attention,async_scheduling,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
+             "tpot_ms,step_gap_ms,mean_ttft_s,steps,wall_s\n";
   }
-  std::printf("%-12s %10s %10s %12s %8s\n", "concurrency", "out tok/s", "step ms", "mean TTFT s", "steps");
+  std::printf("%-12s %10s %10s %10s %12s %12s %8s\n", "concurrency", "out tok/s", "step ms", "TPOT ms", "step gap ms",
+              "mean TTFT s", "steps");
   for (int n : levels) {
     const Row r = run(*eng, n, prompt_len, max_tokens, 7);
-    std::printf("%-12d %10.1f %10.2f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms, r.mean_ttft_s,
-                static_cast<long long>(r.steps));
-    if (out) out << cfg.model_path << "," << cfg.attention << "," << n << "," << prompt_len << "," << max_tokens << ","
-                 << r.out_tok_s << "," << r.step_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s << "\n";
+    std::printf("%-12d %10.1f %10.2f %10.3f %12.3f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms, r.decode_step_ms,
+                r.gap_ms, r.mean_ttft_s, static_cast<long long>(r.steps));
+    if (out) out << cfg.model_path << "," << eng->device_name() << "," << cfg.attention << "," << cfg.async_scheduling
+                 << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
+                 << r.decode_step_ms << "," << r.gap_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s
+                 << "\n";
   }
   return 0;
 }

@@ -1,6 +1,7 @@
 // The engine on a tiny real model: batched equals alone (also under heavy preemption and with
 // chunked prefill at several chunk sizes), prefix caching, cancellation, seeds across batch
-// compositions, n > 1, back-pressure, stop strings, deadlines, and no leaked blocks afterwards.
+// compositions, n > 1, back-pressure, stop strings, deadlines, and no leaked blocks afterwards;
+// all of it with async scheduling off and on.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -23,9 +24,14 @@ std::string model_dir() { return models_dir() + "/tiny-llama-sp"; }
 
 using Result = StreamResult;
 
+// Every test runs with async scheduling off and on (the parameter); the one-at-a-time references
+// are computed with it off, so "on" must reproduce synchronous outputs exactly.
+std::string async_mode = "off";
+
 EngineConfig base_config() {
   EngineConfig c;
   c.model_path = model_dir();
+  c.async_scheduling = async_mode;
   c.max_model_len = 256;
   c.kv_cache_tokens = 8192;
   return c;
@@ -54,11 +60,12 @@ void expect_idle(Engine& eng) {
   EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";
 }
 
-class EngineTest : public ::testing::Test {
+class EngineTest : public ::testing::TestWithParam<const char*> {
  protected:
   // The 64 requests and their results run one at a time, computed once for the suite.
   static void SetUpTestSuite() {
     if (!exists(model_dir())) return;
+    async_mode = "off";
     auto eng = Engine::create(base_config());
     reqs_ = random_requests(64, 11, eng->model_config().vocab_size);
     for (const Request& r : reqs_) alone_.push_back(collect(eng->submit(r)));
@@ -66,12 +73,13 @@ class EngineTest : public ::testing::Test {
   }
   void SetUp() override {
     if (!exists(model_dir())) GTEST_SKIP() << "test model not found: " << model_dir();
+    async_mode = GetParam();
   }
   static inline std::vector<Request> reqs_;
   static inline std::vector<Result> alone_;
 };
 
-TEST_F(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
+TEST_P(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
   struct Case { const char* name; int64_t kv_tokens; int64_t chunk; int64_t max_seqs; bool prefix; };
   for (const Case& c : {Case{"default", 8192, 2048, 64, true}, Case{"tiny pool", 272, 2048, 64, false},
                         Case{"chunk 7", 8192, 7, 64, true}, Case{"chunk 32 + tiny pool", 300, 32, 16, true},
@@ -94,7 +102,7 @@ TEST_F(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
   }
 }
 
-TEST_F(EngineTest, RepeatedPromptHitsThePrefixCache) {
+TEST_P(EngineTest, RepeatedPromptHitsThePrefixCache) {
   auto eng = Engine::create(base_config());
   Request r = reqs_[0];
   r.prompt_ids.resize(1);
@@ -108,7 +116,7 @@ TEST_F(EngineTest, RepeatedPromptHitsThePrefixCache) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, CancellingAtRandomMomentsFreesEverything) {
+TEST_P(EngineTest, CancellingAtRandomMomentsFreesEverything) {
   EngineConfig cfg = base_config();
   cfg.max_model_len = 1024;
   auto eng = Engine::create(cfg);
@@ -139,7 +147,7 @@ TEST_F(EngineTest, CancellingAtRandomMomentsFreesEverything) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, SeededSamplingIgnoresBatchComposition) {
+TEST_P(EngineTest, SeededSamplingIgnoresBatchComposition) {
   Request r = reqs_[3];
   r.params.temperature = 1.0f;
   r.params.top_p = 0.9f;
@@ -158,7 +166,7 @@ TEST_F(EngineTest, SeededSamplingIgnoresBatchComposition) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, NGreaterThanOneSharesThePromptAndMatchesAlone) {
+TEST_P(EngineTest, NGreaterThanOneSharesThePromptAndMatchesAlone) {
   auto eng = Engine::create(base_config());
   Request r = reqs_[5];
   r.params.max_tokens = 12;
@@ -181,7 +189,7 @@ TEST_F(EngineTest, NGreaterThanOneSharesThePromptAndMatchesAlone) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, QueueLimitRejectsAtOnce) {
+TEST_P(EngineTest, QueueLimitRejectsAtOnce) {
   EngineConfig cfg = base_config();
   cfg.max_queued_requests = 2;
   cfg.max_num_seqs = 1;
@@ -206,7 +214,7 @@ TEST_F(EngineTest, QueueLimitRejectsAtOnce) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, StopStringsCutTheOutputAndEndWithStop) {
+TEST_P(EngineTest, StopStringsCutTheOutputAndEndWithStop) {
   auto eng = Engine::create(base_config());
   Request r = reqs_[9];
   r.params.max_tokens = 40;
@@ -222,7 +230,7 @@ TEST_F(EngineTest, StopStringsCutTheOutputAndEndWithStop) {
   expect_idle(*eng);
 }
 
-TEST_F(EngineTest, BadRequestsFailCleanlyAndDeadlinesAbort) {
+TEST_P(EngineTest, BadRequestsFailCleanlyAndDeadlinesAbort) {
   auto eng = Engine::create(base_config());
   Request r = reqs_[0];
   r.prompt_ids = {1, 999999};
@@ -248,6 +256,9 @@ TEST_F(EngineTest, BadRequestsFailCleanlyAndDeadlinesAbort) {
   EXPECT_LT(late.ids.size(), 200u);
   expect_idle(*eng);
 }
+
+INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest, ::testing::Values("off", "on"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 }  // namespace
 }  // namespace macserve::testing

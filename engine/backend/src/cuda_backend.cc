@@ -131,9 +131,7 @@ class CudaBackend final : public Backend {
       // buffer when it is page-locked (register_host_buffer: the model runner's logits), else
       // through a page-locked bounce buffer; a pageable copy ran at a fraction of the bus speed and
       // was 28% of the batch-64 step.
-      const bool pinned = std::any_of(registered_.begin(), registered_.end(), [&](const auto& r) {
-        return static_cast<char*>(dst) >= r.first && static_cast<char*>(dst) + bytes <= r.first + r.second;
-      });
+      const bool pinned = is_registered(dst, bytes);
       if (!pinned && bytes > bounce_bytes_) {
         if (bounce_ != nullptr) cudaFreeHost(bounce_);
         bounce_ = nullptr;
@@ -147,6 +145,15 @@ class CudaBackend final : public Backend {
       if (!pinned) std::memcpy(dst, bounce_, bytes);
     }
     staging_used_ = 0;
+  }
+
+  void copy_to_host_async(const Tensor& src, void* dst) override {
+    MACSERVE_CHECK(!capturing_, "copy_to_host_async during graph capture");
+    if (!is_registered(dst, src.nbytes())) {
+      copy_to_host(src, dst);
+      return;
+    }
+    check_cuda(cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, stream_), "copy_to_host_async");
   }
 
   void copy_from_host(const void* src, const Tensor& dst) override {
@@ -381,6 +388,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  bool is_registered(const void* p, size_t bytes) const {
+    const char* c = static_cast<const char*>(p);
+    return std::any_of(registered_.begin(), registered_.end(),
+                       [&](const auto& r) { return c >= r.first && c + bytes <= r.first + r.second; });
+  }
   bool any_graph() const {
     return std::any_of(graphs_.begin(), graphs_.end(), [](cudaGraphExec_t x) { return x != nullptr; });
   }

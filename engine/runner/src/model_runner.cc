@@ -37,7 +37,8 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
   for (const ScheduledSeq& s : batch.seqs) {
     const Sequence& seq = *s.seq;
     for (int64_t pos = seq.num_computed; pos < seq.num_computed + s.num_new_tokens; ++pos) {
-      in.token_ids.push_back(seq.tokens[static_cast<std::size_t>(pos)]);
+      // -1: sampled by the step in flight, filled in by finalize().
+      in.token_ids.push_back(pos < seq.total_len() ? seq.tokens[static_cast<std::size_t>(pos)] : -1);
       in.positions.push_back(static_cast<int32_t>(pos));
       const int32_t block = seq.block_table[static_cast<std::size_t>(pos / block_size)];
       in.slot_mapping.push_back(static_cast<int64_t>(block) * block_size + pos % block_size);
@@ -60,30 +61,80 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
   return in;
 }
 
-const std::vector<float>& ModelRunner::run(const SchedulerOutput& batch) {
-  kv_.copy_blocks(batch.copies);
-  models::StepInputs in = prepare(batch);
-  models::MacStepOutputs mac_out;
-  if (mac_.enabled && mac_.audit_rate > 0.0)
-    in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
-  Tensor logits = model_.forward(in, kv_.view(), mac_.enabled ? &mac_out : nullptr);
-  const auto n = static_cast<std::size_t>(logits.numel());
-  if (n > logits_.capacity() && logits_pinned_ != nullptr) {  // about to move: unpin first
-    backend_.unregister_host_buffer(logits_pinned_);
-    logits_pinned_ = nullptr;
+void ModelRunner::finalize(const SchedulerOutput& batch, models::StepInputs& in) {
+  for (std::size_t s = 0; s < batch.seqs.size(); ++s) {
+    const Sequence& seq = *batch.seqs[s].seq;
+    const int32_t begin = in.query_start[s], end = in.query_start[s + 1];
+    if (seq.status == SeqStatus::kFinished) {
+      // Finished (stop token, stop string, cancelled) after it was scheduled: the row still runs,
+      // so that the batch keeps its shape, but writes nothing and its logits are ignored. Its
+      // blocks are free now, but nobody can take them before this step has run (stream order).
+      for (int32_t t = begin; t < end; ++t) {
+        in.token_ids[static_cast<std::size_t>(t)] = 0;
+        in.slot_mapping[static_cast<std::size_t>(t)] = -1;
+      }
+      if (!in.mac.modes.empty()) {
+        in.mac.modes[s] = kernels::kMacExact;
+        in.mac.ring_slots[s] = -1;
+      }
+      continue;
+    }
+    const int64_t first = in.positions[static_cast<std::size_t>(begin)];
+    for (int32_t t = begin; t < end; ++t) {
+      int32_t& id = in.token_ids[static_cast<std::size_t>(t)];
+      if (id >= 0) continue;
+      const int64_t pos = first + (t - begin);
+      MACSERVE_CHECK(pos < seq.total_len(), "sequence {}: token at position {} was not sampled", seq.id, pos);
+      id = seq.tokens[static_cast<std::size_t>(pos)];
+    }
   }
+}
+
+void ModelRunner::reserve_logits(std::size_t n) {
+  if (n <= logits_.capacity() && logits_pinned_ != nullptr) {
+    logits_.resize(n);
+    return;
+  }
+  // Page-locked so that the device copies straight into it, asynchronously (async scheduling
+  // overlaps the copy with host work).
+  if (logits_pinned_ != nullptr) backend_.unregister_host_buffer(logits_pinned_);
+  logits_pinned_ = nullptr;
+  logits_.reserve(std::max(n, logits_.capacity()));
   logits_.resize(n);
-  if (logits_pinned_ == nullptr && logits_.capacity() * sizeof(float) >= (std::size_t{1} << 20)) {
-    // Large logits (big batches): page-lock the buffer so the device copies straight into it.
+  if (logits_.capacity() > 0 && backend_.device() != Device::kCpu) {
     logits_pinned_ = logits_.data();
     backend_.register_host_buffer(logits_pinned_, logits_.capacity() * sizeof(float));
   }
-  if (logits.numel() > 0) backend_.copy_to_host(logits, logits_.data());
+}
+
+void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in) {
+  MACSERVE_CHECK(!in_flight_, "a step is already in flight");
+  kv_.copy_blocks(batch.copies);
+  if (mac_.enabled && mac_.audit_rate > 0.0)
+    in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
+  mac_out_ = {};
+  Tensor logits = model_.forward(in, kv_.view(), mac_.enabled ? &mac_out_ : nullptr);
+  reserve_logits(static_cast<std::size_t>(logits.numel()));
+  if (logits.numel() > 0) backend_.copy_to_host_async(logits, logits_.data());
+  batch_ = batch;
+  in_ = std::move(in);
+  in_flight_ = true;
+}
+
+const std::vector<float>& ModelRunner::wait() {
+  MACSERVE_CHECK(in_flight_, "no step in flight");
+  in_flight_ = false;
+  backend_.synchronize();
   if (mac_.enabled) {
-    account_mac(batch, in, mac_out);
-    if (dump_ != nullptr) dump_mac(batch, in, mac_out);
+    account_mac(batch_, in_, mac_out_);
+    if (dump_ != nullptr) dump_mac(batch_, in_, mac_out_);
   }
   return logits_;
+}
+
+const std::vector<float>& ModelRunner::run(const SchedulerOutput& batch) {
+  launch(batch, prepare(batch));
+  return wait();
 }
 
 void ModelRunner::account_mac(const SchedulerOutput& batch, const models::StepInputs& in,

@@ -76,8 +76,11 @@ SchedulerOutput Scheduler::schedule() {
   // 1. Running sequences in rank order. Growing may preempt the lowest-ranked (possibly `seq`).
   std::vector<Sequence*> order = running_;
   for (Sequence* seq : order) {
-    if (budget == 0 || seq->status != SeqStatus::kRunning) continue;
-    const int64_t n = std::min(seq->total_len() - seq->num_computed, budget);
+    // A sequence whose token in flight is certainly its last gets no further step.
+    if (budget == 0 || seq->status != SeqStatus::kRunning || seq->pending_is_last) continue;
+    // Tokens still to be sampled by the step in flight count as known: their K/V is computed in
+    // this step, and the runner fills their ids in before launching it.
+    const int64_t n = std::min(seq->total_len() + seq->num_pending - seq->num_computed, budget);
     MACSERVE_CHECK(n > 0, "running sequence {} has nothing to compute", seq->id);
     while (seq->status == SeqStatus::kRunning &&
            !blocks_.can_grow(seq->block_table, seq->num_computed, seq->num_computed + n)) {
@@ -85,7 +88,7 @@ SchedulerOutput Scheduler::schedule() {
     }
     if (seq->status != SeqStatus::kRunning) continue;
     blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
-    out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len()});
+    out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len() + seq->num_pending});
     out.num_batched_tokens += n;
     budget -= n;
   }
@@ -94,7 +97,9 @@ SchedulerOutput Scheduler::schedule() {
   for (std::size_t i = 0; i < waiting_.size() && budget > 0;) {
     if (static_cast<int64_t>(running_.size()) >= limits_.max_num_seqs) break;
     Sequence* seq = waiting_[i];
-    if (seq->wait_for != nullptr && seq->wait_for->num_computed < seq->wait_for->prompt_len) {
+    // Preempted while a token of it is in flight: admitted once that token is known.
+    if (seq->num_pending > 0 ||
+        (seq->wait_for != nullptr && seq->wait_for->num_computed < seq->wait_for->prompt_len)) {
       ++i;
       continue;
     }
@@ -107,6 +112,7 @@ SchedulerOutput Scheduler::schedule() {
 void Scheduler::commit(const SchedulerOutput& out) {
   for (const ScheduledSeq& s : out.seqs) {
     Sequence* seq = s.seq;
+    if (seq->status == SeqStatus::kFinished) continue;  // finished or cancelled after scheduling
     seq->num_computed += s.num_new_tokens;
     seq->num_sealed_blocks = blocks_.seal(seq->block_table, seq->tokens, seq->num_computed, seq->num_sealed_blocks);
   }

@@ -30,6 +30,11 @@ struct EngineConfig {
   int64_t max_model_len = 0;           // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
   std::string scheduling_policy = "fcfs";  // fcfs|priority
+  // auto|on|off. On: step N+1 is scheduled and its inputs built while the device runs step N, and
+  // step N's text is detokenized and streamed while step N+1 runs; outputs are identical. A sequence
+  // that stops on EOS or a stop string costs one discarded row. auto: on for CUDA, off on the CPU
+  // (where the forward is synchronous, so there is nothing to overlap).
+  std::string async_scheduling = "auto";
 
   // MAC-Attention (mac-attention.md Part A): every decode step goes through it unless "full".
   std::string attention = "mac";       // mac|full
@@ -53,6 +58,10 @@ struct EngineStats {
   int64_t prompt_tokens = 0;       // prompt lengths of completions whose prefill ended (cached tokens included)
   int64_t generation_tokens = 0;
   int64_t num_steps = 0;
+  // Host time from the end of one device step (its logits on the host) to the launch of the next,
+  // summed over back-to-back steps: an upper bound of the device's idle time between steps.
+  double step_gap_seconds = 0.0;
+  int64_t step_gaps = 0;
   int64_t prefix_cache_queries = 0;    // full prompt blocks looked up
   int64_t prefix_cache_hits = 0;       // ... found cached
   int64_t num_requests_finished = 0;

@@ -48,6 +48,10 @@ class Backend {
   // Host float32 -> backend tensor of the backend's weight dtype (f32 on CPU, bf16 on CUDA).
   virtual Tensor upload_weight(const Tensor& host) = 0;
   virtual void copy_to_host(const Tensor& src, void* dst) = 0;
+  // Enqueues the copy and returns: dst is valid after the next synchronize(). dst must stay alive
+  // until then; copies into a buffer given to register_host_buffer run without blocking the host,
+  // others (and every copy on the CPU) complete before the call returns.
+  virtual void copy_to_host_async(const Tensor& src, void* dst) { copy_to_host(src, dst); }
   virtual void copy_from_host(const void* src, const Tensor& dst) = 0;
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same device, same size
   virtual void synchronize() = 0;

@@ -1,6 +1,7 @@
 // ModelRunner: a scheduled batch -> StepInputs (tokens, positions, slot mapping, block tables,
 // context lengths, MAC per-request state) -> copy-on-write block copies -> Model::forward ->
-// logits on the host; with MAC on, it also folds the step's decisions into telemetry.
+// logits on the host; with MAC on, it also folds the step's decisions into telemetry. A step can
+// be launched and waited for separately, so the host prepares the next step meanwhile.
 #pragma once
 
 #include <iterator>
@@ -48,10 +49,21 @@ class ModelRunner {
   ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv, MacRunnerOptions mac = {});
   ~ModelRunner();
 
-  // Runs one step; returns host logits [number of sampled sequences, vocab] in batch order.
+  // Runs one step (launch + wait); returns host logits [number of sampled sequences, vocab] in
+  // batch order.
   const std::vector<float>& run(const SchedulerOutput& batch);
-  // The explicit per-step inputs of a batch (public for tests).
+
+  // The same in phases, for async scheduling (host work of step N+1 while the device runs step N):
+  // prepare() builds the explicit per-step inputs of a batch on the host; tokens the step in flight
+  // has yet to sample (Sequence::num_pending) are left as -1. finalize() fills them in once sampled
+  // and neutralises the rows of sequences that finished meanwhile (no K/V or ring write, logits
+  // ignored). launch() enqueues copy-on-write copies, the forward and the logits copy, and returns;
+  // on a synchronous backend (CPU) the work is done when it returns. wait() returns the logits.
   models::StepInputs prepare(const SchedulerOutput& batch) const;
+  static void finalize(const SchedulerOutput& batch, models::StepInputs& in);
+  void launch(const SchedulerOutput& batch, models::StepInputs in);
+  const std::vector<float>& wait();
+  bool in_flight() const { return in_flight_; }
   const MacTotals& mac_totals() const { return totals_; }
 
  private:
@@ -66,8 +78,15 @@ class ModelRunner {
   MacTotals totals_;
   std::FILE* dump_ = nullptr;
   int64_t dump_steps_ = 0;
+  void reserve_logits(std::size_t n);
+
   std::vector<float> logits_;
   float* logits_pinned_ = nullptr;  // logits_.data() while page-locked by the backend
+  // The step in flight between launch() and wait().
+  bool in_flight_ = false;
+  SchedulerOutput batch_;
+  models::StepInputs in_;
+  models::MacStepOutputs mac_out_;
 };
 
 }  // namespace macserve::engine

@@ -4,6 +4,9 @@
 // blocks allow. When a running sequence cannot grow, the lowest-ranked running sequence (latest
 // arrival under FCFS; lowest priority, then latest, under the priority policy) is preempted by
 // recompute: its blocks are freed and it re-queues at the front with "prompt + generated so far".
+// With async scheduling the engine schedules step N+1 while step N runs: a sequence's token still
+// to be sampled by step N (Sequence::num_pending) counts as known, and commit(N) comes right after
+// step N is launched (the K/V it computes lands, in stream order, before any later step reads it).
 #pragma once
 
 #include <cstdint>
@@ -45,7 +48,8 @@ class Scheduler {
 
   void add(Sequence* seq);
   SchedulerOutput schedule();
-  // After the step ran: advances num_computed and seals completed blocks into the prefix cache.
+  // After the step was launched: advances num_computed and seals completed blocks into the prefix
+  // cache (sequences finished since schedule() are skipped).
   void commit(const SchedulerOutput& out);
   // Removes a finished or aborted sequence from the queues and frees its blocks.
   void remove(Sequence* seq);

@@ -56,6 +56,14 @@ struct Sequence {
   int64_t num_cached_prompt = 0;  // prompt tokens served by the prefix cache (first admission)
   int64_t num_preemptions = 0;
 
+  // Async scheduling (the step after the one in flight is scheduled while the device runs it):
+  // tokens that the step in flight will sample for this sequence (0 or 1), whether that token is
+  // certainly its last (max_tokens or the model length), and sampled tokens whose text is still to
+  // be detokenized and streamed (done while the next step runs on the device).
+  int64_t num_pending = 0;
+  bool pending_is_last = false;
+  std::vector<sampling::SampleResult> unstreamed;
+
   // MAC-Attention (mac-attention.md Part A #5).
   int32_t ring_slot = -1;         // request slot of every layer's ring, while running
   int64_t ring_valid_from = 0;    // first position whose ring row this admission built
