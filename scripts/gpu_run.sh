@@ -2,7 +2,8 @@
 # Runs on the lent H200 (device tool, repo root, `carry: ["build-cuda/gpu-pack.tar.xz"]`, made by
 # scripts/gpu_pack.sh): every GPU test,
 # then the benchmarks; logs and CSVs go to $OUT, a summary is printed last.
-#   scripts/gpu_run.sh [tests|bench|all|smol] (default all)
+#   scripts/gpu_run.sh [tests|bench|engine|all|smol] (default all; engine: engine_bench on the 8B dummy,
+#   async scheduling off and on)
 # SmolLM2 (98 MB, more than one call may carry) travels as parts build-cuda/smol/part.* (made by
 # `split -b 20M`, ignored, carried over consecutive calls: ignored files stay on a warm machine);
 # once all are there they are joined to build-cuda/smol/SmolLM2-135M-Instruct.Q4_1.gguf.
@@ -59,6 +60,14 @@ if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
     > "$OUT/gpu_llama8b_prefill_general.csv" 2>> "$OUT/bench.err"
   summary+="llama_gpu_bench prefill (general kernel) rc=$?\n"
   cat "$OUT/gpu_decode.csv" "$OUT/gpu_llama8b.csv" "$OUT/gpu_llama8b_prefill_general.csv" "$OUT/bench.err"
+fi
+if [ "$WHAT" = engine ] || [ "$WHAT" = all ]; then
+  for a in off on; do
+    timeout 240 "$P/bin/engine_bench" --model "$PWD/configs/llama-3.1-8b" --load-format dummy --device cuda \
+      --attention full --async-scheduling $a --cached-prompts --concurrency 1,16,64 --prompt-len 4096 \
+      --max-tokens 128 --csv "$OUT/engine_gpu.csv" > "$OUT/engine_bench_$a.txt" 2>> "$OUT/engine_bench.err"
+    summary+="engine_bench 8B dummy async $a rc=$?\n$(cat "$OUT/engine_bench_$a.txt")\n"
+  done
 fi
 # The decode grid last: its long contexts (CPU oracle) take the most time.
 # DECODE_TEST_LIMIT=0 skips it.

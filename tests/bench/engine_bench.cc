@@ -4,6 +4,7 @@
 // shrinks). Report, never gate.
 //   build/bin/engine_bench --model DIR|FILE --concurrency 1,8,32 [--prompt-len 128] [--max-tokens 64]
 //       [--attention mac|full] [--device cpu|cuda] [--load-format dummy] [--async-scheduling auto|on|off]
+//       [--cached-prompts] [--max-num-batched-tokens N]
 //       [--csv docs/perf/engine_cpu.csv]
 #include <chrono>
 #include <cstdio>
@@ -30,21 +31,35 @@ struct Row {
   int64_t steps, tokens;
 };
 
-Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t seed) {
+// cached: the prompts are run once first (one output token), so that the measured requests find
+// them in the prefix cache and their steps are (nearly) pure decode steps.
+Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t seed, bool cached) {
   std::mt19937 rng(seed);
   const int64_t vocab = eng.model_config().vocab_size;
-  const auto before = eng.stats();
-  std::vector<std::shared_ptr<engine::ResponseStream>> streams;
-  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<engine::Request> reqs;
   for (int i = 0; i < n; ++i) {
     engine::Request r;
     r.id = "b" + std::to_string(i);
     for (int j = 0; j < prompt_len; ++j) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
     r.params.temperature = 0.0f;
-    r.params.max_tokens = max_tokens;
+    r.params.max_tokens = cached ? 1 : max_tokens;
     r.params.ignore_eos = true;
-    streams.push_back(eng.submit(r));
+    reqs.push_back(std::move(r));
   }
+  if (cached) {
+    std::vector<std::shared_ptr<engine::ResponseStream>> warm;
+    for (const engine::Request& r : reqs) warm.push_back(eng.submit(r));
+    for (auto& s : warm) {
+      engine::RequestOutput out;
+      while (s->next(out)) {
+      }
+    }
+    for (engine::Request& r : reqs) r.params.max_tokens = max_tokens;
+  }
+  const auto before = eng.stats();
+  std::vector<std::shared_ptr<engine::ResponseStream>> streams;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const engine::Request& r : reqs) streams.push_back(eng.submit(r));
   double ttft = 0, tpot = 0;
   int64_t tokens = 0;
   for (auto& s : streams) {
@@ -78,6 +93,7 @@ int main(int argc, char** argv) {
   engine::EngineConfig cfg;
   std::string concurrency = "1,8,32", csv;
   int prompt_len = 128, max_tokens = 64;
+  bool cached = false;
   app.add_option("--model", cfg.model_path)->required();
   app.add_option("--concurrency", concurrency);
   app.add_option("--prompt-len", prompt_len);
@@ -88,6 +104,7 @@ int main(int argc, char** argv) {
   app.add_option("--async-scheduling", cfg.async_scheduling);
   app.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens);
   app.add_option("--csv", csv);
+  app.add_flag("--cached-prompts", cached, "Measure with the prompts already in the prefix cache (decode steps)");
   CLI11_PARSE(app, argc, argv);
   init_logging("warn");
   std::vector<int> levels;
@@ -97,23 +114,23 @@ int main(int argc, char** argv) {
   cfg.max_model_len = prompt_len + max_tokens + 16;
   cfg.kv_cache_tokens = cfg.max_num_seqs * cfg.max_model_len;
   auto eng = engine::Engine::create(cfg);
-  run(*eng, 1, 16, 4, 1);  // warm-up
+  run(*eng, 1, 16, 4, 1, false);  // warm-up
   std::ofstream out;
   if (!csv.empty()) {
     const bool fresh = !std::ifstream(csv).good();
     out.open(csv, std::ios::app);
     if (fresh)
-      out << "model,device,attention,async_scheduling,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
+      out << "model,device,attention,async_scheduling,cached_prompts,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
              "tpot_ms,step_gap_ms,mean_ttft_s,steps,wall_s\n";
   }
   std::printf("%-12s %10s %10s %10s %12s %12s %8s\n", "concurrency", "out tok/s", "step ms", "TPOT ms", "step gap ms",
               "mean TTFT s", "steps");
   for (int n : levels) {
-    const Row r = run(*eng, n, prompt_len, max_tokens, 7);
+    const Row r = run(*eng, n, prompt_len, max_tokens, 7, cached);
     std::printf("%-12d %10.1f %10.2f %10.3f %12.3f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms, r.decode_step_ms,
                 r.gap_ms, r.mean_ttft_s, static_cast<long long>(r.steps));
     if (out) out << cfg.model_path << "," << eng->device_name() << "," << cfg.attention << "," << cfg.async_scheduling
-                 << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
+                 << "," << cached << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
                  << r.decode_step_ms << "," << r.gap_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s
                  << "\n";
   }
