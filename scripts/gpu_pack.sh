@@ -21,6 +21,8 @@ for m in tiny-llama-sp tiny-qwen2-bpe tiny-qwen3-bpe; do
   cp "$SHARED/models/$m"/tokenizer.model "$P/shared/models/$m/" 2>/dev/null || true
 done
 cp "$SHARED/models/golden.json" "$P/shared/models/"
+# The Llama 3.1 tokenizer, for the engine on the 8B dummy (engine_bench --tokenizer).
+mkdir -p "$P/shared/tokenizers/llama3.1" && cp "$SHARED/tokenizers/llama3.1"/*.json "$P/shared/tokenizers/llama3.1/"
 # The carried tree is limited to 64 MiB: ship it compressed (scripts/gpu_run.sh unpacks it).
 tar -cf - -C "$P" . | xz -T2 -6 > "$B/gpu-pack.tar.xz"
 du -sh "$P" "$B/gpu-pack.tar.xz"

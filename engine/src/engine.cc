@@ -83,6 +83,11 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
     throw_error(ErrorCode::kInvalidArgument, "unknown device '{}' (cpu|cuda|auto)", cfg.device);
   }
   const auto t0 = Clock::now();
+  if (cfg.load_format == "dummy" && cfg.tokenizer_path.empty() &&
+      !std::filesystem::exists(std::filesystem::path(cfg.model_path) / "tokenizer.json") &&
+      !std::filesystem::exists(std::filesystem::path(cfg.model_path) / "tokenizer.model"))  // before GBs of weights
+    throw_error(ErrorCode::kInvalidArgument, "--load-format dummy: {} has no tokenizer.json or tokenizer.model; "
+                "pass --tokenizer DIR", cfg.model_path);
   models::Checkpoint ckpt = models::load_checkpoint(cfg.model_path, models::parse_load_format(cfg.load_format),
                                                     cfg.dummy_seed);
   const std::string model_dir = std::filesystem::is_directory(ckpt.path)

@@ -88,6 +88,9 @@ Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t see
 
 }  // namespace
 
+int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int prompt_len, int max_tokens, bool cached,
+          const std::string& csv);
+
 int main(int argc, char** argv) {
   CLI::App app{"macserve engine throughput benchmark"};
   engine::EngineConfig cfg;
@@ -100,6 +103,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-tokens", max_tokens);
   app.add_option("--attention", cfg.attention);
   app.add_option("--device", cfg.device);
+  app.add_option("--tokenizer", cfg.tokenizer_path, "Tokenizer directory (needed with --load-format dummy)");
   app.add_option("--load-format", cfg.load_format);
   app.add_option("--async-scheduling", cfg.async_scheduling);
   app.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens);
@@ -113,6 +117,16 @@ int main(int argc, char** argv) {
   cfg.max_num_seqs = *std::max_element(levels.begin(), levels.end());
   cfg.max_model_len = prompt_len + max_tokens + 16;
   cfg.kv_cache_tokens = cfg.max_num_seqs * cfg.max_model_len;
+  try {
+    return bench(cfg, levels, prompt_len, max_tokens, cached, csv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "engine_bench: %s\n", e.what());
+    return 1;
+  }
+}
+
+int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int prompt_len, int max_tokens, bool cached,
+          const std::string& csv) {
   auto eng = engine::Engine::create(cfg);
   run(*eng, 1, 16, 4, 1, false);  // warm-up
   std::ofstream out;
