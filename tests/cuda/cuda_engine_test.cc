@@ -1,0 +1,134 @@
+// The engine on the GPU: async scheduling (step N+1 scheduled and prepared while the device runs
+// step N, rows of sequences that stop meanwhile run without writes) gives exactly the outputs of
+// the synchronous loop, on the three tiny models, with stop tokens nobody can foresee, preemption
+// in a small pool, and n > 1.
+#include <random>
+
+#include "cuda_test_util.h"
+#include "macserve/engine/engine.h"
+#include "models/engine_harness.h"
+#include "test_paths.h"
+
+namespace macserve::testing {
+namespace {
+
+using engine::Engine;
+using engine::EngineConfig;
+using engine::Request;
+
+std::vector<Request> requests(int n, int64_t vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<Request> reqs;
+  for (int i = 0; i < n; ++i) {
+    Request r;
+    r.id = "g" + std::to_string(i);
+    const int len = 1 + static_cast<int>(rng() % 120);
+    r.prompt_ids.push_back(1);
+    for (int j = 1; j < len; ++j) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = 1 + static_cast<int>(rng() % 48);
+    r.params.ignore_eos = i % 2 == 0;
+    if (i % 7 == 3) {  // sampled, seeded: independent of the batch too
+      r.params.temperature = 0.8f;
+      r.params.top_p = 0.9f;
+      r.params.seed = 100 + i;
+    }
+    if (i % 11 == 5) r.n = 2;
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
+}
+
+// Per completion (n > 1 interleaves the completions' outputs in one stream, in an order that is
+// not part of the contract): token ids, text and finish reason of each index.
+struct Completion {
+  std::vector<int32_t> ids;
+  std::string text;
+  engine::FinishReason reason = engine::FinishReason::kNone;
+  bool operator==(const Completion&) const = default;
+};
+
+std::vector<std::vector<Completion>> run(Engine& eng, const std::vector<Request>& reqs) {
+  std::vector<std::shared_ptr<engine::ResponseStream>> streams;
+  for (const Request& r : reqs) streams.push_back(eng.submit(r));
+  std::vector<std::vector<Completion>> out;
+  for (std::size_t i = 0; i < reqs.size(); ++i) {
+    std::vector<Completion> c(static_cast<std::size_t>(reqs[i].n));
+    engine::RequestOutput o;
+    while (streams[i]->next(o)) {
+      Completion& x = c.at(static_cast<std::size_t>(o.index));
+      for (const auto& t : o.tokens) x.ids.push_back(t.id);
+      x.text += o.text;
+      if (o.finished) x.reason = o.finish_reason;
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+class CudaEngine : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
+  MACSERVE_REQUIRE_CUDA(probe);
+  probe.reset();
+  const std::string dir = models_dir() + "/" + GetParam();
+  if (!exists(dir)) GTEST_SKIP() << "test model not found: " << dir;
+  for (int64_t kv_tokens : {int64_t{16384}, int64_t{272}}) {  // 272: preemption by recompute
+    SCOPED_TRACE("kv tokens " + std::to_string(kv_tokens));
+    EngineConfig c;
+    c.model_path = dir;
+    c.device = std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr ? "cpu" : "cuda";  // host-side debugging
+    c.attention = "full";
+    c.max_model_len = 256;
+    c.kv_cache_tokens = kv_tokens;
+    c.max_num_batched_tokens = 512;
+    std::vector<Request> reqs;
+    std::vector<std::vector<Completion>> sync;
+    {
+      c.async_scheduling = "off";
+      auto eng = Engine::create(c);
+      reqs = requests(40, eng->model_config().vocab_size, 17);
+      sync = run(*eng, reqs);
+    }
+    // Stop tokens taken from the synchronous outputs end those sequences mid-flight.
+    for (std::size_t i = 0; i < reqs.size(); i += 3)
+      if (sync[i][0].ids.size() > 4) reqs[i].params.stop_token_ids = {sync[i][0].ids[sync[i][0].ids.size() / 2]};
+    c.async_scheduling = "off";
+    std::vector<std::vector<Completion>> want;
+    {
+      auto eng = Engine::create(c);
+      want = run(*eng, reqs);
+    }
+    c.async_scheduling = "on";
+    auto eng = Engine::create(c);
+    const auto got = run(*eng, reqs);
+    int stopped = 0;
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+      ASSERT_EQ(got[i].size(), want[i].size());
+      for (std::size_t k = 0; k < want[i].size(); ++k) {
+        EXPECT_EQ(got[i][k].ids, want[i][k].ids) << reqs[i].id << " completion " << k;
+        EXPECT_EQ(got[i][k].text, want[i][k].text) << reqs[i].id << " completion " << k;
+        EXPECT_EQ(got[i][k].reason, want[i][k].reason) << reqs[i].id << " completion " << k;
+        stopped += want[i][k].reason == engine::FinishReason::kStop;
+      }
+    }
+    EXPECT_GT(stopped, 5) << "the test needs sequences that stop early";
+    const auto st = settled_stats(*eng);
+    EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";
+    std::printf("%s kv %lld: %zu requests equal, %d stopped early, %lld preemptions, step gap %.3f ms\n",
+                GetParam().c_str(), static_cast<long long>(kv_tokens), reqs.size(), stopped,
+                static_cast<long long>(st.num_preemptions),
+                st.step_gaps > 0 ? 1e3 * st.step_gap_seconds / static_cast<double>(st.step_gaps) : 0.0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaEngine, ::testing::Values("tiny-llama-sp", "tiny-qwen2-bpe", "tiny-qwen3-bpe"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace macserve::testing
