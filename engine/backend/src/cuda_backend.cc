@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cuda_check.h"
+#include "cuda_mac.h"
 #include "macserve/backend/backend.h"
 #include "macserve/backend/cuda_backend.h"
 #include "macserve/core/error.h"
@@ -24,10 +26,6 @@ namespace {
 
 namespace kc = macserve::kernels::cuda;
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw_error(ErrorCode::kInternal, "CUDA error in {}: {}", what, cudaGetErrorString(e));
-}
-void check_launch(int rc, const char* what) { check_cuda(static_cast<cudaError_t>(rc), what); }
 void check_cublas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw_error(ErrorCode::kInternal, "cuBLAS error {} in {}", static_cast<int>(s), what);
 }
@@ -53,6 +51,7 @@ class CudaBackend final : public Backend {
     check_cublas(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "cublasSetWorkspace");
     const char* env = std::getenv("MACSERVE_CUDA_ATTENTION");  // env: MACSERVE_CUDA_ATTENTION=general
     force_general_ = env != nullptr && std::string_view(env) == "general";
+    mac_ = std::make_unique<CudaMac>(*this, stream_, num_sms_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -81,6 +80,7 @@ class CudaBackend final : public Backend {
   }
   cudaStream_t stream() const { return stream_; }
   int num_sms() const { return num_sms_; }
+  CudaMac& mac() { return *mac_; }
 
   // ---- memory ----------------------------------------------------------------------------------
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override {
@@ -131,9 +131,7 @@ class CudaBackend final : public Backend {
       // buffer when it is page-locked (register_host_buffer: the model runner's logits), else
       // through a page-locked bounce buffer; a pageable copy ran at a fraction of the bus speed and
       // was 28% of the batch-64 step.
-      const bool pinned = std::any_of(registered_.begin(), registered_.end(), [&](const auto& r) {
-        return static_cast<char*>(dst) >= r.first && static_cast<char*>(dst) + bytes <= r.first + r.second;
-      });
+      const bool pinned = is_registered(dst, bytes);
       if (!pinned && bytes > bounce_bytes_) {
         if (bounce_ != nullptr) cudaFreeHost(bounce_);
         bounce_ = nullptr;
@@ -172,6 +170,16 @@ class CudaBackend final : public Backend {
   void copy(const Tensor& src, const Tensor& dst) override {
     MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
     check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
+  }
+
+  void copy_to_host_async(const Tensor& src, void* dst) override {
+    MACSERVE_CHECK(!capturing_, "copy_to_host_async during graph capture");
+    MACSERVE_CHECK(is_registered(dst, src.nbytes()), "copy_to_host_async needs a buffer from register_host_buffer");
+    check_cuda(cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, stream_), "copy_to_host_async");
+  }
+
+  void fill_zero(const Tensor& t) override {
+    check_cuda(cudaMemsetAsync(t.data(), 0, t.nbytes(), stream_), "cudaMemsetAsync");
   }
 
   void register_host_buffer(void* p, size_t bytes) override {
@@ -364,14 +372,17 @@ class CudaBackend final : public Backend {
                  "paged_decode");
   }
 
-  void mac_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AttentionMeta&,
-                     const kernels::PagedKvLayout&, float, const MacArgs&) override {
-    throw_error(ErrorCode::kUnsupported,
-                "MAC-Attention is not implemented on the CUDA backend yet; run with --attention full");
+  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout, float scale,
+                     const MacArgs& mac) override {
+    mac_->attention(q, q_pre, k_cache, v_cache, out, meta, layout, scale, mac, capturing_, any_graph(), &retired_);
   }
-  kernels::MacRing alloc_mac_ring(int64_t, int64_t, int64_t, int64_t, bool) override {
-    throw_error(ErrorCode::kUnsupported,
-                "MAC-Attention rings are not implemented on the CUDA backend yet; run with --attention full");
+  kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
+                                  bool bf16) override {
+    return mac_->alloc_ring(num_slots, window, num_q_heads, head_dim, bf16);
+  }
+  std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const override {
+    return CudaMac::unsupported(head_dim, group, block_size);
   }
 
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
@@ -381,6 +392,11 @@ class CudaBackend final : public Backend {
   }
 
  private:
+  bool is_registered(const void* p, size_t bytes) const {
+    const char* c = static_cast<const char*>(p);
+    return std::any_of(registered_.begin(), registered_.end(),
+                       [&](const auto& r) { return c >= r.first && c + bytes <= r.first + r.second; });
+  }
   bool any_graph() const {
     return std::any_of(graphs_.begin(), graphs_.end(), [](cudaGraphExec_t x) { return x != nullptr; });
   }
@@ -409,6 +425,7 @@ class CudaBackend final : public Backend {
   void* bounce_ = nullptr;
   size_t bounce_bytes_ = 0;
   kc::DecodePlan plan_;
+  std::unique_ptr<CudaMac> mac_;  // MAC-Attention: rings, dispatch, audit (cuda_mac.cc)
 };
 
 CudaBackend& as_cuda(Backend& be) {
@@ -445,5 +462,8 @@ void cuda_fill_uniform(Backend& be, const Tensor& t, uint64_t seed, float scale)
                "fill_uniform");
 }
 int cuda_num_sms(Backend& be) { return as_cuda(be).num_sms(); }
+void cuda_set_mac_force_hits(Backend& be, float hit_rate, bool clustered) {
+  as_cuda(be).mac().set_force_hits(hit_rate, clustered);
+}
 
 }  // namespace macserve::backend

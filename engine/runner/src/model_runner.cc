@@ -80,6 +80,10 @@ const std::vector<float>& ModelRunner::run(const SchedulerOutput& batch) {
   }
   if (logits.numel() > 0) backend_.copy_to_host(logits, logits_.data());
   if (mac_.enabled) {
+    // The telemetry's device -> host copy was enqueued before the logits copy, which synchronised
+    // it; a step without logits (a prefill chunk that samples nothing) synchronises here.
+    if (logits.numel() == 0) backend_.synchronize();
+    model_.read_mac_outputs(mac_out);
     account_mac(batch, in, mac_out);
     if (dump_ != nullptr) dump_mac(batch, in, mac_out);
   }
