@@ -3,14 +3,15 @@
 # the device tool sends, e.g. ../main/build-wt7; name it in `carry`): pack.tar.xz (test and bench
 # binaries, macserve, their non-system shared libraries, the tiny models, goldens, this checkout's
 # test fixtures and configs, the compiled-in source path), run.sh (scripts/gpu_mac_run.sh) and
-# SmolLM2 split into 20 MB parts smol/part.* (carried over consecutive calls).
-#   scripts/gpu_mac_pack.sh [build dir, default build] DEST
+# SmolLM2 split into two parts smol/part.* (carried over consecutive calls: 44 MiB fits beside a
+# pack without the tiny models, the rest alone; a call carries at most 64 MiB with the checkout).
+#   [BINS="..."] [TINY_MODELS=0] scripts/gpu_mac_pack.sh [build dir, default build] DEST
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build}
 DEST=${2:?destination folder}
 P=$DEST/pack
-BINS="mac_kernels_test cuda_mac_model_test cuda_model_test cuda_ops_test llama_gpu_bench macserve"
+BINS=${BINS:-mac_kernels_test cuda_mac_model_test cuda_model_test cuda_ops_test llama_gpu_bench macserve}
 rm -rf "$P" && mkdir -p "$P/bin" "$P/lib" "$P/shared/models" "$P/src/tests" "$P/src/configs"
 for b in $BINS; do cp "$B/bin/$b" "$P/bin/"; strip "$P/bin/$b" || true; done
 for b in $BINS; do
@@ -18,7 +19,9 @@ for b in $BINS; do
 done | sort -u | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*)\.so|/libcuda\.so|/usr/local/cuda|libcudart|libcublas' \
   | while read -r lib; do cp -L "$lib" "$P/lib/"; done
 SHARED=${MACSERVE_SHARED_DIR:-../shared}
-for m in tiny-llama-sp tiny-qwen2-bpe tiny-qwen3-bpe; do
+MODELS="tiny-llama-sp tiny-qwen2-bpe tiny-qwen3-bpe"
+[ "${TINY_MODELS:-1}" = 0 ] && MODELS=""
+for m in $MODELS; do
   mkdir -p "$P/shared/models/$m"
   cp "$SHARED/models/$m"/*.json "$SHARED/models/$m"/*.safetensors "$P/shared/models/$m/"
   cp "$SHARED/models/$m"/tokenizer.model "$P/shared/models/$m/" 2>/dev/null || true
@@ -35,6 +38,6 @@ rm -rf "$P"
 cp scripts/gpu_mac_run.sh "$DEST/run.sh"
 MODEL=${MACSERVE_DEFAULT_MODEL:-${HOME:-.}/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [ -f "$MODEL" ] && [ ! -f "$DEST/smol/part.aa" ]; then
-  mkdir -p "$DEST/smol" && split -b 20M "$MODEL" "$DEST/smol/part."
+  mkdir -p "$DEST/smol" && split -b 44M "$MODEL" "$DEST/smol/part."
 fi
 du -sh "$DEST/pack.tar.xz" "$DEST/smol" 2>/dev/null || true
