@@ -146,6 +146,8 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
   struct Force { float rate; bool clustered; };
   for (Force f : {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
     backend::cuda_set_mac_force_hits(be, f.rate, f.clustered);
+    model.set_graphs(false);  // graphs keep the switch they were captured with: capture anew
+    model.set_graphs(true);
     double hit = 0.0;
     const Result r = run(be, model, kv, 1, ctx, pool, &cfg, &hit);
     std::printf("b1_128k,mac,%.2f,%s,1,1,%lld,%.3f,%.3f,%.4f,%.3f\n", f.rate, f.clustered ? "per_kv_group" : "per_head",

@@ -16,6 +16,8 @@ int cuda_num_sms(Backend& be);
 // Benchmark only (also env MACSERVE_MAC_FORCE_HITS=RATE[,clustered] at backend creation): every
 // eligible MAC head's decision becomes a random draw with this hit rate (< 0: off), per head or per
 // KV group; a forced hit reuses the row of position m - 64, so the ring must hold valid rows there.
+// Graphs captured before the call keep the setting they were captured with (Model::set_graphs(false)
+// drops them).
 void cuda_set_mac_force_hits(Backend& be, float hit_rate, bool clustered);
 
 }  // namespace macserve::backend
