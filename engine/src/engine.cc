@@ -74,9 +74,6 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
     std::string why;
     backend_ = backend::make_cuda_backend(&why);
     if (!backend_) throw_error(ErrorCode::kUnsupported, "--device cuda: {}", why);
-    if (cfg.attention == "mac")  // MAC CUDA kernels are issue 7
-      throw_error(ErrorCode::kUnsupported, "--device cuda runs full attention only for now: pass --attention full "
-                  "(MAC-Attention on the GPU is not implemented yet)");
   } else if (cfg.device == "cpu" || cfg.device == "auto") {
     backend_ = backend::make_cpu_backend();
   } else {
@@ -106,6 +103,10 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   max_model_len_ = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position_embeddings)
                                          : mc.max_position_embeddings;
   const MacRunnerOptions mac = mac_options(cfg);
+  if (mac.enabled) {  // shapes the backend's MAC kernels cannot run: say so now, not at the first step
+    const std::string why = backend_->mac_unsupported(mc.head_dim, mc.num_q_heads / mc.num_kv_heads, cfg.block_size);
+    if (!why.empty()) throw_error(ErrorCode::kUnsupported, "--attention mac on --device {}: {}", backend_->name(), why);
+  }
   cache::MacRingSpec ring_spec;
   if (mac.enabled) ring_spec = {cfg.max_num_seqs, mac.config.window, mac.config.ring_bf16};
   const int64_t ring_bytes = ring_spec.num_slots * cache::KvPool::mac_ring_bytes_per_slot(mc, ring_spec);

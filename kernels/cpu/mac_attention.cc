@@ -245,7 +245,9 @@ void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, 
   float lse;
   attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, pos + 1, p.scale, out, &lse);
   const int64_t slot = p.ring_slots != nullptr ? p.ring_slots[s] : -1;
-  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s]) return;
+  // Only the chunk's last M positions: an earlier one's row slot is rewritten by a later token of
+  // the same chunk (and writing both would race between threads).
+  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s] || pos < p.context_lens[s] - p.cfg.window) return;
   // Prefill row built directly: keys [min(F, E), E), E = max(pos + 1 - r, 0).
   const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
   attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(p.cfg.sink, E), E, p.scale, sc.state.data(), &lse);

@@ -79,6 +79,11 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be) : config_(ckpt.con
   graphs_enabled_ = be.supports_graphs() && !(env != nullptr && std::string(env) == "0");
 }
 
+LlamaModel::~LlamaModel() {
+  drop_graphs();
+  if (!mac_host_.empty()) be_.unregister_host_buffer(mac_host_.data());
+}
+
 void LlamaModel::set_graphs(bool enabled) {
   graphs_enabled_ = enabled && be_.supports_graphs();
   if (!graphs_enabled_) drop_graphs();
@@ -111,7 +116,7 @@ int64_t LlamaModel::weight_bytes() const {
   return total;
 }
 
-void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
+void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits, int64_t mac_seqs) {
   const ModelConfig& c = config_;
   const DType act = be_.activation_dtype();  // inputs of linear layers: f32 on CPU, bf16 on CUDA
   if (num_tokens > ws_tokens_) {
@@ -131,6 +136,16 @@ void LlamaModel::ensure_workspace(int64_t num_tokens, int64_t num_logits) {
     audit_ = be_.alloc(DType::kF32, {num_tokens, c.num_q_heads, c.head_dim});
     meta_.positions = be_.alloc(DType::kI32, {num_tokens});
     meta_.slot_mapping = be_.alloc(DType::kI64, {num_tokens});
+  }
+  if (mac_seqs > mac_rows_cap_) {
+    // MAC telemetry for as many sequence rows as the step has tokens (a step never has more).
+    mac_rows_cap_ = std::max(mac_seqs, ws_tokens_);
+    ++ws_generation_;
+    const int64_t bytes = mac_layout(mac_rows_cap_).bytes;
+    mac_tel_ = be_.alloc(DType::kU8, {bytes});
+    if (!mac_host_.empty()) be_.unregister_host_buffer(mac_host_.data());
+    mac_host_.assign(static_cast<std::size_t>(bytes), 0);
+    be_.register_host_buffer(mac_host_.data(), mac_host_.size());
   }
   if (num_logits > ws_logits_) {
     ws_logits_ = num_logits;
@@ -170,6 +185,67 @@ void LlamaModel::upload_inputs(const StepInputs& in) {
     step_meta_.max_query_len = std::max<int64_t>(step_meta_.max_query_len, in.query_start[s + 1] - in.query_start[s]);
   step_meta_.max_context_len = *std::max_element(in.context_lens.begin(), in.context_lens.end());
   if (!in.logits_rows.empty()) be_.copy_from_host(in.logits_rows.data(), logits_rows_.slice_rows(0, in.logits_rows.size()));
+  if (!in.mac.enabled) return;
+  // MAC: per-sequence state on the backend once per step (every layer reads it), and zeroed audit
+  // sums (they accumulate).
+  const int64_t S = in.num_seqs();
+  mac_modes_view_ = put(in.mac.modes, mac_modes_, DType::kU8, {S});
+  mac_slots_view_ = put(in.mac.ring_slots, mac_slots_, DType::kI32, {S});
+  mac_valid_from_view_ = put(in.mac.ring_valid_from, mac_valid_from_, DType::kI32, {S});
+  mac_rows_from_view_ = put(in.mac.rows_from, mac_rows_from_, DType::kI32, {S});
+  mac_num_decode_ = std::count(in.mac.modes.begin(), in.mac.modes.end(), kernels::kMacDecode);
+  mac_rows_ = S;
+  if (in.mac.audit) {
+    const MacTelemetryLayout lay = mac_layout(S);
+    be_.fill_zero(mac_tel_.slice_rows(lay.audit, lay.bytes));
+  }
+}
+
+LlamaModel::MacTelemetryLayout LlamaModel::mac_layout(int64_t rows) const {
+  const auto align = [](int64_t x) { return (x + 255) / 256 * 256; };
+  const int64_t L = config_.num_layers;
+  MacTelemetryLayout lay;
+  lay.kv_tokens_read = align(L * rows * config_.num_q_heads * static_cast<int64_t>(sizeof(kernels::MacHeadDecision)));
+  lay.audit = lay.kv_tokens_read + align(L * rows * static_cast<int64_t>(sizeof(int64_t)));
+  lay.bytes = lay.audit + L * 2 * static_cast<int64_t>(sizeof(double));
+  return lay;
+}
+
+// One device -> host copy of the step's telemetry; the logits copy that follows synchronises it.
+void LlamaModel::fetch_mac_outputs(const StepInputs& in) {
+  const MacTelemetryLayout lay = mac_layout(mac_rows_);
+  be_.copy_to_host_async(mac_tel_.slice_rows(0, lay.bytes), mac_host_.data());
+  pending_mac_ = {true, mac_rows_, in.num_seqs(), in.mac.modes, in.context_lens, in.mac.audit};
+}
+
+void LlamaModel::read_mac_outputs(MacStepOutputs& out) {
+  const PendingMac& pm = pending_mac_;
+  MACSERVE_CHECK(pm.valid, "read_mac_outputs: the last forward had no MAC outputs");
+  const int64_t L = config_.num_layers, S = pm.num_seqs, R = pm.rows, Hq = config_.num_q_heads;
+  const MacTelemetryLayout lay = mac_layout(R);
+  const auto* dec = reinterpret_cast<const kernels::MacHeadDecision*>(mac_host_.data() + lay.decisions);
+  const auto* kv_read = reinterpret_cast<const int64_t*>(mac_host_.data() + lay.kv_tokens_read);
+  const auto* audit = reinterpret_cast<const double*>(mac_host_.data() + lay.audit);
+  out.decisions.assign(static_cast<std::size_t>(L * S * Hq), {});
+  out.kv_tokens_read.assign(static_cast<std::size_t>(L * S), 0);
+  for (int64_t l = 0; l < L; ++l) {
+    for (int64_t s = 0; s < S; ++s) {
+      const auto i = static_cast<std::size_t>(l * S + s);
+      if (pm.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode) {  // exact: what the oracle reports
+        out.kv_tokens_read[i] = int64_t{pm.context_lens[static_cast<std::size_t>(s)]} * config_.num_kv_heads;
+        continue;
+      }
+      std::copy_n(dec + (l * R + s) * Hq, Hq, out.decisions.begin() + static_cast<std::ptrdiff_t>(i) * Hq);
+      out.kv_tokens_read[i] = kv_read[l * R + s];
+    }
+  }
+  out.audit_err_sq.assign(static_cast<std::size_t>(L), 0.0);
+  out.audit_ref_sq.assign(static_cast<std::size_t>(L), 0.0);
+  if (!pm.audit) return;
+  for (int64_t l = 0; l < L; ++l) {
+    out.audit_err_sq[static_cast<std::size_t>(l)] = audit[2 * l];
+    out.audit_ref_sq[static_cast<std::size_t>(l)] = audit[2 * l + 1];
+  }
 }
 
 void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
@@ -202,45 +278,46 @@ void LlamaModel::validate(const StepInputs& in, const KvCacheView& kv) const {
 }
 
 void LlamaModel::attention(int64_t layer, const StepInputs& in, const KvCacheView& kv, const Tensor& q,
-                           const Tensor& attn, MacStepOutputs* mac_out) {
+                           const Tensor& attn) {
   const auto l = static_cast<std::size_t>(layer);
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
   if (!in.mac.enabled) {
     be_.paged_attention(q, kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale);
     return;
   }
-  const int64_t T = in.num_tokens(), S = in.num_seqs(), Hq = config_.num_q_heads, D = config_.head_dim;
-  backend::Backend::MacArgs args{&in.mac.config, &kv.mac_rings.at(l), in.mac.modes.data(), in.mac.ring_slots.data(),
-                                 in.mac.ring_valid_from.data(), in.mac.rows_from.data(),
-                                 mac_out ? mac_out->decisions.data() + layer * S * Hq : nullptr,
-                                 mac_out ? mac_out->kv_tokens_read.data() + layer * S : nullptr};
-  be_.mac_attention(q, q_pre_.slice_rows(0, T), kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale, args);
-  if (!in.mac.audit || mac_out == nullptr) return;
-  MACSERVE_CHECK(attn.dtype() == DType::kF32, "the MAC audit reads float32 attention outputs");
-  // Audit: exact attention for the same queries; relative L2 over the decode rows of this layer.
-  Tensor exact = audit_.slice_rows(0, T);
-  be_.paged_attention(q, kv.k[l], kv.v[l], exact, step_meta_, kv.layout, scale);
-  std::vector<float> a(static_cast<std::size_t>(T * Hq * D)), b(a.size());
-  be_.copy_to_host(attn, a.data());
-  be_.copy_to_host(exact, b.data());
-  for (int64_t s = 0; s < S; ++s) {
-    if (in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode) continue;
-    const int64_t t = in.query_start[static_cast<std::size_t>(s)];
-    for (int64_t i = t * Hq * D; i < (t + 1) * Hq * D; ++i) {
-      mac_out->audit_err_sq[l] += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-      mac_out->audit_ref_sq[l] += double(b[i]) * b[i];
-    }
+  // MAC: decisions and KV telemetry go to this layer's part of the step's telemetry buffer; an
+  // audited step also runs exact attention into audit_ and sums the error there.
+  const int64_t T = in.num_tokens(), R = mac_rows_, Hq = config_.num_q_heads;
+  const MacTelemetryLayout lay = mac_layout(R);
+  auto* tel = mac_tel_.data_as<uint8_t>();
+  backend::Backend::MacArgs args{&in.mac.config, &kv.mac_rings.at(l), mac_modes_view_.data_as<int8_t>(),
+                                 mac_slots_view_.data_as<int32_t>(), mac_valid_from_view_.data_as<int32_t>(),
+                                 mac_rows_from_view_.data_as<int32_t>(), mac_num_decode_,
+                                 reinterpret_cast<kernels::MacHeadDecision*>(tel + lay.decisions) + layer * R * Hq,
+                                 reinterpret_cast<int64_t*>(tel + lay.kv_tokens_read) + layer * R};
+  const Tensor exact = audit_.slice_rows(0, T);
+  if (in.mac.audit) {
+    args.audit_exact = &exact;
+    args.audit_sums = reinterpret_cast<double*>(tel + lay.audit) + 2 * layer;
   }
+  be_.mac_attention(q, q_pre_.slice_rows(0, T), kv.k[l], kv.v[l], attn, step_meta_, kv.layout, scale, args);
 }
 
 Tensor LlamaModel::forward(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out) {
   validate(in, kv);
-  if (graph_eligible(in)) return forward_graph(in, kv);
-  const int64_t T = in.num_tokens();
-  const int64_t R = static_cast<int64_t>(in.logits_rows.size());
-  ensure_workspace(T, std::max<int64_t>(R, 1));
-  upload_inputs(in);
-  return run_layers(in, kv, mac_out);
+  Tensor logits;
+  if (graph_eligible(in)) {
+    logits = forward_graph(in, kv);
+  } else {
+    const int64_t T = in.num_tokens();
+    const int64_t R = static_cast<int64_t>(in.logits_rows.size());
+    ensure_workspace(T, std::max<int64_t>(R, 1), in.mac.enabled ? in.num_seqs() : 0);
+    upload_inputs(in);
+    logits = run_layers(in, kv);
+  }
+  if (in.mac.enabled && mac_out != nullptr) fetch_mac_outputs(in);
+  else pending_mac_.valid = false;
+  return logits;
 }
 
 namespace {
@@ -258,7 +335,10 @@ int64_t width_bucket(int64_t x) {
 
 bool LlamaModel::graph_eligible(const StepInputs& in) const {
   const int64_t S = in.num_seqs();
-  if (!graphs_enabled_ || in.mac.enabled || in.num_tokens() != S || S > kGraphBuckets[std::size(kGraphBuckets) - 1])
+  if (!graphs_enabled_ || in.num_tokens() != S || S > kGraphBuckets[std::size(kGraphBuckets) - 1]) return false;
+  // MAC: pure decode steps only (prefill rows and the audit run eagerly).
+  if (in.mac.enabled && (in.mac.audit || std::any_of(in.mac.modes.begin(), in.mac.modes.end(),
+                                                     [](int8_t m) { return m != kernels::kMacDecode; })))
     return false;
   if (static_cast<int64_t>(in.logits_rows.size()) != S) return false;
   for (int64_t s = 0; s < S; ++s)
@@ -267,7 +347,7 @@ bool LlamaModel::graph_eligible(const StepInputs& in) const {
 }
 
 // Pads a decode step to its batch bucket B (extra rows: token 0 at position 0, KV slot -1 so
-// nothing is written, context 1 over block 0) and its block tables to a bucketed width, so that
+// nothing is written, context 1 over block 0; with MAC context 0 and no ring slot) and its block tables to a bucketed width, so that
 // every pointer and shape the kernels see is fixed per (B, width); the attention is planned for the
 // width's capacity. The first step of a key runs eagerly (allocating any lazy workspace) and is
 // then captured; later steps upload their inputs and replay.
@@ -294,15 +374,26 @@ Tensor LlamaModel::forward_graph(const StepInputs& in, const KvCacheView& kv) {
     std::copy_n(in.block_tables.begin() + s * in.max_blocks_per_seq, in.max_blocks_per_seq,
                 p.block_tables.begin() + s * W);
   p.mac = {};
+  if (in.mac.enabled) {  // padded rows: inactive (context 0) without a ring slot: no reads, no writes
+    p.mac.enabled = true;
+    p.mac.config = in.mac.config;
+    p.mac.modes.assign(static_cast<std::size_t>(B), kernels::kMacDecode);
+    p.mac.ring_slots.assign(in.mac.ring_slots.begin(), in.mac.ring_slots.end());
+    p.mac.ring_slots.resize(static_cast<std::size_t>(B), -1);
+    p.mac.ring_valid_from.assign(in.mac.ring_valid_from.begin(), in.mac.ring_valid_from.end());
+    p.mac.ring_valid_from.resize(static_cast<std::size_t>(B), 0);
+    p.mac.rows_from.assign(static_cast<std::size_t>(B), 0);
+    std::fill(p.context_lens.begin() + S, p.context_lens.end(), 0);
+  }
 
-  ensure_workspace(B, B);
+  ensure_workspace(B, B, in.mac.enabled ? B : 0);
   upload_inputs(p);
   step_meta_.max_context_len = W * kv.layout.block_size;  // plan for the width: fixed per graph
   if (graphs_generation_ != ws_generation_) {  // buffers moved: every graph points at old ones
     drop_graphs();
     graphs_generation_ = ws_generation_;
   }
-  const std::pair<int64_t, int64_t> key{B, W};
+  const GraphKey key{B, W, in.mac.enabled};
   for (const auto& [k, handle] : graphs_) {
     if (k != key) continue;
     be_.replay_graph(handle);
@@ -310,7 +401,7 @@ Tensor LlamaModel::forward_graph(const StepInputs& in, const KvCacheView& kv) {
   }
   // First step of this key: eager (it also allocates what the kernels create lazily), then capture.
   const int64_t generation = ws_generation_;
-  Tensor logits = run_layers(p, kv, nullptr);
+  Tensor logits = run_layers(p, kv);
   if (ws_generation_ != generation) return logits.slice_rows(0, S);
   try {
     if (graphs_.size() >= kMaxGraphs) {
@@ -318,7 +409,7 @@ Tensor LlamaModel::forward_graph(const StepInputs& in, const KvCacheView& kv) {
       graphs_.erase(graphs_.begin());
     }
     be_.begin_capture();
-    run_layers(p, kv, nullptr);
+    run_layers(p, kv);
     graphs_.emplace_back(key, be_.end_capture());
   } catch (const std::exception& e) {
     be_.abort_capture();
@@ -329,7 +420,7 @@ Tensor LlamaModel::forward_graph(const StepInputs& in, const KvCacheView& kv) {
   return logits.slice_rows(0, S);
 }
 
-Tensor LlamaModel::run_layers(const StepInputs& in, const KvCacheView& kv, MacStepOutputs* mac_out) {
+Tensor LlamaModel::run_layers(const StepInputs& in, const KvCacheView& kv) {
   const ModelConfig& c = config_;
   const int64_t T = in.num_tokens();
   const int64_t R = static_cast<int64_t>(in.logits_rows.size());
@@ -337,14 +428,6 @@ Tensor LlamaModel::run_layers(const StepInputs& in, const KvCacheView& kv, MacSt
   Tensor q = q_.slice_rows(0, T), k = k_.slice_rows(0, T), v = v_.slice_rows(0, T);
   Tensor attn = attn_.slice_rows(0, T), proj = proj_.slice_rows(0, T);
   Tensor gate_up = gate_up_.slice_rows(0, T), act = act_.slice_rows(0, T);
-  if (in.mac.enabled && mac_out != nullptr) {
-    const auto S = static_cast<std::size_t>(in.num_seqs());
-    const auto layers = static_cast<std::size_t>(c.num_layers);
-    mac_out->decisions.assign(layers * S * static_cast<std::size_t>(c.num_q_heads), {});
-    mac_out->kv_tokens_read.assign(layers * S, 0);
-    mac_out->audit_err_sq.assign(layers, 0.0);
-    mac_out->audit_ref_sq.assign(layers, 0.0);
-  }
 
   // Token embeddings start the residual stream.
   be_.embedding(ids_.slice_rows(0, T), embed_, residual);
@@ -368,7 +451,7 @@ Tensor LlamaModel::run_layers(const StepInputs& in, const KvCacheView& kv, MacSt
     be_.rope_kv_write(q, k, v, in.mac.enabled ? &q_pre : nullptr, step_meta_.positions, inv_freq_,
                       kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)], step_meta_, kv.layout);
     // Causal attention over the paged cache: prefill chunks exact, decodes through MAC when on.
-    attention(i, in, kv, q, attn, mac_out);
+    attention(i, in, kv, q, attn);
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
     // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
     be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);

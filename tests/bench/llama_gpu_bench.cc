@@ -4,6 +4,9 @@
 // decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
 // host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
+//   llama_gpu_bench [config dir] mac: batch-1 decode at 128K context, full attention vs MAC-Attention
+//     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid rows,
+//     a forced hit reuses the row of position m - 64), per head or per KV group; graphs on.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,8 +38,10 @@ struct Result {
   double idle_ms;       // GPU idle between the end of one step and the start of the next
 };
 
+// mac: MAC-Attention decode (ring slot s per sequence); its telemetry is fetched each step as the
+// model runner does (one copy before the logits'), and *hit_rate gets the realised hit fraction.
 Result run(backend::Backend& be, models::Model& model, const models::KvCacheView& kv, int64_t batch, int64_t ctx,
-           const std::vector<int32_t>& pool) {
+           const std::vector<int32_t>& pool, const kernels::MacConfig* mac = nullptr, double* hit_rate = nullptr) {
   const int64_t bs = kv.layout.block_size, pages = (ctx + bs - 1) / bs;
   auto st = static_cast<cudaStream_t>(backend::cuda_stream(be));
   models::StepInputs in;
@@ -52,14 +57,29 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
     in.context_lens.push_back(static_cast<int32_t>(ctx));
     in.block_tables.insert(in.block_tables.end(), table, table + pages);
     in.logits_rows.push_back(static_cast<int32_t>(s));
+    if (mac != nullptr) {
+      in.mac.modes.push_back(kernels::kMacDecode);
+      in.mac.ring_slots.push_back(static_cast<int32_t>(s));
+      in.mac.ring_valid_from.push_back(0);
+      in.mac.rows_from.push_back(0);
+    }
   }
+  if (mac != nullptr) {
+    in.mac.enabled = true;
+    in.mac.config = *mac;
+  }
+  models::MacStepOutputs mac_out;
   // Like the model runner: one logits buffer for the whole run, page-locked.
   std::vector<float> logits(static_cast<std::size_t>(batch * model.config().vocab_size));
   be.register_host_buffer(logits.data(), logits.size() * sizeof(float));
+  int64_t heads = 0, hits = 0;
   auto step = [&] {
-    Tensor l = model.forward(in, kv);
+    Tensor l = model.forward(in, kv, mac ? &mac_out : nullptr);
     logits.resize(static_cast<std::size_t>(l.numel()));
     be.copy_to_host(l, logits.data());
+    if (mac == nullptr) return;
+    model.read_mac_outputs(mac_out);
+    for (const auto& d : mac_out.decisions) heads += d.eligible, hits += d.hit;
   };
   for (int i = 0; i < 3; ++i) step();
   const int kSteps = 20;
@@ -69,9 +89,13 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
   for (int i = 0; i < kSteps; ++i) {
     const auto t0 = Clock::now();
     cudaEventRecord(begin[i], st);
-    Tensor l = model.forward(in, kv);
+    Tensor l = model.forward(in, kv, mac ? &mac_out : nullptr);
     cudaEventRecord(end[i], st);
     be.copy_to_host(l, logits.data());
+    if (mac != nullptr) {
+      model.read_mac_outputs(mac_out);
+      for (const auto& d : mac_out.decisions) heads += d.eligible, hits += d.hit;
+    }
     wall.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
   std::vector<double> idle;
@@ -84,14 +108,54 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
   cudaEvent_t a, b;
   cudaEventCreate(&a), cudaEventCreate(&b);
   cudaEventRecord(a, st);
-  for (int i = 0; i < kSteps; ++i) model.forward(in, kv);
+  for (int i = 0; i < kSteps; ++i) model.forward(in, kv, mac ? &mac_out : nullptr);
   cudaEventRecord(b, st);
   cudaEventSynchronize(b);
   float total = 0;
   cudaEventElapsedTime(&total, a, b);
   for (int i = 0; i < kSteps; ++i) cudaEventDestroy(begin[i]), cudaEventDestroy(end[i]);
   be.unregister_host_buffer(logits.data());
+  if (hit_rate != nullptr) *hit_rate = heads > 0 ? static_cast<double>(hits) / static_cast<double>(heads) : 0.0;
   return {median(wall), total / kSteps, median(idle)};
+}
+
+// Batch-1 decode at 128K: full attention, then MAC with forced hit rates (graphs on, 20 steps).
+int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheView& kv_in,
+            const std::vector<int32_t>& pool) {
+  const ModelConfig& c = model.config();
+  kernels::MacConfig cfg;  // defaults: t 0.45, M 512, r 256, min context 2048, no sink, bf16 ring
+  models::KvCacheView kv = kv_in;
+  const int64_t slots = 1;
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    kv.mac_rings.push_back(be.alloc_mac_ring(slots, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
+    const kernels::MacRing& r = kv.mac_rings.back();
+    const int64_t rows = slots * cfg.window * c.num_q_heads;
+    // Every row valid (finite lse) so a forced hit always finds its row.
+    backend::cuda_fill_uniform(be, Tensor(r.q, DType::kBF16, {rows * c.head_dim}, Device::kCuda), 100 + i, 1.0f);
+    backend::cuda_fill_uniform(be, Tensor(r.o, DType::kBF16, {rows * c.head_dim}, Device::kCuda), 200 + i, 1.0f);
+    backend::cuda_fill_uniform(be, Tensor(r.lse, DType::kF32, {rows}, Device::kCuda), 300 + i, 4.0f);
+  }
+  model.set_graphs(true);
+  const int64_t ctx = 131072;
+  std::printf("scenario,attention,forced_hit_rate,distribution,graphs,batch,context,step_ms,pipelined_ms,"
+              "realised_hit_rate,speedup_vs_full\n");
+  const Result full = run(be, model, kv, 1, ctx, pool);
+  std::printf("b1_128k,full,,,1,1,%lld,%.3f,%.3f,,1.000\n", static_cast<long long>(ctx), full.step_ms,
+              full.pipelined_ms);
+  std::fflush(stdout);
+  struct Force { float rate; bool clustered; };
+  for (Force f : {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
+    backend::cuda_set_mac_force_hits(be, f.rate, f.clustered);
+    model.set_graphs(false);  // graphs keep the switch they were captured with: capture anew
+    model.set_graphs(true);
+    double hit = 0.0;
+    const Result r = run(be, model, kv, 1, ctx, pool, &cfg, &hit);
+    std::printf("b1_128k,mac,%.2f,%s,1,1,%lld,%.3f,%.3f,%.4f,%.3f\n", f.rate, f.clustered ? "per_kv_group" : "per_head",
+                static_cast<long long>(ctx), r.step_ms, r.pipelined_ms, hit, full.step_ms / r.step_ms);
+    std::fflush(stdout);
+  }
+  backend::cuda_set_mac_force_hits(be, -1.0f, false);
+  return 0;
 }
 
 }  // namespace
@@ -129,6 +193,7 @@ int main(int argc, char** argv) {
   const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
   std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n", cfg.c_str(), load_s,
                weights / 1e9);
+  if (argc > 2 && std::string(argv[2]) == "mac") return run_mac(*be, *model, kv, pool);
   std::printf("scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
   struct Scenario { const char* name; int64_t batch, ctx; };
   const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";

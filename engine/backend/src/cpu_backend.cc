@@ -58,6 +58,7 @@ class CpuBackend final : public Backend {
     MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
     std::memmove(dst.data(), src.data(), src.nbytes());
   }
+  void fill_zero(const Tensor& t) override { std::memset(t.data(), 0, t.nbytes()); }
   void synchronize() override {}
 
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
@@ -118,6 +119,21 @@ class CpuBackend final : public Backend {
     p.decisions = mac.decisions;
     p.kv_tokens_read = mac.kv_tokens_read;
     k::cpu::mac_attention(p);
+    if (mac.audit_exact == nullptr) return;
+    // Audit: exact attention for the same queries, squared error and reference over decode rows.
+    paged_attention(q, k_cache, v_cache, *mac.audit_exact, meta, layout, scale);
+    const float* got = f32(out);
+    const float* ref = f32(*mac.audit_exact);
+    const int64_t row = q.dim(-2) * q.dim(-1);
+    for (int64_t s = 0; s < meta.num_seqs; ++s) {
+      if (mac.modes[s] != k::kMacDecode) continue;
+      const int64_t t = p.query_start[s];
+      for (int64_t i = t * row; i < (t + 1) * row; ++i) {
+        const double d = static_cast<double>(got[i]) - ref[i];
+        mac.audit_sums[0] += d * d;
+        mac.audit_sums[1] += static_cast<double>(ref[i]) * ref[i];
+      }
+    }
   }
   k::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
                             bool bf16) override {

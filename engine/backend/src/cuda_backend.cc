@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cuda_check.h"
+#include "cuda_mac.h"
 #include "macserve/backend/backend.h"
 #include "macserve/backend/cuda_backend.h"
 #include "macserve/core/error.h"
@@ -24,10 +26,6 @@ namespace {
 
 namespace kc = macserve::kernels::cuda;
 
-void check_cuda(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw_error(ErrorCode::kInternal, "CUDA error in {}: {}", what, cudaGetErrorString(e));
-}
-void check_launch(int rc, const char* what) { check_cuda(static_cast<cudaError_t>(rc), what); }
 void check_cublas(cublasStatus_t s, const char* what) {
   if (s != CUBLAS_STATUS_SUCCESS) throw_error(ErrorCode::kInternal, "cuBLAS error {} in {}", static_cast<int>(s), what);
 }
@@ -53,6 +51,7 @@ class CudaBackend final : public Backend {
     check_cublas(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "cublasSetWorkspace");
     const char* env = std::getenv("MACSERVE_CUDA_ATTENTION");  // env: MACSERVE_CUDA_ATTENTION=general
     force_general_ = env != nullptr && std::string_view(env) == "general";
+    mac_ = std::make_unique<CudaMac>(*this, stream_, num_sms_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -81,6 +80,7 @@ class CudaBackend final : public Backend {
   }
   cudaStream_t stream() const { return stream_; }
   int num_sms() const { return num_sms_; }
+  CudaMac& mac() { return *mac_; }
 
   // ---- memory ----------------------------------------------------------------------------------
   Tensor alloc(DType dtype, std::vector<int64_t> shape) override {
@@ -179,6 +179,10 @@ class CudaBackend final : public Backend {
   void copy(const Tensor& src, const Tensor& dst) override {
     MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
     check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
+  }
+
+  void fill_zero(const Tensor& t) override {
+    check_cuda(cudaMemsetAsync(t.data(), 0, t.nbytes(), stream_), "cudaMemsetAsync");
   }
 
   void register_host_buffer(void* p, size_t bytes) override {
@@ -371,14 +375,17 @@ class CudaBackend final : public Backend {
                  "paged_decode");
   }
 
-  void mac_attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AttentionMeta&,
-                     const kernels::PagedKvLayout&, float, const MacArgs&) override {
-    throw_error(ErrorCode::kUnsupported,
-                "MAC-Attention is not implemented on the CUDA backend yet; run with --attention full");
+  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
+                     const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout, float scale,
+                     const MacArgs& mac) override {
+    mac_->attention(q, q_pre, k_cache, v_cache, out, meta, layout, scale, mac, capturing_, any_graph(), &retired_);
   }
-  kernels::MacRing alloc_mac_ring(int64_t, int64_t, int64_t, int64_t, bool) override {
-    throw_error(ErrorCode::kUnsupported,
-                "MAC-Attention rings are not implemented on the CUDA backend yet; run with --attention full");
+  kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
+                                  bool bf16) override {
+    return mac_->alloc_ring(num_slots, window, num_q_heads, head_dim, bf16);
+  }
+  std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const override {
+    return CudaMac::unsupported(head_dim, group, block_size);
   }
 
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
@@ -421,6 +428,7 @@ class CudaBackend final : public Backend {
   void* bounce_ = nullptr;
   size_t bounce_bytes_ = 0;
   kc::DecodePlan plan_;
+  std::unique_ptr<CudaMac> mac_;  // MAC-Attention: rings, dispatch, audit (cuda_mac.cc)
 };
 
 CudaBackend& as_cuda(Backend& be) {
@@ -457,5 +465,8 @@ void cuda_fill_uniform(Backend& be, const Tensor& t, uint64_t seed, float scale)
                "fill_uniform");
 }
 int cuda_num_sms(Backend& be) { return as_cuda(be).num_sms(); }
+void cuda_set_mac_force_hits(Backend& be, float hit_rate, bool clustered) {
+  as_cuda(be).mac().set_force_hits(hit_rate, clustered);
+}
 
 }  // namespace macserve::backend

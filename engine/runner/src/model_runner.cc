@@ -126,6 +126,9 @@ const std::vector<float>& ModelRunner::wait() {
   in_flight_ = false;
   backend_.synchronize();
   if (mac_.enabled) {
+    // The telemetry's device -> host copy was enqueued before the logits copy; synchronize() above
+    // covered both.
+    model_.read_mac_outputs(mac_out_);
     account_mac(batch_, in_, mac_out_);
     if (dump_ != nullptr) dump_mac(batch_, in_, mac_out_);
   }

@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttenti
     if (tile < nt) break;
     tile -= nt;
   }
-  if (s >= p.num_seqs) return;
+  if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] != 0)) return;
   const int q0 = p.query_start[s], nq = p.query_start[s + 1] - q0;
   const int t_begin = tile * mq, t_end = min(nq, t_begin + mq);
   const int rows = (t_end - t_begin) * G;

@@ -71,10 +71,11 @@ WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, in
 
 __device__ __forceinline__ float bf16_bits_to_float(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
 
-// 8 consecutive elements of a ring row as floats (16-byte loads).
-template <bool kBf16>
-__device__ __forceinline__ void load8(const void* base, int64_t elem, float* out) {
-  if constexpr (kBf16) {
+// kN (8 or 4) consecutive elements of a ring row as floats (16- or 8-byte loads).
+template <bool kBf16, int kN>
+__device__ __forceinline__ void load_n(const void* base, int64_t elem, float* out) {
+  static_assert(kN == 8 || kN == 4, "8 or 4 elements");
+  if constexpr (kBf16 && kN == 8) {
     const uint4 v = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(base) + elem);
     const uint32_t w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
@@ -82,10 +83,16 @@ __device__ __forceinline__ void load8(const void* base, int64_t elem, float* out
       out[2 * i] = bf16_bits_to_float(w[i] & 0xffffu);
       out[2 * i + 1] = bf16_bits_to_float(w[i] >> 16);
     }
+  } else if constexpr (kBf16) {
+    const uint2 v = *reinterpret_cast<const uint2*>(static_cast<const uint16_t*>(base) + elem);
+    out[0] = bf16_bits_to_float(v.x & 0xffffu), out[1] = bf16_bits_to_float(v.x >> 16);
+    out[2] = bf16_bits_to_float(v.y & 0xffffu), out[3] = bf16_bits_to_float(v.y >> 16);
   } else {
-    const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + elem);
-    const float4 b = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + elem + 4);
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+#pragma unroll
+    for (int i = 0; i < kN; i += 4) {
+      const float4 a = *reinterpret_cast<const float4*>(static_cast<const float*>(base) + elem + i);
+      out[i] = a.x, out[i + 1] = a.y, out[i + 2] = a.z, out[i + 3] = a.w;
+    }
   }
 }
 
@@ -98,6 +105,14 @@ template <bool kBf16>
 __device__ __forceinline__ void ring_set(void* base, int64_t i, float v) {
   if constexpr (kBf16) static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
   else static_cast<float*>(base)[i] = v;
+}
+
+// Whether sequence s decodes in this launch, and its token row (mixed steps: token_index / modes).
+__device__ __forceinline__ bool decodes(const MacCudaParams& p, int s) {
+  return p.context_lens[s] > 0 && (p.modes == nullptr || p.modes[s] == kMacDecode);
+}
+__device__ __forceinline__ int64_t token_of(const MacCudaParams& p, int s) {
+  return p.token_index != nullptr ? p.token_index[s] : s;
 }
 
 // (d, pos) ordering: smaller distance, then the older position.
@@ -119,8 +134,8 @@ __device__ __forceinline__ uint32_t hash3(uint32_t a, uint32_t b, uint32_t c) {
 template <bool kBf16, int D>
 __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, int32_t* head_start) {
   const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
+  if (!decodes(p, s)) return;  // inactive (padded) row, or an exact sequence of a mixed step
   const int ctx = p.context_lens[s];
-  if (ctx <= 0) return;  // inactive (padded) row
   const int Hq = static_cast<int>(p.num_q_heads);
   const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
   const int m = ctx - 1;
@@ -135,17 +150,19 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
   float best_d = INFINITY;
   int best_pos = INT_MAX;
   if (eligible) {
-    constexpr int kChunks = D / 64;
+    constexpr int kElems = D >= 64 ? 8 : D / 8;  // per lane and chunk (8 lanes per candidate)
+    constexpr int kChunkDims = 8 * kElems;       // 64 (32 when D is 32)
+    constexpr int kChunks = D / kChunkDims;
     const int lane8 = tid & 7, cand = tid >> 3;  // 16 candidate groups of 8 lanes
-    float q[kChunks][8];
-    const float* qp = p.q_pre + (static_cast<int64_t>(s) * Hq + h) * D;
+    float q[kChunks][kElems];
+    const float* qp = p.q_pre + (token_of(p, s) * Hq + h) * D;
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c) {
-      const float4 a = *reinterpret_cast<const float4*>(qp + c * 64 + lane8 * 8);
-      const float4 b = *reinterpret_cast<const float4*>(qp + c * 64 + lane8 * 8 + 4);
-      q[c][0] = a.x, q[c][1] = a.y, q[c][2] = a.z, q[c][3] = a.w;
-      q[c][4] = b.x, q[c][5] = b.y, q[c][6] = b.z, q[c][7] = b.w;
-    }
+    for (int c = 0; c < kChunks; ++c)
+#pragma unroll
+      for (int e = 0; e < kElems; e += 4) {
+        const float4 a = *reinterpret_cast<const float4*>(qp + c * kChunkDims + lane8 * kElems + e);
+        q[c][e] = a.x, q[c][e + 1] = a.y, q[c][e + 2] = a.z, q[c][e + 3] = a.w;
+      }
     const int64_t slot_row0 = static_cast<int64_t>(slot) * M;
     for (int base = begin; base < m; base += 16) {  // uniform trip count: shuffles see full warps
       const int x = base + cand;
@@ -155,10 +172,10 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         if (active) {
-          float v[8];
-          load8<kBf16>(p.ring.q, row * D + c * 64 + lane8 * 8, v);
+          float v[kElems];
+          load_n<kBf16, kElems>(p.ring.q, row * D + c * kChunkDims + lane8 * kElems, v);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) {
+          for (int i = 0; i < kElems; ++i) {
             const float df = q[c][i] - v[i];
             acc = fmaf(df, df, acc);
           }
@@ -253,7 +270,7 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     int n_row = 0, n_sink = 0, n_tail = 0, start = 0, E_m = 0, Fp = 0, ctx = 0;
     if (gi < n_groups) {
       const int s = gi / Hkv, g = gi % Hkv;
-      ctx = p.context_lens[s];
+      ctx = decodes(p, s) ? p.context_lens[s] : 0;
       if (ctx > 0) {
         const int m = ctx - 1;
         E_m = max(m + 1 - r, 0);
@@ -295,9 +312,10 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   for (int s = tid; s < p.num_seqs; s += kScheduleThreads) {
     int64_t total = 0;
     for (int g = 0; g < Hkv; ++g) total += w.group_reads[s * Hkv + g];
-    if (p.kv_tokens_read != nullptr) p.kv_tokens_read[s] = total;
+    const bool dec = decodes(p, s);
     const int ctx = p.context_lens[s];
-    if (p.counters != nullptr && ctx > 0) {
+    if (p.kv_tokens_read != nullptr) p.kv_tokens_read[s] = dec ? total : static_cast<int64_t>(max(ctx, 0)) * Hkv;
+    if (p.counters != nullptr && dec) {
       atomicAdd(&p.counters->kv_tokens_read, static_cast<unsigned long long>(total));
       atomicAdd(&p.counters->kv_tokens_full, static_cast<unsigned long long>(ctx) * Hkv);
     }
@@ -418,7 +436,7 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
     const int4 task = w.tasks[t];
     const int gi = task.x, s = gi / Hkv, g = gi % Hkv;
     __syncthreads();  // the previous task's shared state is no longer read
-    const float* q = p.q_post + (static_cast<int64_t>(s) * Hq + g * G) * D;
+    const float* q = p.q_post + (token_of(p, s) * Hq + g * G) * D;
     for (int i = tid; i < G * D; i += kPartialThreads) sm.q[i / D][i % D] = q[i] * p.scale;
     if (tid < G)
       sm.hstart[tid] = task.w == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + tid] : 0;
@@ -454,8 +472,8 @@ __device__ __forceinline__ void merge_into(float& o, float& lse, float ob, float
 template <bool kBf16>
 __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
   const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
+  if (!decodes(p, s)) return;
   const int ctx = p.context_lens[s];
-  if (ctx <= 0) return;
   const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads), G = Hq / Hkv;
   const int D = static_cast<int>(p.layout.head_dim), M = static_cast<int>(p.cfg.window);
   const int m = ctx - 1, g = h / G, hl = h % G;
@@ -471,7 +489,7 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
   int t = gi.task_begin;
   for (int k = 0; k < gi.n_row; ++k, ++t)
     merge_into(o, lse, w.part_o[(static_cast<int64_t>(t) * G + hl) * D + d], w.part_lse[static_cast<int64_t>(t) * G + hl]);
-  const int64_t qi = (static_cast<int64_t>(s) * Hq + h) * D + d;
+  const int64_t qi = (token_of(p, s) * Hq + h) * D + d;
   if (slot >= 0) {
     __syncthreads();  // row p may share row m's ring slot (p = m - M): every read precedes the write
     const int64_t row = (static_cast<int64_t>(slot) * M + m % M) * Hq + h;
@@ -503,8 +521,8 @@ __global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefil
   if (p.modes[s] != kMacExact || slot < 0) return;
   const int n = p.query_start[s + 1] - p.query_start[s];
   const int pos = p.context_lens[s] - n + (tok - p.query_start[s]);
-  if (pos < p.rows_from[s]) return;
   const int Hq = static_cast<int>(p.num_q_heads), M = static_cast<int>(p.cfg.window);
+  if (pos < p.rows_from[s] || pos < p.context_lens[s] - M) return;  // a later token of the chunk owns the row
   const int E = max(pos + 1 - static_cast<int>(p.cfg.band), 0);
   const int b = min(static_cast<int>(p.cfg.sink), E);
   const float* q = p.q_post + (static_cast<int64_t>(tok) * Hq + g * G) * D;
@@ -576,7 +594,7 @@ void launch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
 }  // namespace
 
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size) {
-  return (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
+  return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
 }
 
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
@@ -602,7 +620,10 @@ int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_conte
   const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens);
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
   const dim3 heads_grid(static_cast<unsigned>(Hq), static_cast<unsigned>(p.num_seqs));
-  if (D == 64) {
+  if (D == 32) {
+    if (p.cfg.ring_bf16) match_kernel<true, 32><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
+    else match_kernel<false, 32><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
+  } else if (D == 64) {
     if (p.cfg.ring_bf16) match_kernel<true, 64><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
     else match_kernel<false, 64><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
   } else {
@@ -610,7 +631,8 @@ int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_conte
     else match_kernel<false, 128><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
   }
   schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
-  if (D == 64) dispatch_partial<64>(p, w, G, st);
+  if (D == 32) dispatch_partial<32>(p, w, G, st);
+  else if (D == 64) dispatch_partial<64>(p, w, G, st);
   else dispatch_partial<128>(p, w, G, st);
   if (p.cfg.ring_bf16) merge_kernel<true><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
   else merge_kernel<false><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
@@ -623,7 +645,10 @@ int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream) {
   const int64_t D = p.layout.head_dim;
   const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
   if (!mac_supported(D, G, p.layout.block_size)) return static_cast<int>(cudaErrorInvalidValue);
-  if (D == 64) {
+  if (D == 32) {
+    if (p.cfg.ring_bf16) launch_rows<32, true>(p, G, st);
+    else launch_rows<32, false>(p, G, st);
+  } else if (D == 64) {
     if (p.cfg.ring_bf16) launch_rows<64, true>(p, G, st);
     else launch_rows<64, false>(p, G, st);
   } else {

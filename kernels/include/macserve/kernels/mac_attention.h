@@ -58,6 +58,7 @@ struct MacAttentionParams {
   const int32_t* ring_slots;     // [num_seqs] request slot of each sequence (-1: none)
   const int32_t* ring_valid_from;// [num_seqs] first position whose row belongs to this request
   const int32_t* rows_from;      // [num_seqs] exact-mode tokens at positions >= this write rows
+                                 // (and only the chunk's last M: earlier rows would be rewritten)
   int64_t num_seqs;
   int64_t max_blocks_per_seq;
   int64_t num_q_heads;

@@ -24,7 +24,8 @@ struct MacStepInputs {
   bool audit = false;                   // also run exact attention; report rel. L2 per layer
 };
 
-// What a MAC step reports back (filled by Model::forward when mac.enabled).
+// What a MAC step reports back (Model::read_mac_outputs after the step). Decisions are those of
+// decode sequences (zero for exact ones); kv_tokens_read of an exact sequence is context x Hkv.
 struct MacStepOutputs {
   std::vector<kernels::MacHeadDecision> decisions;  // [num_layers, num_seqs, num_q_heads]
   std::vector<int64_t> kv_tokens_read;              // [num_layers, num_seqs]

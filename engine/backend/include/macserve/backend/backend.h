@@ -48,12 +48,15 @@ class Backend {
   // Host float32 -> backend tensor of the backend's weight dtype (f32 on CPU, bf16 on CUDA).
   virtual Tensor upload_weight(const Tensor& host) = 0;
   virtual void copy_to_host(const Tensor& src, void* dst) = 0;
-  // Enqueues the copy and returns: dst is valid after the next synchronize(). dst must stay alive
-  // until then; copies into a buffer given to register_host_buffer run without blocking the host,
-  // others (and every copy on the CPU) complete before the call returns.
+  // Enqueues the copy and returns: dst is valid once a later synchronize() or copy_to_host returns
+  // (stream order). dst must stay alive until then; copies into a buffer given to
+  // register_host_buffer run without blocking the host, others (and every copy on the CPU) complete
+  // before the call returns.
   virtual void copy_to_host_async(const Tensor& src, void* dst) { copy_to_host(src, dst); }
   virtual void copy_from_host(const void* src, const Tensor& dst) = 0;
   virtual void copy(const Tensor& src, const Tensor& dst) = 0;  // same device, same size
+  // Sets every byte of t to 0, in stream order (graph-capturable on CUDA).
+  virtual void fill_zero(const Tensor& t) = 0;
   virtual void synchronize() = 0;
   // Page-locks a host buffer the caller keeps (and unregisters before freeing it), so that
   // copy_to_host into it runs at full bus speed without a bounce copy. No-op on the CPU.
@@ -99,22 +102,35 @@ class Backend {
                                const Tensor& out, const AttentionMeta& meta,
                                const kernels::PagedKvLayout& layout, float scale) = 0;
   // MAC-Attention for the step (kernels/mac_attention.h): exact attention (+ ring rows) for
-  // exact-mode sequences, Match-Amend-Complete for decode-mode ones. Per-sequence arrays are host
-  // vectors of num_seqs entries; decisions [num_seqs, Hq] and kv_tokens_read [num_seqs] are host
-  // outputs (may be null).
+  // exact-mode sequences, Match-Amend-Complete for decode-mode ones, in any mix. Every pointer is
+  // backend memory (the host's on the CPU, the device's on CUDA): the per-sequence arrays are
+  // uploaded once per step with the step's metadata, and the outputs stay there until the step's one
+  // telemetry copy (Model::forward), so nothing here synchronises.
   struct MacArgs {
     const kernels::MacConfig* config;
     const kernels::MacRing* ring;
-    const int8_t* modes;
-    const int32_t* ring_slots;
-    const int32_t* ring_valid_from;
-    const int32_t* rows_from;
-    kernels::MacHeadDecision* decisions;
-    int64_t* kv_tokens_read;
+    const int8_t* modes;             // [num_seqs] kernels::MacSeqMode
+    const int32_t* ring_slots;       // [num_seqs]
+    const int32_t* ring_valid_from;  // [num_seqs]
+    const int32_t* rows_from;        // [num_seqs]
+    int64_t num_decode;              // host fact: sequences in kMacDecode (plans the launches)
+    kernels::MacHeadDecision* decisions;  // [num_seqs, Hq] (required on CUDA: the merge reads it)
+    int64_t* kv_tokens_read;              // [num_seqs] or null
+    // Audit (null: off): exact attention of the same queries into *audit_exact (f32, shaped as q),
+    // then audit_sums[0] += sum |mac - exact|^2 and audit_sums[1] += sum |exact|^2 over the rows of
+    // decode sequences, both taken in f32 (so bf16 output rounding is not counted as MAC error).
+    const Tensor* audit_exact = nullptr;
+    double* audit_sums = nullptr;         // [2]
   };
   virtual void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
                              const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout,
                              float scale, const MacArgs& mac) = 0;
+  // Why MAC-Attention cannot run here for these shapes, or "" when it can (the engine turns a
+  // reason into a startup error instead of failing at the first step).
+  virtual std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const {
+    (void)head_dim, (void)group, (void)block_size;
+    return {};
+  }
   // MAC ring storage for one layer: q and o [num_slots, M, Hq, D] (bf16 as u16 or f32), lse f32
   // [num_slots, M, Hq] set to -inf (empty rows).
   virtual kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads,

@@ -1,5 +1,5 @@
 // Extras of the CUDA backend for tests and benchmarks (only in builds with CUDA): the compute
-// stream, a seeded device fill, and the device's multiprocessor count.
+// stream, a seeded device fill, the device's multiprocessor count, and the forced-hit MAC switch.
 #pragma once
 
 #include <cstdint>
@@ -13,5 +13,11 @@ void* cuda_stream(Backend& be);
 // Fills a CUDA tensor (bf16 or f32) with uniform values in [-scale, scale), on the stream.
 void cuda_fill_uniform(Backend& be, const Tensor& t, uint64_t seed, float scale);
 int cuda_num_sms(Backend& be);
+// Benchmark only (also env MACSERVE_MAC_FORCE_HITS=RATE[,clustered] at backend creation): every
+// eligible MAC head's decision becomes a random draw with this hit rate (< 0: off), per head or per
+// KV group; a forced hit reuses the row of position m - 64, so the ring must hold valid rows there.
+// Graphs captured before the call keep the setting they were captured with (Model::set_graphs(false)
+// drops them).
+void cuda_set_mac_force_hits(Backend& be, float hit_rate, bool clustered);
 
 }  // namespace macserve::backend

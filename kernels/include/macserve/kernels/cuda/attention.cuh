@@ -30,6 +30,9 @@ struct PagedAttentionCudaParams {
   float scale;
   PagedKvLayout layout;
   bool out_bf16;
+  // paged_prefill_flash only: sequences with skip[s] != 0 are not computed (their output rows are
+  // left as they are). MAC mixed steps pass the modes, so decode sequences go to MAC alone.
+  const int8_t* skip = nullptr;  // [num_seqs] device, or null
 };
 
 int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);

@@ -3,7 +3,8 @@
 // decision is taken on the device, so a step is a fixed sequence of launches with no host sync:
 // CUDA-graph capturable for a fixed (num_seqs, workspace) bucket.
 //
-// One decode step (one query token per sequence, sequence s = token s), four launches:
+// One decode step (one query token per sequence: token s = sequence s, or token_index[s] in a
+// mixed step where modes[] marks the decode sequences and the others are skipped), four launches:
 //   1. mac_match      one CTA per (seq, q head): nearest valid ring row among
 //                     [max(valid_from, m - M), m) by squared L2 of q_pre (fp32 sums of bf16 rows,
 //                     16-byte loads, 8 lanes per candidate, early exit once the first 64 dims'
@@ -25,7 +26,7 @@
 // A sequence with ring_slots[s] < 0 gets exact attention and writes no row.
 //
 // Prefill rows (exact-mode sequences): mac_prefill_rows writes row(i) = AS(q_post(i),
-// [min(F, E_i), E_i)) for the chunk's tokens at positions i >= rows_from[s] (masked attention over
+// [min(F, E_i), E_i)) for the chunk's tokens at positions i >= rows_from[s] among its last M (masked attention over
 // j <= i - r, no downdate). The chunk's attention output itself comes from the plain paged kernel.
 #pragma once
 
@@ -77,6 +78,11 @@ struct MacCudaParams {
   MacCounters* counters;          // device or nullptr
   MacForceHits force;
   int32_t chunk_tokens = 256;     // split-KV chunk, a multiple of 16
+  // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
+  // q_pre and out, and which sequences decode here (others read and write nothing; their
+  // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
+  const int32_t* token_index = nullptr;  // [num_seqs] device
+  const int8_t* modes = nullptr;         // [num_seqs] device MacSeqMode
 };
 
 // Workspace of one step: a task list and the partial outputs, sized for the worst case of the
@@ -89,6 +95,7 @@ int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_k
                             int64_t max_context_len, int32_t chunk_tokens);
 // A chunk size that gives about two waves of tasks when every group misses (multiple of 16, >= 64).
 int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms);
+// head_dim 32, 64 or 128; 1 to 8 query heads per KV head; KV blocks of 16 tokens.
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size);
 
 // The four launches of a decode step (returns a cudaError_t value, 0 = ok). max_context_len bounds
@@ -116,5 +123,19 @@ struct MacPrefillRowsParams {
   MacRing ring;
 };
 int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream);
+
+// --mac-audit-rate on the device: for the token row query_start[s] of every kMacDecode sequence,
+// sums[0] += sum (got - exact)^2 and sums[1] += sum exact^2 (f64 atomics: the sums of a step stay
+// on the device until its one telemetry copy).
+struct MacAuditParams {
+  const float* got;              // [num_tokens, row_elems] MAC output
+  const float* exact;            // [num_tokens, row_elems] exact attention
+  const int32_t* query_start;    // [num_seqs + 1] device
+  const int8_t* modes;           // [num_seqs] device MacSeqMode
+  int64_t num_seqs;
+  int64_t row_elems;             // Hq x D
+  double* sums;                  // [2] device
+};
+int mac_audit_accumulate(const MacAuditParams& p, Stream stream);
 
 }  // namespace macserve::kernels::cuda

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
+# in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
+# generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|smol]
+# bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
+# smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
+# Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
+set -uo pipefail
+D=$(cd "$(dirname "$0")" && pwd)
+cd "$D/.."
+WHAT=${1:-tests}
+P=$D/pack
+if [ -f "$D/pack.tar.xz" ] && [ ! -f "$P/commit" ]; then mkdir -p "$P" && tar -xJf "$D/pack.tar.xz" -C "$P"; fi
+RESULTS=${OUT:-/tmp/gpu-out}
+OUT=$(mktemp -d)
+SRC=$(cat "$P/source_dir")
+if [ ! -e "$SRC" ]; then mkdir -p "$(dirname "$SRC")" && ln -s "$P/src" "$SRC"; fi
+CUBLAS_PY=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null || true)
+export LD_LIBRARY_PATH=$P/lib:/usr/local/cuda/lib64:${CUBLAS_PY}:${LD_LIBRARY_PATH:-}
+export MACSERVE_SHARED_DIR=$P/shared
+export OMP_NUM_THREADS=16
+SMOL=$D/smol/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$SMOL" ] && ls "$D"/smol/part.* >/dev/null 2>&1; then
+  cat "$D"/smol/part.* > "$SMOL.tmp"
+  if [ "$(stat -c %s "$SMOL.tmp")" = 98362432 ]; then mv "$SMOL.tmp" "$SMOL"; else rm -f "$SMOL.tmp"; fi
+fi
+[ -f "$SMOL" ] && export MACSERVE_DEFAULT_MODEL=$SMOL
+nvidia-smi --query-gpu=name,clocks.sm,clocks.mem,memory.used --format=csv,noheader | tee "$OUT/gpu.txt"
+echo "pack of commit $(cat "$P/commit") (dirty tracked files: $(cat "$P/dirty_files"))" | tee -a "$OUT/gpu.txt"
+summary=""
+run_test() {  # log name, time limit (s), binary, args...
+  local name=$1 limit=$2 bin=$3; shift 3
+  local start=$(date +%s)
+  timeout "$limit" "$P/bin/$bin" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  summary+="$name rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$name.log" | tr '\n' ' ')\n"
+}
+gen() {  # log name, macserve generate args...
+  local name=$1; shift
+  local start=$(date +%s)
+  MACSERVE_LOG_LEVEL=info timeout 120 "$P/bin/macserve" generate "$@" > "$OUT/$name.txt" 2> "$OUT/$name.err"
+  summary+="$name rc=$? $(( $(date +%s) - start ))s: $(head -c 160 "$OUT/$name.txt" | tr '\n' ' ')\n"
+  summary+="  $(grep -E 'attention: mac|error|Error|hit rate' "$OUT/$name.err" | cut -c1-300 | tr '\n' ' ')\n"
+}
+if [ "$WHAT" = tests ]; then
+  run_test mac_kernels_test 150 mac_kernels_test
+  run_test cuda_mac_model_test 300 cuda_mac_model_test --gtest_filter=-*SmolLM2*
+  run_test cuda_ops_test 90 cuda_ops_test
+  run_test cuda_model_test 150 cuda_model_test --gtest_filter=-*SmolLM2*
+  M=$P/shared/models
+  MAC="--attention mac --mac-window 64 --mac-band 16 --mac-min-context 48 --mac-threshold 0.45"
+  gen gen_qwen3_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "Once upon a time" \
+    --max-tokens 96 --ignore-eos $MAC --stats-json "$OUT/gen_qwen3_cuda.json"
+  gen gen_qwen3_cpu --device cpu --model "$M/tiny-qwen3-bpe" --prompt "Once upon a time" --max-tokens 96 --ignore-eos \
+    $MAC --stats-json "$OUT/gen_qwen3_cpu.json"
+  gen gen_block32_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "x" \
+    --max-tokens 4 --block-size 32 $MAC
+fi
+if [ "$WHAT" = tests ] || [ "$WHAT" = bench ]; then
+  start=$(date +%s)
+  timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
+  summary+="llama_gpu_bench mac rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/gpu_llama8b_mac.csv" "$OUT/bench_mac.err")\n"
+  cp "$OUT/gpu_llama8b_mac.csv" "$RESULTS/"
+fi
+if [ "$WHAT" = smol ]; then
+  ls -la "$D/smol" | head -12
+  run_test cuda_mac_model_test_smol 360 cuda_mac_model_test --gtest_filter=*SmolLM2*
+  MAC="--attention mac --mac-min-context 1024 --max-tokens 64 --ignore-eos --max-model-len 4096"
+  PROMPT=$(cat "$SRC/tests/fixtures/mac_long_context/kjv.txt")
+  gen gen_smol_kjv_cuda --device cuda --gpu-memory-utilization 0.3 --prompt "$PROMPT" $MAC --mac-audit-rate 0.25 \
+    --stats-json "$OUT/gen_smol_kjv_cuda.json"
+  gen gen_smol_kjv_cpu --device cpu --prompt "$PROMPT" $MAC --mac-audit-rate 0.25 --stats-json "$OUT/gen_smol_kjv_cpu.json"
+  run_test cuda_model_test_smol 200 cuda_model_test --gtest_filter=*SmolLM2*
+fi
+for f in "$OUT"/gen_*_c*u.json; do
+  [ -f "$f" ] || continue
+  summary+="$(python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1])); m = s.get("mac", {})
+print(sys.argv[1].split("/")[-1], "tokens", len(s.get("completion_ids", [])), "hit", m.get("hit_heads"), "/", m.get("heads"),
+      "eligible", m.get("eligible_heads"), "kv", m.get("kv_bytes_read"), "/", m.get("kv_bytes_full"),
+      "audit", [round(x, 4) for x in m.get("layer_audit_rel_l2", [])],
+      "ids", s.get("completion_ids", [])[:64])' "$f" 2>&1)\n"
+done
+echo "================ details"
+for f in "$OUT"/*.log; do grep -E '^(tiny|SmolLM2|  flip|  step|  per-layer|.*audit rel|.*sequence [0-9]|.*replayed|startup error|e[0-9]|.*: tokens equal|single|defaults|traj|all-miss|graph|batch|prefill|forced|.*Failure|Expected|Which is|  Actual)' "$f" | cut -c1-600 | head -60; done
+tar -czf "$RESULTS/logs.tgz" -C "$OUT" .
+echo "================ summary"
+printf "%b" "$summary"
