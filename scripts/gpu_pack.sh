@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${1:-build-cuda}
 P=$B/gpu-pack
-BINS="cuda_ops_test paged_decode_test cuda_model_test cuda_engine_test decode_bench llama_gpu_bench engine_bench macserve"
+BINS="cuda_ops_test paged_decode_test cuda_model_test cuda_engine_test cuda_mac_model_test mac_kernels_test decode_bench llama_gpu_bench engine_bench macserve"
 rm -rf "$P" && mkdir -p "$P/bin" "$P/lib" "$P/shared/models"
 for b in $BINS; do cp "$B/bin/$b" "$P/bin/"; strip "$P/bin/$b" || true; done
 for b in $BINS; do

@@ -45,7 +45,8 @@ fi
 if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   run_test cuda_ops_test 120
   run_test cuda_model_test 120
-  run_test cuda_engine_test 120
+  run_test cuda_engine_test 150
+  [ "${MAC_TESTS:-1}" = 1 ] && run_test cuda_mac_model_test 300
   MACSERVE_LOG_LEVEL=info timeout 60 "$P/bin/macserve" generate --device cuda --attention full \
     --gpu-memory-utilization 0.5 --model "$P/shared/models/tiny-llama-sp" --prompt "Once upon a time" \
     --max-tokens 32 > "$OUT/generate.txt" 2> "$OUT/generate.err"
