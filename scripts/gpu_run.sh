@@ -66,7 +66,7 @@ fi
 if [ "$WHAT" = engine ] || [ "$WHAT" = all ]; then
   for a in off on; do
     timeout 240 "$P/bin/engine_bench" --model "$PWD/configs/llama-3.1-8b" --load-format dummy --device cuda \
-      --tokenizer "$P/shared/tokenizers/llama3.1" --attention full --async-scheduling $a --cached-prompts --concurrency 1,16,64 --prompt-len 4096 \
+      --tokenizer "$P/shared/tokenizers/llama3.1" --attention full --async-scheduling $a --cached-prompts --warm-pass --concurrency 1,16,64 --prompt-len 4096 \
       --max-tokens 128 --csv "$OUT/engine_gpu.csv" > "$OUT/engine_bench_$a.txt" 2>> "$OUT/engine_bench.err"
     summary+="engine_bench 8B dummy async $a rc=$?\n$(cat "$OUT/engine_bench_$a.txt")\n"
   done

@@ -67,7 +67,7 @@ class EngineImpl final : public Engine {
   std::vector<std::unique_ptr<Sequence>> retired_;
   SchedulerOutput in_flight_;  // async scheduling: the launched step, sampled next iteration
   Clock::time_point last_step_end_{};  // when the last step's logits reached the host (none: idle)
-  void launched();  // accounts the gap since last_step_end_
+  void launched(Clock::time_point launch_start);  // accounts launch time and the gap since last_step_end_
 
   // Shared with front ends.
   mutable std::mutex mu_;

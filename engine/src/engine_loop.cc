@@ -140,8 +140,10 @@ void EngineImpl::step() {
   const auto now = Clock::now();
   for (const ScheduledSeq& s : batch.seqs)
     if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
-  runner_->launch(batch, runner_->prepare(batch));
-  launched();
+  models::StepInputs in = runner_->prepare(batch);
+  const auto t_launch = Clock::now();
+  runner_->launch(batch, std::move(in));
+  launched(t_launch);
   const std::vector<float>& logits = runner_->wait();
   last_step_end_ = Clock::now();
   scheduler_->commit(batch);
@@ -178,8 +180,9 @@ void EngineImpl::async_step() {
     return;
   }
   ModelRunner::finalize(next, in);
+  const auto t_launch = Clock::now();
   runner_->launch(next, std::move(in));
-  launched();
+  launched(t_launch);
   scheduler_->commit(next);
   for (const ScheduledSeq& s : next.seqs) {
     if (!s.sample || s.seq->status == SeqStatus::kFinished) continue;
@@ -191,13 +194,14 @@ void EngineImpl::async_step() {
   in_flight_ = std::move(next);
 }
 
-void EngineImpl::launched() {
-  if (last_step_end_ == Clock::time_point{}) return;
-  const double gap = seconds(last_step_end_, Clock::now());
-  last_step_end_ = {};
+void EngineImpl::launched(Clock::time_point launch_start) {
+  const auto now = Clock::now();
   std::lock_guard lock(mu_);
-  stats_.step_gap_seconds += gap;
+  stats_.launch_seconds += seconds(launch_start, now);
+  if (last_step_end_ == Clock::time_point{}) return;
+  stats_.step_gap_seconds += seconds(last_step_end_, now);
   ++stats_.step_gaps;
+  last_step_end_ = {};
 }
 
 // Samples every row of `batch` that wants a token (rows of sequences finished meanwhile are
@@ -221,6 +225,7 @@ void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& 
   // Rows are independent (each sequence has its own sampler and random stream), so they are
   // sampled in parallel: the device waits for this (a 128K-entry vocabulary is ~0.1 ms per greedy
   // row, far more with top-p), and the results do not depend on the thread count.
+  const auto t_sample = Clock::now();
   std::vector<sampling::SampleResult> results(rows.size());
   const auto n = static_cast<int64_t>(rows.size());
 #pragma omp parallel if (n > 1 && n * vocab >= (int64_t{1} << 18))
@@ -237,6 +242,7 @@ void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& 
           row_logits.data(), vocab, seq.tokens, static_cast<std::size_t>(seq.prompt_len), suppress_eos, eos);
     }
   }
+  const double sample_time = seconds(t_sample, Clock::now());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     Sequence& seq = *rows[i].first;
     if (seq.num_generated() == 0) prompt_tokens += seq.prompt_len;
@@ -246,6 +252,7 @@ void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& 
   std::lock_guard lock(mu_);
   stats_.prompt_tokens += prompt_tokens;
   stats_.generation_tokens += n;
+  stats_.sample_seconds += sample_time;
   ++stats_.num_steps;
 }
 

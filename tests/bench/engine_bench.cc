@@ -4,7 +4,7 @@
 // shrinks). Report, never gate.
 //   build/bin/engine_bench --model DIR|FILE --concurrency 1,8,32 [--prompt-len 128] [--max-tokens 64]
 //       [--attention mac|full] [--device cpu|cuda] [--load-format dummy] [--async-scheduling auto|on|off]
-//       [--cached-prompts] [--max-num-batched-tokens N]
+//       [--cached-prompts] [--warm-pass] [--max-num-batched-tokens N]
 //       [--csv docs/perf/engine_cpu.csv]
 #include <chrono>
 #include <cstdio>
@@ -27,7 +27,7 @@ namespace {
 
 struct Row {
   int concurrency;
-  double out_tok_s, step_ms, mean_ttft_s, wall_s, gap_ms, decode_step_ms;
+  double out_tok_s, step_ms, mean_ttft_s, wall_s, gap_ms, decode_step_ms, sample_ms, launch_ms;
   int64_t steps, tokens;
 };
 
@@ -82,21 +82,23 @@ Row run(engine::Engine& eng, int n, int prompt_len, int max_tokens, uint32_t see
   const int64_t steps = after.num_steps - before.num_steps;
   const int64_t gaps = after.step_gaps - before.step_gaps;
   const double gap_ms = gaps > 0 ? 1e3 * (after.step_gap_seconds - before.step_gap_seconds) / gaps : 0.0;
-  return {n, tokens / wall, 1e3 * wall / std::max<int64_t>(1, steps), ttft / n, wall, gap_ms, 1e3 * tpot / n, steps,
-          tokens};
+  const double per_step = 1e3 / static_cast<double>(std::max<int64_t>(1, steps));
+  return {n, tokens / wall, 1e3 * wall / std::max<int64_t>(1, steps), ttft / n, wall, gap_ms, 1e3 * tpot / n,
+          per_step * (after.sample_seconds - before.sample_seconds), per_step * (after.launch_seconds - before.launch_seconds),
+          steps, tokens};
 }
 
 }  // namespace
 
 int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int prompt_len, int max_tokens, bool cached,
-          const std::string& csv);
+          bool warm_passes, const std::string& csv);
 
 int main(int argc, char** argv) {
   CLI::App app{"macserve engine throughput benchmark"};
   engine::EngineConfig cfg;
   std::string concurrency = "1,8,32", csv;
   int prompt_len = 128, max_tokens = 64;
-  bool cached = false;
+  bool cached = false, warm_passes = false;
   app.add_option("--model", cfg.model_path)->required();
   app.add_option("--concurrency", concurrency);
   app.add_option("--prompt-len", prompt_len);
@@ -108,6 +110,7 @@ int main(int argc, char** argv) {
   app.add_option("--async-scheduling", cfg.async_scheduling);
   app.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens);
   app.add_option("--csv", csv);
+  app.add_flag("--warm-pass", warm_passes, "Run each concurrency once unmeasured first (graph capture)");
   app.add_flag("--cached-prompts", cached, "Measure with the prompts already in the prefix cache (decode steps)");
   CLI11_PARSE(app, argc, argv);
   init_logging("warn");
@@ -118,7 +121,7 @@ int main(int argc, char** argv) {
   cfg.max_model_len = prompt_len + max_tokens + 16;
   cfg.kv_cache_tokens = cfg.max_num_seqs * cfg.max_model_len;
   try {
-    return bench(cfg, levels, prompt_len, max_tokens, cached, csv);
+    return bench(cfg, levels, prompt_len, max_tokens, cached, warm_passes, csv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "engine_bench: %s\n", e.what());
     return 1;
@@ -126,7 +129,7 @@ int main(int argc, char** argv) {
 }
 
 int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int prompt_len, int max_tokens, bool cached,
-          const std::string& csv) {
+          bool warm_passes, const std::string& csv) {
   auto eng = engine::Engine::create(cfg);
   run(*eng, 1, 16, 4, 1, false);  // warm-up
   std::ofstream out;
@@ -135,17 +138,20 @@ int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int p
     out.open(csv, std::ios::app);
     if (fresh)
       out << "model,device,attention,async_scheduling,cached_prompts,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
-             "tpot_ms,step_gap_ms,mean_ttft_s,steps,wall_s\n";
+             "tpot_ms,step_gap_ms,sample_ms,launch_ms,mean_ttft_s,steps,wall_s\n";
   }
-  std::printf("%-12s %10s %10s %10s %12s %12s %8s\n", "concurrency", "out tok/s", "step ms", "TPOT ms", "step gap ms",
-              "mean TTFT s", "steps");
+  std::printf("%-12s %10s %10s %10s %12s %10s %10s %12s %8s\n", "concurrency", "out tok/s", "step ms", "TPOT ms",
+              "step gap ms", "sample ms", "launch ms", "mean TTFT s", "steps");
   for (int n : levels) {
+    // A first pass captures the CUDA graphs of this batch size and context width (an eager step
+    // and a capture, ~0.1 s on the 8B model); the second is reported.
+    if (warm_passes) run(*eng, n, prompt_len, max_tokens, 7, cached);
     const Row r = run(*eng, n, prompt_len, max_tokens, 7, cached);
-    std::printf("%-12d %10.1f %10.2f %10.3f %12.3f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms, r.decode_step_ms,
-                r.gap_ms, r.mean_ttft_s, static_cast<long long>(r.steps));
+    std::printf("%-12d %10.1f %10.2f %10.3f %12.3f %10.3f %10.3f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms,
+                r.decode_step_ms, r.gap_ms, r.sample_ms, r.launch_ms, r.mean_ttft_s, static_cast<long long>(r.steps));
     if (out) out << cfg.model_path << "," << eng->device_name() << "," << cfg.attention << "," << cfg.async_scheduling
                  << "," << cached << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
-                 << r.decode_step_ms << "," << r.gap_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s
+                 << r.decode_step_ms << "," << r.gap_ms << "," << r.sample_ms << "," << r.launch_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s
                  << "\n";
   }
   return 0;

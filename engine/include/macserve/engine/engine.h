@@ -62,6 +62,10 @@ struct EngineStats {
   // summed over back-to-back steps: an upper bound of the device's idle time between steps.
   double step_gap_seconds = 0.0;
   int64_t step_gaps = 0;
+  // Where the host's time on the critical path goes, summed over steps: sampling a step's rows,
+  // and launching a step (inputs upload, graph replay or kernel launches; on the CPU: the forward).
+  double sample_seconds = 0.0;
+  double launch_seconds = 0.0;
   int64_t prefix_cache_queries = 0;    // full prompt blocks looked up
   int64_t prefix_cache_hits = 0;       // ... found cached
   int64_t num_requests_finished = 0;
