@@ -94,7 +94,7 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     {
       c.async_scheduling = "off";
       auto eng = Engine::create(c);
-      reqs = requests(40, eng->model_config().vocab_size, 17);
+      reqs = requests(60, eng->model_config().vocab_size, 17);
       sync = run(*eng, reqs);
     }
     // Stop tokens taken from the synchronous outputs end those sequences mid-flight.
@@ -119,6 +119,12 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
         // draw another token), and under MAC it rebuilds its ring from that moment on. So
         // preempted completions are not compared here; engine_test checks them exactly on the CPU.
         if (got[i][k].preemptions > 0 || want[i][k].preemptions > 0) continue;
+        // Batches differ between the loops (async runs the rows of stopped sequences one step
+        // longer, admissions land in other steps), and cuBLAS picks its GEMM by batch size: logits
+        // differ in the last bits, which a seeded temperature draw can turn into another token
+        // (seen once on the H200 in 264 sampled completions). Greedy completions are compared;
+        // sampled ones are checked exactly across batch compositions on the CPU (engine_test).
+        if (!reqs[i].params.is_greedy()) continue;
         ++compared;
         EXPECT_EQ(got[i][k].ids, want[i][k].ids) << reqs[i].id << " completion " << k;
         EXPECT_EQ(got[i][k].text, want[i][k].text) << reqs[i].id << " completion " << k;
@@ -127,7 +133,7 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
       }
     }
     EXPECT_GT(stopped, 5) << "the test needs sequences that stop early";
-    EXPECT_GE(compared, 25);
+    EXPECT_GE(compared, 30);
     const auto st = settled_stats(*eng);
     EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";
     std::printf("%s %s kv %lld: %d completions compared and equal, %d stopped early, %lld preemptions, step gap %.3f ms\n",
