@@ -158,10 +158,14 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   else if (cfg.async_scheduling == "on" || cfg.async_scheduling == "off") async_ = cfg.async_scheduling == "on";
   else throw_error(ErrorCode::kInvalidArgument, "--async-scheduling must be auto, on or off, got '{}'",
                    cfg.async_scheduling);
+  if (cfg.device_sampling == "auto") device_greedy_ = backend_->device() != Device::kCpu;
+  else if (cfg.device_sampling == "on" || cfg.device_sampling == "off") device_greedy_ = cfg.device_sampling == "on";
+  else throw_error(ErrorCode::kInvalidArgument, "--device-sampling must be auto, on or off, got '{}'",
+                   cfg.device_sampling);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
-               "context {}, device {}, async scheduling {}, ready in {:.2f} s",
+               "context {}, device {}, async scheduling {}, greedy sampling on the device {}, ready in {:.2f} s",
                path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,
-               cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(), async_ ? "on" : "off",
+               cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(), async_ ? "on" : "off", device_greedy_ ? "on" : "off",
                seconds(t0, Clock::now()));
   if (mac.enabled)
     spdlog::info("attention: mac (threshold {}, window {}, band {}, min context {}, sink {}, ring {} = {:.1f} MiB "

@@ -59,7 +59,9 @@ class EngineImpl final : public Engine {
   std::unique_ptr<ModelRunner> runner_;
   std::vector<int32_t> eos_ids_;
   int64_t max_model_len_ = 0;
-  bool async_ = false;  // --async-scheduling
+  bool async_ = false;         // --async-scheduling
+  bool device_greedy_ = false;  // --device-sampling
+  bool greedy_on_device(const SchedulerOutput& batch) const;
 
   // Engine-thread state.
   std::vector<std::unique_ptr<Sequence>> live_;

@@ -142,7 +142,7 @@ void EngineImpl::step() {
     if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
   models::StepInputs in = runner_->prepare(batch);
   const auto t_launch = Clock::now();
-  runner_->launch(batch, std::move(in));
+  runner_->launch(batch, std::move(in), greedy_on_device(batch));
   launched(t_launch);
   const std::vector<float>& logits = runner_->wait();
   last_step_end_ = Clock::now();
@@ -181,7 +181,7 @@ void EngineImpl::async_step() {
   }
   ModelRunner::finalize(next, in);
   const auto t_launch = Clock::now();
-  runner_->launch(next, std::move(in));
+  runner_->launch(next, std::move(in), greedy_on_device(next));
   launched(t_launch);
   scheduler_->commit(next);
   for (const ScheduledSeq& s : next.seqs) {
@@ -202,6 +202,22 @@ void EngineImpl::launched(Clock::time_point launch_start) {
   stats_.step_gap_seconds += seconds(last_step_end_, now);
   ++stats_.step_gaps;
   last_step_end_ = {};
+}
+
+// Whether every row of the step that will be sampled is plain greedy: then the argmax is taken on
+// the device and only token ids come back (the same token the CPU sampler picks from the same
+// logits). Decided at launch: a sequence's state does not change between its launch and sampling.
+bool EngineImpl::greedy_on_device(const SchedulerOutput& batch) const {
+  if (!device_greedy_) return false;
+  for (const ScheduledSeq& s : batch.seqs) {
+    if (!s.sample || s.seq->status == SeqStatus::kFinished) continue;
+    const Sequence& seq = *s.seq;
+    const sampling::SamplingParams& p = seq.params;
+    if (!p.is_greedy() || p.logprobs >= 0 || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
+        p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f || seq.num_generated() < p.min_tokens)
+      return false;
+  }
+  return true;
 }
 
 // Samples every row of `batch` that wants a token (rows of sequences finished meanwhile are
@@ -228,11 +244,14 @@ void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& 
   const auto t_sample = Clock::now();
   std::vector<sampling::SampleResult> results(rows.size());
   const auto n = static_cast<int64_t>(rows.size());
-#pragma omp parallel if (n > 1 && n * vocab >= (int64_t{1} << 18))
+  const int32_t* greedy = runner_->greedy_tokens();  // argmax taken on the device
+  if (greedy != nullptr)
+    for (std::size_t i = 0; i < rows.size(); ++i) results[i].token = greedy[rows[i].second];
+#pragma omp parallel if (greedy == nullptr && n > 1 && n * vocab >= (int64_t{1} << 18))
   {
     std::vector<float> row_logits(static_cast<std::size_t>(vocab));
 #pragma omp for schedule(dynamic)
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < (greedy == nullptr ? n : 0); ++i) {
       Sequence& seq = *rows[static_cast<std::size_t>(i)].first;
       const int64_t r = rows[static_cast<std::size_t>(i)].second;
       std::copy(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab, row_logits.begin());

@@ -1,6 +1,6 @@
 // The engine on the GPU: async scheduling (step N+1 scheduled and prepared while the device runs
-// step N, rows of sequences that stop meanwhile run without writes) gives exactly the outputs of
-// the synchronous loop, on the three tiny models with full attention and with MAC-Attention, with
+// step N, rows of sequences that stop meanwhile run without writes) with greedy steps sampled by
+// the device's argmax gives exactly the outputs of the synchronous loop with the CPU sampler, on the three tiny models with full attention and with MAC-Attention, with
 // stop tokens nobody can foresee, preemption in a small pool, and n > 1.
 #include <random>
 #include <tuple>
@@ -101,12 +101,16 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     for (std::size_t i = 0; i < reqs.size(); i += 3)
       if (sync[i][0].ids.size() > 4) reqs[i].params.stop_token_ids = {sync[i][0].ids[sync[i][0].ids.size() / 2]};
     c.async_scheduling = "off";
+    c.device_sampling = "off";
     std::vector<std::vector<Completion>> want;
     {
       auto eng = Engine::create(c);
       want = run(*eng, reqs);
     }
+    // Async scheduling with greedy steps sampled by the device's argmax (auto on CUDA), against the
+    // synchronous loop with the CPU sampler.
     c.async_scheduling = "on";
+    c.device_sampling = "auto";
     auto eng = Engine::create(c);
     const auto got = run(*eng, reqs);
     int stopped = 0, compared = 0;

@@ -1,6 +1,8 @@
 // Every CUDA op against the CPU float32 oracle on fresh random inputs of several shapes: outputs
 // poisoned with NaN before each run (so every element must be written), relative L2 within the
 // tolerance of the op's precision (bf16 operands or outputs: 1e-2; f32 paths: 1e-5).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <numeric>
 
@@ -252,6 +254,34 @@ TEST(CudaOps, GatherRows) {
   std::vector<float> ref;
   for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * width, x.begin() + (r + 1) * width);
   EXPECT_EQ(rel_l2(to_host(*gpu, out), ref), 0.0);
+}
+
+// Greedy sampling on the device: the CPU backend's argmax (std::max_element: lowest index among
+// equal maxima) on the same f32 logits, for vocabularies of several sizes, with planted ties and
+// rows of -inf.
+TEST(CudaOps, ArgmaxRowsMatchesTheCpuSampler) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  for (int64_t vocab : {int64_t{1}, int64_t{7}, int64_t{513}, int64_t{32000}, int64_t{128256}, int64_t{151936}}) {
+    const int64_t rows = 67;
+    std::vector<float> x = randn(static_cast<std::size_t>(rows * vocab), static_cast<uint64_t>(vocab));
+    for (int64_t r = 0; r < rows; ++r) {
+      float* row = x.data() + r * vocab;
+      if (r % 5 == 1 && vocab > 3) row[vocab - 1] = row[vocab / 2] = row[1] = 50.0f;  // tie: lowest index wins
+      if (r % 7 == 2) std::fill(row, row + vocab, -INFINITY);                      // all -inf: index 0
+    }
+    Tensor host_logits = Tensor::empty_host(DType::kF32, {rows, vocab});
+    std::copy(x.begin(), x.end(), host_logits.data_as<float>());
+    Tensor want = cpu->alloc(DType::kI32, {rows});
+    cpu->argmax_rows(host_logits, want);
+    Tensor out = gpu->alloc(DType::kI32, {rows});
+    poison(*gpu, out);
+    gpu->argmax_rows(to_device(*gpu, x, DType::kF32, {rows, vocab}), out);
+    std::vector<int32_t> got(static_cast<std::size_t>(rows));
+    gpu->copy_to_host(out, got.data());
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(got[static_cast<std::size_t>(r)], want.data_as<int32_t>()[r]) << "vocab " << vocab << " row " << r;
+  }
 }
 
 // The general kernel: prefill chunks (queries at the end of longer contexts), mixed with decodes,

@@ -24,14 +24,16 @@ std::string model_dir() { return models_dir() + "/tiny-llama-sp"; }
 
 using Result = StreamResult;
 
-// Every test runs with async scheduling off and on (the parameter); the one-at-a-time references
-// are computed with it off, so "on" must reproduce synchronous outputs exactly.
+// Every test runs with async scheduling off, on, and on with greedy sampling by the backend's
+// argmax (the parameter); the one-at-a-time references are computed with both off, so the others
+// must reproduce synchronous, CPU-sampled outputs exactly.
 std::string async_mode = "off";
 
 EngineConfig base_config() {
   EngineConfig c;
   c.model_path = model_dir();
-  c.async_scheduling = async_mode;
+  c.async_scheduling = async_mode == "off" ? "off" : "on";
+  c.device_sampling = async_mode == "on_device_greedy" ? "on" : "off";
   c.max_model_len = 256;
   c.kv_cache_tokens = 8192;
   return c;
@@ -257,7 +259,7 @@ TEST_P(EngineTest, BadRequestsFailCleanlyAndDeadlinesAbort) {
   expect_idle(*eng);
 }
 
-INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest, ::testing::Values("off", "on"),
+INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest, ::testing::Values("off", "on", "on_device_greedy"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 }  // namespace

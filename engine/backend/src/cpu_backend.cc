@@ -145,6 +145,16 @@ class CpuBackend final : public Backend {
     rings_.push_back({q, o, lse});
     return {q.data(), o.data(), lse.data_as<float>(), num_slots};
   }
+  void argmax_rows(const Tensor& logits, const Tensor& out) override {
+    MACSERVE_CHECK(logits.dtype() == DType::kF32 && out.dtype() == DType::kI32 && logits.dim(0) == out.numel(),
+                   "argmax_rows: f32 [rows, vocab] -> i32 [rows]");
+    const int64_t vocab = logits.dim(1);
+    for (int64_t r = 0; r < logits.dim(0); ++r) {
+      const float* row = logits.data_as<float>() + r * vocab;
+      out.data_as<int32_t>()[r] = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+  }
+
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
     const int64_t width = x.numel() / x.dim(0);
     const int32_t* r = rows.data_as<int32_t>();

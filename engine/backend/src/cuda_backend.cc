@@ -16,6 +16,7 @@
 #include "macserve/backend/backend.h"
 #include "macserve/backend/cuda_backend.h"
 #include "macserve/core/error.h"
+#include "macserve/kernels/cuda/argmax.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/elementwise.cuh"
 #include "macserve/kernels/cuda/rms_norm.cuh"
@@ -386,6 +387,14 @@ class CudaBackend final : public Backend {
   }
   std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const override {
     return CudaMac::unsupported(head_dim, group, block_size);
+  }
+
+  void argmax_rows(const Tensor& logits, const Tensor& out) override {
+    expect(logits, DType::kF32, "argmax_rows logits");
+    expect(out, DType::kI32, "argmax_rows out");
+    MACSERVE_CHECK(logits.dim(0) == out.numel(), "argmax_rows: {} rows, {} outputs", logits.dim(0), out.numel());
+    check_launch(kc::argmax_rows(logits.data_as<float>(), logits.dim(0), logits.dim(1), out.data_as<int32_t>(), stream_),
+                 "argmax_rows");
   }
 
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {

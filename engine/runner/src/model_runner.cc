@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "macserve/core/error.h"
 
@@ -24,6 +25,10 @@ ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache:
 ModelRunner::~ModelRunner() {
   if (dump_ != nullptr) std::fclose(dump_);
   if (logits_pinned_ != nullptr) backend_.unregister_host_buffer(logits_pinned_);
+  if (greedy_host_ != nullptr) {
+    backend_.unregister_host_buffer(greedy_host_);
+    std::free(greedy_host_);
+  }
 }
 
 models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
@@ -107,15 +112,35 @@ void ModelRunner::reserve_logits(std::size_t n) {
   }
 }
 
-void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in) {
+void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in, bool greedy_on_device) {
   MACSERVE_CHECK(!in_flight_, "a step is already in flight");
   kv_.copy_blocks(batch.copies);
   if (mac_.enabled && mac_.audit_rate > 0.0)
     in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
   mac_out_ = {};
   Tensor logits = model_.forward(in, kv_.view(), mac_.enabled ? &mac_out_ : nullptr);
-  reserve_logits(static_cast<std::size_t>(logits.numel()));
-  if (logits.numel() > 0) backend_.copy_to_host_async(logits, logits_.data());
+  greedy_step_ = greedy_on_device && logits.numel() > 0;
+  if (greedy_step_) {
+    const int64_t rows = logits.dim(0);
+    if (rows > greedy_capacity_) {
+      if (greedy_host_ != nullptr) {
+        backend_.unregister_host_buffer(greedy_host_);
+        std::free(greedy_host_);
+      }
+      greedy_capacity_ = std::max<int64_t>(1024, rows);  // 4 KiB pages: a whole number of them
+      greedy_host_ = static_cast<int32_t*>(std::aligned_alloc(4096, static_cast<std::size_t>(greedy_capacity_) * 4));
+      MACSERVE_CHECK(greedy_host_ != nullptr, "out of host memory");
+      backend_.register_host_buffer(greedy_host_, static_cast<std::size_t>(greedy_capacity_) * 4);
+      greedy_dev_ = backend_.alloc(DType::kI32, {greedy_capacity_});
+    }
+    const Tensor ids = greedy_dev_.slice_rows(0, rows);
+    backend_.argmax_rows(logits, ids);
+    backend_.copy_to_host_async(ids, greedy_host_);
+    logits_.clear();
+  } else {
+    reserve_logits(static_cast<std::size_t>(logits.numel()));
+    if (logits.numel() > 0) backend_.copy_to_host_async(logits, logits_.data());
+  }
   batch_ = batch;
   in_ = std::move(in);
   in_flight_ = true;

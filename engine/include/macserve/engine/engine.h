@@ -35,6 +35,10 @@ struct EngineConfig {
   // that stops on EOS or a stop string costs one discarded row. auto: on for CUDA, off on the CPU
   // (where the forward is synchronous, so there is nothing to overlap).
   std::string async_scheduling = "auto";
+  // auto|on|off. On: a step whose sampled rows are all plain greedy (temperature 0, no logprobs,
+  // penalties, logit bias or min_tokens still pending) takes the argmax where the logits are and
+  // copies back token ids instead of the logits; same tokens. auto: on for CUDA.
+  std::string device_sampling = "auto";
 
   // MAC-Attention (mac-attention.md Part A): every decode step goes through it unless "full".
   std::string attention = "mac";       // mac|full

@@ -137,6 +137,9 @@ class Backend {
                                           int64_t head_dim, bool bf16) = 0;
   // out[i, :] = x[rows[i], :]
   virtual void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) = 0;
+  // Greedy sampling where the logits are: out[r] = argmax of logits[r, :] (f32 [rows, vocab] ->
+  // i32 [rows]), the lowest index among equal maxima (the CPU sampler's choice).
+  virtual void argmax_rows(const Tensor& logits, const Tensor& out) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -61,8 +61,12 @@ class ModelRunner {
   // on a synchronous backend (CPU) the work is done when it returns. wait() returns the logits.
   models::StepInputs prepare(const SchedulerOutput& batch) const;
   static void finalize(const SchedulerOutput& batch, models::StepInputs& in);
-  void launch(const SchedulerOutput& batch, models::StepInputs in);
+  // With greedy_on_device, the backend takes each logits row's argmax and only the token ids come
+  // back (greedy_tokens() after wait()); the logits stay on the device.
+  void launch(const SchedulerOutput& batch, models::StepInputs in, bool greedy_on_device = false);
   const std::vector<float>& wait();
+  // The sampled rows' greedy tokens of the step just waited for, or nullptr (logits step).
+  const int32_t* greedy_tokens() const { return greedy_step_ ? greedy_host_ : nullptr; }
   bool in_flight() const { return in_flight_; }
   const MacTotals& mac_totals() const { return totals_; }
 
@@ -82,6 +86,12 @@ class ModelRunner {
 
   std::vector<float> logits_;
   float* logits_pinned_ = nullptr;  // logits_.data() while page-locked by the backend
+  // Device greedy sampling: ids on the device, and a page-locked host copy (page-aligned, so that
+  // registering it never overlaps another registered buffer's pages).
+  Tensor greedy_dev_;
+  int32_t* greedy_host_ = nullptr;
+  int64_t greedy_capacity_ = 0;
+  bool greedy_step_ = false;
   // The step in flight between launch() and wait().
   bool in_flight_ = false;
   SchedulerOutput batch_;
