@@ -12,21 +12,12 @@ B=${1:-build}
 DEST=${2:?destination folder}
 P=$DEST/pack
 BINS=${BINS:-mac_kernels_test cuda_mac_model_test cuda_model_test cuda_ops_test llama_gpu_bench macserve}
-rm -rf "$P" && mkdir -p "$P/bin" "$P/lib" "$P/shared/models" "$P/src/tests" "$P/src/configs"
-for b in $BINS; do cp "$B/bin/$b" "$P/bin/"; strip "$P/bin/$b" || true; done
-for b in $BINS; do
-  ldd "$B/bin/$b" | awk '/=> \//{print $3}'
-done | sort -u | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*)\.so|/libcuda\.so|/usr/local/cuda|libcudart|libcublas' \
-  | while read -r lib; do cp -L "$lib" "$P/lib/"; done
-SHARED=${MACSERVE_SHARED_DIR:-../shared}
+. scripts/gpu_pack_common.sh
+rm -rf "$P" && mkdir -p "$P/src/tests" "$P/src/configs"
+pack_binaries "$B" "$P" $BINS
 MODELS="tiny-llama-sp tiny-qwen2-bpe tiny-qwen3-bpe"
 [ "${TINY_MODELS:-1}" = 0 ] && MODELS=""
-for m in $MODELS; do
-  mkdir -p "$P/shared/models/$m"
-  cp "$SHARED/models/$m"/*.json "$SHARED/models/$m"/*.safetensors "$P/shared/models/$m/"
-  cp "$SHARED/models/$m"/tokenizer.model "$P/shared/models/$m/" 2>/dev/null || true
-done
-cp "$SHARED/models/golden.json" "$P/shared/models/"
+pack_tiny_models "$P" $MODELS
 # Tests read fixtures through the source path compiled in (MACSERVE_SOURCE_DIR): run.sh links it.
 cp -r tests/fixtures "$P/src/tests/"
 cp -r configs/llama-3.1-8b "$P/src/configs/"
