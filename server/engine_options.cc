@@ -32,8 +32,8 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
                  "Schedule step N+1 while the device runs step N: auto (on for CUDA), on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   cmd.add_option("--device-sampling", cfg.device_sampling,
-                 "Greedy steps take the argmax on the device, copying token ids instead of logits: auto (on "
-                 "for CUDA), on, off")
+                 "Greedy steps take the argmax on the device, copying token ids instead of logits: on, off, "
+                 "auto (off for now)")
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   cmd.add_option("--engine-seed", cfg.default_seed, "Seed of the random streams of unseeded requests");
   add_mac_options(cmd, cfg);

@@ -107,10 +107,10 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
       auto eng = Engine::create(c);
       want = run(*eng, reqs);
     }
-    // Async scheduling with greedy steps sampled by the device's argmax (auto on CUDA), against the
-    // synchronous loop with the CPU sampler.
+    // Async scheduling with greedy steps sampled by the device's argmax, against the synchronous
+    // loop with the CPU sampler.
     c.async_scheduling = "on";
-    c.device_sampling = "auto";
+    c.device_sampling = "on";
     auto eng = Engine::create(c);
     const auto got = run(*eng, reqs);
     int stopped = 0, compared = 0;
