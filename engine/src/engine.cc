@@ -67,6 +67,14 @@ MacRunnerOptions mac_options(const EngineConfig& cfg) {
   return m;
 }
 
+// An auto|on|off option: auto means `if_auto`.
+bool auto_on_off(const char* flag, const std::string& value, bool if_auto) {
+  if (value == "auto") return if_auto;
+  if (value != "on" && value != "off")
+    throw_error(ErrorCode::kInvalidArgument, "{} must be auto, on or off, got '{}'", flag, value);
+  return value == "on";
+}
+
 }  // namespace
 
 EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
@@ -154,16 +162,10 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
   scheduler_ = std::make_unique<Scheduler>(*blocks_, SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, policy},
                                            mac_state_.get(), mac.config.window);
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
-  if (cfg.async_scheduling == "auto") async_ = backend_->device() != Device::kCpu;
-  else if (cfg.async_scheduling == "on" || cfg.async_scheduling == "off") async_ = cfg.async_scheduling == "on";
-  else throw_error(ErrorCode::kInvalidArgument, "--async-scheduling must be auto, on or off, got '{}'",
-                   cfg.async_scheduling);
-  // auto = off until the CUDA argmax kernel has run on a GPU (it has only run on the CPU backend
-  // and through CudaOps/cuda_engine_test built but not yet executed on the H200).
-  if (cfg.device_sampling == "auto") device_greedy_ = false;
-  else if (cfg.device_sampling == "on" || cfg.device_sampling == "off") device_greedy_ = cfg.device_sampling == "on";
-  else throw_error(ErrorCode::kInvalidArgument, "--device-sampling must be auto, on or off, got '{}'",
-                   cfg.device_sampling);
+  async_ = auto_on_off("--async-scheduling", cfg.async_scheduling, backend_->device() != Device::kCpu);
+  // auto = off until the CUDA argmax kernel has run on a GPU (it has only run on the CPU backend;
+  // its CUDA tests are built but have not yet been executed on the H200).
+  device_greedy_ = auto_on_off("--device-sampling", cfg.device_sampling, false);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
                "context {}, device {}, async scheduling {}, greedy sampling on the device {}, ready in {:.2f} s",
                path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,

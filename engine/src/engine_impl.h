@@ -44,6 +44,7 @@ class EngineImpl final : public Engine {
   void emit(Sequence& seq, const sampling::SampleResult& r);
   void stream_deferred();
   void retire_finished();
+  void drop_in_flight();
   void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
   void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why, int64_t prompt_tokens);
   void publish_stats();

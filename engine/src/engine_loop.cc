@@ -36,13 +36,7 @@ void EngineImpl::loop() {
       } catch (const std::exception& e) {
         // A failed step must not leave streams hanging: everyone in flight gets the error.
         spdlog::error("engine step failed: {}", e.what());
-        if (runner_->in_flight()) {
-          try {
-            runner_->wait();
-          } catch (const std::exception&) {
-          }
-        }
-        in_flight_ = {};
+        drop_in_flight();
         for (auto& seq : live_) {
           if (seq->status == SeqStatus::kFinished) continue;
           scheduler_->remove(seq.get());
@@ -56,13 +50,7 @@ void EngineImpl::loop() {
     heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
   }
   // Shutdown: the step in flight is dropped, every request still alive ends with reason abort.
-  if (runner_->in_flight()) {
-    try {
-      runner_->wait();
-    } catch (const std::exception& e) {
-      spdlog::error("engine step failed at shutdown: {}", e.what());
-    }
-  }
+  drop_in_flight();
   drain_inbox();
   stream_deferred();
   for (auto& seq : live_)
@@ -70,6 +58,18 @@ void EngineImpl::loop() {
   live_.clear();
   retired_.clear();
   publish_stats();
+}
+
+// Waits for the launched step (if any) and discards it: after a failed step, and at shutdown.
+void EngineImpl::drop_in_flight() {
+  if (runner_->in_flight()) {
+    try {
+      runner_->wait();
+    } catch (const std::exception& e) {
+      spdlog::error("engine step in flight failed: {}", e.what());
+    }
+  }
+  in_flight_ = {};
 }
 
 void EngineImpl::publish_stats() {
@@ -212,10 +212,7 @@ bool EngineImpl::greedy_on_device(const SchedulerOutput& batch) const {
   for (const ScheduledSeq& s : batch.seqs) {
     if (!s.sample || s.seq->status == SeqStatus::kFinished) continue;
     const Sequence& seq = *s.seq;
-    const sampling::SamplingParams& p = seq.params;
-    if (!p.is_greedy() || p.logprobs >= 0 || !p.logit_bias.empty() || p.repetition_penalty != 1.0f ||
-        p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f || seq.num_generated() < p.min_tokens)
-      return false;
+    if (!seq.sampler.is_plain_argmax(seq.num_generated() < seq.params.min_tokens)) return false;
   }
   return true;
 }

@@ -34,6 +34,12 @@ int32_t argmax(const float* x, int64_t n) {
 RequestSampler::RequestSampler(const SamplingParams& params, uint64_t fallback_seed)
     : params_(params), rng_(params.seed.value_or(fallback_seed)) {}
 
+bool RequestSampler::is_plain_argmax(bool suppress_eos) const {
+  return params_.is_greedy() && params_.logprobs < 0 && params_.logit_bias.empty() &&
+         params_.repetition_penalty == 1.0f && params_.presence_penalty == 0.0f &&
+         params_.frequency_penalty == 0.0f && !suppress_eos;
+}
+
 void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
                                      std::size_t prompt_len) const {
   if (params_.repetition_penalty != 1.0f) {  // over prompt and generated tokens

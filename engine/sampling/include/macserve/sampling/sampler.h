@@ -29,6 +29,10 @@ class RequestSampler {
   // prompt_len are the prompt); they feed the penalties.
   SampleResult sample(float* logits, int64_t vocab, const std::vector<int32_t>& tokens, std::size_t prompt_len,
                       bool suppress_eos, int32_t eos_id);
+  // Whether sample() would return exactly the first maximum of the raw logits, with nothing else
+  // to report: greedy, no logprobs, no logit bias or penalties, no EOS suppression. Such a row can
+  // be sampled where the logits are (Backend::argmax_rows).
+  bool is_plain_argmax(bool suppress_eos) const;
 
  private:
   void apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
