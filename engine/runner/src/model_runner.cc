@@ -25,10 +25,14 @@ ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache:
 ModelRunner::~ModelRunner() {
   if (dump_ != nullptr) std::fclose(dump_);
   if (logits_pinned_ != nullptr) backend_.unregister_host_buffer(logits_pinned_);
-  if (greedy_host_ != nullptr) {
-    backend_.unregister_host_buffer(greedy_host_);
-    std::free(greedy_host_);
-  }
+  release_greedy_host();
+}
+
+void ModelRunner::release_greedy_host() {
+  if (greedy_host_ == nullptr) return;
+  backend_.unregister_host_buffer(greedy_host_);
+  std::free(greedy_host_);
+  greedy_host_ = nullptr;
 }
 
 models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
@@ -123,11 +127,8 @@ void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in, bo
   if (greedy_step_) {
     const int64_t rows = logits.dim(0);
     if (rows > greedy_capacity_) {
-      if (greedy_host_ != nullptr) {
-        backend_.unregister_host_buffer(greedy_host_);
-        std::free(greedy_host_);
-      }
-      greedy_capacity_ = std::max<int64_t>(1024, rows);  // 4 KiB pages: a whole number of them
+      release_greedy_host();
+      greedy_capacity_ = (rows + 1023) / 1024 * 1024;  // a whole number of 4 KiB pages
       greedy_host_ = static_cast<int32_t*>(std::aligned_alloc(4096, static_cast<std::size_t>(greedy_capacity_) * 4));
       MACSERVE_CHECK(greedy_host_ != nullptr, "out of host memory");
       backend_.register_host_buffer(greedy_host_, static_cast<std::size_t>(greedy_capacity_) * 4);

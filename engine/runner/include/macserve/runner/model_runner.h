@@ -83,6 +83,7 @@ class ModelRunner {
   std::FILE* dump_ = nullptr;
   int64_t dump_steps_ = 0;
   void reserve_logits(std::size_t n);
+  void release_greedy_host();
 
   std::vector<float> logits_;
   float* logits_pinned_ = nullptr;  // logits_.data() while page-locked by the backend
