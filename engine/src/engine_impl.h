@@ -45,6 +45,8 @@ class EngineImpl final : public Engine {
   void stream_deferred();
   void retire_finished();
   void drop_in_flight();
+  models::StepInputs prepare(const SchedulerOutput& batch);
+  bool at_length_limit(const Sequence& seq, int64_t more) const;
   void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
   void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why, int64_t prompt_tokens);
   void publish_stats();

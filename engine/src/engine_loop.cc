@@ -137,10 +137,7 @@ void EngineImpl::step() {
     last_step_end_ = {};
     return;
   }
-  const auto now = Clock::now();
-  for (const ScheduledSeq& s : batch.seqs)
-    if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
-  models::StepInputs in = runner_->prepare(batch);
+  models::StepInputs in = prepare(batch);
   const auto t_launch = Clock::now();
   runner_->launch(batch, std::move(in), greedy_on_device(batch));
   launched(t_launch);
@@ -161,12 +158,7 @@ void EngineImpl::async_step() {
   // point at them until it is sampled.
   const std::size_t unreferenced = retired_.size();
   if (!live_.empty()) next = scheduler_->schedule();
-  if (!next.seqs.empty()) {
-    const auto now = Clock::now();
-    for (const ScheduledSeq& s : next.seqs)
-      if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
-    in = runner_->prepare(next);
-  }
+  if (!next.seqs.empty()) in = prepare(next);
   if (runner_->in_flight()) {
     const std::vector<float>& logits = runner_->wait();
     last_step_end_ = Clock::now();
@@ -189,9 +181,23 @@ void EngineImpl::async_step() {
     Sequence& seq = *s.seq;
     seq.num_pending = 1;
     // Known now: this token will be the last (the scheduler gives the sequence no further step).
-    seq.pending_is_last = seq.num_generated() + 1 >= seq.params.max_tokens || seq.total_len() + 1 >= max_model_len_;
+    seq.pending_is_last = at_length_limit(seq, 1);
   }
   in_flight_ = std::move(next);
+}
+
+// Stamps first scheduling times and builds the step's inputs.
+models::StepInputs EngineImpl::prepare(const SchedulerOutput& batch) {
+  const auto now = Clock::now();
+  for (const ScheduledSeq& s : batch.seqs)
+    if (s.seq->first_scheduled == Clock::time_point{}) s.seq->first_scheduled = now;
+  return runner_->prepare(batch);
+}
+
+// Whether the sequence ends by length (max_tokens or the context length) once `more` further
+// tokens are appended.
+bool EngineImpl::at_length_limit(const Sequence& seq, int64_t more) const {
+  return seq.num_generated() + more >= seq.params.max_tokens || seq.total_len() + more >= max_model_len_;
 }
 
 void EngineImpl::launched(Clock::time_point launch_start) {
@@ -280,8 +286,7 @@ void EngineImpl::on_token(Sequence& seq, const sampling::SampleResult& r, bool d
   const bool min_reached = seq.num_generated() > seq.params.min_tokens;
   const bool stop_token = (!seq.params.ignore_eos && contains(eos_ids_, r.token)) ||
                           contains(seq.params.stop_token_ids, r.token);
-  const bool ends = (stop_token && min_reached) || seq.num_generated() >= seq.params.max_tokens ||
-                    seq.total_len() >= max_model_len_;
+  const bool ends = (stop_token && min_reached) || at_length_limit(seq, 0);
   if (defer_text && !ends) {
     seq.unstreamed.push_back(r);
     return;
@@ -314,7 +319,7 @@ void EngineImpl::emit(Sequence& seq, const sampling::SampleResult& r) {
     finish(seq, FinishReason::kStop, std::move(text), std::move(toks));
     return;
   }
-  if (seq.num_generated() >= seq.params.max_tokens || seq.total_len() >= max_model_len_) {
+  if (at_length_limit(seq, 0)) {
     text += seq.stop.push(seq.detokenizer.flush());
     text += seq.stop.flush();
     finish(seq, FinishReason::kLength, std::move(text), std::move(toks));
