@@ -18,6 +18,9 @@ pack_binaries "$B" "$P" $BINS
 MODELS="tiny-llama-sp tiny-qwen2-bpe tiny-qwen3-bpe"
 [ "${TINY_MODELS:-1}" = 0 ] && MODELS=""
 pack_tiny_models "$P" $MODELS
+# The Llama 3.1 tokenizer, for engine_bench on the 8B dummy (run.sh kernels).
+mkdir -p "$P/shared/tokenizers/llama3.1"
+cp "${MACSERVE_SHARED_DIR:-../shared}/tokenizers/llama3.1"/*.json "$P/shared/tokenizers/llama3.1/"
 # Tests read fixtures through the source path compiled in (MACSERVE_SOURCE_DIR): run.sh links it.
 cp -r tests/fixtures "$P/src/tests/"
 cp -r configs/llama-3.1-8b "$P/src/configs/"

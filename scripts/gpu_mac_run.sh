@@ -2,8 +2,11 @@
 # Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
 # in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
-#   OUT=$OUT bash build-wt7/run.sh [tests|bench|smol]
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|smol]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
+# kernels: the kernel tests (MAC, ops), the MAC kernel benchmark (tune + full grid), the tiny-model
+#   MAC and engine tests, llama_gpu_bench mac, engine_bench with device greedy sampling; the logs
+#   are re-packed after every step, so a run cut short still returns what it finished.
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
@@ -35,7 +38,9 @@ run_test() {  # log name, time limit (s), binary, args...
   timeout "$limit" "$P/bin/$bin" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   summary+="$name rc=$rc $(( $(date +%s) - start ))s: $(grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$OUT/$name.log" | tr '\n' ' ')\n"
+  checkpoint
 }
+checkpoint() { printf "%b" "$summary" > "$OUT/summary.txt"; tar -czf "$RESULTS/logs.tgz" -C "$OUT" .; }
 gen() {  # log name, macserve generate args...
   local name=$1; shift
   local start=$(date +%s)
@@ -57,11 +62,38 @@ if [ "$WHAT" = tests ]; then
   gen gen_block32_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "x" \
     --max-tokens 4 --block-size 32 $MAC
 fi
-if [ "$WHAT" = tests ] || [ "$WHAT" = bench ]; then
+if [ "$WHAT" = kernels ]; then
+  run_test mac_kernels_test 150 mac_kernels_test
+  run_test cuda_ops_test 90 cuda_ops_test
+  start=$(date +%s)
+  timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n"
+  start=$(date +%s)
+  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-2}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n"
+  checkpoint
+  run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
+  run_test cuda_engine_test 150 cuda_engine_test
+  run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
+fi
+if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
   summary+="llama_gpu_bench mac rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/gpu_llama8b_mac.csv" "$OUT/bench_mac.err")\n"
   cp "$OUT/gpu_llama8b_mac.csv" "$RESULTS/"
+  checkpoint
+fi
+if [ "$WHAT" = kernels ] && [ -d "$P/shared/tokenizers/llama3.1" ]; then
+  # greedy sampling on the device vs on the host, async scheduling on, the 8B dummy through the engine
+  for ds in on off; do
+    start=$(date +%s)
+    timeout 150 "$P/bin/engine_bench" --model "$SRC/configs/llama-3.1-8b" --load-format dummy --device cuda \
+      --tokenizer "$P/shared/tokenizers/llama3.1" --attention full --async-scheduling on --device-sampling $ds \
+      --cached-prompts --warm-pass --concurrency 1,16,64 --prompt-len 4096 --max-tokens 128 \
+      --csv "$RESULTS/engine_gpu_device_sampling.csv" > "$OUT/engine_bench_ds_$ds.txt" 2>> "$OUT/engine_bench.err"
+    summary+="engine_bench 8B dummy device-sampling $ds rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/engine_bench_ds_$ds.txt")\n"
+    checkpoint
+  done
 fi
 if [ "$WHAT" = smol ]; then
   ls -la "$D/smol" | head -12

@@ -295,6 +295,7 @@ void LlamaModel::attention(int64_t layer, const StepInputs& in, const KvCacheVie
                                  mac_rows_from_view_.data_as<int32_t>(), mac_num_decode_,
                                  reinterpret_cast<kernels::MacHeadDecision*>(tel + lay.decisions) + layer * R * Hq,
                                  reinterpret_cast<int64_t*>(tel + lay.kv_tokens_read) + layer * R};
+  args.layer = static_cast<int32_t>(layer);
   const Tensor exact = audit_.slice_rows(0, T);
   if (in.mac.audit) {
     args.audit_exact = &exact;

@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", cfg.tokenizer_path, "Tokenizer directory (needed with --load-format dummy)");
   app.add_option("--load-format", cfg.load_format);
   app.add_option("--async-scheduling", cfg.async_scheduling);
+  app.add_option("--device-sampling", cfg.device_sampling, "Greedy sampling on the device: auto|on|off");
   app.add_option("--max-num-batched-tokens", cfg.max_num_batched_tokens);
   app.add_option("--csv", csv);
   app.add_flag("--warm-pass", warm_passes, "Run each concurrency once unmeasured first (graph capture)");
@@ -137,7 +138,7 @@ int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int p
     const bool fresh = !std::ifstream(csv).good();
     out.open(csv, std::ios::app);
     if (fresh)
-      out << "model,device,attention,async_scheduling,cached_prompts,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
+      out << "model,device,attention,async_scheduling,device_sampling,cached_prompts,concurrency,prompt_len,max_tokens,output_tok_s,step_ms,"
              "tpot_ms,step_gap_ms,sample_ms,launch_ms,mean_ttft_s,steps,wall_s\n";
   }
   std::printf("%-12s %10s %10s %10s %12s %10s %10s %12s %8s\n", "concurrency", "out tok/s", "step ms", "TPOT ms",
@@ -150,7 +151,7 @@ int bench(const engine::EngineConfig& cfg, const std::vector<int>& levels, int p
     std::printf("%-12d %10.1f %10.2f %10.3f %12.3f %10.3f %10.3f %12.3f %8lld\n", n, r.out_tok_s, r.step_ms,
                 r.decode_step_ms, r.gap_ms, r.sample_ms, r.launch_ms, r.mean_ttft_s, static_cast<long long>(r.steps));
     if (out) out << cfg.model_path << "," << eng->device_name() << "," << cfg.attention << "," << cfg.async_scheduling
-                 << "," << cached << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
+                 << "," << cfg.device_sampling << "," << cached << "," << n << "," << prompt_len << "," << max_tokens << "," << r.out_tok_s << "," << r.step_ms << ","
                  << r.decode_step_ms << "," << r.gap_ms << "," << r.sample_ms << "," << r.launch_ms << "," << r.mean_ttft_s << "," << r.steps << "," << r.wall_s
                  << "\n";
   }

@@ -4,7 +4,7 @@
 // decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
 // host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
-//   llama_gpu_bench [config dir] mac: batch-1 decode at 128K context, full attention vs MAC-Attention
+//   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full attention vs MAC-Attention
 //     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid rows,
 //     a forced hit reuses the row of position m - 64), per head or per KV group; graphs on.
 #include <cuda_runtime.h>
@@ -119,13 +119,15 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
   return {median(wall), total / kSteps, median(idle)};
 }
 
-// Batch-1 decode at 128K: full attention, then MAC with forced hit rates (graphs on, 20 steps).
+// Decode at long context, batch 1 and 4 at 128K and batch 16 at 32K (what fits beside the weights):
+// full attention, then MAC with forced hit rates (graphs on, 20 steps). The forced draw is per
+// (layer, sequence, head or KV group), the same every step (the benchmark repeats one position).
 int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheView& kv_in,
             const std::vector<int32_t>& pool) {
   const ModelConfig& c = model.config();
   kernels::MacConfig cfg;  // defaults: t 0.45, M 512, r 256, min context 2048, no sink, bf16 ring
   models::KvCacheView kv = kv_in;
-  const int64_t slots = 1;
+  const int64_t slots = 16;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     kv.mac_rings.push_back(be.alloc_mac_ring(slots, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
     const kernels::MacRing& r = kv.mac_rings.back();
@@ -135,24 +137,29 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
     backend::cuda_fill_uniform(be, Tensor(r.o, DType::kBF16, {rows * c.head_dim}, Device::kCuda), 200 + i, 1.0f);
     backend::cuda_fill_uniform(be, Tensor(r.lse, DType::kF32, {rows}, Device::kCuda), 300 + i, 4.0f);
   }
-  model.set_graphs(true);
-  const int64_t ctx = 131072;
   std::printf("scenario,attention,forced_hit_rate,distribution,graphs,batch,context,step_ms,pipelined_ms,"
               "realised_hit_rate,speedup_vs_full\n");
-  const Result full = run(be, model, kv, 1, ctx, pool);
-  std::printf("b1_128k,full,,,1,1,%lld,%.3f,%.3f,,1.000\n", static_cast<long long>(ctx), full.step_ms,
-              full.pipelined_ms);
-  std::fflush(stdout);
-  struct Force { float rate; bool clustered; };
-  for (Force f : {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
-    backend::cuda_set_mac_force_hits(be, f.rate, f.clustered);
-    model.set_graphs(false);  // graphs keep the switch they were captured with: capture anew
+  struct Scenario { const char* name; int64_t batch, ctx; };
+  for (Scenario sc : {Scenario{"b1_128k", 1, 131072}, Scenario{"b4_128k", 4, 131072}, Scenario{"b16_32k", 16, 32768}}) {
+    backend::cuda_set_mac_force_hits(be, -1.0f, false);
+    model.set_graphs(false);
     model.set_graphs(true);
-    double hit = 0.0;
-    const Result r = run(be, model, kv, 1, ctx, pool, &cfg, &hit);
-    std::printf("b1_128k,mac,%.2f,%s,1,1,%lld,%.3f,%.3f,%.4f,%.3f\n", f.rate, f.clustered ? "per_kv_group" : "per_head",
-                static_cast<long long>(ctx), r.step_ms, r.pipelined_ms, hit, full.step_ms / r.step_ms);
+    const Result full = run(be, model, kv, sc.batch, sc.ctx, pool);
+    std::printf("%s,full,,,1,%lld,%lld,%.3f,%.3f,,1.000\n", sc.name, static_cast<long long>(sc.batch),
+                static_cast<long long>(sc.ctx), full.step_ms, full.pipelined_ms);
     std::fflush(stdout);
+    struct Force { float rate; bool clustered; };
+    for (Force f : {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
+      backend::cuda_set_mac_force_hits(be, f.rate, f.clustered);
+      model.set_graphs(false);  // graphs keep the switch they were captured with: capture anew
+      model.set_graphs(true);
+      double hit = 0.0;
+      const Result r = run(be, model, kv, sc.batch, sc.ctx, pool, &cfg, &hit);
+      std::printf("%s,mac,%.2f,%s,1,%lld,%lld,%.3f,%.3f,%.4f,%.3f\n", sc.name, f.rate,
+                  f.clustered ? "per_kv_group" : "per_head", static_cast<long long>(sc.batch),
+                  static_cast<long long>(sc.ctx), r.step_ms, r.pipelined_ms, hit, full.step_ms / r.step_ms);
+      std::fflush(stdout);
+    }
   }
   backend::cuda_set_mac_force_hits(be, -1.0f, false);
   return 0;
@@ -173,7 +180,9 @@ int main(int argc, char** argv) {
   be->synchronize();
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const ModelConfig& c = model->config();
-  const int64_t bs = 16, tokens = std::max<int64_t>(64 * 4096, 131072) + 64 * bs;
+  const bool mac_mode = argc > 2 && std::string(argv[2]) == "mac";
+  // KV for the largest scenario: 64 x 4K, or (mac) 4 x 128K = 16 x 32K (69 GB beside 16 GB of weights)
+  const int64_t bs = 16, tokens = (mac_mode ? 4 * 131072 : 64 * 4096) + 64 * bs;
   const int64_t num_blocks = tokens / bs;
   models::KvCacheView kv;
   kv.layout = {num_blocks, c.num_kv_heads, bs, c.head_dim};
@@ -193,7 +202,7 @@ int main(int argc, char** argv) {
   const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
   std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n", cfg.c_str(), load_s,
                weights / 1e9);
-  if (argc > 2 && std::string(argv[2]) == "mac") return run_mac(*be, *model, kv, pool);
+  if (mac_mode) return run_mac(*be, *model, kv, pool);
   std::printf("scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
   struct Scenario { const char* name; int64_t batch, ctx; };
   const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";

@@ -2,13 +2,18 @@
 // under CUDA-graph replay: batch x context x forced hit rate x (Hq 32, Hkv 8 | 4), head_dim 128,
 // block size 16, random page order, random bf16 K/V (a 64 MiB random block copied over the cache),
 // ring rows all valid, forced per-head hits (independent, or clustered per KV group) at lag 64.
-// One layer per step; graph of 10 steps, median of 5 replays. CSV on stdout.
-//   mac_cuda_bench [quick]   (quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1})
+// One layer per step; graph of 10 steps, median of 5 replays. CSV on stdout; mac_GBps counts the
+// K/V bytes the MAC step read (mac_kv_frac of full attention's).
+//   mac_cuda_bench [full|quick|tune] [waves]
+//     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
+//     tune:  the all-miss step at 127K, batch {1,16,64}, for partial-grid waves {1,1.5,2,3,4,6}
+//     waves: mac_pick_chunk_tokens' waves for the other modes (default 2)
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -34,6 +39,12 @@ int main(int argc, char** argv) {
     return 0;
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
+  const bool tune = argc > 1 && std::strcmp(argv[1], "tune") == 0;
+  const double default_waves = argc > 2 ? std::atof(argv[2]) : 2.0;
+  if (!(default_waves > 0.0)) {
+    std::fprintf(stderr, "waves must be a positive number\n");
+    return 2;
+  }
   int sms = 0;
   CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   cudaStream_t st;
@@ -114,11 +125,17 @@ int main(int argc, char** argv) {
   float* dws;
   CK(cudaMalloc(&dws, 64LL * Hq * 1024 * (D + 1) * 4));
 
-  std::printf("hkv,batch,context,hit_rate,dist,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_kv_frac,hits\n");
+  std::printf("hkv,batch,context,hit_rate,dist,waves,chunk,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_GBps,"
+              "mac_kv_frac,hits\n");
   const std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
-  const std::vector<int> ctxs = quick ? std::vector<int>{32768, 130048} : std::vector<int>{32768, 65536, 98304, 130048};
+  const std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
+                                : tune ? std::vector<int>{130048}
+                                       : std::vector<int>{32768, 65536, 98304, 130048};
   const std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
-                                         : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+                                   : tune ? std::vector<float>{0.0f}
+                                          : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+  const std::vector<double> wave_list = tune ? std::vector<double>{1.0, 1.5, 2.0, 3.0, 4.0, 6.0}
+                                             : std::vector<double>{default_waves};
   for (int64_t Hkv : {8, 4}) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
     for (int S : batches)
@@ -134,7 +151,9 @@ int main(int argc, char** argv) {
         const float full_us = time_graph(st, [&] { cuda::paged_decode(pp, plan, dws, st); });
         const double bytes = static_cast<double>(S) * ctx * Hkv * D * 2 * 2;
         for (float rate : rates)
-          for (bool clustered : {false, true}) {
+          for (bool clustered : {false, true})
+          for (double waves : wave_list) {
+            if (rate == 0.0f && clustered) continue;  // clustered = independent at 0
             cuda::MacCudaParams p{};
             p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
             p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;
@@ -144,7 +163,7 @@ int main(int argc, char** argv) {
             p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
             p.decisions = dec, p.counters = counters;
             p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
-            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, sms);
+            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, sms, waves);
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {
@@ -155,12 +174,12 @@ int main(int argc, char** argv) {
             CK(cudaMemcpy(&cnt, counters, sizeof(cnt), cudaMemcpyDeviceToHost));
             p.counters = nullptr;
             const float mac_us = time_graph(st, [&] { cuda::mac_decode(p, w, ctx, st); });
-            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%.1f,%.2f,%.0f,%.3f,%.3f\n", (long long)Hkv, S, ctx, rate,
-                        clustered ? "group" : "head", mac_us, full_us, full_us / mac_us, bytes / (full_us * 1e3),
-                        static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full,
+            const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
+            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f\n", (long long)Hkv, S, ctx,
+                        rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
+                        bytes / (full_us * 1e3), kv_frac * bytes / (mac_us * 1e3), kv_frac,
                         static_cast<double>(cnt.hit_heads) / cnt.heads);
             std::fflush(stdout);
-            if (rate == 0.0f) break;  // clustered = independent at 0
           }
       }
   }

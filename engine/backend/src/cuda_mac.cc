@@ -156,6 +156,7 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     p.decisions = mac.decisions;
     p.kv_tokens_read = mac.kv_tokens_read;
     p.force = force_;
+    p.force.seed = force_.seed + 0x9E3779B9u * static_cast<uint32_t>(mac.layer + 1);  // a new draw per layer
     p.chunk_tokens = chunk_tokens_;
     p.token_index = query_start;  // token query_start[s] is decode sequence s's one query
     p.modes = mac.modes;

@@ -49,39 +49,41 @@ __device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
   }
 }
 
+// This lane's 8 dims (chunk c = lane % (D / 8)) of the G query heads at q ([G][D] f32), times qscale.
 template <int D, int G>
-__global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaParams p, int pages_per_split,
-                                                             int num_splits, float* ws_o, float* ws_lse) {
+__device__ __forceinline__ void load_queries(const float* q, float qscale, float (&qf)[G][8]) {
+  const int c = (threadIdx.x % 32) % (D / 8);
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const float4* qp = reinterpret_cast<const float4*>(q + g * D + c * 8);
+    const float4 a = qp[0], b = qp[1];
+    qf[g][0] = a.x * qscale; qf[g][1] = a.y * qscale; qf[g][2] = a.z * qscale; qf[g][3] = a.w * qscale;
+    qf[g][4] = b.x * qscale; qf[g][5] = b.y * qscale; qf[g][6] = b.z * qscale; qf[g][7] = b.w * qscale;
+  }
+}
+
+// Online-softmax attention of KV head kvh's G query heads over keys [b, e) of one sequence (its
+// block table `table`), run by the whole CTA of kWarps warps. Warp w walks pages w, w + kWarps, ...
+// of the range through its 3-stage ring in smem (smem_bytes<D>(), reused for the final merge, so
+// the call starts and ends with a barrier). qf: this lane's dims of the queries, pre-scaled by
+// scale * log2 e. kMasked: head g also skips keys j < lo[g]. Rows outside [b, e) are never used
+// (their K/V may be anything, NaN included). Ends with store(g, d, o, lse2) for every (g, d) of
+// the group, o normalised (0 without any key), lse2 the base-2 log-sum-exp (-inf without any key).
+template <int D, int G, bool kMasked, class Store>
+__device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8], const int32_t* table,
+                                            const void* k_cache, const void* v_cache, int Hkv, int kvh, int b,
+                                            int e, const int (&lo)[G], Store&& store) {
   constexpr int kCpr = D / 8;          // 16-byte chunks per row
   constexpr int kRpp = 32 / kCpr;      // rows per pass of a warp
   constexpr int kPasses = kPage / kRpp;
   constexpr int kPageChunks = kPage * kCpr;
   constexpr int kSub = (G > 4 && kPasses >= 8) ? 2 : 1;  // softmax updates per page
   constexpr int kPs = kPasses / kSub;                    // passes per update
-  extern __shared__ uint4 smem[];
-
-  const int split = blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int c = lane % kCpr, rg = lane / kCpr;
-  const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
-  const int ctx = p.context_lens[seq];
-  const int num_pages = (ctx + kPage - 1) / kPage;
-  const int p_begin = split * pages_per_split;
-  const int p_end = min(num_pages, p_begin + pages_per_split);
-  const int t = p.query_start[seq];
-  const int32_t* table = p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq;
-  const auto* kc = static_cast<const uint4*>(p.k_cache);
-  const auto* vc = static_cast<const uint4*>(p.v_cache);
+  const auto* kc = static_cast<const uint4*>(k_cache);
+  const auto* vc = static_cast<const uint4*>(v_cache);
 
-  float qf[G][8];
-  const float qscale = p.scale * 1.4426950408889634f;
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const float4* qp = reinterpret_cast<const float4*>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G + g) * D + c * 8);
-    const float4 a = qp[0], b = qp[1];
-    qf[g][0] = a.x * qscale; qf[g][1] = a.y * qscale; qf[g][2] = a.z * qscale; qf[g][3] = a.w * qscale;
-    qf[g][4] = b.x * qscale; qf[g][5] = b.y * qscale; qf[g][6] = b.z * qscale; qf[g][7] = b.w * qscale;
-  }
   float m[G], l[G], acc[G][8];
 #pragma unroll
   for (int g = 0; g < G; ++g) {
@@ -91,7 +93,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
     for (int j = 0; j < 8; ++j) acc[g][j] = 0.0f;
   }
 
-  const int first = p_begin + warp;
+  __syncthreads();  // the ring may still hold the previous call's merge
+  const int p_end = e > b ? (e + kPage - 1) / kPage : 0;
+  const int first = b / kPage + warp;
   const int nk = first < p_end ? (p_end - first + kWarps - 1) / kWarps : 0;
   uint4* ring = smem + static_cast<size_t>(warp) * kStages * 2 * kPageChunks;
   auto issue = [&](int k) {
@@ -126,7 +130,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
         const int i = sub * kPs + ii;
         float kf[8];
         unpack8(ks[lane + 32 * i], kf);
-        const bool valid = row0 + i * kRpp + rg < ctx;
+        const int row = row0 + i * kRpp + rg;
+        const bool valid = row >= b && row < e;
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           float part = 0.0f;
@@ -134,10 +139,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
           for (int j = 0; j < 8; ++j) part = fmaf(qf[g][j], kf[j], part);
 #pragma unroll
           for (int o = kCpr / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-          s[g][ii] = valid ? part : -INFINITY;
+          s[g][ii] = valid && (!kMasked || row >= lo[g]) ? part : -INFINITY;
         }
       }
-      if (row0 + sub * kPs * kRpp >= ctx) break;  // the rest of the page is past the context
+      if (row0 + sub * kPs * kRpp >= e) break;  // the rest of the page is past the range
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float pm = s[g][0];
@@ -146,14 +151,16 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
 #pragma unroll
         for (int o = kCpr; o < 32; o <<= 1) pm = fmaxf(pm, __shfl_xor_sync(0xffffffffu, pm, o));
         const float m_new = fmaxf(m[g], pm);
-        const float corr = exp2f(m[g] - m_new);
+        // every key so far masked: keep the state empty (exp2(-inf - -inf) would be NaN)
+        const float m_safe = m_new == -INFINITY ? 0.0f : m_new;
+        const float corr = exp2f(m[g] - m_safe);
         m[g] = m_new;
         l[g] *= corr;
 #pragma unroll
         for (int j = 0; j < 8; ++j) acc[g][j] *= corr;
 #pragma unroll
         for (int ii = 0; ii < kPs; ++ii) {
-          s[g][ii] = exp2f(s[g][ii] - m_new);
+          s[g][ii] = exp2f(s[g][ii] - m_safe);
           l[g] += s[g][ii];
         }
       }
@@ -162,7 +169,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
         const int i = sub * kPs + ii;
         float vf[8];
         unpack8(vs[lane + 32 * i], vf);
-        if (row0 + i * kRpp + rg >= ctx) {  // rows past the context may hold anything (NaN too)
+        const int row = row0 + i * kRpp + rg;
+        if (row < b || row >= e) {  // rows outside the range may hold anything (NaN too)
 #pragma unroll
           for (int j = 0; j < 8; ++j) vf[j] = 0.0f;
         }
@@ -175,7 +183,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
   }
   cp_async_wait<0>();
 
-  // Sum the row groups of the warp, then merge the 4 warps through shared memory.
+  // Sum the row groups of the warp, then merge the warps through shared memory.
 #pragma unroll
   for (int g = 0; g < G; ++g) {
 #pragma unroll
@@ -218,16 +226,42 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
         O += red_acc[(w * G + g) * D + d] * f;
       }
     }
-    const int h = kvh * G + g;
-    const float o = L > 0.0f ? O / L : 0.0f;
-    if (num_splits == 1) {
-      detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d, o);
-    } else {
-      const int64_t slot = (static_cast<int64_t>(seq) * Hq + h) * num_splits + split;
-      ws_o[slot * D + d] = o;
-      if (d == 0) ws_lse[slot] = L > 0.0f ? M + log2f(L) : -INFINITY;
-    }
+    store(g, d, L > 0.0f ? O / L : 0.0f, L > 0.0f ? M + log2f(L) : -INFINITY);
   }
+  __syncthreads();  // the merge area is the next call's ring
+}
+
+// Reduction area of attend_keys' final merge, in floats; must fit in smem_bytes<D>().
+template <int D, int G>
+constexpr size_t merge_floats() {
+  return size_t{kWarps} * G * (D + 2);
+}
+
+template <int D, int G>
+__global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaParams p, int pages_per_split,
+                                                             int num_splits, float* ws_o, float* ws_lse) {
+  static_assert(merge_floats<D, G>() * 4 <= smem_bytes<D>(), "merge area fits the ring");
+  extern __shared__ uint4 smem[];
+  const int split = blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
+  const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
+  const int ctx = p.context_lens[seq];
+  const int t = p.query_start[seq];
+  float qf[G][8];
+  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D, p.scale * 1.4426950408889634f, qf);
+  const int lo[G] = {};
+  const int b = split * pages_per_split * kPage;
+  const int e = min(ctx, b + pages_per_split * kPage);
+  attend_keys<D, G, false>(smem, qf, p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq, p.k_cache,
+                           p.v_cache, Hkv, kvh, b, e, lo, [&](int g, int d, float o, float lse2) {
+                             const int h = kvh * G + g;
+                             if (num_splits == 1) {
+                               detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d, o);
+                             } else {
+                               const int64_t slot = (static_cast<int64_t>(seq) * Hq + h) * num_splits + split;
+                               ws_o[slot * D + d] = o;
+                               if (d == 0) ws_lse[slot] = lse2;
+                             }
+                           });
 }
 
 template <int D, int G>

@@ -11,35 +11,16 @@
 #include <cstdint>
 
 #include "../cuda_util.cuh"
+#include "mac_impl.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
 
 namespace macserve::kernels::cuda {
 namespace {
 
-constexpr int kPartialThreads = 128;
-constexpr int kTile = 64;           // keys per shared-memory tile in the partial kernel
+using namespace mac_detail;
+
 constexpr int kMatchThreads = 128;  // 16 candidates in flight, 8 lanes (16 B each) per candidate
 constexpr int kScheduleThreads = 1024;
-
-enum TaskKind : int { kRowPart = 0, kSink = 1, kTail = 2 };
-
-struct GroupInfo {
-  int32_t task_begin;
-  int32_t n_row, n_sink, n_tail;
-};
-
-// Workspace layout (every part 256-byte aligned).
-struct WsLayout {
-  int32_t* task_count;  // [1]
-  GroupInfo* groups;    // [S * Hkv]
-  int64_t* group_reads; // [S * Hkv]
-  int32_t* head_start;  // [S * Hq]
-  int4* tasks;          // [max_tasks] {group index, begin, end, kind}
-  float* part_o;        // [max_tasks, G, D]
-  float* part_lse;      // [max_tasks, G]
-  int64_t max_tasks;
-  int64_t bytes;
-};
 
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
@@ -59,6 +40,7 @@ WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, in
     return r;
   };
   w.task_count = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
+  w.task_next = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
   w.groups = reinterpret_cast<GroupInfo*>(take(S * Hkv * sizeof(GroupInfo)));
   w.group_reads = reinterpret_cast<int64_t*>(take(S * Hkv * sizeof(int64_t)));
   w.head_start = reinterpret_cast<int32_t*>(take(S * Hq * sizeof(int32_t)));
@@ -101,20 +83,10 @@ __device__ __forceinline__ float ring_get(const void* base, int64_t i) {
   if constexpr (kBf16) return bf16_bits_to_float(static_cast<const uint16_t*>(base)[i]);
   else return static_cast<const float*>(base)[i];
 }
-template <bool kBf16>
-__device__ __forceinline__ void ring_set(void* base, int64_t i, float v) {
-  if constexpr (kBf16) static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
-  else static_cast<float*>(base)[i] = v;
-}
-
 // Whether sequence s decodes in this launch, and its token row (mixed steps: token_index / modes).
 __device__ __forceinline__ bool decodes(const MacCudaParams& p, int s) {
   return p.context_lens[s] > 0 && (p.modes == nullptr || p.modes[s] == kMacDecode);
 }
-__device__ __forceinline__ int64_t token_of(const MacCudaParams& p, int s) {
-  return p.token_index != nullptr ? p.token_index[s] : s;
-}
-
 // (d, pos) ordering: smaller distance, then the older position.
 __device__ __forceinline__ bool better(float d, int pos, float bd, int bpos) {
   return d < bd || (d == bd && pos < bpos);
@@ -307,7 +279,7 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     if (tid == kScheduleThreads - 1) carry += scan[tid];
     __syncthreads();
   }
-  if (tid == 0) *w.task_count = carry;
+  if (tid == 0) *w.task_count = carry, *w.task_next = 0;
   // per-sequence and aggregate KV telemetry
   for (int s = tid; s < p.num_seqs; s += kScheduleThreads) {
     int64_t total = 0;
@@ -322,151 +294,27 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   }
 }
 
-// ---- 3. split-KV partial attention of one KV group over [begin, end) -------------------------
-// Shared memory of one CTA: the group's G queries (pre-scaled), a K tile (rows padded by 16 B so
-// that threads reading different rows hit different banks), a V tile, the tile's scores.
-template <int D, int G>
-struct PartialSmem {
-  float q[G][D];
-  __nv_bfloat16 k[kTile][D + 8];
-  __nv_bfloat16 v[kTile][D];
-  float sc[G][kTile];
-  float m_run[G], l_run[G], alpha[G];
-  int hstart[G];
-};
-
-// Attention of the group's heads over keys [b, e) with per-head mask j >= hstart[h]; leaves the
-// normalised output in acc (this thread's dim d = tid % D for heads h = tid / D + k * (128 / D))
-// and m_run / l_run in shared memory.
-template <int D, int G>
-__device__ void attend_range(PartialSmem<D, G>& sm, const __nv_bfloat16* kc, const __nv_bfloat16* vc,
-                             const int32_t* table, const PagedKvLayout& L, int kvh, int b, int e,
-                             float (&acc)[(G + kPartialThreads / D - 1) / (kPartialThreads / D)]) {
-  constexpr int kTpd = kPartialThreads / D;  // threads per dim (1 at D = 128, 2 at D = 64)
-  constexpr int kHpt = (G + kTpd - 1) / kTpd;
-  constexpr int kVec = D / 8;                 // 16-byte pieces per row
-  const int tid = threadIdx.x;
-  const int d = tid % D, h0 = tid / D;
-#pragma unroll
-  for (int i = 0; i < kHpt; ++i) acc[i] = 0.0f;
-  if (tid < G) sm.m_run[tid] = -INFINITY, sm.l_run[tid] = 0.0f;
-  const int64_t bstride = L.num_kv_heads * L.block_size * D, hoff = static_cast<int64_t>(kvh) * L.block_size * D;
-  for (int t0 = b; t0 < e; t0 += kTile) {
-    const int n = min(kTile, e - t0);
-    __syncthreads();  // previous tile consumed (and m_run initialised)
-    for (int idx = tid; idx < n * kVec; idx += kPartialThreads) {
-      const int j = idx / kVec, c = idx % kVec;
-      const int tok = t0 + j;
-      const int64_t off = static_cast<int64_t>(table[tok >> 4]) * bstride + hoff + (tok & 15) * D + c * 8;
-      *reinterpret_cast<uint4*>(&sm.k[j][c * 8]) = *reinterpret_cast<const uint4*>(kc + off);
-      *reinterpret_cast<uint4*>(&sm.v[j][c * 8]) = *reinterpret_cast<const uint4*>(vc + off);
-    }
-    __syncthreads();
-    {  // scores: thread -> key j = tid % 64, heads tid / 64 + 2k
-      const int j = tid % kTile;
-      for (int h = tid / kTile; h < G; h += kPartialThreads / kTile) {
-        float s = -INFINITY;
-        if (j < n && t0 + j >= sm.hstart[h]) {
-          float dot = 0.0f;
-#pragma unroll
-          for (int c = 0; c < kVec; ++c) {
-            const uint4 kv = *reinterpret_cast<const uint4*>(&sm.k[j][c * 8]);
-            const uint32_t wds[4] = {kv.x, kv.y, kv.z, kv.w};
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-              dot = fmaf(sm.q[h][c * 8 + 2 * i], bf16_bits_to_float(wds[i] & 0xffffu), dot);
-              dot = fmaf(sm.q[h][c * 8 + 2 * i + 1], bf16_bits_to_float(wds[i] >> 16), dot);
-            }
-          }
-          s = dot;
-        }
-        sm.sc[h][j] = s;
-      }
-    }
-    __syncthreads();
-    {  // online softmax: warp w owns heads w, w + 4
-      const int warp = tid >> 5, lane = tid & 31;
-      for (int h = warp; h < G; h += kPartialThreads / 32) {
-        const float s0 = sm.sc[h][lane], s1 = sm.sc[h][lane + 32];
-        const float mx = detail::warp_max(fmaxf(s0, s1));
-        const float m_old = sm.m_run[h];
-        const float m_new = fmaxf(m_old, mx);
-        float p0 = 0.0f, p1 = 0.0f, alpha = 1.0f;
-        if (m_new > -INFINITY) {
-          p0 = __expf(s0 - m_new);
-          p1 = __expf(s1 - m_new);
-          alpha = __expf(m_old - m_new);
-        }
-        const float sum = detail::warp_sum(p0 + p1);
-        sm.sc[h][lane] = p0;
-        sm.sc[h][lane + 32] = p1;
-        __syncwarp();
-        if (lane == 0) {
-          sm.alpha[h] = alpha;
-          sm.m_run[h] = m_new;
-          sm.l_run[h] = sm.l_run[h] * alpha + sum;
-        }
-      }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < kHpt; ++i) {  // P x V
-      const int h = h0 + i * kTpd;
-      if (h < G) {
-        float a = acc[i] * sm.alpha[h];
-        for (int j = 0; j < n; ++j) a = fmaf(sm.sc[h][j], __bfloat162float(sm.v[j][d]), a);
-        acc[i] = a;
-      }
-    }
-  }
-  __syncthreads();
-}
-
-template <int D, int G>
-__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w) {
-  constexpr int kTpd = kPartialThreads / D;
-  constexpr int kHpt = (G + kTpd - 1) / kTpd;
-  __shared__ PartialSmem<D, G> sm;
-  const int tid = threadIdx.x, d = tid % D, h0 = tid / D;
-  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads);
-  const int count = *w.task_count;
-  const auto* kc = static_cast<const __nv_bfloat16*>(p.k_cache);
-  const auto* vc = static_cast<const __nv_bfloat16*>(p.v_cache);
-  for (int t = blockIdx.x; t < count; t += gridDim.x) {
-    const int4 task = w.tasks[t];
-    const int gi = task.x, s = gi / Hkv, g = gi % Hkv;
-    __syncthreads();  // the previous task's shared state is no longer read
-    const float* q = p.q_post + (token_of(p, s) * Hq + g * G) * D;
-    for (int i = tid; i < G * D; i += kPartialThreads) sm.q[i / D][i % D] = q[i] * p.scale;
-    if (tid < G)
-      sm.hstart[tid] = task.w == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + tid] : 0;
-    float acc[kHpt];
-    attend_range<D, G>(sm, kc, vc, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq, p.layout, g,
-                       task.y, task.z, acc);
-#pragma unroll
-    for (int i = 0; i < kHpt; ++i) {
-      const int h = h0 + i * kTpd;
-      if (h < G) {
-        const float l = sm.l_run[h];
-        w.part_o[(static_cast<int64_t>(t) * G + h) * D + d] = l > 0.0f ? acc[i] / l : 0.0f;
-        if (d == 0) w.part_lse[static_cast<int64_t>(t) * G + h] = l > 0.0f ? sm.m_run[h] + logf(l) : -INFINITY;
-      }
-    }
-  }
-}
+// ---- 3. split-KV partials: mac_impl.cuh / mac_partial_d<D>.cu -------------------------------
 
 // ---- 4. merge + ring write + output -----------------------------------------------------------
-__device__ __forceinline__ void merge_into(float& o, float& lse, float ob, float lb) {
-  if (!(lb > -INFINITY)) return;
-  if (!(lse > -INFINITY)) {
-    o = ob;
-    lse = lb;
-    return;
+// (o, lse) (+) the chunks [t0, t0 + n) of local head hl: the largest lse first, then one weighted
+// sum, so the chunks' loads are independent (an empty chunk has lse -inf, o 0, and weight 0).
+__device__ __forceinline__ void fold_chunks(float& o, float& lse, const WsLayout& w, int t0, int n, int G, int hl,
+                                            int D, int d) {
+  if (n == 0) return;
+  float mx = lse;
+  for (int k = 0; k < n; ++k) mx = fmaxf(mx, w.part_lse[static_cast<int64_t>(t0 + k) * G + hl]);
+  if (!(mx > -INFINITY)) return;  // nothing anywhere: stays empty
+  float W = expf(lse - mx), O = W * o;
+#pragma unroll 4
+  for (int k = 0; k < n; ++k) {
+    const int64_t t = t0 + k;
+    const float wk = expf(w.part_lse[t * G + hl] - mx);
+    W += wk;
+    O = fmaf(wk, w.part_o[(t * G + hl) * D + d], O);
   }
-  const float mx = fmaxf(lse, lb);
-  const float wa = expf(lse - mx), wb = expf(lb - mx);
-  o = (wa * o + wb * ob) / (wa + wb);
-  lse = mx + logf(wa + wb);
+  o = O / W;
+  lse = mx + logf(W);
 }
 
 template <bool kBf16>
@@ -486,109 +334,18 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
     o = ring_get<kBf16>(p.ring.o, row * D + d);
     lse = p.ring.lse[row];
   }
-  int t = gi.task_begin;
-  for (int k = 0; k < gi.n_row; ++k, ++t)
-    merge_into(o, lse, w.part_o[(static_cast<int64_t>(t) * G + hl) * D + d], w.part_lse[static_cast<int64_t>(t) * G + hl]);
+  fold_chunks(o, lse, w, gi.task_begin, gi.n_row, G, hl, D, d);
   const int64_t qi = (token_of(p, s) * Hq + h) * D + d;
   if (slot >= 0) {
     __syncthreads();  // row p may share row m's ring slot (p = m - M): every read precedes the write
     const int64_t row = (static_cast<int64_t>(slot) * M + m % M) * Hq + h;
     const bool empty = !(lse > -INFINITY);
-    ring_set<kBf16>(p.ring.q, row * D + d, p.q_pre[qi]);
-    ring_set<kBf16>(p.ring.o, row * D + d, empty ? 0.0f : o);
+    ring_store(p.ring.q, kBf16, row * D + d, p.q_pre[qi]);
+    ring_store(p.ring.o, kBf16, row * D + d, empty ? 0.0f : o);
     if (d == 0) p.ring.lse[row] = empty ? -INFINITY : lse;
   }
-  for (int k = 0; k < gi.n_sink + gi.n_tail; ++k, ++t)
-    merge_into(o, lse, w.part_o[(static_cast<int64_t>(t) * G + hl) * D + d], w.part_lse[static_cast<int64_t>(t) * G + hl]);
+  fold_chunks(o, lse, w, gi.task_begin + gi.n_row, gi.n_sink + gi.n_tail, G, hl, D, d);
   detail::store(p.out, p.out_bf16, qi, o);
-}
-
-// ---- prefill rows -----------------------------------------------------------------------------
-template <int D, int G, bool kBf16>
-__global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefillRowsParams p) {
-  constexpr int kTpd = kPartialThreads / D;
-  constexpr int kHpt = (G + kTpd - 1) / kTpd;
-  __shared__ PartialSmem<D, G> sm;
-  const int tok = blockIdx.y, g = blockIdx.x, tid = threadIdx.x, d = tid % D, h0 = tid / D;
-  int lo = 0, hi = static_cast<int>(p.num_seqs) - 1;  // sequence of the token: last s with start <= tok
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (p.query_start[mid] <= tok) lo = mid;
-    else hi = mid - 1;
-  }
-  const int s = lo;
-  const int slot = p.ring_slots[s];
-  if (p.modes[s] != kMacExact || slot < 0) return;
-  const int n = p.query_start[s + 1] - p.query_start[s];
-  const int pos = p.context_lens[s] - n + (tok - p.query_start[s]);
-  const int Hq = static_cast<int>(p.num_q_heads), M = static_cast<int>(p.cfg.window);
-  if (pos < p.rows_from[s] || pos < p.context_lens[s] - M) return;  // a later token of the chunk owns the row
-  const int E = max(pos + 1 - static_cast<int>(p.cfg.band), 0);
-  const int b = min(static_cast<int>(p.cfg.sink), E);
-  const float* q = p.q_post + (static_cast<int64_t>(tok) * Hq + g * G) * D;
-  for (int i = tid; i < G * D; i += kPartialThreads) sm.q[i / D][i % D] = q[i] * p.scale;
-  if (tid < G) sm.hstart[tid] = 0;
-  float acc[kHpt];
-  attend_range<D, G>(sm, static_cast<const __nv_bfloat16*>(p.k_cache), static_cast<const __nv_bfloat16*>(p.v_cache),
-                     p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq, p.layout, g, b, E, acc);
-#pragma unroll
-  for (int i = 0; i < kHpt; ++i) {
-    const int h = h0 + i * kTpd;
-    if (h < G) {
-      const int hq = g * G + h;
-      const float l = sm.l_run[h];
-      const int64_t row = (static_cast<int64_t>(slot) * M + pos % M) * Hq + hq;
-      ring_set<kBf16>(p.ring.q, row * D + d, p.q_pre[(static_cast<int64_t>(tok) * Hq + hq) * D + d]);
-      ring_set<kBf16>(p.ring.o, row * D + d, l > 0.0f ? acc[i] / l : 0.0f);
-      if (d == 0) p.ring.lse[row] = l > 0.0f ? sm.m_run[h] + logf(l) : -INFINITY;
-    }
-  }
-}
-
-int num_sms() {
-  static int n = [] {
-    int dev = 0, v = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev);
-    return v > 0 ? v : 1;
-  }();
-  return n;
-}
-
-template <int D, int G>
-void launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
-  // persistent CTAs over the task list; the real count is read on the device
-  const int64_t grid = std::min<int64_t>(w.max_tasks, static_cast<int64_t>(num_sms()) * 8);
-  partial_kernel<D, G><<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), kPartialThreads, 0, st>>>(p, w);
-}
-
-template <int D>
-void dispatch_partial(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st) {
-  switch (G) {
-    case 1: return launch_partial<D, 1>(p, w, st);
-    case 2: return launch_partial<D, 2>(p, w, st);
-    case 3: return launch_partial<D, 3>(p, w, st);
-    case 4: return launch_partial<D, 4>(p, w, st);
-    case 5: return launch_partial<D, 5>(p, w, st);
-    case 6: return launch_partial<D, 6>(p, w, st);
-    case 7: return launch_partial<D, 7>(p, w, st);
-    default: return launch_partial<D, 8>(p, w, st);
-  }
-}
-
-template <int D, bool kBf16>
-void launch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
-  const dim3 grid(static_cast<unsigned>(p.layout.num_kv_heads), static_cast<unsigned>(p.num_tokens));
-  switch (G) {
-    case 1: prefill_rows_kernel<D, 1, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 2: prefill_rows_kernel<D, 2, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 3: prefill_rows_kernel<D, 3, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 4: prefill_rows_kernel<D, 4, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 5: prefill_rows_kernel<D, 5, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 6: prefill_rows_kernel<D, 6, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    case 7: prefill_rows_kernel<D, 7, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-    default: prefill_rows_kernel<D, 8, kBf16><<<grid, kPartialThreads, 0, st>>>(p); break;
-  }
 }
 
 }  // namespace
@@ -602,11 +359,13 @@ int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_k
   return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens).bytes;
 }
 
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms) {
-  const int64_t target = 2LL * num_sms * 8;  // two waves of the persistent grid
+int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms,
+                              double waves) {
+  // the persistent partial grid holds about 4 CTAs per SM (48 KiB of cp.async ring each at head_dim 128)
+  const int64_t target = std::max<int64_t>(1, std::llround(waves * num_sms * 4));
   const int64_t groups = std::max<int64_t>(1, num_seqs * num_kv_heads);
   int64_t c = (groups * max_context_len + target - 1) / target;
-  c = std::max<int64_t>(64, (c + 15) / 16 * 16);
+  c = std::max<int64_t>(128, (c + 15) / 16 * 16);  // at least 2 pages per warp
   return static_cast<int32_t>(std::min<int64_t>(c, 1 << 20));
 }
 
@@ -631,9 +390,10 @@ int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_conte
     else match_kernel<false, 128><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
   }
   schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
-  if (D == 32) dispatch_partial<32>(p, w, G, st);
-  else if (D == 64) dispatch_partial<64>(p, w, G, st);
-  else dispatch_partial<128>(p, w, G, st);
+  const int rc = D == 32 ? launch_partials_d32(p, w, G, st)
+                 : D == 64 ? launch_partials_d64(p, w, G, st)
+                           : launch_partials_d128(p, w, G, st);
+  if (rc != 0) return rc;
   if (p.cfg.ring_bf16) merge_kernel<true><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
   else merge_kernel<false><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
   return detail::last_error();
@@ -645,17 +405,7 @@ int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream) {
   const int64_t D = p.layout.head_dim;
   const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
   if (!mac_supported(D, G, p.layout.block_size)) return static_cast<int>(cudaErrorInvalidValue);
-  if (D == 32) {
-    if (p.cfg.ring_bf16) launch_rows<32, true>(p, G, st);
-    else launch_rows<32, false>(p, G, st);
-  } else if (D == 64) {
-    if (p.cfg.ring_bf16) launch_rows<64, true>(p, G, st);
-    else launch_rows<64, false>(p, G, st);
-  } else {
-    if (p.cfg.ring_bf16) launch_rows<128, true>(p, G, st);
-    else launch_rows<128, false>(p, G, st);
-  }
-  return detail::last_error();
+  return D == 32 ? launch_rows_d32(p, G, st) : D == 64 ? launch_rows_d64(p, G, st) : launch_rows_d128(p, G, st);
 }
 
 }  // namespace macserve::kernels::cuda

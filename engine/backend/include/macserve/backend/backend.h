@@ -121,6 +121,8 @@ class Backend {
     // decode sequences, both taken in f32 (so bf16 output rounding is not counted as MAC error).
     const Tensor* audit_exact = nullptr;
     double* audit_sums = nullptr;         // [2]
+    // Which layer this is (mixes into the benchmark-only forced hit draws, so every layer draws anew).
+    int32_t layer = 0;
   };
   virtual void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
                              const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout,

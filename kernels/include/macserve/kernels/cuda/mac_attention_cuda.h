@@ -17,9 +17,11 @@
 //                     [E_m, m + 1), cut into chunks of chunk_tokens; a task list sized by the real
 //                     work (a hit group reads ~r + lag keys, a group with a miss the whole context),
 //                     plus device telemetry counters.
-//   3. mac_partial    persistent CTAs over the task list: split-KV attention of the group's G query
-//                     heads over one chunk (one K/V load for the whole group), per-head mask
-//                     j >= start_h in row-part chunks; writes (o normalised, lse natural log) f32.
+//   3. mac_partial    persistent CTAs taking tasks from the list in order: split-KV attention of the
+//                     group's G query heads over one chunk through the full-attention decode
+//                     kernel's page pipeline (4 warps, 3-stage cp.async ring per warp, one K/V load
+//                     for the whole group), per-head mask j >= start_h in row-part chunks; writes
+//                     (o normalised, lse natural log) f32.
 //   4. mac_merge      one CTA per (seq, q head): row p's summary (hit) (+) row-part chunks -> ring
 //                     row m (q_pre bf16/f32, o, lse), then (+) sink and tail chunks -> output.
 // Inactive (padded) sequences, context_lens[s] <= 0, read and write nothing (output untouched).
@@ -93,8 +95,11 @@ struct MacWorkspace {
 };
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             int64_t max_context_len, int32_t chunk_tokens);
-// A chunk size that gives about two waves of tasks when every group misses (multiple of 16, >= 64).
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms);
+// A chunk size that gives about `waves` waves of the persistent partial grid when every group
+// misses (a multiple of 16, at least 128). More waves balance better; fewer have less per-task
+// overhead (pipeline fill, one more partial to merge).
+int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms,
+                              double waves = 2.0);
 // head_dim 32, 64 or 128; 1 to 8 query heads per KV head; KV blocks of 16 tokens.
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size);
 

@@ -1,0 +1,201 @@
+// MAC-Attention CUDA internals shared by mac_attention.cu (match, schedule, merge, host side) and
+// mac_partial_d{32,64,128}.cu (the split-KV partials and the prefill rows, one file per head_dim so
+// the heavy instantiations compile in parallel). Not a public header.
+//
+// The partials run the full-attention decode kernel's page pipeline (attention/
+// paged_decode_impl.cuh, attend_keys): 4 warps per CTA, a 3-stage cp.async ring per warp, the
+// group's queries in registers. A group that misses therefore reads its keys exactly as
+// paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "../attention/paged_decode_impl.cuh"
+#include "../cuda_util.cuh"
+#include "macserve/kernels/cuda/mac_attention_cuda.h"
+
+namespace macserve::kernels::cuda::mac_detail {
+
+enum TaskKind : int { kRowPart = 0, kSink = 1, kTail = 2 };
+
+struct GroupInfo {
+  int32_t task_begin;
+  int32_t n_row, n_sink, n_tail;
+};
+
+// Workspace layout (every part 256-byte aligned).
+struct WsLayout {
+  int32_t* task_count;  // [1] tasks of the step (written by the schedule kernel)
+  int32_t* task_next;   // [1] next task to take (zeroed by the schedule kernel, taken by the partials)
+  GroupInfo* groups;    // [S * Hkv]
+  int64_t* group_reads; // [S * Hkv]
+  int32_t* head_start;  // [S * Hq]
+  int4* tasks;          // [max_tasks] {group index, begin, end, kind}
+  float* part_o;        // [max_tasks, G, D]
+  float* part_lse;      // [max_tasks, G] natural log
+  int64_t max_tasks;
+  int64_t bytes;
+};
+
+// Token row of decode sequence s (mixed steps: token_index).
+__device__ __forceinline__ int64_t token_of(const MacCudaParams& p, int s) {
+  return p.token_index != nullptr ? p.token_index[s] : s;
+}
+
+__device__ __forceinline__ void ring_store(void* base, bool bf16, int64_t i, float v) {
+  if (bf16) static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
+  else static_cast<float*>(base)[i] = v;
+}
+
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kPartialThreads = decode_detail::kWarps * 32;
+
+// The partial kernel of head_dim D (persistent CTAs over the step's task list) and the prefill-rows
+// kernel, for any group size 1-8; defined in mac_partial_d<D>.cu. Return a cudaError_t value.
+int launch_partials_d32(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
+int launch_partials_d64(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
+int launch_partials_d128(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
+int launch_rows_d32(const MacPrefillRowsParams& p, int G, cudaStream_t st);
+int launch_rows_d64(const MacPrefillRowsParams& p, int G, cudaStream_t st);
+int launch_rows_d128(const MacPrefillRowsParams& p, int G, cudaStream_t st);
+
+// Split-KV partial attention: each CTA takes tasks {group, begin, end, kind} from the list in
+// order (an atomic counter, so long row-part chunks and short tails balance over the CTAs) and
+// writes the group's (o normalised, lse natural log) for the chunk.
+template <int D, int G>
+__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w) {
+  extern __shared__ uint4 smem[];
+  __shared__ int task_id;
+  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads);
+  const int count = *w.task_count;
+  for (;;) {
+    if (threadIdx.x == 0) task_id = atomicAdd(w.task_next, 1);
+    __syncthreads();
+    const int t = task_id;
+    __syncthreads();  // every thread has read task_id before thread 0 overwrites it
+    if (t >= count) return;
+    const int4 task = w.tasks[t];
+    const int gi = task.x, s = gi / Hkv, g = gi % Hkv;
+    float qf[G][8];
+    decode_detail::load_queries<D, G>(p.q_post + (token_of(p, s) * Hq + g * G) * D, p.scale * kLog2e, qf);
+    int lo[G];
+#pragma unroll
+    for (int h = 0; h < G; ++h)
+      lo[h] = task.w == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + h] : 0;
+    float* po = w.part_o + static_cast<int64_t>(t) * G * D;
+    float* pl = w.part_lse + static_cast<int64_t>(t) * G;
+    decode_detail::attend_keys<D, G, true>(smem, qf, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq,
+                                           p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo,
+                                           [&](int h, int d, float o, float lse2) {
+                                             po[h * D + d] = o;
+                                             if (d == 0) pl[h] = lse2 * kLn2;
+                                           });
+  }
+}
+
+// Prefill rows: one CTA per (KV group, token) of the step; the token's row for each of the group's
+// heads, AS(q_post, [min(F, E), E)) with E = pos + 1 - r, when the token owns a ring row.
+template <int D, int G>
+__global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefillRowsParams p) {
+  extern __shared__ uint4 smem[];
+  const int tok = blockIdx.y, g = blockIdx.x;
+  int lo_s = 0, hi_s = static_cast<int>(p.num_seqs) - 1;  // sequence of the token: last s with start <= tok
+  while (lo_s < hi_s) {
+    const int mid = (lo_s + hi_s + 1) / 2;
+    if (p.query_start[mid] <= tok) lo_s = mid;
+    else hi_s = mid - 1;
+  }
+  const int s = lo_s;
+  const int slot = p.ring_slots[s];
+  if (p.modes[s] != kMacExact || slot < 0) return;
+  const int n = p.query_start[s + 1] - p.query_start[s];
+  const int pos = p.context_lens[s] - n + (tok - p.query_start[s]);
+  const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
+  const int M = static_cast<int>(p.cfg.window);
+  if (pos < p.rows_from[s] || pos < p.context_lens[s] - M) return;  // a later token of the chunk owns the row
+  const int E = max(pos + 1 - static_cast<int>(p.cfg.band), 0);
+  const int b = min(static_cast<int>(p.cfg.sink), E);
+  float qf[G][8];
+  decode_detail::load_queries<D, G>(p.q_post + (static_cast<int64_t>(tok) * Hq + g * G) * D, p.scale * kLog2e, qf);
+  const int lo[G] = {};
+  const bool bf16 = p.cfg.ring_bf16;
+  decode_detail::attend_keys<D, G, false>(
+      smem, qf, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq, p.k_cache, p.v_cache, Hkv, g, b, E,
+      lo, [&](int h, int d, float o, float lse2) {
+        const int hq = g * G + h;
+        const int64_t row = (static_cast<int64_t>(slot) * M + pos % M) * Hq + hq;
+        ring_store(p.ring.q, bf16, row * D + d, p.q_pre[(static_cast<int64_t>(tok) * Hq + hq) * D + d]);
+        ring_store(p.ring.o, bf16, row * D + d, o);
+        if (d == 0) p.ring.lse[row] = lse2 * kLn2;
+      });
+}
+
+// CTAs of the persistent partial kernel that fit on the device at once (its grid).
+template <int D, int G>
+int partial_grid() {
+  static const int n = [] {
+    int dev = 0, sms = 1, per_sm = 1;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    // 48 KiB of ring at head_dim 128 plus the task id: above the default limit without opting in
+    cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                         static_cast<int>(decode_detail::smem_bytes<D>()));
+    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, partial_kernel<D, G>, kPartialThreads,
+                                                  decode_detail::smem_bytes<D>());
+    return std::max(1, sms) * std::max(1, per_sm);
+  }();
+  return n;
+}
+
+template <int D, int G>
+int launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
+  static_assert(decode_detail::merge_floats<D, G>() * 4 <= decode_detail::smem_bytes<D>(), "merge area fits");
+  const int64_t grid = std::min<int64_t>(w.max_tasks, partial_grid<D, G>());
+  partial_kernel<D, G><<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), kPartialThreads,
+                         decode_detail::smem_bytes<D>(), st>>>(p, w);
+  return detail::last_error();
+}
+
+template <int D, int G>
+int launch_rows(const MacPrefillRowsParams& p, cudaStream_t st) {
+  const dim3 grid(static_cast<unsigned>(p.layout.num_kv_heads), static_cast<unsigned>(p.num_tokens));
+  prefill_rows_kernel<D, G><<<grid, kPartialThreads, decode_detail::smem_bytes<D>(), st>>>(p);
+  return detail::last_error();
+}
+
+template <int D>
+int dispatch_partials(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st) {
+  switch (G) {
+    case 1: return launch_partial<D, 1>(p, w, st);
+    case 2: return launch_partial<D, 2>(p, w, st);
+    case 3: return launch_partial<D, 3>(p, w, st);
+    case 4: return launch_partial<D, 4>(p, w, st);
+    case 5: return launch_partial<D, 5>(p, w, st);
+    case 6: return launch_partial<D, 6>(p, w, st);
+    case 7: return launch_partial<D, 7>(p, w, st);
+    case 8: return launch_partial<D, 8>(p, w, st);
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+template <int D>
+int dispatch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
+  switch (G) {
+    case 1: return launch_rows<D, 1>(p, st);
+    case 2: return launch_rows<D, 2>(p, st);
+    case 3: return launch_rows<D, 3>(p, st);
+    case 4: return launch_rows<D, 4>(p, st);
+    case 5: return launch_rows<D, 5>(p, st);
+    case 6: return launch_rows<D, 6>(p, st);
+    case 7: return launch_rows<D, 7>(p, st);
+    case 8: return launch_rows<D, 8>(p, st);
+    default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+}  // namespace macserve::kernels::cuda::mac_detail
