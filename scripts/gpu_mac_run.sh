@@ -2,11 +2,14 @@
 # Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
 # in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
-#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|smol]
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
 # kernels: the kernel tests (MAC, ops), the MAC kernel benchmark (tune + full grid), the tiny-model
 #   MAC and engine tests, llama_gpu_bench mac, engine_bench with device greedy sampling; the logs
 #   are re-packed after every step, so a run cut short still returns what it finished.
+# verify: mac_kernels_test, cuda_engine_test, the chunk-size tuning sweep.
+# profile: ncu per-kernel times of mac_cuda_bench profile for each of PROFILE_CONFIGS (a bash array
+#   of "HKV BATCH CONTEXT RATE", exported as PROFILE_CONFIGS_STR, ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
@@ -62,18 +65,45 @@ if [ "$WHAT" = tests ]; then
   gen gen_block32_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "x" \
     --max-tokens 4 --block-size 32 $MAC
 fi
-if [ "$WHAT" = kernels ]; then
+if [ "$WHAT" = profile ]; then
+  # per-kernel times of one MAC step and one full-attention step (Nsight Compute, clocks left alone)
+  NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  IFS=';' read -ra PROFILE_CONFIGS <<< "${PROFILE_CONFIGS_STR:-8 1 130048 0}"
+  for cfg in "${PROFILE_CONFIGS[@]}"; do
+    name=ncu_$(echo "$cfg" | tr ' .' '__')
+    timeout 120 "$NCU" --clock-control none --csv --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      "$P/bin/mac_cuda_bench" profile $cfg > "$OUT/$name.csv" 2> "$OUT/$name.err"
+    summary+="ncu $cfg rc=$?\n$(python3 -c '
+import csv, sys, re
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: sys.exit(0)
+h = rows[0]; k, m, v, i = h.index("Kernel Name"), h.index("Metric Name"), h.index("Metric Value"), h.index("ID")
+for r in rows[1:]:
+    name = re.sub(r"\(.*", "", r[k]).split("::")[-1][:40]
+    print(r[i], name, r[m], r[v])' "$OUT/$name.csv" 2>&1 | tail -40)\n"
+    checkpoint
+  done
+fi
+if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test mac_kernels_test 150 mac_kernels_test
+  run_test cuda_engine_test 150 cuda_engine_test
+fi
+if [ "$WHAT" = verify ]; then
+  start=$(date +%s)
+  timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
+  checkpoint
+fi
+if [ "$WHAT" = kernels ]; then
   run_test cuda_ops_test 90 cuda_ops_test
   start=$(date +%s)
   timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n"
   start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-2}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-1}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n"
   checkpoint
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
-  run_test cuda_engine_test 150 cuda_engine_test
   run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
 fi
 if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ]; then

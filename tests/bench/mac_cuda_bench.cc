@@ -6,8 +6,10 @@
 // K/V bytes the MAC step read (mac_kv_frac of full attention's).
 //   mac_cuda_bench [full|quick|tune] [waves]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
-//     tune:  the all-miss step at 127K, batch {1,16,64}, for partial-grid waves {1,1.5,2,3,4,6}
-//     waves: mac_pick_chunk_tokens' waves for the other modes (default 2)
+//     tune:  the all-miss step at 127K, batch {1,16,64}, for partial-grid waves {0.5,1,1.5,2,3,4}
+//     waves: mac_pick_chunk_tokens' waves for the other modes (default 1)
+//   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
+//     steps, nothing printed (for a kernel profiler such as ncu)
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -40,7 +42,8 @@ int main(int argc, char** argv) {
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool tune = argc > 1 && std::strcmp(argv[1], "tune") == 0;
-  const double default_waves = argc > 2 ? std::atof(argv[2]) : 2.0;
+  const bool profile = argc > 5 && std::strcmp(argv[1], "profile") == 0;
+  const double default_waves = argc > 2 && !profile ? std::atof(argv[2]) : 1.0;
   if (!(default_waves > 0.0)) {
     std::fprintf(stderr, "waves must be a positive number\n");
     return 2;
@@ -127,16 +130,34 @@ int main(int argc, char** argv) {
 
   std::printf("hkv,batch,context,hit_rate,dist,waves,chunk,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_GBps,"
               "mac_kv_frac,hits\n");
-  const std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
-  const std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
-                                : tune ? std::vector<int>{130048}
-                                       : std::vector<int>{32768, 65536, 98304, 130048};
-  const std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
-                                   : tune ? std::vector<float>{0.0f}
-                                          : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
-  const std::vector<double> wave_list = tune ? std::vector<double>{1.0, 1.5, 2.0, 3.0, 4.0, 6.0}
+  std::vector<int64_t> hkvs{8, 4};
+  std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
+  std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
+                          : tune ? std::vector<int>{130048}
+                                 : std::vector<int>{32768, 65536, 98304, 130048};
+  std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
+                             : tune ? std::vector<float>{0.0f}
+                                    : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+  if (profile) {
+    hkvs = {std::atoi(argv[2])};
+    batches = {std::atoi(argv[3])};
+    ctxs = {std::atoi(argv[4])};
+    rates = {static_cast<float>(std::atof(argv[5]))};
+    if ((hkvs[0] != 8 && hkvs[0] != 4) || batches[0] < 1 || batches[0] > max_S || ctxs[0] < 1 || ctxs[0] > max_ctx) {
+      std::fprintf(stderr, "profile: HKV 8|4, BATCH 1..%lld, CONTEXT 1..%lld\n", (long long)max_S, (long long)max_ctx);
+      return 2;
+    }
+  }
+  // graph replay timing, or (profile) three eager steps
+  auto measure = [&](auto&& step) -> float {
+    if (!profile) return time_graph(st, step);
+    for (int i = 0; i < 3; ++i) step();
+    CK(cudaStreamSynchronize(st));
+    return 1.0f;
+  };
+  const std::vector<double> wave_list = tune ? std::vector<double>{0.5, 1.0, 1.5, 2.0, 3.0, 4.0}
                                              : std::vector<double>{default_waves};
-  for (int64_t Hkv : {8, 4}) {
+  for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
     for (int S : batches)
       for (int ctx : ctxs) {
@@ -148,12 +169,12 @@ int main(int argc, char** argv) {
         pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = blocks_per_seq, pp.num_q_heads = Hq;
         pp.scale = 1.0f / std::sqrt(128.0f), pp.layout = L;
         const cuda::DecodePlan plan = cuda::plan_decode(pp, ctx, sms);
-        const float full_us = time_graph(st, [&] { cuda::paged_decode(pp, plan, dws, st); });
+        const float full_us = measure([&] { cuda::paged_decode(pp, plan, dws, st); });
         const double bytes = static_cast<double>(S) * ctx * Hkv * D * 2 * 2;
         for (float rate : rates)
           for (bool clustered : {false, true})
           for (double waves : wave_list) {
-            if (rate == 0.0f && clustered) continue;  // clustered = independent at 0
+            if (clustered && (rate == 0.0f || profile)) continue;  // clustered = independent at 0
             cuda::MacCudaParams p{};
             p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
             p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;
@@ -163,7 +184,7 @@ int main(int argc, char** argv) {
             p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
             p.decisions = dec, p.counters = counters;
             p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
-            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, sms, waves);
+            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, cuda::mac_partial_slots(D, Hq / Hkv), waves);
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {
@@ -173,7 +194,7 @@ int main(int argc, char** argv) {
             cuda::MacCounters cnt;
             CK(cudaMemcpy(&cnt, counters, sizeof(cnt), cudaMemcpyDeviceToHost));
             p.counters = nullptr;
-            const float mac_us = time_graph(st, [&] { cuda::mac_decode(p, w, ctx, st); });
+            const float mac_us = measure([&] { cuda::mac_decode(p, w, ctx, st); });
             const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
             std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f\n", (long long)Hkv, S, ctx,
                         rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,

@@ -52,7 +52,7 @@ class CudaBackend final : public Backend {
     check_cublas(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "cublasSetWorkspace");
     const char* env = std::getenv("MACSERVE_CUDA_ATTENTION");  // env: MACSERVE_CUDA_ATTENTION=general
     force_general_ = env != nullptr && std::string_view(env) == "general";
-    mac_ = std::make_unique<CudaMac>(*this, stream_, num_sms_);
+    mac_ = std::make_unique<CudaMac>(*this, stream_);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);

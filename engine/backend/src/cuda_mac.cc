@@ -37,7 +37,7 @@ kc::MacForceHits parse_force_hits(const char* env) {
 
 }  // namespace
 
-CudaMac::CudaMac(Backend& be, cudaStream_t stream, int num_sms) : be_(be), stream_(stream), num_sms_(num_sms) {
+CudaMac::CudaMac(Backend& be, cudaStream_t stream) : be_(be), stream_(stream) {
   if (const char* env = std::getenv("MACSERVE_MAC_FORCE_HITS")) {  // env: MACSERVE_MAC_FORCE_HITS (bench only)
     force_ = parse_force_hits(env);
     spdlog::warn("MACSERVE_MAC_FORCE_HITS={}: MAC decisions are forced (hit rate {}, {}); benchmark only", env,
@@ -129,7 +129,7 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     MACSERVE_CHECK(meta.max_context_len > 0, "mac_attention needs the step's longest context");
     const PlanKey key{S, meta.max_context_len, Hq, Hkv, D};
     if (!(key == plan_key_)) {
-      chunk_tokens_ = kc::mac_pick_chunk_tokens(S, Hkv, meta.max_context_len, num_sms_);
+      chunk_tokens_ = kc::mac_pick_chunk_tokens(S, Hkv, meta.max_context_len, kc::mac_partial_slots(D, Hq / Hkv));
       workspace_bytes_ = kc::mac_workspace_bytes(S, Hq, Hkv, D, meta.max_context_len, chunk_tokens_);
       plan_key_ = key;
     }

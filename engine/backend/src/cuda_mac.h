@@ -17,7 +17,7 @@ class CudaMac {
  public:
   // `be` allocates and runs the exact attention; every launch goes to `stream`.
   // env: MACSERVE_MAC_FORCE_HITS=RATE[,clustered] (benchmark only, see set_force_hits).
-  CudaMac(Backend& be, cudaStream_t stream, int num_sms);
+  CudaMac(Backend& be, cudaStream_t stream);
 
   kernels::MacRing alloc_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim, bool bf16);
   // Backend::mac_attention. `capturing`: a graph is being recorded (no allocation may happen);
@@ -41,7 +41,6 @@ class CudaMac {
 
   Backend& be_;
   cudaStream_t stream_;
-  int num_sms_;
   kernels::cuda::MacForceHits force_;
   std::vector<Tensor> rings_;  // keeps ring memory alive
   Tensor workspace_;           // u8: task list and partials of mac_decode

@@ -12,9 +12,25 @@
 namespace macserve::engine {
 namespace {
 
-// Reads element i of a ring row stored as bf16 (u16) or f32.
-float ring_value(const void* base, bool bf16, int64_t i) {
-  return bf16 ? bf16_to_float(static_cast<const uint16_t*>(base)[i]) : static_cast<const float*>(base)[i];
+// Elements [first, first + n) of a ring array (bf16 as u16, or f32) as floats; on a device backend
+// through a synchronous copy (the dump is a debugging aid; the step has finished when it runs).
+std::vector<float> ring_values(backend::Backend& be, const void* base, bool bf16, int64_t first, int64_t n) {
+  const std::size_t esz = bf16 ? 2 : 4;
+  const void* p = static_cast<const char*>(base) + static_cast<std::size_t>(first) * esz;
+  std::vector<char> raw(static_cast<std::size_t>(n) * esz);
+  if (be.device() == Device::kCpu) std::memcpy(raw.data(), p, raw.size());
+  else be.copy_to_host(Tensor(const_cast<void*>(p), bf16 ? DType::kBF16 : DType::kF32, {n}, be.device()), raw.data());
+  std::vector<float> out(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    if (bf16) {
+      uint16_t v;
+      std::memcpy(&v, raw.data() + 2 * i, 2);
+      out[static_cast<std::size_t>(i)] = bf16_to_float(v);
+    } else {
+      std::memcpy(&out[static_cast<std::size_t>(i)], raw.data() + 4 * i, 4);
+    }
+  }
+  return out;
 }
 
 nlohmann::json finite_or_null(float v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
@@ -25,7 +41,6 @@ void ModelRunner::dump_mac(const SchedulerOutput& batch, const models::StepInput
                            const models::MacStepOutputs& out) {
   const ModelConfig& c = model_.config();
   const int64_t S = in.num_seqs(), Hq = c.num_q_heads, D = c.head_dim, M = mac_.config.window;
-  const bool host_rings = backend_.device() == Device::kCpu;
   for (int64_t s = 0; s < S; ++s) {
     const Sequence& seq = *batch.seqs[static_cast<std::size_t>(s)].seq;
     if (seq.arrival_order != 1 || seq.index != 0 || in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode)
@@ -35,23 +50,26 @@ void ModelRunner::dump_mac(const SchedulerOutput& batch, const models::StepInput
                            {"ring_slot", seq.ring_slot}, {"ring_valid_from", seq.ring_valid_from}};
     nlohmann::json layers = nlohmann::json::array();
     for (int64_t l = 0; l < c.num_layers; ++l) {
+      // the step's ring row: Hq heads x D, contiguous in q and o, Hq values in lse
+      std::vector<float> rq, ro, rlse;
+      if (seq.ring_slot >= 0) {
+        const kernels::MacRing& ring = kv_.view().mac_rings[static_cast<std::size_t>(l)];
+        const int64_t row0 = (seq.ring_slot * M + m % M) * Hq;
+        const bool bf16 = mac_.config.ring_bf16;
+        rq = ring_values(backend_, ring.q, bf16, row0 * D, Hq * D);
+        ro = ring_values(backend_, ring.o, bf16, row0 * D, Hq * D);
+        rlse = ring_values(backend_, ring.lse, false, row0, Hq);
+      }
       nlohmann::json heads = nlohmann::json::array();
       for (int64_t h = 0; h < Hq; ++h) {
         const kernels::MacHeadDecision& d = out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)];
         nlohmann::json head = {{"eligible", bool(d.eligible)}, {"hit", bool(d.hit)}, {"matched", d.matched},
                                {"distance", finite_or_null(d.distance)}};
-        if (host_rings && seq.ring_slot >= 0) {
-          const kernels::MacRing& ring = kv_.view().mac_rings[static_cast<std::size_t>(l)];
-          const int64_t row = (seq.ring_slot * M + m % M) * Hq + h;
-          const std::size_t esz = mac_.config.ring_bf16 ? 2 : 4;
-          const char* qb = static_cast<const char*>(ring.q) + static_cast<std::size_t>(row * D) * esz;
-          const char* ob = static_cast<const char*>(ring.o) + static_cast<std::size_t>(row * D) * esz;
-          std::vector<float> q(static_cast<std::size_t>(D)), o(static_cast<std::size_t>(D));
-          for (int64_t i = 0; i < D; ++i) {
-            q[static_cast<std::size_t>(i)] = ring_value(qb, mac_.config.ring_bf16, i);
-            o[static_cast<std::size_t>(i)] = ring_value(ob, mac_.config.ring_bf16, i);
-          }
-          head["row"] = {{"q_pre", q}, {"o", o}, {"lse", finite_or_null(ring.lse[row])}};
+        if (seq.ring_slot >= 0) {
+          const auto at = static_cast<std::ptrdiff_t>(h * D);
+          head["row"] = {{"q_pre", std::vector<float>(rq.begin() + at, rq.begin() + at + D)},
+                         {"o", std::vector<float>(ro.begin() + at, ro.begin() + at + D)},
+                         {"lse", finite_or_null(rlse[static_cast<std::size_t>(h)])}};
         }
         heads.push_back(std::move(head));
       }

@@ -297,21 +297,39 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
 // ---- 3. split-KV partials: mac_impl.cuh / mac_partial_d<D>.cu -------------------------------
 
 // ---- 4. merge + ring write + output -----------------------------------------------------------
-// (o, lse) (+) the chunks [t0, t0 + n) of local head hl: the largest lse first, then one weighted
-// sum, so the chunks' loads are independent (an empty chunk has lse -inf, o 0, and weight 0).
+// (o, lse) (+) the chunks [t0, t0 + n) of local head hl, by the whole CTA (one thread per dim d;
+// o and lse are the same in every thread). The chunks' largest lse first (the threads split the
+// loads), then their weights exp(lse_k - max) into shared memory a tile at a time, then each thread
+// sums its dim over the tile with several loads in flight. An empty chunk has lse -inf, o 0, weight 0.
+constexpr int kMergeTile = 256;
 __device__ __forceinline__ void fold_chunks(float& o, float& lse, const WsLayout& w, int t0, int n, int G, int hl,
                                             int D, int d) {
+  __shared__ float wts[kMergeTile];
+  __shared__ float warp_mx[4];
   if (n == 0) return;
-  float mx = lse;
-  for (int k = 0; k < n; ++k) mx = fmaxf(mx, w.part_lse[static_cast<int64_t>(t0 + k) * G + hl]);
+  float mx = -INFINITY;
+  for (int k = d; k < n; k += D) mx = fmaxf(mx, w.part_lse[static_cast<int64_t>(t0 + k) * G + hl]);
+  mx = detail::warp_max(mx);
+  if (D > 32) {
+    __syncthreads();  // warp_mx of an earlier call has been read
+    if ((d & 31) == 0) warp_mx[d >> 5] = mx;
+    __syncthreads();
+    for (int i = 0; i < D / 32; ++i) mx = fmaxf(mx, warp_mx[i]);
+  }
+  mx = fmaxf(mx, lse);
   if (!(mx > -INFINITY)) return;  // nothing anywhere: stays empty
   float W = expf(lse - mx), O = W * o;
-#pragma unroll 4
-  for (int k = 0; k < n; ++k) {
-    const int64_t t = t0 + k;
-    const float wk = expf(w.part_lse[t * G + hl] - mx);
-    W += wk;
-    O = fmaf(wk, w.part_o[(t * G + hl) * D + d], O);
+  for (int base = 0; base < n; base += kMergeTile) {
+    const int m = min(kMergeTile, n - base);
+    __syncthreads();  // the previous tile's weights have been read
+    for (int k = d; k < m; k += D) wts[k] = expf(w.part_lse[static_cast<int64_t>(t0 + base + k) * G + hl] - mx);
+    __syncthreads();
+    const float* po = w.part_o + (static_cast<int64_t>(t0 + base) * G + hl) * D + d;
+#pragma unroll 8
+    for (int k = 0; k < m; ++k) {
+      W += wts[k];
+      O = fmaf(wts[k], po[static_cast<int64_t>(k) * G * D], O);
+    }
   }
   o = O / W;
   lse = mx + logf(W);
@@ -359,10 +377,15 @@ int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_k
   return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens).bytes;
 }
 
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms,
+int mac_partial_slots(int64_t head_dim, int64_t group) {
+  if (!mac_supported(head_dim, group, 16)) return 1;
+  const int G = static_cast<int>(group);
+  return head_dim == 32 ? partial_slots_d32(G) : head_dim == 64 ? partial_slots_d64(G) : partial_slots_d128(G);
+}
+
+int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int slots,
                               double waves) {
-  // the persistent partial grid holds about 4 CTAs per SM (48 KiB of cp.async ring each at head_dim 128)
-  const int64_t target = std::max<int64_t>(1, std::llround(waves * num_sms * 4));
+  const int64_t target = std::max<int64_t>(1, std::llround(waves * std::max(slots, 1)));
   const int64_t groups = std::max<int64_t>(1, num_seqs * num_kv_heads);
   int64_t c = (groups * max_context_len + target - 1) / target;
   c = std::max<int64_t>(128, (c + 15) / 16 * 16);  // at least 2 pages per warp

@@ -63,6 +63,9 @@ int launch_partials_d128(const MacCudaParams& p, const WsLayout& w, int G, cudaS
 int launch_rows_d32(const MacPrefillRowsParams& p, int G, cudaStream_t st);
 int launch_rows_d64(const MacPrefillRowsParams& p, int G, cudaStream_t st);
 int launch_rows_d128(const MacPrefillRowsParams& p, int G, cudaStream_t st);
+int partial_slots_d32(int G);
+int partial_slots_d64(int G);
+int partial_slots_d128(int G);
 
 // Split-KV partial attention: each CTA takes tasks {group, begin, end, kind} from the list in
 // order (an atomic counter, so long row-part chunks and short tails balance over the CTAs) and
@@ -163,6 +166,10 @@ int launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
 
 template <int D, int G>
 int launch_rows(const MacPrefillRowsParams& p, cudaStream_t st) {
+  static const cudaError_t opt_in =  // 48 KiB of ring at head_dim 128: refused without opting in
+      cudaFuncSetAttribute(prefill_rows_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(decode_detail::smem_bytes<D>()));
+  if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
   const dim3 grid(static_cast<unsigned>(p.layout.num_kv_heads), static_cast<unsigned>(p.num_tokens));
   prefill_rows_kernel<D, G><<<grid, kPartialThreads, decode_detail::smem_bytes<D>(), st>>>(p);
   return detail::last_error();
@@ -180,6 +187,21 @@ int dispatch_partials(const MacCudaParams& p, const WsLayout& w, int G, cudaStre
     case 7: return launch_partial<D, 7>(p, w, st);
     case 8: return launch_partial<D, 8>(p, w, st);
     default: return static_cast<int>(cudaErrorInvalidValue);
+  }
+}
+
+template <int D>
+int dispatch_slots(int G) {
+  switch (G) {
+    case 1: return partial_grid<D, 1>();
+    case 2: return partial_grid<D, 2>();
+    case 3: return partial_grid<D, 3>();
+    case 4: return partial_grid<D, 4>();
+    case 5: return partial_grid<D, 5>();
+    case 6: return partial_grid<D, 6>();
+    case 7: return partial_grid<D, 7>();
+    case 8: return partial_grid<D, 8>();
+    default: return 1;
   }
 }
 

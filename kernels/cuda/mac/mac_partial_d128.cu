@@ -7,5 +7,6 @@ int launch_partials_d128(const MacCudaParams& p, const WsLayout& w, int G, cudaS
   return dispatch_partials<128>(p, w, G, st);
 }
 int launch_rows_d128(const MacPrefillRowsParams& p, int G, cudaStream_t st) { return dispatch_rows<128>(p, G, st); }
+int partial_slots_d128(int G) { return dispatch_slots<128>(G); }
 
 }  // namespace macserve::kernels::cuda::mac_detail

@@ -7,5 +7,6 @@ int launch_partials_d64(const MacCudaParams& p, const WsLayout& w, int G, cudaSt
   return dispatch_partials<64>(p, w, G, st);
 }
 int launch_rows_d64(const MacPrefillRowsParams& p, int G, cudaStream_t st) { return dispatch_rows<64>(p, G, st); }
+int partial_slots_d64(int G) { return dispatch_slots<64>(G); }
 
 }  // namespace macserve::kernels::cuda::mac_detail

@@ -95,11 +95,14 @@ struct MacWorkspace {
 };
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             int64_t max_context_len, int32_t chunk_tokens);
-// A chunk size that gives about `waves` waves of the persistent partial grid when every group
-// misses (a multiple of 16, at least 128). More waves balance better; fewer have less per-task
-// overhead (pipeline fill, one more partial to merge).
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int num_sms,
-                              double waves = 2.0);
+// CTAs of the persistent partial kernel resident on the current device at once (its grid), for
+// this head_dim and group size (registers and the cp.async ring bound it: 3 per SM at D 128, G 4).
+int mac_partial_slots(int64_t head_dim, int64_t group);
+// A chunk size that gives about `waves` tasks per partial slot when every group misses (a multiple
+// of 16, at least 128). More waves balance better; fewer have less per-task overhead (pipeline
+// fill, one more partial to merge).
+int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int slots,
+                              double waves = 1.0);
 // head_dim 32, 64 or 128; 1 to 8 query heads per KV head; KV blocks of 16 tokens.
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size);
 
