@@ -7,7 +7,7 @@
 # kernels: the kernel tests (MAC, ops), the MAC kernel benchmark (tune + full grid), the tiny-model
 #   MAC and engine tests, llama_gpu_bench mac, engine_bench with device greedy sampling; the logs
 #   are re-packed after every step, so a run cut short still returns what it finished.
-# verify: mac_kernels_test, cuda_engine_test, the chunk-size tuning sweep.
+# verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full grid.
 # profile: ncu per-kernel times of mac_cuda_bench profile for each of PROFILE_CONFIGS (a bash array
 #   of "HKV BATCH CONTEXT RATE", exported as PROFILE_CONFIGS_STR, ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
@@ -71,7 +71,7 @@ if [ "$WHAT" = profile ]; then
   IFS=';' read -ra PROFILE_CONFIGS <<< "${PROFILE_CONFIGS_STR:-8 1 130048 0}"
   for cfg in "${PROFILE_CONFIGS[@]}"; do
     name=ncu_$(echo "$cfg" | tr ' .' '__')
-    timeout 120 "$NCU" --clock-control none --csv --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    timeout 120 "$NCU" --clock-control none --csv --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active \
       "$P/bin/mac_cuda_bench" profile $cfg > "$OUT/$name.csv" 2> "$OUT/$name.err"
     summary+="ncu $cfg rc=$?\n$(python3 -c '
 import csv, sys, re
@@ -89,9 +89,14 @@ if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test cuda_engine_test 150 cuda_engine_test
 fi
 if [ "$WHAT" = verify ]; then
+  run_test cuda_ops_test 90 cuda_ops_test
   start=$(date +%s)
   timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
+  checkpoint
+  start=$(date +%s)
+  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-1}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
   checkpoint
 fi
 if [ "$WHAT" = kernels ]; then

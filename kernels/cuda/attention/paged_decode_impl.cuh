@@ -16,6 +16,7 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "../cuda_util.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
@@ -114,13 +115,16 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
     if (st < nk) issue(st);
     cp_async_commit();
   }
-  for (int k = 0; k < nk; ++k) {
-    if (k + kStages - 1 < nk) issue(k + kStages - 1);
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    const uint4* ks = ring + (k % kStages) * 2 * kPageChunks;
-    const uint4* vs = ks + kPageChunks;
-    const int row0 = (first + k * kWarps) * kPage;
+  int lo_max = b;  // keys from here on are unmasked for every head
+  if constexpr (kMasked) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) lo_max = max(lo_max, lo[g]);
+  }
+  // One page: scores, online softmax, P x V. kCheck: the page crosses the range's ends or a head's
+  // lower bound, so rows are tested one by one; pages wholly inside skip every test (most pages:
+  // the loop is issue bound at larger groups, so the tests would cost throughput).
+  auto page = [&](const uint4* ks, const uint4* vs, int row0, auto check) {
+    constexpr bool kCheck = decltype(check)::value;
     // Large groups update the softmax twice per page so the scores stay in registers (no spills).
 #pragma unroll
     for (int sub = 0; sub < kSub; ++sub) {
@@ -131,7 +135,7 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
         float kf[8];
         unpack8(ks[lane + 32 * i], kf);
         const int row = row0 + i * kRpp + rg;
-        const bool valid = row >= b && row < e;
+        const bool valid = !kCheck || (row >= b && row < e);
 #pragma unroll
         for (int g = 0; g < G; ++g) {
           float part = 0.0f;
@@ -139,10 +143,11 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
           for (int j = 0; j < 8; ++j) part = fmaf(qf[g][j], kf[j], part);
 #pragma unroll
           for (int o = kCpr / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-          s[g][ii] = valid && (!kMasked || row >= lo[g]) ? part : -INFINITY;
+          if constexpr (kCheck) s[g][ii] = valid && (!kMasked || row >= lo[g]) ? part : -INFINITY;
+          else s[g][ii] = part;
         }
       }
-      if (row0 + sub * kPs * kRpp >= e) break;  // the rest of the page is past the range
+      if (kCheck && row0 + sub * kPs * kRpp >= e) break;  // the rest of the page is past the range
 #pragma unroll
       for (int g = 0; g < G; ++g) {
         float pm = s[g][0];
@@ -152,7 +157,7 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
         for (int o = kCpr; o < 32; o <<= 1) pm = fmaxf(pm, __shfl_xor_sync(0xffffffffu, pm, o));
         const float m_new = fmaxf(m[g], pm);
         // every key so far masked: keep the state empty (exp2(-inf - -inf) would be NaN)
-        const float m_safe = m_new == -INFINITY ? 0.0f : m_new;
+        const float m_safe = kCheck && m_new == -INFINITY ? 0.0f : m_new;
         const float corr = exp2f(m[g] - m_safe);
         m[g] = m_new;
         l[g] *= corr;
@@ -169,10 +174,12 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
         const int i = sub * kPs + ii;
         float vf[8];
         unpack8(vs[lane + 32 * i], vf);
-        const int row = row0 + i * kRpp + rg;
-        if (row < b || row >= e) {  // rows outside the range may hold anything (NaN too)
+        if constexpr (kCheck) {
+          const int row = row0 + i * kRpp + rg;
+          if (row < b || row >= e) {  // rows outside the range may hold anything (NaN too)
 #pragma unroll
-          for (int j = 0; j < 8; ++j) vf[j] = 0.0f;
+            for (int j = 0; j < 8; ++j) vf[j] = 0.0f;
+          }
         }
 #pragma unroll
         for (int g = 0; g < G; ++g)
@@ -180,6 +187,15 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
           for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(s[g][ii], vf[j], acc[g][j]);
       }
     }
+  };
+  for (int k = 0; k < nk; ++k) {
+    if (k + kStages - 1 < nk) issue(k + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    const uint4* ks = ring + (k % kStages) * 2 * kPageChunks;
+    const int row0 = (first + k * kWarps) * kPage;
+    if (row0 >= lo_max && row0 + kPage <= e) page(ks, ks + kPageChunks, row0, std::false_type{});
+    else page(ks, ks + kPageChunks, row0, std::true_type{});
   }
   cp_async_wait<0>();
 

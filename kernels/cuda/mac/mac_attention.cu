@@ -136,36 +136,54 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
         q[c][e] = a.x, q[c][e + 1] = a.y, q[c][e + 2] = a.z, q[c][e + 3] = a.w;
       }
     const int64_t slot_row0 = static_cast<int64_t>(slot) * M;
-    for (int base = begin; base < m; base += 16) {  // uniform trip count: shuffles see full warps
-      const int x = base + cand;
-      const int64_t row = (slot_row0 + x % M) * Hq + h;
-      bool active = x < m && p.ring.lse[x < m ? row : 0] > -INFINITY;  // invalid rows never win
-      float acc = 0.0f;
+    // kU candidates per lane group and pass, their loads issued together (a pass is latency
+    // bound: at batch 1 there are only Hq CTAs). Each candidate's sum is taken in the same order
+    // as one at a time, so decisions do not depend on kU.
+    constexpr int kU = 4;
+    for (int base = begin; base < m; base += 16 * kU) {  // uniform trip count: shuffles see full warps
+      int xs[kU];
+      int64_t row[kU];
+      bool valid[kU];
+      float acc[kU];
+#pragma unroll
+      for (int j = 0; j < kU; ++j) {
+        xs[j] = base + cand + 16 * j;
+        row[j] = (slot_row0 + (xs[j] < m ? xs[j] : begin) % M) * Hq + h;
+        acc[j] = 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < kU; ++j) valid[j] = xs[j] < m && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
-        if (active) {
-          float v[kElems];
-          load_n<kBf16, kElems>(p.ring.q, row * D + c * kChunkDims + lane8 * kElems, v);
+        float v[kU][kElems];
 #pragma unroll
-          for (int i = 0; i < kElems; ++i) {
-            const float df = q[c][i] - v[i];
-            acc = fmaf(df, df, acc);
+        for (int j = 0; j < kU; ++j)
+          if (c == 0 ? xs[j] < m : valid[j])  // the first chunk beside the lse load; later ones if still needed
+            load_n<kBf16, kElems>(p.ring.q, row[j] * D + c * kChunkDims + lane8 * kElems, v[j]);
+#pragma unroll
+        for (int j = 0; j < kU; ++j) {
+          if (valid[j]) {
+#pragma unroll
+            for (int i = 0; i < kElems; ++i) {
+              const float df = q[c][i] - v[j][i];
+              acc[j] = fmaf(df, df, acc[j]);
+            }
           }
-        }
-        // reduce the partial sum over the candidate's 8 lanes (aligned groups of 8)
-        float t = acc;
-        t += __shfl_xor_sync(0xffffffffu, t, 1);
-        t += __shfl_xor_sync(0xffffffffu, t, 2);
-        t += __shfl_xor_sync(0xffffffffu, t, 4);
-        if (c + 1 < kChunks) {
-          // early exit: the partial sum is a lower bound; at or above the threshold it cannot hit
-          // (and a candidate that cannot hit never decides the outcome)
-          if (active && t >= thr) {
-            if (better(t, x, best_d, best_pos)) best_d = t, best_pos = x;
-            active = false;
+          // reduce the partial sum over the candidate's 8 lanes (aligned groups of 8)
+          float t = acc[j];
+          t += __shfl_xor_sync(0xffffffffu, t, 1);
+          t += __shfl_xor_sync(0xffffffffu, t, 2);
+          t += __shfl_xor_sync(0xffffffffu, t, 4);
+          if (c + 1 < kChunks) {
+            // early exit: the partial sum is a lower bound; at or above the threshold it cannot
+            // hit (and a candidate that cannot hit never decides the outcome)
+            if (valid[j] && t >= thr) {
+              if (better(t, xs[j], best_d, best_pos)) best_d = t, best_pos = xs[j];
+              valid[j] = false;
+            }
+          } else if (valid[j]) {
+            if (better(t, xs[j], best_d, best_pos)) best_d = t, best_pos = xs[j];
           }
-        } else if (active) {
-          if (better(t, x, best_d, best_pos)) best_d = t, best_pos = x;
         }
       }
     }
