@@ -7,7 +7,8 @@
 # kernels: the kernel tests (MAC, ops), the MAC kernel benchmark (tune + full grid), the tiny-model
 #   MAC and engine tests, llama_gpu_bench mac, engine_bench with device greedy sampling; the logs
 #   are re-packed after every step, so a run cut short still returns what it finished.
-# verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full grid.
+# verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full grid,
+#   cuda_mac_model_test, llama_gpu_bench mac.
 # profile: ncu per-kernel times of mac_cuda_bench profile for each of PROFILE_CONFIGS (a bash array
 #   of "HKV BATCH CONTEXT RATE", exported as PROFILE_CONFIGS_STR, ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
@@ -98,6 +99,7 @@ if [ "$WHAT" = verify ]; then
   timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-1}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
   checkpoint
+  run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
 fi
 if [ "$WHAT" = kernels ]; then
   run_test cuda_ops_test 90 cuda_ops_test
@@ -111,7 +113,7 @@ if [ "$WHAT" = kernels ]; then
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
   run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
 fi
-if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ]; then
+if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
   summary+="llama_gpu_bench mac rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/gpu_llama8b_mac.csv" "$OUT/bench_mac.err")\n"

@@ -6,8 +6,9 @@
 // K/V bytes the MAC step read (mac_kv_frac of full attention's).
 //   mac_cuda_bench [full|quick|tune] [waves]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
-//     tune:  the all-miss step at 127K, batch {1,16,64}, for partial-grid waves {0.5,1,1.5,2,3,4}
-//     waves: mac_pick_chunk_tokens' waves for the other modes (default 1)
+//     tune:  the all-miss step at 127K, batch {1,16,64}: adaptive chunks (waves 0), and fixed
+//            chunks from mac_pick_chunk_tokens at waves {1,2,4}
+//     waves: fixed chunks at this many waves for the other modes (default 0: adaptive)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
 #include <cuda_runtime.h>
@@ -43,9 +44,9 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool tune = argc > 1 && std::strcmp(argv[1], "tune") == 0;
   const bool profile = argc > 5 && std::strcmp(argv[1], "profile") == 0;
-  const double default_waves = argc > 2 && !profile ? std::atof(argv[2]) : 1.0;
-  if (!(default_waves > 0.0)) {
-    std::fprintf(stderr, "waves must be a positive number\n");
+  const double default_waves = argc > 2 && !profile ? std::atof(argv[2]) : 0.0;
+  if (!(default_waves >= 0.0)) {
+    std::fprintf(stderr, "waves must be 0 (adaptive) or a positive number\n");
     return 2;
   }
   int sms = 0;
@@ -122,7 +123,8 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dec, max_S * Hq * sizeof(MacHeadDecision)));
   cuda::MacCounters* counters;
   CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
-  const int64_t ws_bytes = cuda::mac_workspace_bytes(max_S, Hq, 8, D, max_ctx, 64);
+  const int64_t ws_bytes = std::max(cuda::mac_workspace_bytes(max_S, Hq, 8, D, max_ctx, 128),
+                                    cuda::mac_workspace_bytes(max_S, Hq, 4, D, max_ctx, 0));
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   float* dws;
@@ -155,7 +157,7 @@ int main(int argc, char** argv) {
     CK(cudaStreamSynchronize(st));
     return 1.0f;
   };
-  const std::vector<double> wave_list = tune ? std::vector<double>{0.5, 1.0, 1.5, 2.0, 3.0, 4.0}
+  const std::vector<double> wave_list = tune ? std::vector<double>{0.0, 1.0, 2.0, 4.0}
                                              : std::vector<double>{default_waves};
   for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
@@ -184,7 +186,8 @@ int main(int argc, char** argv) {
             p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
             p.decisions = dec, p.counters = counters;
             p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
-            p.chunk_tokens = cuda::mac_pick_chunk_tokens(S, Hkv, ctx, cuda::mac_partial_slots(D, Hq / Hkv), waves);
+            p.chunk_tokens =
+                waves > 0.0 ? cuda::mac_pick_chunk_tokens(S, Hkv, ctx, cuda::mac_partial_slots(D, Hq / Hkv), waves) : 0;
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {

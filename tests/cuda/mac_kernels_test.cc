@@ -435,23 +435,28 @@ TEST(MacCuda, SingleStepGrid) {
           // ring wrap (ctx > M), short contexts (< r, < M), an inactive row, long-ish contexts
           sc.ctx = {300, 1000, 17, 5, 70, 0, 2500, 64, 65, 400, 33, 129, 1, 3000, 777, 90};
           ++n;
-          const Compare c = single_step(sc, 1000 + n, n % 2 == 0, 64);
+          // every third config with adaptive chunks (0: chosen on the device from the step's work)
+          const int32_t chunk = n % 3 == 0 ? 0 : 64;
+          const Compare c = single_step(sc, 1000 + n, n % 2 == 0, chunk);
           char name[96];
-          std::snprintf(name, sizeof(name), "single D%lld G%lld F%lld %s", (long long)D, (long long)G, (long long)F,
-                        bf16 ? "bf16" : "f32");
+          std::snprintf(name, sizeof(name), "single D%lld G%lld F%lld %s chunk %d", (long long)D, (long long)G,
+                        (long long)F, bf16 ? "bf16" : "f32", chunk);
           report(name, c);
           expect_ok(c, 2e-3, 1e-2);
         }
 }
 
-TEST(MacCuda, DefaultsLongContext) {  // M 512, r 256, chunk from the picker, 32K contexts, exact ties
+TEST(MacCuda, DefaultsLongContext) {  // M 512, r 256, 32K contexts, exact ties; fixed and adaptive chunks
   REQUIRE_DEVICE();
-  for (int64_t G : {4, 8}) {
-    SingleCase sc{128, G, 2, 0, true, 512, 256, 0.45f, {32768, 20000, 600, 300, 2049}};
-    const Compare c = single_step(sc, 77 + G, true, 512);
-    report(G == 4 ? "defaults G4" : "defaults G8", c);
-    expect_ok(c, 2e-3, 1e-2);
-  }
+  for (int64_t G : {4, 8})
+    for (int32_t chunk : {512, 0}) {
+      SingleCase sc{128, G, 2, 0, true, 512, 256, 0.45f, {32768, 20000, 600, 300, 2049}};
+      const Compare c = single_step(sc, 77 + G, true, chunk);
+      char name[64];
+      std::snprintf(name, sizeof(name), "defaults G%lld chunk %d", (long long)G, chunk);
+      report(name, c);
+      expect_ok(c, 2e-3, 1e-2);
+    }
 }
 
 // Multi-step trajectory: slowly drifting clustered queries (hits and misses), ring wrap, both

@@ -129,8 +129,7 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     MACSERVE_CHECK(meta.max_context_len > 0, "mac_attention needs the step's longest context");
     const PlanKey key{S, meta.max_context_len, Hq, Hkv, D};
     if (!(key == plan_key_)) {
-      chunk_tokens_ = kc::mac_pick_chunk_tokens(S, Hkv, meta.max_context_len, kc::mac_partial_slots(D, Hq / Hkv));
-      workspace_bytes_ = kc::mac_workspace_bytes(S, Hq, Hkv, D, meta.max_context_len, chunk_tokens_);
+      workspace_bytes_ = kc::mac_workspace_bytes(S, Hq, Hkv, D, meta.max_context_len, 0);  // adaptive chunks
       plan_key_ = key;
     }
     const Tensor ws = grow(workspace_, DType::kU8, workspace_bytes_, capturing, graphs_exist, retired,
@@ -157,7 +156,7 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     p.kv_tokens_read = mac.kv_tokens_read;
     p.force = force_;
     p.force.seed = force_.seed + 0x9E3779B9u * static_cast<uint32_t>(mac.layer + 1);  // a new draw per layer
-    p.chunk_tokens = chunk_tokens_;
+    p.chunk_tokens = 0;  // adaptive: from the step's real work, on the device
     p.token_index = query_start;  // token query_start[s] is decode sequence s's one query
     p.modes = mac.modes;
     check_launch(kc::mac_decode(p, kc::MacWorkspace{ws.data(), workspace_bytes_}, meta.max_context_len, stream_),

@@ -46,7 +46,6 @@ class CudaMac {
   Tensor workspace_;           // u8: task list and partials of mac_decode
   Tensor audit_out_;           // f32 MAC output of an audited step (converted to the bf16 out after)
   PlanKey plan_key_;
-  int32_t chunk_tokens_ = 256;
   int64_t workspace_bytes_ = 0;
 };
 

@@ -19,18 +19,22 @@ namespace {
 
 using namespace mac_detail;
 
-constexpr int kMatchThreads = 128;  // 16 candidates in flight, 8 lanes (16 B each) per candidate
+constexpr int kMatchThreads = 256;  // 32 candidate groups of 8 lanes (16 B each), 4 candidates each per pass
 constexpr int kScheduleThreads = 1024;
 
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
-int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk) {
+// Tasks of a step: with a fixed chunk, every group's three ranges in chunks; adaptive (chunk 0),
+// work / C <= target_tasks chunks plus at most two partial chunks per range.
+int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t target_tasks) {
+  if (chunk <= 0) return target_tasks + 6 * S * Hkv + 1;
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
-WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk) {
+WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk,
+                   int32_t target_tasks) {
   WsLayout w{};
-  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk);
+  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, target_tasks);
   const int64_t G = Hq / Hkv;
   char* p = static_cast<char*>(base);
   int64_t off = 0;
@@ -125,7 +129,8 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
     constexpr int kElems = D >= 64 ? 8 : D / 8;  // per lane and chunk (8 lanes per candidate)
     constexpr int kChunkDims = 8 * kElems;       // 64 (32 when D is 32)
     constexpr int kChunks = D / kChunkDims;
-    const int lane8 = tid & 7, cand = tid >> 3;  // 16 candidate groups of 8 lanes
+    constexpr int kGroups = kMatchThreads / 8;
+    const int lane8 = tid & 7, cand = tid >> 3;  // candidate groups of 8 lanes
     float q[kChunks][kElems];
     const float* qp = p.q_pre + (token_of(p, s) * Hq + h) * D;
 #pragma unroll
@@ -140,14 +145,14 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
     // bound: at batch 1 there are only Hq CTAs). Each candidate's sum is taken in the same order
     // as one at a time, so decisions do not depend on kU.
     constexpr int kU = 4;
-    for (int base = begin; base < m; base += 16 * kU) {  // uniform trip count: shuffles see full warps
+    for (int base = begin; base < m; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
       int xs[kU];
       int64_t row[kU];
       bool valid[kU];
       float acc[kU];
 #pragma unroll
       for (int j = 0; j < kU; ++j) {
-        xs[j] = base + cand + 16 * j;
+        xs[j] = base + cand + kGroups * j;
         row[j] = (slot_row0 + (xs[j] < m ? xs[j] : begin) % M) * Hq + h;
         acc[j] = 0.0f;
       }
@@ -252,9 +257,28 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   const int tid = threadIdx.x;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads), G = Hq / Hkv;
   const int n_groups = static_cast<int>(p.num_seqs) * Hkv;
-  const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink), C = p.chunk_tokens;
-  if (tid == 0) carry = 0;
+  const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
+  __shared__ unsigned long long work;
+  if (tid == 0) carry = 0, work = 0;
   __syncthreads();
+  int C = p.chunk_tokens;
+  if (C <= 0) {
+    // Adaptive: the step's real work (every group's keys, as the decisions left them) cut into
+    // about target_tasks chunks, so a step where a few groups miss spreads them over every CTA as
+    // well as an all-miss step does. (A sequence's chunks then depend on its batch-mates' work.)
+    for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
+      const int s = gi / Hkv, g = gi % Hkv;
+      const int ctx = decodes(p, s) ? p.context_lens[s] : 0;
+      if (ctx <= 0) continue;
+      const int E_m = max(ctx - r, 0);
+      int start = E_m;
+      for (int h = 0; h < G; ++h) start = min(start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
+      atomicAdd(&work, static_cast<unsigned long long>(ctx - start + min(F, E_m)));
+    }
+    __syncthreads();
+    const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
+    C = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
+  }
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
     int n_row = 0, n_sink = 0, n_tail = 0, start = 0, E_m = 0, Fp = 0, ctx = 0;
@@ -390,9 +414,13 @@ bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size) {
   return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
 }
 
+// Adaptive chunks aim at this many tasks: two per resident partial CTA.
+int32_t adaptive_target(int64_t head_dim, int64_t group) { return 2 * mac_partial_slots(head_dim, group); }
+
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             int64_t max_context_len, int32_t chunk_tokens) {
-  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens).bytes;
+  const int32_t target = chunk_tokens > 0 ? 0 : adaptive_target(head_dim, num_q_heads / std::max<int64_t>(num_kv_heads, 1));
+  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, target).bytes;
 }
 
 int mac_partial_slots(int64_t head_dim, int64_t group) {
@@ -410,14 +438,16 @@ int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t ma
   return static_cast<int32_t>(std::min<int64_t>(c, 1 << 20));
 }
 
-int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
-  if (p.num_seqs == 0) return 0;
+int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
+  if (params.num_seqs == 0) return 0;
   const auto st = detail::as_stream(stream);
-  const int64_t Hq = p.num_q_heads, Hkv = p.layout.num_kv_heads, D = p.layout.head_dim;
+  const int64_t Hq = params.num_q_heads, Hkv = params.layout.num_kv_heads, D = params.layout.head_dim;
   const int G = static_cast<int>(Hq / Hkv);
-  if (!mac_supported(D, G, p.layout.block_size) || p.chunk_tokens < 16 || p.chunk_tokens % 16 != 0)
+  if (!mac_supported(D, G, params.layout.block_size) || params.chunk_tokens < 0 || params.chunk_tokens % 16 != 0)
     return static_cast<int>(cudaErrorInvalidValue);
-  const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens);
+  MacCudaParams p = params;
+  p.target_tasks = p.chunk_tokens > 0 ? 0 : adaptive_target(D, G);
+  const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, p.target_tasks);
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
   const dim3 heads_grid(static_cast<unsigned>(Hq), static_cast<unsigned>(p.num_seqs));
   if (D == 32) {

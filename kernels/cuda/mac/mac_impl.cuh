@@ -148,6 +148,9 @@ int partial_grid() {
     // 48 KiB of ring at head_dim 128 plus the task id: above the default limit without opting in
     cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(decode_detail::smem_bytes<D>()));
+    // all of the unified L1 as shared memory: without it only 2 CTAs fit per SM at D 128 (seen)
+    cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                         cudaSharedmemCarveoutMaxShared);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, partial_kernel<D, G>, kPartialThreads,
                                                   decode_detail::smem_bytes<D>());
     return std::max(1, sms) * std::max(1, per_sm);

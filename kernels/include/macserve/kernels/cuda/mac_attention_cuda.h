@@ -14,7 +14,7 @@
 //                     on a miss).
 //   2. mac_schedule   one CTA: per (seq, kv group) the key range its heads need,
 //                     [min_h start_h, E_m) ("row part"), the sink [0, min(F, E_m)) and the tail
-//                     [E_m, m + 1), cut into chunks of chunk_tokens; a task list sized by the real
+//                     [E_m, m + 1), cut into chunks (chunk_tokens, or adaptive); a task list sized by the real
 //                     work (a hit group reads ~r + lag keys, a group with a miss the whole context),
 //                     plus device telemetry counters.
 //   3. mac_partial    persistent CTAs taking tasks from the list in order: split-KV attention of the
@@ -79,7 +79,11 @@ struct MacCudaParams {
   int64_t* kv_tokens_read;        // [num_seqs] device or nullptr
   MacCounters* counters;          // device or nullptr
   MacForceHits force;
-  int32_t chunk_tokens = 256;     // split-KV chunk, a multiple of 16
+  // Split-KV chunk, a multiple of 16; 0: adaptive, chosen on the device each step from the work
+  // the decisions left (about two tasks per resident partial CTA, at least 128 tokens). A fixed
+  // chunk keeps a sequence's partials independent of its batch-mates (bitwise batch invariance).
+  int32_t chunk_tokens = 0;
+  int32_t target_tasks = 0;       // set by mac_decode for adaptive chunks
   // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
   // q_pre and out, and which sequences decode here (others read and write nothing; their
   // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
