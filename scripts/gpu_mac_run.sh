@@ -96,7 +96,7 @@ if [ "$WHAT" = verify ]; then
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
   checkpoint
   start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-1}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
   checkpoint
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
@@ -107,7 +107,7 @@ if [ "$WHAT" = kernels ]; then
   timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n"
   start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-1}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n"
   checkpoint
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*

@@ -25,9 +25,10 @@ constexpr int kScheduleThreads = 1024;
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
 // Tasks of a step: with a fixed chunk, every group's three ranges in chunks; adaptive (chunk 0),
-// work / C <= target_tasks chunks plus at most two partial chunks per range.
+// work / C <= 2 x target_tasks chunks (evening out at most halves C), plus at most two partial
+// chunks per range.
 int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t target_tasks) {
-  if (chunk <= 0) return target_tasks + 6 * S * Hkv + 1;
+  if (chunk <= 0) return 2LL * target_tasks + 6 * S * Hkv + 1;
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
@@ -259,13 +260,16 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   const int n_groups = static_cast<int>(p.num_seqs) * Hkv;
   const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
   __shared__ unsigned long long work;
-  if (tid == 0) carry = 0, work = 0;
+  __shared__ int longest;
+  if (tid == 0) carry = 0, work = 0, longest = 0;
   __syncthreads();
   int C = p.chunk_tokens;
   if (C <= 0) {
     // Adaptive: the step's real work (every group's keys, as the decisions left them) cut into
     // about target_tasks chunks, so a step where a few groups miss spreads them over every CTA as
-    // well as an all-miss step does. (A sequence's chunks then depend on its batch-mates' work.)
+    // well as an all-miss step does; then evened out so the longest row part splits into equal
+    // chunks (no short remainder beside full ones). (A sequence's chunks then depend on its
+    // batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
       const int s = gi / Hkv, g = gi % Hkv;
       const int ctx = decodes(p, s) ? p.context_lens[s] : 0;
@@ -274,10 +278,13 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       int start = E_m;
       for (int h = 0; h < G; ++h) start = min(start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
       atomicAdd(&work, static_cast<unsigned long long>(ctx - start + min(F, E_m)));
+      atomicMax(&longest, E_m - start);
     }
     __syncthreads();
     const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
-    C = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
+    const int c0 = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
+    const int pieces = (longest + c0 - 1) / c0;  // >= 2 pieces: C stays >= c0 / 2
+    C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
   }
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
