@@ -9,7 +9,7 @@ pack_binaries() {
   for b in "$@"; do cp "$b_dir/bin/$b" "$p_dir/bin/"; strip "$p_dir/bin/$b" || true; done
   for b in "$@"; do
     ldd "$b_dir/bin/$b" | awk '/=> \//{print $3}'
-  done | sort -u | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*)\.so|/libcuda\.so|/usr/local/cuda|libcudart|libcublas' \
+  done | sort -u | { grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*)\.so|/libcuda\.so|/usr/local/cuda|libcudart|libcublas' || true; } \
     | while read -r lib; do cp -L "$lib" "$p_dir/lib/"; done
 }
 pack_tiny_models() {

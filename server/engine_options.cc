@@ -33,7 +33,7 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   cmd.add_option("--device-sampling", cfg.device_sampling,
                  "Greedy steps take the argmax on the device, copying token ids instead of logits: on, off, "
-                 "auto (off for now)")
+                 "auto (on for CUDA)")
       ->check(CLI::IsMember({"auto", "on", "off"}))->capture_default_str();
   cmd.add_option("--engine-seed", cfg.default_seed, "Seed of the random streams of unseeded requests");
   add_mac_options(cmd, cfg);

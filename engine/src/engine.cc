@@ -163,9 +163,9 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
                                            mac_state_.get(), mac.config.window);
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
   async_ = auto_on_off("--async-scheduling", cfg.async_scheduling, backend_->device() != Device::kCpu);
-  // auto = off until the CUDA argmax kernel has run on a GPU (it has only run on the CPU backend;
-  // its CUDA tests are built but have not yet been executed on the H200).
-  device_greedy_ = auto_on_off("--device-sampling", cfg.device_sampling, false);
+  // auto = on for device backends (on the H200: exact against the CPU sampler under the same loop,
+  // cuda_engine_test; batch-64 step gap 2.3 -> 0.26 ms on the 8B dummy), off on the CPU.
+  device_greedy_ = auto_on_off("--device-sampling", cfg.device_sampling, backend_->device() != Device::kCpu);
   spdlog::info("engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
                "context {}, device {}, async scheduling {}, greedy sampling on the device {}, ready in {:.2f} s",
                path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, num_blocks,
