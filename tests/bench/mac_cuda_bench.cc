@@ -6,8 +6,8 @@
 // K/V bytes the MAC step read (mac_kv_frac of full attention's).
 //   mac_cuda_bench [full|quick|tune] [waves]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
-//     tune:  127K, batch {1,16,64}, hit 0 / 0.5 / 0.95 per head / 0.95 per group: adaptive chunks
-//            (waves 0) and fixed chunks from mac_pick_chunk_tokens at waves {1,2,4}
+//     tune:  127K, batch {1,16,64}, hit 0 / 0.5 / 0.95 per head / 0.95 per group: adaptive
+//            chunks aiming at waves x (resident partial CTAs) tasks, waves {1,2,4,8}
 //     waves: fixed chunks at this many waves for the other modes (default 0: adaptive)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
   cuda::MacCounters* counters;
   CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
   const int64_t ws_bytes = std::max(cuda::mac_workspace_bytes(max_S, Hq, 8, D, max_ctx, 128),
-                                    cuda::mac_workspace_bytes(max_S, Hq, 4, D, max_ctx, 0));
+                                    cuda::mac_workspace_bytes(max_S, Hq, 4, D, max_ctx, 0, 8 * 132 * 4));
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   float* dws;
@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
     CK(cudaStreamSynchronize(st));
     return 1.0f;
   };
-  const std::vector<double> wave_list = tune ? std::vector<double>{0.0, 1.0, 2.0, 4.0}
+  const std::vector<double> wave_list = tune ? std::vector<double>{1.0, 2.0, 4.0, 8.0}
                                              : std::vector<double>{default_waves};
   for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
@@ -187,8 +187,9 @@ int main(int argc, char** argv) {
             p.decisions = dec, p.counters = counters;
             p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
             const int slots = cuda::mac_partial_slots(D, Hq / Hkv);
-            // waves 0: adaptive chunks; otherwise fixed chunks at that many waves
-            p.chunk_tokens = waves > 0.0 ? cuda::mac_pick_chunk_tokens(S, Hkv, ctx, slots, waves) : 0;
+            // tune: adaptive chunks aiming at waves x slots tasks; otherwise fixed chunks at `waves`
+            p.chunk_tokens = waves > 0.0 && !tune ? cuda::mac_pick_chunk_tokens(S, Hkv, ctx, slots, waves) : 0;
+            p.target_tasks = tune ? static_cast<int32_t>(waves * slots) : 0;
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {

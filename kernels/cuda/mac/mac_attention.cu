@@ -25,17 +25,17 @@ constexpr int kScheduleThreads = 1024;
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
 // Tasks of a step: with a fixed chunk, every group's three ranges in chunks; adaptive (chunk 0),
-// work / C < 2 x rounds x slots <= 16 x slots chunks (C >= longest / pieces, and work / longest <
-// n_long + 1), plus at most two partial chunks per range.
-int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t slots) {
-  if (chunk <= 0) return 16LL * slots + 6 * S * Hkv + 1;
+// work / C <= 2 x target_tasks chunks (evening out at most halves C), plus at most two partial
+// chunks per range.
+int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t target_tasks) {
+  if (chunk <= 0) return 2LL * target_tasks + 6 * S * Hkv + 1;
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
 WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk,
-                   int32_t slots) {
+                   int32_t target_tasks) {
   WsLayout w{};
-  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, slots);
+  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, target_tasks);
   const int64_t G = Hq / Hkv;
   char* p = static_cast<char*>(base);
   int64_t off = 0;
@@ -265,14 +265,11 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   __syncthreads();
   int C = p.chunk_tokens;
   if (C <= 0) {
-    // Adaptive, from the step's real work (every group's keys as the decisions left them) and
-    // its longest row part: the long ranges (about work / longest of them) are cut into equal
-    // pieces so that all of them fill a whole number of rounds of the resident partial CTAs (one
-    // round unless there is more than ~8K tokens per CTA, then up to 8), so a step where a few
-    // groups miss spreads them over every CTA, and no round runs a handful of leftovers. Measured
-    // on the H200 (docs/perf/mac_gpu_tune_waves.csv): a task costs ~5-7 us of fixed overhead, and
-    // a partial last round of long tasks costs a whole task time. (A sequence's chunks depend on
-    // its batch-mates' work; a fixed chunk_tokens keeps it batch-invariant.)
+    // Adaptive: the step's real work (every group's keys, as the decisions left them) cut into
+    // about target_tasks chunks, so a step where a few groups miss spreads them over every CTA as
+    // well as an all-miss step does; then evened out so the longest row part splits into equal
+    // chunks (no short remainder beside full ones). (A sequence's chunks then depend on its
+    // batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
       const int s = gi / Hkv, g = gi % Hkv;
       const int ctx = decodes(p, s) ? p.context_lens[s] : 0;
@@ -284,11 +281,10 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       atomicMax(&longest, E_m - start);
     }
     __syncthreads();
-    const long long slots = max(p.partial_slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
-    const long long n_long = max(1LL, total / L);  // ranges as long as the longest: at most this many
-    const long long rounds = min(8LL, max(1LL, (total + slots * 8192 - 1) / (slots * 8192)));
-    const long long pieces = max(1LL, rounds * slots / n_long);
-    C = static_cast<int>(max(128LL, ((L + pieces - 1) / pieces + 15) / 16 * 16));
+    const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
+    const int c0 = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
+    const int pieces = (longest + c0 - 1) / c0;  // >= 2 pieces: C stays >= c0 / 2
+    C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
   }
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
@@ -425,16 +421,16 @@ bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size) {
   return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
 }
 
-// Adaptive chunks plan for this many resident partial CTAs unless the caller says.
-int32_t adaptive_slots(int64_t head_dim, int64_t group, int32_t given) {
-  return given > 0 ? given : mac_partial_slots(head_dim, group);
+// Adaptive chunks aim at this many tasks: two per resident partial CTA unless the caller says.
+int32_t adaptive_target(int64_t head_dim, int64_t group, int32_t given) {
+  return given > 0 ? given : 2 * mac_partial_slots(head_dim, group);
 }
 
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                            int64_t max_context_len, int32_t chunk_tokens, int32_t partial_slots) {
-  const int32_t slots =
-      chunk_tokens > 0 ? 0 : adaptive_slots(head_dim, num_q_heads / std::max<int64_t>(num_kv_heads, 1), partial_slots);
-  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, slots).bytes;
+                            int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks) {
+  const int32_t target =
+      chunk_tokens > 0 ? 0 : adaptive_target(head_dim, num_q_heads / std::max<int64_t>(num_kv_heads, 1), target_tasks);
+  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, target).bytes;
 }
 
 int mac_partial_slots(int64_t head_dim, int64_t group) {
@@ -460,8 +456,8 @@ int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_
   if (!mac_supported(D, G, params.layout.block_size) || params.chunk_tokens < 0 || params.chunk_tokens % 16 != 0)
     return static_cast<int>(cudaErrorInvalidValue);
   MacCudaParams p = params;
-  p.partial_slots = p.chunk_tokens > 0 ? 0 : adaptive_slots(D, G, params.partial_slots);
-  const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, p.partial_slots);
+  p.target_tasks = p.chunk_tokens > 0 ? 0 : adaptive_target(D, G, params.target_tasks);
+  const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, p.target_tasks);
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
   const dim3 heads_grid(static_cast<unsigned>(Hq), static_cast<unsigned>(p.num_seqs));
   if (D == 32) {

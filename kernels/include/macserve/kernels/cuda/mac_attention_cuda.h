@@ -80,11 +80,10 @@ struct MacCudaParams {
   MacCounters* counters;          // device or nullptr
   MacForceHits force;
   // Split-KV chunk, a multiple of 16; 0: adaptive, chosen on the device each step from the work
-  // the decisions left (long ranges in equal pieces filling whole rounds of the resident partial
-  // CTAs, at least 128 tokens). A fixed
+  // the decisions left (about two tasks per resident partial CTA, at least 128 tokens). A fixed
   // chunk keeps a sequence's partials independent of its batch-mates (bitwise batch invariance).
   int32_t chunk_tokens = 0;
-  int32_t partial_slots = 0;      // adaptive chunks plan for this many resident partial CTAs (0: mac_partial_slots)
+  int32_t target_tasks = 0;       // adaptive chunks aim at this many tasks (0: two per resident partial CTA)
   // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
   // q_pre and out, and which sequences decode here (others read and write nothing; their
   // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
@@ -99,7 +98,7 @@ struct MacWorkspace {
   int64_t bytes = 0;
 };
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                            int64_t max_context_len, int32_t chunk_tokens, int32_t partial_slots = 0);
+                            int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks = 0);
 // CTAs of the persistent partial kernel resident on the current device at once (its grid), for
 // this head_dim and group size (registers and the cp.async ring bound it: 3 per SM at D 128, G 4).
 int mac_partial_slots(int64_t head_dim, int64_t group);
