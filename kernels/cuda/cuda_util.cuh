@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace macserve::kernels::cuda::detail {
 
@@ -25,6 +26,23 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
+}
+
+// f(std::integral_constant<int, G>{}) for a group size G (query heads per KV head) of 1 to 8, so a
+// kernel templated on G can be picked at run time; `otherwise` for any other G.
+template <class R, class F>
+R with_group_size(int64_t G, R otherwise, F&& f) {
+  switch (G) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    case 6: return f(std::integral_constant<int, 6>{});
+    case 7: return f(std::integral_constant<int, 7>{});
+    case 8: return f(std::integral_constant<int, 8>{});
+    default: return otherwise;
+  }
 }
 
 __device__ __forceinline__ void store(void* out, bool bf16, int64_t i, float v) {

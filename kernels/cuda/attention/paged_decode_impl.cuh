@@ -299,17 +299,8 @@ int launch(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_
 template <int D>
 int dispatch_group(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse,
                    cudaStream_t st) {
-  switch (p.num_q_heads / p.layout.num_kv_heads) {
-    case 1: return launch<D, 1>(p, plan, ws_o, ws_lse, st);
-    case 2: return launch<D, 2>(p, plan, ws_o, ws_lse, st);
-    case 3: return launch<D, 3>(p, plan, ws_o, ws_lse, st);
-    case 4: return launch<D, 4>(p, plan, ws_o, ws_lse, st);
-    case 5: return launch<D, 5>(p, plan, ws_o, ws_lse, st);
-    case 6: return launch<D, 6>(p, plan, ws_o, ws_lse, st);
-    case 7: return launch<D, 7>(p, plan, ws_o, ws_lse, st);
-    case 8: return launch<D, 8>(p, plan, ws_o, ws_lse, st);
-    default: return static_cast<int>(cudaErrorInvalidValue);
-  }
+  return detail::with_group_size(p.num_q_heads / p.layout.num_kv_heads, static_cast<int>(cudaErrorInvalidValue),
+                                 [&](auto g) { return launch<D, decltype(g)::value>(p, plan, ws_o, ws_lse, st); });
 }
 
 int dispatch_d64(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse, cudaStream_t st);

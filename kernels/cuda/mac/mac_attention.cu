@@ -252,13 +252,31 @@ __device__ void emit_chunks(int4* tasks, int at, int gi, int b, int e, int C, in
   for (int k = b / C; k * C < e; ++k) tasks[at++] = make_int4(gi, max(b, k * C), min(e, (k + 1) * C), kind);
 }
 
+// The keys group gi reads this step: ctx 0 when its sequence does not decode here; otherwise the
+// row part [start, E_m) (start = the group's smallest head start), the sink [0, Fp) and the tail
+// [E_m, ctx).
+struct GroupRanges {
+  int ctx = 0, start = 0, E_m = 0, Fp = 0;
+};
+__device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, const WsLayout& w, int gi) {
+  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads), G = Hq / Hkv;
+  const int s = gi / Hkv, g = gi % Hkv;
+  GroupRanges x;
+  x.ctx = decodes(p, s) ? p.context_lens[s] : 0;
+  if (x.ctx <= 0) return x;
+  x.E_m = max(x.ctx - static_cast<int>(p.cfg.band), 0);
+  x.Fp = min(static_cast<int>(p.cfg.sink), x.E_m);
+  x.start = x.E_m;
+  for (int h = 0; h < G; ++h) x.start = min(x.start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
+  return x;
+}
+
 __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParams p, WsLayout w) {
   __shared__ int scan[kScheduleThreads];
   __shared__ int carry;
   const int tid = threadIdx.x;
-  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads), G = Hq / Hkv;
+  const int Hkv = static_cast<int>(p.layout.num_kv_heads);
   const int n_groups = static_cast<int>(p.num_seqs) * Hkv;
-  const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
   __shared__ unsigned long long work;
   __shared__ int longest;
   if (tid == 0) carry = 0, work = 0, longest = 0;
@@ -271,14 +289,10 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     // chunks (no short remainder beside full ones). (A sequence's chunks then depend on its
     // batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
-      const int s = gi / Hkv, g = gi % Hkv;
-      const int ctx = decodes(p, s) ? p.context_lens[s] : 0;
-      if (ctx <= 0) continue;
-      const int E_m = max(ctx - r, 0);
-      int start = E_m;
-      for (int h = 0; h < G; ++h) start = min(start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
-      atomicAdd(&work, static_cast<unsigned long long>(ctx - start + min(F, E_m)));
-      atomicMax(&longest, E_m - start);
+      const GroupRanges x = group_ranges(p, w, gi);
+      if (x.ctx <= 0) continue;
+      atomicAdd(&work, static_cast<unsigned long long>(x.ctx - x.start + x.Fp));
+      atomicMax(&longest, x.E_m - x.start);
     }
     __syncthreads();
     const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
@@ -288,20 +302,15 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   }
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
-    int n_row = 0, n_sink = 0, n_tail = 0, start = 0, E_m = 0, Fp = 0, ctx = 0;
+    int n_row = 0, n_sink = 0, n_tail = 0;
+    GroupRanges x;
     if (gi < n_groups) {
-      const int s = gi / Hkv, g = gi % Hkv;
-      ctx = decodes(p, s) ? p.context_lens[s] : 0;
-      if (ctx > 0) {
-        const int m = ctx - 1;
-        E_m = max(m + 1 - r, 0);
-        Fp = min(F, E_m);
-        start = E_m;
-        for (int h = 0; h < G; ++h) start = min(start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
-        n_row = chunks_of(start, E_m, C);
-        n_sink = chunks_of(0, Fp, C);
-        n_tail = chunks_of(E_m, m + 1, C);
-        w.group_reads[gi] = static_cast<int64_t>(m + 1 - start) + Fp;
+      x = group_ranges(p, w, gi);
+      if (x.ctx > 0) {
+        n_row = chunks_of(x.start, x.E_m, C);
+        n_sink = chunks_of(0, x.Fp, C);
+        n_tail = chunks_of(x.E_m, x.ctx, C);
+        w.group_reads[gi] = static_cast<int64_t>(x.ctx - x.start) + x.Fp;
       } else {
         w.group_reads[gi] = 0;
       }
@@ -318,10 +327,10 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     const int at = carry + scan[tid] - n;
     if (gi < n_groups) {
       w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail};
-      if (ctx > 0) {
-        emit_chunks(w.tasks, at, gi, start, E_m, C, kRowPart);
-        emit_chunks(w.tasks, at + n_row, gi, 0, Fp, C, kSink);
-        emit_chunks(w.tasks, at + n_row + n_sink, gi, E_m, ctx, C, kTail);
+      if (x.ctx > 0) {
+        emit_chunks(w.tasks, at, gi, x.start, x.E_m, C, kRowPart);
+        emit_chunks(w.tasks, at + n_row, gi, 0, x.Fp, C, kSink);
+        emit_chunks(w.tasks, at + n_row + n_sink, gi, x.E_m, x.ctx, C, kTail);
       }
     }
     __syncthreads();

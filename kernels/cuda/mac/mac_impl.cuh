@@ -180,47 +180,19 @@ int launch_rows(const MacPrefillRowsParams& p, cudaStream_t st) {
 
 template <int D>
 int dispatch_partials(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st) {
-  switch (G) {
-    case 1: return launch_partial<D, 1>(p, w, st);
-    case 2: return launch_partial<D, 2>(p, w, st);
-    case 3: return launch_partial<D, 3>(p, w, st);
-    case 4: return launch_partial<D, 4>(p, w, st);
-    case 5: return launch_partial<D, 5>(p, w, st);
-    case 6: return launch_partial<D, 6>(p, w, st);
-    case 7: return launch_partial<D, 7>(p, w, st);
-    case 8: return launch_partial<D, 8>(p, w, st);
-    default: return static_cast<int>(cudaErrorInvalidValue);
-  }
+  return detail::with_group_size(G, static_cast<int>(cudaErrorInvalidValue),
+                                 [&](auto g) { return launch_partial<D, decltype(g)::value>(p, w, st); });
 }
 
 template <int D>
 int dispatch_slots(int G) {
-  switch (G) {
-    case 1: return partial_grid<D, 1>();
-    case 2: return partial_grid<D, 2>();
-    case 3: return partial_grid<D, 3>();
-    case 4: return partial_grid<D, 4>();
-    case 5: return partial_grid<D, 5>();
-    case 6: return partial_grid<D, 6>();
-    case 7: return partial_grid<D, 7>();
-    case 8: return partial_grid<D, 8>();
-    default: return 1;
-  }
+  return detail::with_group_size(G, 1, [](auto g) { return partial_grid<D, decltype(g)::value>(); });
 }
 
 template <int D>
 int dispatch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
-  switch (G) {
-    case 1: return launch_rows<D, 1>(p, st);
-    case 2: return launch_rows<D, 2>(p, st);
-    case 3: return launch_rows<D, 3>(p, st);
-    case 4: return launch_rows<D, 4>(p, st);
-    case 5: return launch_rows<D, 5>(p, st);
-    case 6: return launch_rows<D, 6>(p, st);
-    case 7: return launch_rows<D, 7>(p, st);
-    case 8: return launch_rows<D, 8>(p, st);
-    default: return static_cast<int>(cudaErrorInvalidValue);
-  }
+  return detail::with_group_size(G, static_cast<int>(cudaErrorInvalidValue),
+                                 [&](auto g) { return launch_rows<D, decltype(g)::value>(p, st); });
 }
 
 }  // namespace macserve::kernels::cuda::mac_detail
