@@ -1,8 +1,8 @@
 // --mac-dump: one JSON line per decode step of the first request (arrival 1, completion 0): its
 // position, and per layer and query head the decision (eligible, hit, matched position, distance)
 // and the ring row the step wrote (q_pre, o, lse). Lets the algorithm be checked from outside.
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -12,24 +12,18 @@
 namespace macserve::engine {
 namespace {
 
-// Elements [first, first + n) of a ring array (bf16 as u16, or f32) as floats; on a device backend
-// through a synchronous copy (the dump is a debugging aid; the step has finished when it runs).
+// Elements [first, first + n) of a ring array (bf16 as u16, or f32) as floats, through the
+// backend's copy (a synchronous one on a device: the dump is a debugging aid, run after the step).
 std::vector<float> ring_values(backend::Backend& be, const void* base, bool bf16, int64_t first, int64_t n) {
-  const std::size_t esz = bf16 ? 2 : 4;
-  const void* p = static_cast<const char*>(base) + static_cast<std::size_t>(first) * esz;
-  std::vector<char> raw(static_cast<std::size_t>(n) * esz);
-  if (be.device() == Device::kCpu) std::memcpy(raw.data(), p, raw.size());
-  else be.copy_to_host(Tensor(const_cast<void*>(p), bf16 ? DType::kBF16 : DType::kF32, {n}, be.device()), raw.data());
+  void* p = const_cast<char*>(static_cast<const char*>(base)) + static_cast<std::size_t>(first) * (bf16 ? 2 : 4);
   std::vector<float> out(static_cast<std::size_t>(n));
-  for (int64_t i = 0; i < n; ++i) {
-    if (bf16) {
-      uint16_t v;
-      std::memcpy(&v, raw.data() + 2 * i, 2);
-      out[static_cast<std::size_t>(i)] = bf16_to_float(v);
-    } else {
-      std::memcpy(&out[static_cast<std::size_t>(i)], raw.data() + 4 * i, 4);
-    }
+  if (!bf16) {
+    be.copy_to_host(Tensor(p, DType::kF32, {n}, be.device()), out.data());
+    return out;
   }
+  std::vector<uint16_t> raw(static_cast<std::size_t>(n));
+  be.copy_to_host(Tensor(p, DType::kBF16, {n}, be.device()), raw.data());
+  std::transform(raw.begin(), raw.end(), out.begin(), bf16_to_float);
   return out;
 }
 

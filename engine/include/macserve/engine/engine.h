@@ -37,8 +37,7 @@ struct EngineConfig {
   std::string async_scheduling = "auto";
   // auto|on|off. On: a step whose sampled rows are all plain greedy (temperature 0, no logprobs,
   // penalties, logit bias or min_tokens still pending) takes the argmax where the logits are and
-  // copies back token ids instead of the logits; same tokens. auto: off for now (the CUDA kernel
-  // has not yet been run on a GPU; meant to become on for CUDA once it has).
+  // copies back token ids instead of the logits; same tokens. auto: on for CUDA, off on the CPU.
   std::string device_sampling = "auto";
 
   // MAC-Attention (mac-attention.md Part A): every decode step goes through it unless "full".
