@@ -4,13 +4,12 @@
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
 #   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
-# kernels: the kernel tests (MAC, ops), the MAC kernel benchmark (tune + full grid), the tiny-model
-#   MAC and engine tests, llama_gpu_bench mac, engine_bench with device greedy sampling; the logs
-#   are re-packed after every step, so a run cut short still returns what it finished.
-# verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full grid,
-#   cuda_mac_model_test, llama_gpu_bench mac.
-# profile: ncu per-kernel times of mac_cuda_bench profile for each of PROFILE_CONFIGS (a bash array
-#   of "HKV BATCH CONTEXT RATE", exported as PROFILE_CONFIGS_STR, ';'-separated).
+# verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full
+#   kernel grid, cuda_mac_model_test, llama_gpu_bench mac; the logs are re-packed after every step,
+#   so a run cut short still returns what it finished.
+# kernels: verify, plus cuda_model_test and engine_bench with device greedy sampling on and off.
+# profile: ncu per-kernel times of `mac_cuda_bench profile` for each configuration in
+#   PROFILE_CONFIGS_STR ("HKV BATCH CONTEXT RATE", ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
@@ -76,10 +75,12 @@ if [ "$WHAT" = profile ]; then
       "$P/bin/mac_cuda_bench" profile $cfg > "$OUT/$name.csv" 2> "$OUT/$name.err"
     summary+="ncu $cfg rc=$?\n$(python3 -c '
 import csv, sys, re
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows: sys.exit(0)
-h = rows[0]; k, m, v, i = h.index("Kernel Name"), h.index("Metric Name"), h.index("Metric Value"), h.index("ID")
-for r in rows[1:]:
+rows = list(csv.reader(open(sys.argv[1])))
+at = [n for n, r in enumerate(rows) if r[:1] == ["ID"]]  # the profiler table (the bench prints its own CSV first)
+if not at: sys.exit(0)
+h = rows[at[0]]; k, m, v, i = h.index("Kernel Name"), h.index("Metric Name"), h.index("Metric Value"), h.index("ID")
+for r in rows[at[0] + 1:]:
+    if len(r) < len(h): continue
     name = re.sub(r"\(.*", "", r[k]).split("::")[-1][:40]
     print(r[i], name, r[m], r[v])' "$OUT/$name.csv" 2>&1 | tail -40)\n"
     checkpoint
@@ -88,8 +89,6 @@ fi
 if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test mac_kernels_test 150 mac_kernels_test
   run_test cuda_engine_test 150 cuda_engine_test
-fi
-if [ "$WHAT" = verify ]; then
   run_test cuda_ops_test 90 cuda_ops_test
   start=$(date +%s)
   timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
@@ -101,18 +100,7 @@ if [ "$WHAT" = verify ]; then
   checkpoint
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
 fi
-if [ "$WHAT" = kernels ]; then
-  run_test cuda_ops_test 90 cuda_ops_test
-  start=$(date +%s)
-  timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n"
-  start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n"
-  checkpoint
-  run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
-  run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
-fi
+[ "$WHAT" = kernels ] && run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
 if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
