@@ -2,7 +2,7 @@
 # Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
 # in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
-#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol]
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol|check|final]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
 # verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full
 #   kernel grid, cuda_mac_model_test, llama_gpu_bench mac; the logs are re-packed after every step,
@@ -11,6 +11,9 @@
 # profile: ncu per-kernel times of `mac_cuda_bench profile` for each configuration in
 #   PROFILE_CONFIGS_STR ("HKV BATCH CONTEXT RATE", ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
+# check: mac_kernels_test, paged_decode_test, the chunk-rule tuning sweep, then profile.
+# final: cuda_engine_test, cuda_ops_test, the full kernel grid, cuda_mac_model_test, the 8B MAC
+#   benchmark, then smol.
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
@@ -65,13 +68,21 @@ if [ "$WHAT" = tests ]; then
   gen gen_block32_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "x" \
     --max-tokens 4 --block-size 32 $MAC
 fi
-if [ "$WHAT" = profile ]; then
+if [ "$WHAT" = check ]; then
+  run_test mac_kernels_test 200 mac_kernels_test
+  run_test paged_decode_test 180 paged_decode_test
+  start=$(date +%s)
+  timeout 120 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
+  checkpoint
+fi
+if [ "$WHAT" = profile ] || [ "$WHAT" = check ]; then
   # per-kernel times of one MAC step and one full-attention step (Nsight Compute, clocks left alone)
   NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
   IFS=';' read -ra PROFILE_CONFIGS <<< "${PROFILE_CONFIGS_STR:-8 1 130048 0}"
   for cfg in "${PROFILE_CONFIGS[@]}"; do
     name=ncu_$(echo "$cfg" | tr ' .' '__')
-    timeout 120 "$NCU" --clock-control none --csv --metrics gpu__time_duration.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active \
+    timeout 120 "$NCU" --clock-control none --csv --metrics gpu__time_duration.sum,launch__grid_size,launch__occupancy_limit_shared_mem,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__throughput.avg.pct_of_peak_sustained_elapsed,smsp__issue_active.avg.pct_of_peak_sustained_active,sm__warps_active.avg.pct_of_peak_sustained_active \
       "$P/bin/mac_cuda_bench" profile $cfg > "$OUT/$name.csv" 2> "$OUT/$name.err"
     summary+="ncu $cfg rc=$?\n$(python3 -c '
 import csv, sys, re
@@ -86,14 +97,16 @@ for r in rows[at[0] + 1:]:
     checkpoint
   done
 fi
-if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
-  run_test mac_kernels_test 150 mac_kernels_test
+if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ] || [ "$WHAT" = final ]; then
+  [ "$WHAT" = final ] || run_test mac_kernels_test 150 mac_kernels_test
   run_test cuda_engine_test 150 cuda_engine_test
   run_test cuda_ops_test 90 cuda_ops_test
-  start=$(date +%s)
-  timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
-  checkpoint
+  if [ "$WHAT" != final ]; then
+    start=$(date +%s)
+    timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
+    summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
+    checkpoint
+  fi
   start=$(date +%s)
   timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
@@ -101,7 +114,7 @@ if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
 fi
 [ "$WHAT" = kernels ] && run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
-if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
+if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ] || [ "$WHAT" = final ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
   summary+="llama_gpu_bench mac rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/gpu_llama8b_mac.csv" "$OUT/bench_mac.err")\n"
@@ -120,7 +133,7 @@ if [ "$WHAT" = kernels ] && [ -d "$P/shared/tokenizers/llama3.1" ]; then
     checkpoint
   done
 fi
-if [ "$WHAT" = smol ]; then
+if [ "$WHAT" = smol ] || [ "$WHAT" = final ]; then
   ls -la "$D/smol" | head -12
   run_test cuda_mac_model_test_smol 360 cuda_mac_model_test --gtest_filter=*SmolLM2*
   MAC="--attention mac --mac-min-context 1024 --max-tokens 64 --ignore-eos --max-model-len 4096"

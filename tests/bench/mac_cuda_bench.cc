@@ -3,12 +3,13 @@
 // block size 16, random page order, random bf16 K/V (a 64 MiB random block copied over the cache),
 // ring rows all valid, forced per-head hits (independent, or clustered per KV group) at lag 64.
 // One layer per step; graph of 10 steps, median of 5 replays. CSV on stdout; mac_GBps counts the
-// K/V bytes the MAC step read (mac_kv_frac of full attention's).
+// K/V bytes the MAC step read (mac_kv_frac of full attention's); rule: how the chunks were cut
+// (rounds / slots: the adaptive rules of MacChunkRule, fixed: chunk_tokens).
 //   mac_cuda_bench [full|quick|tune] [waves]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
 //     tune:  127K, batch {1,16,64}, hit 0 / 0.5 / 0.95 per head / 0.95 per group: adaptive
-//            chunks aiming at waves x (resident partial CTAs) tasks, waves {1,2,4,8}
-//     waves: fixed chunks at this many waves for the other modes (default 0: adaptive)
+//            chunks by whole rounds, and by waves x (resident partial CTAs) tasks, waves {2,4}
+//     waves: fixed chunks at this many waves for the other modes (default 0: adaptive, whole rounds)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
 #include <cuda_runtime.h>
@@ -123,15 +124,20 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dec, max_S * Hq * sizeof(MacHeadDecision)));
   cuda::MacCounters* counters;
   CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
-  const int64_t ws_bytes = std::max(cuda::mac_workspace_bytes(max_S, Hq, 8, D, max_ctx, 128),
-                                    cuda::mac_workspace_bytes(max_S, Hq, 4, D, max_ctx, 0, 8 * 132 * 4));
+  // fixed chunks of 128 tokens, or adaptive with up to 4 waves of per-slot targets (tune)
+  int64_t ws_bytes = 0;
+  for (int64_t hkv : {8, 4}) {
+    const int slots = cuda::mac_partial_slots(D, Hq / hkv);
+    ws_bytes = std::max({ws_bytes, cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 128),
+                         cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 0, 4 * slots)});
+  }
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   float* dws;
   CK(cudaMalloc(&dws, 64LL * Hq * 1024 * (D + 1) * 4));
 
   std::printf("hkv,batch,context,hit_rate,dist,waves,chunk,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_GBps,"
-              "mac_kv_frac,hits\n");
+              "mac_kv_frac,hits,rule\n");
   std::vector<int64_t> hkvs{8, 4};
   std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
   std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
@@ -157,7 +163,8 @@ int main(int argc, char** argv) {
     CK(cudaStreamSynchronize(st));
     return 1.0f;
   };
-  const std::vector<double> wave_list = tune ? std::vector<double>{1.0, 2.0, 4.0, 8.0}
+  // tune: 0 = whole rounds, then per-slot targets; otherwise fixed chunks at `waves` (0: whole rounds)
+  const std::vector<double> wave_list = tune ? std::vector<double>{0.0, 2.0, 4.0}
                                              : std::vector<double>{default_waves};
   for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
@@ -187,9 +194,12 @@ int main(int argc, char** argv) {
             p.decisions = dec, p.counters = counters;
             p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
             const int slots = cuda::mac_partial_slots(D, Hq / Hkv);
-            // tune: adaptive chunks aiming at waves x slots tasks; otherwise fixed chunks at `waves`
+            // tune: adaptive chunks, whole rounds (waves 0) or aiming at waves x slots tasks;
+            // otherwise fixed chunks at `waves` (0: adaptive, whole rounds)
             p.chunk_tokens = waves > 0.0 && !tune ? cuda::mac_pick_chunk_tokens(S, Hkv, ctx, slots, waves) : 0;
-            p.target_tasks = tune ? static_cast<int32_t>(waves * slots) : 0;
+            const bool per_slot = tune && waves > 0.0;
+            p.chunk_rule = per_slot ? cuda::MacChunkRule::kPerSlot : cuda::MacChunkRule::kWholeRounds;
+            p.target_tasks = per_slot ? static_cast<int32_t>(waves * slots) : 0;
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {
@@ -201,10 +211,11 @@ int main(int argc, char** argv) {
             p.counters = nullptr;
             const float mac_us = measure([&] { cuda::mac_decode(p, w, ctx, st); });
             const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
-            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f\n", (long long)Hkv, S, ctx,
+            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n", (long long)Hkv, S, ctx,
                         rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
                         bytes / (full_us * 1e3), kv_frac * bytes / (mac_us * 1e3), kv_frac,
-                        static_cast<double>(cnt.hit_heads) / cnt.heads);
+                        static_cast<double>(cnt.hit_heads) / cnt.heads,
+                        p.chunk_tokens > 0 ? "fixed" : per_slot ? "slots" : "rounds");
             std::fflush(stdout);
           }
       }

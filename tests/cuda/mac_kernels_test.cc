@@ -199,6 +199,7 @@ struct Gpu {
   DevBuf<uint8_t> ws;
   int64_t ws_bytes = 0;
   int32_t chunk = 64;
+  cuda::MacChunkRule rule = cuda::MacChunkRule::kWholeRounds;  // adaptive chunks (chunk 0)
   Gpu(const World& w, int32_t chunk_tokens)
       : k(w.kb.size()), v(w.vb.size()), table(w.table.size()), ctx(w.S), slots(w.S), vf(w.S), rq(w.rq.size()),
         ro(w.ro.size()), rlse(w.rlse.size()), qpost(w.S * w.Hq * w.D), qpre(w.S * w.Hq * w.D),
@@ -219,6 +220,7 @@ struct Gpu {
     p.layout = w.L, p.cfg = w.cfg;
     p.ring = MacRing{rq.p, ro.p, rlse.p, w.num_slots};
     p.decisions = dec.p, p.kv_tokens_read = kvr.p, p.counters = counters.p, p.chunk_tokens = chunk;
+    p.chunk_rule = rule;
     return p;
   }
   void set_inputs(const StepIn& in) { ctx.up(in.ctx), slots.up(in.slots), vf.up(in.valid_from), qpost.up(in.q_post), qpre.up(in.q_pre); }
@@ -365,7 +367,8 @@ struct SingleCase {
 };
 
 // One decode step of a batch of sequences with mixed hit patterns; checks against the oracle.
-Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chunk) {
+Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chunk,
+                    cuda::MacChunkRule rule = cuda::MacChunkRule::kWholeRounds) {
   MacConfig cfg;
   cfg.threshold = sc.t, cfg.window = sc.M, cfg.band = sc.r, cfg.gen_min = 0, cfg.sink = sc.F, cfg.ring_bf16 = sc.ring_bf16;
   const int64_t S = static_cast<int64_t>(sc.ctx.size());
@@ -388,6 +391,7 @@ Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chun
   }
   Compare cmp;
   Gpu g(w, chunk);
+  g.rule = rule;
   // the spare slot S must stay untouched (inactive rows never write)
   g.set_inputs(in);
   cudaMemset(g.out.p, 0xff, g.out.n * sizeof(float));
@@ -446,14 +450,19 @@ TEST(MacCuda, SingleStepGrid) {
         }
 }
 
-TEST(MacCuda, DefaultsLongContext) {  // M 512, r 256, 32K contexts, exact ties; fixed and adaptive chunks
+// M 512, r 256, 32K contexts, exact ties (across the 4 match CTAs of a head's window too); fixed
+// chunks, and adaptive by both rules
+TEST(MacCuda, DefaultsLongContext) {
   REQUIRE_DEVICE();
+  using cuda::MacChunkRule;
+  struct V { int32_t chunk; MacChunkRule rule; };
   for (int64_t G : {4, 8})
-    for (int32_t chunk : {512, 0}) {
+    for (const V& v : {V{512, MacChunkRule::kWholeRounds}, V{0, MacChunkRule::kWholeRounds}, V{0, MacChunkRule::kPerSlot}}) {
       SingleCase sc{128, G, 2, 0, true, 512, 256, 0.45f, {32768, 20000, 600, 300, 2049}};
-      const Compare c = single_step(sc, 77 + G, true, chunk);
+      const Compare c = single_step(sc, 77 + G, true, v.chunk, v.rule);
       char name[64];
-      std::snprintf(name, sizeof(name), "defaults G%lld chunk %d", (long long)G, chunk);
+      std::snprintf(name, sizeof(name), "defaults G%lld chunk %d rule %s", (long long)G, v.chunk,
+                    v.rule == MacChunkRule::kPerSlot ? "slots" : "rounds");
       report(name, c);
       expect_ok(c, 2e-3, 1e-2);
     }
@@ -461,9 +470,10 @@ TEST(MacCuda, DefaultsLongContext) {  // M 512, r 256, 32K contexts, exact ties;
 
 // Multi-step trajectory: slowly drifting clustered queries (hits and misses), ring wrap, both
 // rings evolving on their own (CPU from CPU rows, GPU from GPU rows).
-void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int steps, bool bf16, Compare& total, double* max_step_rel) {
+void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int steps, bool bf16, Compare& total,
+                double* max_step_rel) {
   MacConfig cfg;
-  cfg.threshold = 0.9f, cfg.window = 64, cfg.band = 16, cfg.gen_min = 40, cfg.sink = F, cfg.ring_bf16 = bf16;
+  cfg.threshold = 0.9f, cfg.window = M, cfg.band = 16, cfg.gen_min = 40, cfg.sink = F, cfg.ring_bf16 = bf16;
   const int64_t S = 3;
   const int32_t start = 60;
   World w = make_world(S, Hkv, G, D, start + steps + 1, cfg, S, 4242 + D + G);
@@ -507,14 +517,16 @@ void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int steps, bool bf
 
 TEST(MacCuda, Trajectory2K) {
   REQUIRE_DEVICE();
-  struct T { int64_t D, G, Hkv, F; bool bf16; };
-  for (const T& t : {T{128, 4, 2, 0, true}, T{64, 8, 1, 4, true}, T{128, 1, 4, 0, false}, T{128, 2, 2, 2, true}}) {
+  struct T { int64_t D, G, Hkv, F; bool bf16; int64_t M; };
+  // M 320: each head's window scan split over 3 match CTAs (3 sequences x 8 heads is a small batch)
+  for (const T& t : {T{128, 4, 2, 0, true, 64}, T{64, 8, 1, 4, true, 64}, T{128, 1, 4, 0, false, 64},
+                     T{128, 2, 2, 2, true, 64}, T{128, 4, 2, 0, true, 320}}) {
     Compare c;
     double worst = 0;
-    trajectory(t.D, t.G, t.Hkv, t.F, 2000, t.bf16, c, &worst);
+    trajectory(t.D, t.G, t.Hkv, t.F, t.M, 2000, t.bf16, c, &worst);
     char name[96];
-    std::snprintf(name, sizeof(name), "trajectory D%lld G%lld F%lld %s", (long long)t.D, (long long)t.G,
-                  (long long)t.F, t.bf16 ? "bf16" : "f32");
+    std::snprintf(name, sizeof(name), "trajectory D%lld G%lld F%lld M%lld %s", (long long)t.D, (long long)t.G,
+                  (long long)t.F, (long long)t.M, t.bf16 ? "bf16" : "f32");
     report(name, c);
     std::printf("  worst step out_rel_l2 %.3e\n", worst);
     EXPECT_GT(c.hits, c.heads / 10);

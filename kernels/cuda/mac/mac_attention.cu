@@ -24,18 +24,21 @@ constexpr int kScheduleThreads = 1024;
 
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
-// Tasks of a step: with a fixed chunk, every group's three ranges in chunks; adaptive (chunk 0),
-// work / C <= 2 x target_tasks chunks (evening out at most halves C), plus at most two partial
-// chunks per range.
-int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t target_tasks) {
-  if (chunk <= 0) return 2LL * target_tasks + 6 * S * Hkv + 1;
+// Tasks of a step: with a fixed chunk, every group's three ranges in chunks. Adaptive (chunk 0),
+// whole rounds: work / C < 2 x rounds x slots <= 16 x slots (C >= longest / pieces and
+// work / longest < n_long + 1; C is also raised so that work / C <= 2 x rounds x slots whatever
+// the longest); per slot: work / C <= 2 x target_tasks (evening out at most halves C). Plus at
+// most two partial chunks per range, three ranges per group.
+int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t slots, int32_t target_tasks) {
+  if (chunk <= 0) return std::max(16LL * slots, 2LL * target_tasks) + 6 * S * Hkv + 1;
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
 WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk,
-                   int32_t target_tasks) {
+                   int32_t slots, int32_t target_tasks) {
   WsLayout w{};
-  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, target_tasks);
+  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, slots, target_tasks);
+  w.slots = slots;
   const int64_t G = Hq / Hkv;
   char* p = static_cast<char*>(base);
   int64_t off = 0;
@@ -46,6 +49,7 @@ WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, in
   };
   w.task_count = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
   w.task_next = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
+  w.match_best = reinterpret_cast<unsigned long long*>(take(S * Hq * kMaxMatchSplits * sizeof(unsigned long long)));
   w.groups = reinterpret_cast<GroupInfo*>(take(S * Hkv * sizeof(GroupInfo)));
   w.group_reads = reinterpret_cast<int64_t*>(take(S * Hkv * sizeof(int64_t)));
   w.head_start = reinterpret_cast<int32_t*>(take(S * Hq * sizeof(int32_t)));
@@ -108,25 +112,44 @@ __device__ __forceinline__ uint32_t hash3(uint32_t a, uint32_t b, uint32_t c) {
 }
 
 // ---- 1. match ---------------------------------------------------------------------------------
-template <bool kBf16, int D>
-__global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, int32_t* head_start) {
-  const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
-  if (!decodes(p, s)) return;  // inactive (padded) row, or an exact sequence of a mixed step
-  const int ctx = p.context_lens[s];
-  const int Hq = static_cast<int>(p.num_q_heads);
-  const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
-  const int m = ctx - 1;
-  const int M = static_cast<int>(p.cfg.window), r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
-  const int slot = p.ring_slots[s];
-  const int begin = max(max(0, m - M), p.ring_valid_from[s]);
-  const bool eligible = slot >= 0 && m >= p.cfg.gen_min && begin < m;
+// The window of decode sequence s, [begin, m), and whether it may match at all.
+struct MatchWindow {
+  int m = 0, begin = 0, slot = -1;
+  bool eligible = false;
+};
+__device__ __forceinline__ MatchWindow match_window(const MacCudaParams& p, int s) {
+  MatchWindow x;
+  x.m = p.context_lens[s] - 1;
+  x.slot = p.ring_slots[s];
+  x.begin = max(max(0, x.m - static_cast<int>(p.cfg.window)), p.ring_valid_from[s]);
+  x.eligible = x.slot >= 0 && x.m >= p.cfg.gen_min && x.begin < x.m;
+  return x;
+}
+// Hit iff d^2 < 2 D (1 - t)^2 (t clamped to [0, 1]; NaN: 1).
+__device__ __forceinline__ float hit_threshold(const MacCudaParams& p, int D) {
   const float tc = fminf(1.0f, fmaxf(0.0f, isnan(p.cfg.threshold) ? 1.0f : p.cfg.threshold));
   const float omt = 1.0f - tc;
-  const float thr = static_cast<float>(2.0 * D * static_cast<double>(omt) * omt);
+  return static_cast<float>(2.0 * D * static_cast<double>(omt) * omt);
+}
+
+// One CTA per (share of the window, q head, sequence): the share's nearest valid ring row, written
+// as (distance bits << 32) | position to match_best; the schedule kernel takes the smallest.
+template <bool kBf16, int D>
+__global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, WsLayout w) {
+  const int split = blockIdx.x, h = blockIdx.y, s = blockIdx.z, tid = threadIdx.x;
+  if (!decodes(p, s)) return;  // inactive (padded) row, or an exact sequence of a mixed step
+  const MatchWindow win = match_window(p, s);
+  if (!win.eligible) return;  // the schedule kernel reads nothing of this head
+  const int Hq = static_cast<int>(p.num_q_heads);
+  const int M = static_cast<int>(p.cfg.window);
+  const int m = win.m, begin = win.begin;
+  const float thr = hit_threshold(p, D);
+  const int share = (m - begin + gridDim.x - 1) / gridDim.x;
+  const int lo = begin + split * share, hi = min(m, lo + share);
 
   float best_d = INFINITY;
   int best_pos = INT_MAX;
-  if (eligible) {
+  {
     constexpr int kElems = D >= 64 ? 8 : D / 8;  // per lane and chunk (8 lanes per candidate)
     constexpr int kChunkDims = 8 * kElems;       // 64 (32 when D is 32)
     constexpr int kChunks = D / kChunkDims;
@@ -141,12 +164,12 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
         const float4 a = *reinterpret_cast<const float4*>(qp + c * kChunkDims + lane8 * kElems + e);
         q[c][e] = a.x, q[c][e + 1] = a.y, q[c][e + 2] = a.z, q[c][e + 3] = a.w;
       }
-    const int64_t slot_row0 = static_cast<int64_t>(slot) * M;
+    const int64_t slot_row0 = static_cast<int64_t>(win.slot) * M;
     // kU candidates per lane group and pass, their loads issued together (a pass is latency
-    // bound: at batch 1 there are only Hq CTAs). Each candidate's sum is taken in the same order
-    // as one at a time, so decisions do not depend on kU.
+    // bound). Each candidate's sum is taken in the same order as one at a time, so decisions do
+    // not depend on kU or on the split.
     constexpr int kU = 4;
-    for (int base = begin; base < m; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
+    for (int base = lo; base < hi; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
       int xs[kU];
       int64_t row[kU];
       bool valid[kU];
@@ -154,17 +177,17 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
 #pragma unroll
       for (int j = 0; j < kU; ++j) {
         xs[j] = base + cand + kGroups * j;
-        row[j] = (slot_row0 + (xs[j] < m ? xs[j] : begin) % M) * Hq + h;
+        row[j] = (slot_row0 + (xs[j] < hi ? xs[j] : begin) % M) * Hq + h;
         acc[j] = 0.0f;
       }
 #pragma unroll
-      for (int j = 0; j < kU; ++j) valid[j] = xs[j] < m && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
+      for (int j = 0; j < kU; ++j) valid[j] = xs[j] < hi && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) {
         float v[kU][kElems];
 #pragma unroll
         for (int j = 0; j < kU; ++j)
-          if (c == 0 ? xs[j] < m : valid[j])  // the first chunk beside the lse load; later ones if still needed
+          if (c == 0 ? xs[j] < hi : valid[j])  // the first chunk beside the lse load; later ones if still needed
             load_n<kBf16, kElems>(p.ring.q, row[j] * D + c * kChunkDims + lane8 * kElems, v[j]);
 #pragma unroll
         for (int j = 0; j < kU; ++j) {
@@ -205,21 +228,42 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
     if ((tid & 31) == 0) sd[tid >> 5] = best_d, sp[tid >> 5] = best_pos;
     __syncthreads();
     if (tid == 0)
-      for (int w = 1; w < kMatchThreads / 32; ++w)
-        if (better(sd[w], sp[w], best_d, best_pos)) best_d = sd[w], best_pos = sp[w];
+      for (int i = 1; i < kMatchThreads / 32; ++i)
+        if (better(sd[i], sp[i], best_d, best_pos)) best_d = sd[i], best_pos = sp[i];
   }
   if (tid != 0) return;
-  MacHeadDecision dec{static_cast<int8_t>(eligible), 0, -1, best_d};
-  if (eligible) {
-    dec.hit = best_pos != INT_MAX && best_d < thr;
+  // distances are >= 0 (or +inf), so their bits order as the floats do; NaN never won above
+  w.match_best[(static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits + split] =
+      best_pos == INT_MAX ? ~0ull
+                          : (static_cast<unsigned long long>(__float_as_uint(best_d)) << 32) |
+                                static_cast<uint32_t>(best_pos);
+}
+
+// Head h of decode sequence s: its decision from the match CTAs' candidates (and the benchmark
+// override), and its first needed key. Returns {eligible, hit} for the counters.
+__device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, int h) {
+  const int Hq = static_cast<int>(p.num_q_heads);
+  const int D = static_cast<int>(p.layout.head_dim);
+  const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
+  const int M = static_cast<int>(p.cfg.window), r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
+  const MatchWindow win = match_window(p, s);
+  const int m = win.m;
+  MacHeadDecision dec{static_cast<int8_t>(win.eligible), 0, -1, INFINITY};
+  if (win.eligible) {
+    unsigned long long best = ~0ull;
+    const unsigned long long* cand = w.match_best + (static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits;
+    for (int k = 0; k < w.match_splits; ++k) best = min(best, cand[k]);
+    const int best_pos = best == ~0ull ? INT_MAX : static_cast<int>(best & 0xffffffffull);
+    dec.distance = best == ~0ull ? INFINITY : __uint_as_float(static_cast<uint32_t>(best >> 32));
+    dec.hit = best_pos != INT_MAX && dec.distance < hit_threshold(p, D);
     dec.matched = dec.hit ? best_pos : -1;
     if (p.force.hit_rate >= 0.0f) {  // benchmark-only override
       const uint32_t who = p.force.clustered ? static_cast<uint32_t>(h / G) : static_cast<uint32_t>(h);
       const float u = static_cast<float>(hash3(p.force.seed + static_cast<uint32_t>(m), static_cast<uint32_t>(s), who) >> 8) *
                       (1.0f / 16777216.0f);
       const int x = m - p.force.lag;
-      const bool ok = x >= begin && x < m &&
-                      p.ring.lse[(static_cast<int64_t>(slot) * M + x % M) * Hq + h] > -INFINITY;
+      const bool ok = x >= win.begin && x < m &&
+                      p.ring.lse[(static_cast<int64_t>(win.slot) * M + x % M) * Hq + h] > -INFINITY;
       dec.hit = u < p.force.hit_rate && ok;
       dec.matched = dec.hit ? x : -1;
     }
@@ -236,12 +280,8 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, i
     }
   }
   p.decisions[static_cast<int64_t>(s) * Hq + h] = dec;
-  head_start[static_cast<int64_t>(s) * Hq + h] = start;
-  if (p.counters != nullptr) {
-    atomicAdd(&p.counters->heads, 1ull);
-    if (eligible) atomicAdd(&p.counters->eligible_heads, 1ull);
-    if (dec.hit) atomicAdd(&p.counters->hit_heads, 1ull);
-  }
+  w.head_start[static_cast<int64_t>(s) * Hq + h] = start;
+  return make_int2(win.eligible, dec.hit);
 }
 
 // ---- 2. schedule ------------------------------------------------------------------------------
@@ -279,15 +319,39 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   const int n_groups = static_cast<int>(p.num_seqs) * Hkv;
   __shared__ unsigned long long work;
   __shared__ int longest;
-  if (tid == 0) carry = 0, work = 0, longest = 0;
+  __shared__ unsigned long long n_heads, n_eligible, n_hits;
+  if (tid == 0) carry = 0, work = 0, longest = 0, n_heads = 0, n_eligible = 0, n_hits = 0;
   __syncthreads();
+  {  // every decode head's decision and first key, from its match CTAs
+    const int Hq = static_cast<int>(p.num_q_heads);
+    unsigned c_heads = 0, c_eligible = 0, c_hits = 0;
+    for (int i = tid; i < p.num_seqs * Hq; i += kScheduleThreads) {
+      if (!decodes(p, i / Hq)) continue;
+      const int2 e = decide_head(p, w, i / Hq, i % Hq);
+      c_heads += 1, c_eligible += e.x, c_hits += e.y;
+    }
+    if (p.counters != nullptr) {
+      c_heads = detail::warp_sum_u32(c_heads), c_eligible = detail::warp_sum_u32(c_eligible);
+      c_hits = detail::warp_sum_u32(c_hits);
+      if ((tid & 31) == 0 && c_heads > 0) {
+        atomicAdd(&n_heads, static_cast<unsigned long long>(c_heads));
+        atomicAdd(&n_eligible, static_cast<unsigned long long>(c_eligible));
+        atomicAdd(&n_hits, static_cast<unsigned long long>(c_hits));
+      }
+    }
+  }
+  __syncthreads();  // head starts are visible to the whole CTA
+  if (tid == 0 && p.counters != nullptr && n_heads > 0) {
+    atomicAdd(&p.counters->heads, n_heads);
+    atomicAdd(&p.counters->eligible_heads, n_eligible);
+    atomicAdd(&p.counters->hit_heads, n_hits);
+  }
   int C = p.chunk_tokens;
   if (C <= 0) {
-    // Adaptive: the step's real work (every group's keys, as the decisions left them) cut into
-    // about target_tasks chunks, so a step where a few groups miss spreads them over every CTA as
-    // well as an all-miss step does; then evened out so the longest row part splits into equal
-    // chunks (no short remainder beside full ones). (A sequence's chunks then depend on its
-    // batch-mates' work.)
+    // Adaptive, from the step's real work (every group's keys, as the decisions left them) and
+    // its longest row part, so a step where a few groups miss spreads them over every CTA as well
+    // as an all-miss step does (chunk_rule in mac_attention_cuda.h). (A sequence's chunks then
+    // depend on its batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
       const GroupRanges x = group_ranges(p, w, gi);
       if (x.ctx <= 0) continue;
@@ -295,10 +359,27 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       atomicMax(&longest, x.E_m - x.start);
     }
     __syncthreads();
-    const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
-    const int c0 = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
-    const int pieces = (longest + c0 - 1) / c0;  // >= 2 pieces: C stays >= c0 / 2
-    C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
+    if (p.chunk_rule == MacChunkRule::kWholeRounds) {
+      // The long ranges (at most work / longest of them) in equal pieces that fill `rounds` whole
+      // rounds of the resident partial CTAs: one round unless there are more than ~8K keys per
+      // CTA, then up to 8. Measured on the H200 (docs/perf/mac_gpu_tune_waves.csv): a task has
+      // ~5-7 us of fixed cost, and a last round of a few long tasks costs a whole task time.
+      const long long slots = max(w.slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
+      const long long n_long = max(1LL, total / L);
+      const long long rounds = min(8LL, max(1LL, (total + slots * 8192 - 1) / (slots * 8192)));
+      const long long pieces = max(1LL, rounds * slots / n_long);
+      const long long c_long = ((L + pieces - 1) / pieces + 15) / 16 * 16;
+      // never more than 2 x rounds x slots chunks, however short the longest row part
+      const long long c_work = ((total + 2 * rounds * slots - 1) / (2 * rounds * slots) + 15) / 16 * 16;
+      C = static_cast<int>(min(max(128LL, max(c_long, c_work)), 1LL << 30));
+    } else {
+      // About target_tasks chunks, evened out so the longest row part splits into equal chunks
+      // (no short remainder beside full ones).
+      const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
+      const int c0 = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
+      const int pieces = (longest + c0 - 1) / c0;  // >= 2 pieces: C stays >= c0 / 2
+      C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
+    }
   }
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
@@ -437,9 +518,11 @@ int32_t adaptive_target(int64_t head_dim, int64_t group, int32_t given) {
 
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks) {
-  const int32_t target =
-      chunk_tokens > 0 ? 0 : adaptive_target(head_dim, num_q_heads / std::max<int64_t>(num_kv_heads, 1), target_tasks);
-  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, target).bytes;
+  const int64_t G = num_q_heads / std::max<int64_t>(num_kv_heads, 1);
+  const int32_t target = chunk_tokens > 0 ? 0 : adaptive_target(head_dim, G, target_tasks);
+  const int32_t slots = chunk_tokens > 0 ? 0 : mac_partial_slots(head_dim, G);
+  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, slots, target)
+      .bytes;
 }
 
 int mac_partial_slots(int64_t head_dim, int64_t group) {
@@ -464,20 +547,34 @@ int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_
   const int G = static_cast<int>(Hq / Hkv);
   if (!mac_supported(D, G, params.layout.block_size) || params.chunk_tokens < 0 || params.chunk_tokens % 16 != 0)
     return static_cast<int>(cudaErrorInvalidValue);
+  if (params.chunk_rule != MacChunkRule::kWholeRounds && params.chunk_rule != MacChunkRule::kPerSlot)
+    return static_cast<int>(cudaErrorInvalidValue);
   MacCudaParams p = params;
   p.target_tasks = p.chunk_tokens > 0 ? 0 : adaptive_target(D, G, params.target_tasks);
-  const WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, p.target_tasks);
+  const int32_t slots = p.chunk_tokens > 0 ? 0 : mac_partial_slots(D, G);
+  WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, slots, p.target_tasks);
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
+  // Match: at small batch each head's window is split over several CTAs (shares of at least one
+  // pass of 128 candidates) so the latency-bound scan has about two CTAs per SM.
+  int dev = 0, sms = 1;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  const int64_t heads = std::max<int64_t>(1, Hq * p.num_seqs);
+  const int64_t by_rows = (p.cfg.window + kMatchThreads / 2 - 1) / (kMatchThreads / 2);
+  w.match_splits = static_cast<int32_t>(
+      std::clamp<int64_t>(std::min<int64_t>((2 * sms + heads - 1) / heads, by_rows), 1, kMaxMatchSplits));
+  const dim3 match_grid(static_cast<unsigned>(w.match_splits), static_cast<unsigned>(Hq),
+                        static_cast<unsigned>(p.num_seqs));
   const dim3 heads_grid(static_cast<unsigned>(Hq), static_cast<unsigned>(p.num_seqs));
   if (D == 32) {
-    if (p.cfg.ring_bf16) match_kernel<true, 32><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
-    else match_kernel<false, 32><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
+    if (p.cfg.ring_bf16) match_kernel<true, 32><<<match_grid, kMatchThreads, 0, st>>>(p, w);
+    else match_kernel<false, 32><<<match_grid, kMatchThreads, 0, st>>>(p, w);
   } else if (D == 64) {
-    if (p.cfg.ring_bf16) match_kernel<true, 64><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
-    else match_kernel<false, 64><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
+    if (p.cfg.ring_bf16) match_kernel<true, 64><<<match_grid, kMatchThreads, 0, st>>>(p, w);
+    else match_kernel<false, 64><<<match_grid, kMatchThreads, 0, st>>>(p, w);
   } else {
-    if (p.cfg.ring_bf16) match_kernel<true, 128><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
-    else match_kernel<false, 128><<<heads_grid, kMatchThreads, 0, st>>>(p, w.head_start);
+    if (p.cfg.ring_bf16) match_kernel<true, 128><<<match_grid, kMatchThreads, 0, st>>>(p, w);
+    else match_kernel<false, 128><<<match_grid, kMatchThreads, 0, st>>>(p, w);
   }
   schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
   const int rc = D == 32 ? launch_partials_d32(p, w, G, st)

@@ -27,10 +27,18 @@ struct GroupInfo {
   int32_t n_row, n_sink, n_tail;
 };
 
+// Match CTAs per head at most (a small batch splits each head's ring scan over several CTAs).
+constexpr int kMaxMatchSplits = 8;
+
 // Workspace layout (every part 256-byte aligned).
 struct WsLayout {
   int32_t* task_count;  // [1] tasks of the step (written by the schedule kernel)
   int32_t* task_next;   // [1] next task to take (zeroed by the schedule kernel, taken by the partials)
+  // [S * Hq * kMaxMatchSplits] each match CTA's best candidate, (distance bits << 32) | position
+  // (distances are >= 0, so the integer order is the (distance, position) order); ~0: none
+  unsigned long long* match_best;
+  int32_t match_splits; // match CTAs per head this step
+  int32_t slots;        // resident partial CTAs (adaptive chunks plan for them)
   GroupInfo* groups;    // [S * Hkv]
   int64_t* group_reads; // [S * Hkv]
   int32_t* head_start;  // [S * Hq]

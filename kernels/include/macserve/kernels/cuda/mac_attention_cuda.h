@@ -5,14 +5,15 @@
 //
 // One decode step (one query token per sequence: token s = sequence s, or token_index[s] in a
 // mixed step where modes[] marks the decode sequences and the others are skipped), four launches:
-//   1. mac_match      one CTA per (seq, q head): nearest valid ring row among
+//   1. mac_match      CTAs per (seq, q head), each over a share of the ring (several at small
+//                     batch so the scan fills the GPU): nearest valid ring row among
 //                     [max(valid_from, m - M), m) by squared L2 of q_pre (fp32 sums of bf16 rows,
 //                     16-byte loads, 8 lanes per candidate, early exit once the first 64 dims'
 //                     partial sum reaches the threshold: a lower bound, so decisions are unchanged),
-//                     ties to the oldest position; hit iff d^2 < 2 D (1 - t)^2; E_p < F demotes.
-//                     Writes decisions and each head's first needed key (E_p on a hit, min(F, E_m)
-//                     on a miss).
-//   2. mac_schedule   one CTA: per (seq, kv group) the key range its heads need,
+//                     ties to the oldest position; each CTA writes its best (distance, position).
+//   2. mac_schedule   one CTA: each head's decision from its match CTAs (hit iff
+//                     d^2 < 2 D (1 - t)^2; E_p < F demotes) and its first needed key (E_p on a hit,
+//                     min(F, E_m) on a miss); then per (seq, kv group) the key range its heads need,
 //                     [min_h start_h, E_m) ("row part"), the sink [0, min(F, E_m)) and the tail
 //                     [E_m, m + 1), cut into chunks (chunk_tokens, or adaptive); a task list sized by the real
 //                     work (a hit group reads ~r + lag keys, a group with a miss the whole context),
@@ -57,6 +58,14 @@ struct MacForceHits {
   int32_t lag = 64;
 };
 
+// How adaptive chunks (chunk_tokens 0) cut the step's work, both from the work the decisions left.
+//   kWholeRounds: the ranges as long as the longest row part are cut into equal pieces that fill a
+//     whole number of rounds of the resident partial CTAs: one round unless there are more than
+//     ~8K keys per CTA, then up to 8 (no round runs a handful of leftovers; a task has a fixed cost).
+//   kPerSlot: about target_tasks chunks (default two per resident partial CTA), evened out so the
+//     longest row part splits into equal chunks.
+enum class MacChunkRule : int32_t { kWholeRounds = 0, kPerSlot = 1 };
+
 struct MacCudaParams {
   const float* q_post;            // [num_seqs, Hq, D] f32, post-RoPE (decode: token s = sequence s)
   const float* q_pre;             // [num_seqs, Hq, D] f32, pre-RoPE (after q_norm for Qwen3)
@@ -80,10 +89,11 @@ struct MacCudaParams {
   MacCounters* counters;          // device or nullptr
   MacForceHits force;
   // Split-KV chunk, a multiple of 16; 0: adaptive, chosen on the device each step from the work
-  // the decisions left (about two tasks per resident partial CTA, at least 128 tokens). A fixed
-  // chunk keeps a sequence's partials independent of its batch-mates (bitwise batch invariance).
+  // the decisions left (chunk_rule, at least 128 tokens). A fixed chunk keeps a sequence's
+  // partials independent of its batch-mates (bitwise batch invariance).
   int32_t chunk_tokens = 0;
-  int32_t target_tasks = 0;       // adaptive chunks aim at this many tasks (0: two per resident partial CTA)
+  MacChunkRule chunk_rule = MacChunkRule::kWholeRounds;
+  int32_t target_tasks = 0;       // kPerSlot: aim at this many tasks (0: two per resident partial CTA)
   // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
   // q_pre and out, and which sequences decode here (others read and write nothing; their
   // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
@@ -100,7 +110,7 @@ struct MacWorkspace {
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
                             int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks = 0);
 // CTAs of the persistent partial kernel resident on the current device at once (its grid), for
-// this head_dim and group size (registers and the cp.async ring bound it: 3 per SM at D 128, G 4).
+// this head_dim and group size (the cp.async ring in shared memory bounds it).
 int mac_partial_slots(int64_t head_dim, int64_t group);
 // A chunk size that gives about `waves` tasks per partial slot when every group misses (a multiple
 // of 16, at least 128). More waves balance better; fewer have less per-task overhead (pipeline
