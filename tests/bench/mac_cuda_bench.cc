@@ -8,7 +8,9 @@
 //   mac_cuda_bench [full|quick|tune] [waves]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
 //     tune:  127K, batch {1,16,64}, hit 0 / 0.5 / 0.95 per head / 0.95 per group: adaptive
-//            chunks by whole rounds, and by waves x (resident partial CTAs) tasks, waves {2,4}
+//            chunks by whole rounds of 8K (the default), 32K or any number of keys per CTA
+//            (rule rounds8192, rounds32768, rounds1), and by 2 x (resident partial CTAs) tasks
+//            (slots, the previous rule)
 //     waves: fixed chunks at this many waves for the other modes (default 0: adaptive, whole rounds)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
@@ -163,9 +165,14 @@ int main(int argc, char** argv) {
     CK(cudaStreamSynchronize(st));
     return 1.0f;
   };
-  // tune: 0 = whole rounds, then per-slot targets; otherwise fixed chunks at `waves` (0: whole rounds)
-  const std::vector<double> wave_list = tune ? std::vector<double>{0.0, 2.0, 4.0}
-                                             : std::vector<double>{default_waves};
+  // tune: whole rounds of round_tokens keys per CTA (waves 0), then per-slot targets; otherwise
+  // fixed chunks at `waves` (0: whole rounds, the default)
+  struct Variant {
+    double waves;
+    int32_t round_tokens;
+  };
+  const std::vector<Variant> variants =
+      tune ? std::vector<Variant>{{0.0, 0}, {0.0, 32768}, {0.0, 1 << 30}, {2.0, 0}} : std::vector<Variant>{{default_waves, 0}};
   for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
     for (int S : batches)
@@ -182,7 +189,8 @@ int main(int argc, char** argv) {
         const double bytes = static_cast<double>(S) * ctx * Hkv * D * 2 * 2;
         for (float rate : rates)
           for (bool clustered : {false, true})
-          for (double waves : wave_list) {
+          for (const Variant& var : variants) {
+            const double waves = var.waves;
             if (clustered && (rate == 0.0f || profile || (tune && rate < 0.9f))) continue;  // = independent at 0
             cuda::MacCudaParams p{};
             p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
@@ -200,6 +208,10 @@ int main(int argc, char** argv) {
             const bool per_slot = tune && waves > 0.0;
             p.chunk_rule = per_slot ? cuda::MacChunkRule::kPerSlot : cuda::MacChunkRule::kWholeRounds;
             p.target_tasks = per_slot ? static_cast<int32_t>(waves * slots) : 0;
+            p.round_tokens = var.round_tokens;
+            char rule[32];
+            if (p.chunk_tokens > 0 || per_slot) std::snprintf(rule, sizeof(rule), p.chunk_tokens > 0 ? "fixed" : "slots");
+            else std::snprintf(rule, sizeof(rule), "rounds%d", var.round_tokens == (1 << 30) ? 1 : var.round_tokens > 0 ? var.round_tokens : 8192);
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode(p, w, ctx, st) != 0) {
@@ -214,8 +226,7 @@ int main(int argc, char** argv) {
             std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n", (long long)Hkv, S, ctx,
                         rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
                         bytes / (full_us * 1e3), kv_frac * bytes / (mac_us * 1e3), kv_frac,
-                        static_cast<double>(cnt.hit_heads) / cnt.heads,
-                        p.chunk_tokens > 0 ? "fixed" : per_slot ? "slots" : "rounds");
+                        static_cast<double>(cnt.hit_heads) / cnt.heads, rule);
             std::fflush(stdout);
           }
       }

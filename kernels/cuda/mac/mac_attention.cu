@@ -252,7 +252,9 @@ __device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, in
   if (win.eligible) {
     unsigned long long best = ~0ull;
     const unsigned long long* cand = w.match_best + (static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits;
-    for (int k = 0; k < w.match_splits; ++k) best = min(best, cand[k]);
+#pragma unroll
+    for (int k = 0; k < kMaxMatchSplits; ++k)
+      if (k < w.match_splits) best = min(best, cand[k]);
     const int best_pos = best == ~0ull ? INT_MAX : static_cast<int>(best & 0xffffffffull);
     dec.distance = best == ~0ull ? INFINITY : __uint_as_float(static_cast<uint32_t>(best >> 32));
     dec.hit = best_pos != INT_MAX && dec.distance < hit_threshold(p, D);
@@ -286,10 +288,23 @@ __device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, in
 
 // ---- 2. schedule ------------------------------------------------------------------------------
 __device__ __forceinline__ int chunks_of(int b, int e, int C) { return e > b ? (e - 1) / C - b / C + 1 : 0; }
-
-__device__ void emit_chunks(int4* tasks, int at, int gi, int b, int e, int C, int kind) {
+// A chunk at least C / 2 long is "long": long chunks run before every short one.
+__device__ __forceinline__ int is_long(int len, int C) { return 2 * len >= C ? 1 : 0; }
+__device__ __forceinline__ int long_chunks_of(int b, int e, int C) {
+  if (e <= b) return 0;
+  const int k0 = b / C, k1 = (e - 1) / C;
+  if (k0 == k1) return is_long(e - b, C);
+  return k1 - k0 - 1 + is_long((k0 + 1) * C - b, C) + is_long(e - k1 * C, C);
+}
+// The chunks of [b, e) (cut at multiples of C) of one class, long or short, at tasks[exec++]. Each
+// records its group, range, kind and partial-output slot: out, out + 1, ... over all the range's
+// chunks in order (the merge folds a group's slots in that order).
+__device__ void emit_chunks(int4* tasks, int& exec, int out, int gi, int b, int e, int C, int kind, int longs) {
   if (e <= b) return;
-  for (int k = b / C; k * C < e; ++k) tasks[at++] = make_int4(gi, max(b, k * C), min(e, (k + 1) * C), kind);
+  for (int k = b / C; static_cast<long long>(k) * C < e; ++k, ++out) {
+    const int lo = max(b, k * C), hi = static_cast<int>(min(static_cast<long long>(e), static_cast<long long>(k + 1) * C));
+    if (is_long(hi - lo, C) == longs) tasks[exec++] = make_int4(gi, lo, hi, (out << 2) | kind);
+  }
 }
 
 // The keys group gi reads this step: ctx 0 when its sequence does not decode here; otherwise the
@@ -307,20 +322,21 @@ __device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, cons
   x.E_m = max(x.ctx - static_cast<int>(p.cfg.band), 0);
   x.Fp = min(static_cast<int>(p.cfg.sink), x.E_m);
   x.start = x.E_m;
+#pragma unroll 8
   for (int h = 0; h < G; ++h) x.start = min(x.start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
   return x;
 }
 
 __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParams p, WsLayout w) {
-  __shared__ int scan[kScheduleThreads];
-  __shared__ int carry;
+  __shared__ int2 scan[kScheduleThreads];
+  __shared__ int carry, carry_long;
   const int tid = threadIdx.x;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads);
   const int n_groups = static_cast<int>(p.num_seqs) * Hkv;
   __shared__ unsigned long long work;
   __shared__ int longest;
   __shared__ unsigned long long n_heads, n_eligible, n_hits;
-  if (tid == 0) carry = 0, work = 0, longest = 0, n_heads = 0, n_eligible = 0, n_hits = 0;
+  if (tid == 0) carry = 0, carry_long = 0, work = 0, longest = 0, n_heads = 0, n_eligible = 0, n_hits = 0;
   __syncthreads();
   {  // every decode head's decision and first key, from its match CTAs
     const int Hq = static_cast<int>(p.num_q_heads);
@@ -346,6 +362,12 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     atomicAdd(&p.counters->eligible_heads, n_eligible);
     atomicAdd(&p.counters->hit_heads, n_hits);
   }
+  // A batch of at most kScheduleThreads groups keeps each group's ranges in its thread's registers
+  // for every pass below (a pass then reads no global memory for them).
+  const bool cached = n_groups <= kScheduleThreads;
+  GroupRanges mine;
+  if (cached && tid < n_groups) mine = group_ranges(p, w, tid);
+  auto ranges = [&](int gi) { return cached ? mine : group_ranges(p, w, gi); };
   int C = p.chunk_tokens;
   if (C <= 0) {
     // Adaptive, from the step's real work (every group's keys, as the decisions left them) and
@@ -353,7 +375,7 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     // as an all-miss step does (chunk_rule in mac_attention_cuda.h). (A sequence's chunks then
     // depend on its batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
-      const GroupRanges x = group_ranges(p, w, gi);
+      const GroupRanges x = ranges(gi);
       if (x.ctx <= 0) continue;
       atomicAdd(&work, static_cast<unsigned long long>(x.ctx - x.start + x.Fp));
       atomicMax(&longest, x.E_m - x.start);
@@ -361,12 +383,14 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     __syncthreads();
     if (p.chunk_rule == MacChunkRule::kWholeRounds) {
       // The long ranges (at most work / longest of them) in equal pieces that fill `rounds` whole
-      // rounds of the resident partial CTAs: one round unless there are more than ~8K keys per
-      // CTA, then up to 8. Measured on the H200 (docs/perf/mac_gpu_tune_waves.csv): a task has
-      // ~5-7 us of fixed cost, and a last round of a few long tasks costs a whole task time.
+      // rounds of the resident partial CTAs: one round unless there are more than round_tokens
+      // keys per CTA, then up to 8 (the sinks and tails, short, run after them). Measured on the
+      // H200 (docs/perf/mac_gpu_tune_waves.csv, mac_gpu_tune.csv): a task has ~5-7 us of fixed
+      // cost, and long tasks left over for a second round cost up to a whole task time.
       const long long slots = max(w.slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
+      const long long per_round = p.round_tokens > 0 ? p.round_tokens : 8192;
       const long long n_long = max(1LL, total / L);
-      const long long rounds = min(8LL, max(1LL, (total + slots * 8192 - 1) / (slots * 8192)));
+      const long long rounds = min(8LL, max(1LL, (total + slots * per_round - 1) / (slots * per_round)));
       const long long pieces = max(1LL, rounds * slots / n_long);
       const long long c_long = ((L + pieces - 1) / pieces + 15) / 16 * 16;
       // never more than 2 x rounds x slots chunks, however short the longest row part
@@ -381,47 +405,63 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
     }
   }
+  // Each group's chunks in order (row part, sink, tail) own partial-output slots [at, at + n); the
+  // task list runs every group's long chunks first, then the short ones (sinks, tails, hit groups'
+  // row parts), so a short task, not a long one, is what is left for the end of the step.
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
-    int n_row = 0, n_sink = 0, n_tail = 0;
+    int n_row = 0, n_sink = 0, n_tail = 0, n_long = 0;
     GroupRanges x;
     if (gi < n_groups) {
-      x = group_ranges(p, w, gi);
+      x = ranges(gi);
       if (x.ctx > 0) {
         n_row = chunks_of(x.start, x.E_m, C);
         n_sink = chunks_of(0, x.Fp, C);
         n_tail = chunks_of(x.E_m, x.ctx, C);
+        n_long = long_chunks_of(x.start, x.E_m, C) + long_chunks_of(0, x.Fp, C) + long_chunks_of(x.E_m, x.ctx, C);
         w.group_reads[gi] = static_cast<int64_t>(x.ctx - x.start) + x.Fp;
       } else {
         w.group_reads[gi] = 0;
       }
     }
     const int n = n_row + n_sink + n_tail;
-    scan[tid] = n;
+    scan[tid] = make_int2(n, n_long);
     __syncthreads();
-    for (int o = 1; o < kScheduleThreads; o <<= 1) {  // inclusive Hillis-Steele scan
-      const int v = tid >= o ? scan[tid - o] : 0;
+    for (int o = 1; o < kScheduleThreads; o <<= 1) {  // inclusive Hillis-Steele scan of (chunks, long chunks)
+      const int2 v = tid >= o ? scan[tid - o] : make_int2(0, 0);
       __syncthreads();
-      scan[tid] += v;
+      scan[tid].x += v.x, scan[tid].y += v.y;
       __syncthreads();
     }
-    const int at = carry + scan[tid] - n;
+    const int at = carry + scan[tid].x - n, at_long = carry_long + scan[tid].y - n_long;
     if (gi < n_groups) {
-      w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail};
+      w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail, at - at_long};
       if (x.ctx > 0) {
-        emit_chunks(w.tasks, at, gi, x.start, x.E_m, C, kRowPart);
-        emit_chunks(w.tasks, at + n_row, gi, 0, x.Fp, C, kSink);
-        emit_chunks(w.tasks, at + n_row + n_sink, gi, x.E_m, x.ctx, C, kTail);
+        int exec = at_long;
+        emit_chunks(w.tasks, exec, at, gi, x.start, x.E_m, C, kRowPart, 1);
+        emit_chunks(w.tasks, exec, at + n_row, gi, 0, x.Fp, C, kSink, 1);
+        emit_chunks(w.tasks, exec, at + n_row + n_sink, gi, x.E_m, x.ctx, C, kTail, 1);
       }
     }
     __syncthreads();
-    if (tid == kScheduleThreads - 1) carry += scan[tid];
+    if (tid == kScheduleThreads - 1) carry += scan[tid].x, carry_long += scan[tid].y;
     __syncthreads();
   }
+  for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {  // the short chunks, after every long one
+    const GroupRanges x = ranges(gi);
+    if (x.ctx <= 0) continue;
+    const GroupInfo info = w.groups[gi];  // written by this thread above
+    int exec = carry_long + info.short_before;
+    emit_chunks(w.tasks, exec, info.task_begin, gi, x.start, x.E_m, C, kRowPart, 0);
+    emit_chunks(w.tasks, exec, info.task_begin + info.n_row, gi, 0, x.Fp, C, kSink, 0);
+    emit_chunks(w.tasks, exec, info.task_begin + info.n_row + info.n_sink, gi, x.E_m, x.ctx, C, kTail, 0);
+  }
   if (tid == 0) *w.task_count = carry, *w.task_next = 0;
+  __syncthreads();  // group_reads of every group written
   // per-sequence and aggregate KV telemetry
   for (int s = tid; s < p.num_seqs; s += kScheduleThreads) {
     int64_t total = 0;
+#pragma unroll 8
     for (int g = 0; g < Hkv; ++g) total += w.group_reads[s * Hkv + g];
     const bool dec = decodes(p, s);
     const int ctx = p.context_lens[s];
@@ -436,42 +476,58 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
 // ---- 3. split-KV partials: mac_impl.cuh / mac_partial_d<D>.cu -------------------------------
 
 // ---- 4. merge + ring write + output -----------------------------------------------------------
-// (o, lse) (+) the chunks [t0, t0 + n) of local head hl, by the whole CTA (one thread per dim d;
-// o and lse are the same in every thread). The chunks' largest lse first (the threads split the
-// loads), then their weights exp(lse_k - max) into shared memory a tile at a time, then each thread
-// sums its dim over the tile with several loads in flight. An empty chunk has lse -inf, o 0, weight 0.
+// One pass over a head's chunk slots [t0, t0 + n): the row part [t0, t0 + n_row) folded into
+// (o, lse) (which holds the hit summary, or 0 and -inf), the rest (sink, tail) into (o_x, lse_x).
+// By the whole CTA, one thread per dim d (the results are the same in every thread): each class's
+// largest lse first (the threads split the loads), then the weights exp(lse_k - max) into shared
+// memory a tile at a time, then each thread sums its dim over the tile with several loads in
+// flight. An empty chunk has lse -inf, o 0, weight 0; a class without any key stays (0, -inf).
 constexpr int kMergeTile = 256;
-__device__ __forceinline__ void fold_chunks(float& o, float& lse, const WsLayout& w, int t0, int n, int G, int hl,
-                                            int D, int d) {
+__device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, float& lse_x, const WsLayout& w, int t0,
+                                            int n_row, int n, int G, int hl, int D, int d) {
   __shared__ float wts[kMergeTile];
-  __shared__ float warp_mx[4];
+  __shared__ float warp_mx[2][4];
+  o_x = 0.0f, lse_x = -INFINITY;
   if (n == 0) return;
-  float mx = -INFINITY;
-  for (int k = d; k < n; k += D) mx = fmaxf(mx, w.part_lse[static_cast<int64_t>(t0 + k) * G + hl]);
-  mx = detail::warp_max(mx);
-  if (D > 32) {
-    __syncthreads();  // warp_mx of an earlier call has been read
-    if ((d & 31) == 0) warp_mx[d >> 5] = mx;
-    __syncthreads();
-    for (int i = 0; i < D / 32; ++i) mx = fmaxf(mx, warp_mx[i]);
+  float mr = -INFINITY, mx = -INFINITY;
+  for (int k = d; k < n; k += D) {
+    const float l = w.part_lse[static_cast<int64_t>(t0 + k) * G + hl];
+    if (k < n_row) mr = fmaxf(mr, l);
+    else mx = fmaxf(mx, l);
   }
-  mx = fmaxf(mx, lse);
-  if (!(mx > -INFINITY)) return;  // nothing anywhere: stays empty
-  float W = expf(lse - mx), O = W * o;
+  mr = detail::warp_max(mr), mx = detail::warp_max(mx);
+  if (D > 32) {
+    if ((d & 31) == 0) warp_mx[0][d >> 5] = mr, warp_mx[1][d >> 5] = mx;
+    __syncthreads();
+    for (int i = 0; i < D / 32; ++i) mr = fmaxf(mr, warp_mx[0][i]), mx = fmaxf(mx, warp_mx[1][i]);
+  }
+  mr = fmaxf(mr, lse);
+  const bool any_r = mr > -INFINITY, any_x = mx > -INFINITY;
+  float Wr = any_r ? expf(lse - mr) : 0.0f, Or = Wr * o, Wx = 0.0f, Ox = 0.0f;
   for (int base = 0; base < n; base += kMergeTile) {
     const int m = min(kMergeTile, n - base);
-    __syncthreads();  // the previous tile's weights have been read
-    for (int k = d; k < m; k += D) wts[k] = expf(w.part_lse[static_cast<int64_t>(t0 + base + k) * G + hl] - mx);
+    __syncthreads();  // the previous tile's weights (or warp_mx) have been read
+    for (int k = d; k < m; k += D) {
+      const bool row = base + k < n_row;
+      const float ref = row ? mr : mx;
+      wts[k] = (row ? any_r : any_x) ? expf(w.part_lse[static_cast<int64_t>(t0 + base + k) * G + hl] - ref) : 0.0f;
+    }
     __syncthreads();
     const float* po = w.part_o + (static_cast<int64_t>(t0 + base) * G + hl) * D + d;
+    const int split = min(max(n_row - base, 0), m);  // tile entries [0, split) are row-part chunks
 #pragma unroll 8
-    for (int k = 0; k < m; ++k) {
-      W += wts[k];
-      O = fmaf(wts[k], po[static_cast<int64_t>(k) * G * D], O);
+    for (int k = 0; k < split; ++k) {
+      Wr += wts[k];
+      Or = fmaf(wts[k], po[static_cast<int64_t>(k) * G * D], Or);
+    }
+#pragma unroll 8
+    for (int k = split; k < m; ++k) {
+      Wx += wts[k];
+      Ox = fmaf(wts[k], po[static_cast<int64_t>(k) * G * D], Ox);
     }
   }
-  o = O / W;
-  lse = mx + logf(W);
+  if (any_r) o = Or / Wr, lse = mr + logf(Wr);
+  if (any_x) o_x = Ox / Wx, lse_x = mx + logf(Wx);
 }
 
 template <bool kBf16>
@@ -491,7 +547,8 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
     o = ring_get<kBf16>(p.ring.o, row * D + d);
     lse = p.ring.lse[row];
   }
-  fold_chunks(o, lse, w, gi.task_begin, gi.n_row, G, hl, D, d);
+  float o_x, lse_x;
+  fold_chunks(o, lse, o_x, lse_x, w, gi.task_begin, gi.n_row, gi.n_row + gi.n_sink + gi.n_tail, G, hl, D, d);
   const int64_t qi = (token_of(p, s) * Hq + h) * D + d;
   if (slot >= 0) {
     __syncthreads();  // row p may share row m's ring slot (p = m - M): every read precedes the write
@@ -501,7 +558,12 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
     ring_store(p.ring.o, kBf16, row * D + d, empty ? 0.0f : o);
     if (d == 0) p.ring.lse[row] = empty ? -INFINITY : lse;
   }
-  fold_chunks(o, lse, w, gi.task_begin + gi.n_row, gi.n_sink + gi.n_tail, G, hl, D, d);
+  // output = row (+) sink and tail
+  const float mm = fmaxf(lse, lse_x);
+  if (mm > -INFINITY) {
+    const float a = expf(lse - mm), b = expf(lse_x - mm);
+    o = (a * o + b * o_x) / (a + b);
+  }
   detail::store(p.out, p.out_bf16, qi, o);
 }
 

@@ -22,9 +22,12 @@ namespace macserve::kernels::cuda::mac_detail {
 
 enum TaskKind : int { kRowPart = 0, kSink = 1, kTail = 2 };
 
+// A group's chunks own partial-output slots [task_begin, task_begin + n_row + n_sink + n_tail) in
+// that order; short_before: the short chunks of the groups before it (its place in the run order).
 struct GroupInfo {
   int32_t task_begin;
   int32_t n_row, n_sink, n_tail;
+  int32_t short_before;
 };
 
 // Match CTAs per head at most (a small batch splits each head's ring scan over several CTAs).
@@ -42,7 +45,7 @@ struct WsLayout {
   GroupInfo* groups;    // [S * Hkv]
   int64_t* group_reads; // [S * Hkv]
   int32_t* head_start;  // [S * Hq]
-  int4* tasks;          // [max_tasks] {group index, begin, end, kind}
+  int4* tasks;          // [max_tasks] in run order: {group index, begin, end, slot << 2 | kind}
   float* part_o;        // [max_tasks, G, D]
   float* part_lse;      // [max_tasks, G] natural log
   int64_t max_tasks;
@@ -75,9 +78,9 @@ int partial_slots_d32(int G);
 int partial_slots_d64(int G);
 int partial_slots_d128(int G);
 
-// Split-KV partial attention: each CTA takes tasks {group, begin, end, kind} from the list in
-// order (an atomic counter, so long row-part chunks and short tails balance over the CTAs) and
-// writes the group's (o normalised, lse natural log) for the chunk.
+// Split-KV partial attention: each CTA takes tasks {group, begin, end, slot and kind} from the
+// list in run order (an atomic counter; long chunks first, so short ones balance the end) and
+// writes the group's (o normalised, lse natural log) for the chunk to its slot.
 template <int D, int G>
 __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w) {
   extern __shared__ uint4 smem[];
@@ -91,15 +94,15 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
     __syncthreads();  // every thread has read task_id before thread 0 overwrites it
     if (t >= count) return;
     const int4 task = w.tasks[t];
-    const int gi = task.x, s = gi / Hkv, g = gi % Hkv;
+    const int gi = task.x, s = gi / Hkv, g = gi % Hkv, kind = task.w & 3, slot = task.w >> 2;
     float qf[G][8];
     decode_detail::load_queries<D, G>(p.q_post + (token_of(p, s) * Hq + g * G) * D, p.scale * kLog2e, qf);
     int lo[G];
 #pragma unroll
     for (int h = 0; h < G; ++h)
-      lo[h] = task.w == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + h] : 0;
-    float* po = w.part_o + static_cast<int64_t>(t) * G * D;
-    float* pl = w.part_lse + static_cast<int64_t>(t) * G;
+      lo[h] = kind == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + h] : 0;
+    float* po = w.part_o + static_cast<int64_t>(slot) * G * D;
+    float* pl = w.part_lse + static_cast<int64_t>(slot) * G;
     decode_detail::attend_keys<D, G, true>(smem, qf, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq,
                                            p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo,
                                            [&](int h, int d, float o, float lse2) {

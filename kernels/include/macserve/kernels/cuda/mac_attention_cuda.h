@@ -61,7 +61,9 @@ struct MacForceHits {
 // How adaptive chunks (chunk_tokens 0) cut the step's work, both from the work the decisions left.
 //   kWholeRounds: the ranges as long as the longest row part are cut into equal pieces that fill a
 //     whole number of rounds of the resident partial CTAs: one round unless there are more than
-//     ~8K keys per CTA, then up to 8 (no round runs a handful of leftovers; a task has a fixed cost).
+//     round_tokens keys per CTA, then up to 8 (no round runs a handful of long leftovers; a task
+//     has a fixed cost).
+// Either way the partials run long chunks (>= C / 2) before short ones.
 //   kPerSlot: about target_tasks chunks (default two per resident partial CTA), evened out so the
 //     longest row part splits into equal chunks.
 enum class MacChunkRule : int32_t { kWholeRounds = 0, kPerSlot = 1 };
@@ -94,6 +96,7 @@ struct MacCudaParams {
   int32_t chunk_tokens = 0;
   MacChunkRule chunk_rule = MacChunkRule::kWholeRounds;
   int32_t target_tasks = 0;       // kPerSlot: aim at this many tasks (0: two per resident partial CTA)
+  int32_t round_tokens = 0;       // kWholeRounds: keys per resident CTA in one round (0: 8192)
   // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
   // q_pre and out, and which sequences decode here (others read and write nothing; their
   // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
