@@ -12,8 +12,8 @@
 #   PROFILE_CONFIGS_STR ("HKV BATCH CONTEXT RATE", ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # check: mac_kernels_test, paged_decode_test, the chunk-rule tuning sweep, then profile.
-# final: cuda_engine_test, cuda_ops_test, the full kernel grid, cuda_mac_model_test, the 8B MAC
-#   benchmark, then smol.
+# final: cuda_mac_model_test, cuda_engine_test, cuda_ops_test, the full kernel grid, the 8B MAC
+#   benchmark, then the partial-launch experiments (mac_cuda_bench probe under each switch).
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
@@ -97,16 +97,23 @@ for r in rows[at[0] + 1:]:
     checkpoint
   done
 fi
-if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ] || [ "$WHAT" = final ]; then
-  [ "$WHAT" = final ] || run_test mac_kernels_test 150 mac_kernels_test
+if [ "$WHAT" = final ]; then
+  run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
+  run_test cuda_engine_test 150 cuda_engine_test
+  run_test cuda_ops_test 60 cuda_ops_test
+  start=$(date +%s)
+  timeout 150 "$P/bin/mac_cuda_bench" full > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
+  checkpoint
+fi
+if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
+  run_test mac_kernels_test 150 mac_kernels_test
   run_test cuda_engine_test 150 cuda_engine_test
   run_test cuda_ops_test 90 cuda_ops_test
-  if [ "$WHAT" != final ]; then
-    start=$(date +%s)
-    timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
-    summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
-    checkpoint
-  fi
+  start=$(date +%s)
+  timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
+  checkpoint
   start=$(date +%s)
   timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
@@ -133,7 +140,18 @@ if [ "$WHAT" = kernels ] && [ -d "$P/shared/tokenizers/llama3.1" ]; then
     checkpoint
   done
 fi
-if [ "$WHAT" = smol ] || [ "$WHAT" = final ]; then
+if [ "$WHAT" = final ]; then
+  # partial-kernel launch experiments: persistent vs one CTA per task, carveout max shared vs driver's
+  for v in "persistent max" "grid max" "persistent default" "grid default"; do
+    set -- $v
+    start=$(date +%s)
+    MACSERVE_MAC_PARTIAL_LAUNCH=$1 MACSERVE_MAC_PARTIAL_CARVEOUT=$2 timeout 60 "$P/bin/mac_cuda_bench" probe \
+      > "$OUT/probe_$1_$2.csv" 2>> "$OUT/mac_bench.err"
+    summary+="probe launch=$1 carveout=$2 rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/probe_$1_$2.csv")\n"
+    checkpoint
+  done
+fi
+if [ "$WHAT" = smol ]; then
   ls -la "$D/smol" | head -12
   run_test cuda_mac_model_test_smol 360 cuda_mac_model_test --gtest_filter=*SmolLM2*
   MAC="--attention mac --mac-min-context 1024 --max-tokens 64 --ignore-eos --max-model-len 4096"
