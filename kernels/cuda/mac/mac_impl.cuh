@@ -112,12 +112,18 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
       lo[h] = kind == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + h] : 0;
     float* po = w.part_o + static_cast<int64_t>(slot) * G * D;
     float* pl = w.part_lse + static_cast<int64_t>(slot) * G;
-    decode_detail::attend_keys<D, G, true>(smem, qf, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq,
-                                           p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo,
-                                           [&](int h, int d, float o, float lse2) {
-                                             po[h * D + d] = o;
-                                             if (d == 0) pl[h] = lse2 * kLn2;
-                                           });
+    auto store = [&](int h, int d, float o, float lse2) {
+      po[h * D + d] = o;
+      if (d == 0) pl[h] = lse2 * kLn2;
+    };
+    const int32_t* table = p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq;
+    bool masked = false;  // a head's lower bound inside the chunk (else the mask is a no-op)
+#pragma unroll
+    for (int h = 0; h < G; ++h) masked = masked || lo[h] > task.y;
+    if (masked)
+      decode_detail::attend_keys<D, G, true>(smem, qf, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
+    else
+      decode_detail::attend_keys<D, G, false>(smem, qf, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
   }
 }
 
