@@ -296,15 +296,16 @@ __device__ __forceinline__ int long_chunks_of(int b, int e, int C) {
   if (k0 == k1) return is_long(e - b, C);
   return k1 - k0 - 1 + is_long((k0 + 1) * C - b, C) + is_long(e - k1 * C, C);
 }
-// The chunks of [b, e) (cut at multiples of C) of one class, long or short, at tasks[exec++]. Each
-// records its group, range, kind and partial-output slot: out, out + 1, ... over all the range's
-// chunks in order (the merge folds a group's slots in that order).
-__device__ void emit_chunks(int4* tasks, int& exec, int out, int gi, int b, int e, int C, int kind, int longs) {
-  if (e <= b) return;
-  for (int k = b / C; static_cast<long long>(k) * C < e; ++k, ++out) {
-    const int lo = max(b, k * C), hi = static_cast<int>(min(static_cast<long long>(e), static_cast<long long>(k + 1) * C));
-    if (is_long(hi - lo, C) == longs) tasks[exec++] = make_int4(gi, lo, hi, (out << 2) | kind);
-  }
+// Chunk j of range [b, e) (cut at multiples of C) of group gi: its partial-output slot is out0 + j
+// (the merge folds a group's slots in order), its place in the run order long_at + (long chunks of
+// the range before it) if it is long, else short_at + (short chunks before it).
+__device__ __forceinline__ void emit_chunk(int4* tasks, int gi, int b, int e, int C, int kind, int j, int out0,
+                                           int long_at, int short_at) {
+  const int k = b / C + j;
+  const int lo = max(b, k * C), hi = static_cast<int>(min(static_cast<long long>(e), static_cast<long long>(k + 1) * C));
+  const int longs_before = j == 0 ? 0 : long_chunks_of(b, k * C, C);
+  const int at = is_long(hi - lo, C) ? long_at + longs_before : short_at + j - longs_before;
+  tasks[at] = make_int4(gi, lo, hi, ((out0 + j) << 2) | kind);
 }
 
 // The keys group gi reads this step: ctx 0 when its sequence does not decode here; otherwise the
@@ -407,7 +408,9 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
   }
   // Each group's chunks in order (row part, sink, tail) own partial-output slots [at, at + n); the
   // task list runs every group's long chunks first, then the short ones (sinks, tails, hit groups'
-  // row parts), so a short task, not a long one, is what is left for the end of the step.
+  // row parts), so a short task, not a long one, is what is left for the end of the step. First
+  // the counts and their scans (a thread per group), then the tasks (a warp per group, a lane per
+  // chunk: a missing group at batch 1 has hundreds).
   for (int round = 0; round < n_groups; round += kScheduleThreads) {
     const int gi = round + tid;
     int n_row = 0, n_sink = 0, n_tail = 0, n_long = 0;
@@ -434,27 +437,30 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       __syncthreads();
     }
     const int at = carry + scan[tid].x - n, at_long = carry_long + scan[tid].y - n_long;
-    if (gi < n_groups) {
-      w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail, at - at_long};
-      if (x.ctx > 0) {
-        int exec = at_long;
-        emit_chunks(w.tasks, exec, at, gi, x.start, x.E_m, C, kRowPart, 1);
-        emit_chunks(w.tasks, exec, at + n_row, gi, 0, x.Fp, C, kSink, 1);
-        emit_chunks(w.tasks, exec, at + n_row + n_sink, gi, x.E_m, x.ctx, C, kTail, 1);
-      }
-    }
+    if (gi < n_groups) w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail, at_long, at - at_long, x.start, x.E_m, x.Fp, x.ctx};
     __syncthreads();
     if (tid == kScheduleThreads - 1) carry += scan[tid].x, carry_long += scan[tid].y;
     __syncthreads();
   }
-  for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {  // the short chunks, after every long one
-    const GroupRanges x = ranges(gi);
-    if (x.ctx <= 0) continue;
-    const GroupInfo info = w.groups[gi];  // written by this thread above
-    int exec = carry_long + info.short_before;
-    emit_chunks(w.tasks, exec, info.task_begin, gi, x.start, x.E_m, C, kRowPart, 0);
-    emit_chunks(w.tasks, exec, info.task_begin + info.n_row, gi, 0, x.Fp, C, kSink, 0);
-    emit_chunks(w.tasks, exec, info.task_begin + info.n_row + info.n_sink, gi, x.E_m, x.ctx, C, kTail, 0);
+  {
+    const int lane = tid & 31;
+    for (int gi = tid >> 5; gi < n_groups; gi += kScheduleThreads / 32) {
+      const GroupInfo f = w.groups[gi];
+      const int n = f.n_row + f.n_sink + f.n_tail;
+      if (n == 0) continue;
+      const int l_row = long_chunks_of(f.start, f.e_m, C), l_sink = long_chunks_of(0, f.fp, C);
+      const int short_at = carry_long + f.short_before;
+      for (int j = lane; j < n; j += 32) {
+        if (j < f.n_row)
+          emit_chunk(w.tasks, gi, f.start, f.e_m, C, kRowPart, j, f.task_begin, f.long_begin, short_at);
+        else if (j < f.n_row + f.n_sink)
+          emit_chunk(w.tasks, gi, 0, f.fp, C, kSink, j - f.n_row, f.task_begin + f.n_row, f.long_begin + l_row,
+                     short_at + f.n_row - l_row);
+        else
+          emit_chunk(w.tasks, gi, f.e_m, f.ctx, C, kTail, j - f.n_row - f.n_sink, f.task_begin + f.n_row + f.n_sink,
+                     f.long_begin + l_row + l_sink, short_at + f.n_row - l_row + f.n_sink - l_sink);
+      }
+    }
   }
   if (tid == 0) *w.task_count = carry, *w.task_next = 0;
   __syncthreads();  // group_reads of every group written

@@ -25,11 +25,14 @@ namespace macserve::kernels::cuda::mac_detail {
 enum TaskKind : int { kRowPart = 0, kSink = 1, kTail = 2 };
 
 // A group's chunks own partial-output slots [task_begin, task_begin + n_row + n_sink + n_tail) in
-// that order; short_before: the short chunks of the groups before it (its place in the run order).
+// that order. Run order: its long chunks from long_begin; its short ones after every long chunk
+// and the short_before short chunks of the groups before it. Its ranges: row part [start, e_m),
+// sink [0, fp), tail [e_m, ctx).
 struct GroupInfo {
   int32_t task_begin;
   int32_t n_row, n_sink, n_tail;
-  int32_t short_before;
+  int32_t long_begin, short_before;
+  int32_t start, e_m, fp, ctx;
 };
 
 // Match CTAs per head at most (a small batch splits each head's ring scan over several CTAs).
