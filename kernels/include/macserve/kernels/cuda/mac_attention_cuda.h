@@ -18,13 +18,15 @@
 //                     [E_m, m + 1), cut into chunks (chunk_tokens, or adaptive); a task list sized by the real
 //                     work (a hit group reads ~r + lag keys, a group with a miss the whole context),
 //                     plus device telemetry counters.
-//   3. mac_partial    persistent CTAs taking tasks from the list in order: split-KV attention of the
-//                     group's G query heads over one chunk through the full-attention decode
-//                     kernel's page pipeline (4 warps, 3-stage cp.async ring per warp, one K/V load
-//                     for the whole group), per-head mask j >= start_h in row-part chunks; writes
-//                     (o normalised, lse natural log) f32.
-//   4. mac_merge      one CTA per (seq, q head): row p's summary (hit) (+) row-part chunks -> ring
-//                     row m (q_pre bf16/f32, o, lse), then (+) sink and tail chunks -> output.
+//   3. mac_partial    persistent CTAs taking tasks from the list in run order (chunks of at least
+//                     half the chunk size first): split-KV attention of the group's G query heads
+//                     over one chunk through the full-attention decode kernel's page pipeline
+//                     (4 warps, 3-stage cp.async ring per warp, one K/V load for the whole group),
+//                     per-head mask j >= start_h in row-part chunks that a head's start falls
+//                     inside; writes (o normalised, lse natural log) f32 to the chunk's slot.
+//   4. mac_merge      one CTA per (seq, q head), one pass over the head's slots: row p's summary
+//                     (hit) (+) row-part chunks -> ring row m (q_pre bf16/f32, o, lse), and that
+//                     (+) the sink and tail chunks -> output.
 // Inactive (padded) sequences, context_lens[s] <= 0, read and write nothing (output untouched).
 // A sequence with ring_slots[s] < 0 gets exact attention and writes no row.
 //
