@@ -624,9 +624,7 @@ int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
   // Match: at small batch each head's window is split over several CTAs (shares of at least one
   // pass of 128 candidates) so the latency-bound scan has about two CTAs per SM.
-  int dev = 0, sms = 1;
-  cudaGetDevice(&dev);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  const int sms = device_sms();
   const int64_t heads = std::max<int64_t>(1, Hq * p.num_seqs);
   const int64_t by_rows = (p.cfg.window + kMatchThreads / 2 - 1) / (kMatchThreads / 2);
   w.match_splits = static_cast<int32_t>(

@@ -185,13 +185,24 @@ inline bool partial_max_carveout() {
   return v;
 }
 
+// Multiprocessors of the current device, asked once (the MAC kernels, like the backend, use one
+// device per process).
+inline int device_sms() {
+  static const int n = [] {
+    int dev = 0, sms = 1;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return std::max(1, sms);
+  }();
+  return n;
+}
+
 // CTAs of the persistent partial kernel that fit on the device at once (its grid).
 template <int D, int G>
 int partial_grid() {
   static const int n = [] {
-    int dev = 0, sms = 1, per_sm = 1;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    const int sms = device_sms();
+    int per_sm = 1;
     // 48 KiB of ring at head_dim 128 plus the task id: above the default limit without opting in
     cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(decode_detail::smem_bytes<D>()));
@@ -201,7 +212,7 @@ int partial_grid() {
                            cudaSharedmemCarveoutMaxShared);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, partial_kernel<D, G>, kPartialThreads,
                                                   decode_detail::smem_bytes<D>());
-    return std::max(1, sms) * std::max(1, per_sm);
+    return sms * std::max(1, per_sm);
   }();
   return n;
 }
