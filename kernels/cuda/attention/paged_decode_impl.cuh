@@ -4,12 +4,13 @@
 // CTA = 4 warps = one (split, kv head, sequence). Each warp walks its own pages of the split
 // (page p of the split goes to warp p % 4) through a private 3-stage shared-memory ring filled by
 // 16-byte cp.async: K and V of one page (16 rows x head_dim bf16, 4 KiB each at head_dim 128) are
-// contiguous, so a warp's loads are fully coalesced. A lane always reads back exactly the chunks it
-// copied itself, so cp.async.wait_group alone orders the ring (no barriers in the main loop). Lane
-// (row group r, chunk c) owns 8 dims of one row per pass; the group's G queries live in registers
-// (pre-scaled by scale * log2 e), so one K/V load serves every q head of the group. Online softmax in
-// base 2 per warp; the 4 warps merge through shared memory at the end; with several splits the CTA
-// writes a normalised partial output and its log2-sum-exp for the combine kernel.
+// contiguous, so a warp's loads are fully coalesced; they land swizzled so ldmatrix reads them
+// without bank conflicts. The scores and P x V run on the tensor cores (mma.m16n8k16, bf16 in, fp32
+// accumulate): the group's G query heads are the rows of the A operand, and each value is split
+// into its bf16 rounding and the remainder (rows h and h + 8), so the products keep ~16 bits of the
+// fp32 query and probabilities. Online softmax in base 2 per warp on the score fragments; the 4
+// warps merge through shared memory at the end; with several splits the CTA writes a normalised
+// partial output and its log2-sum-exp for the combine kernel.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,59 +41,108 @@ __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commi
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 
-__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 v = __bfloat1622float2(h[i]);
-    f[2 * i] = v.x;
-    f[2 * i + 1] = v.y;
-  }
+// Swizzled position of 16-byte chunk c of row r inside a page held in shared memory (kCpr chunks a
+// row). ldmatrix reads one chunk column of 8 consecutive rows at once; without the XOR those rows
+// would fall in the same banks (rows are 64-256 bytes apart). The XOR stays inside the row, so a
+// warp's cp.async of whole rows still covers every bank once.
+template <int kCpr>
+__device__ __forceinline__ int swizzle(int r, int c) {
+  static_assert(kCpr == 4 || kCpr == 8 || kCpr == 16, "head_dim 32, 64 or 128");
+  return r * kCpr + (c ^ (kCpr >= 8 ? (r & 7) : ((r >> 1) & 3)));
 }
 
-// This lane's 8 dims (chunk c = lane % (D / 8)) of the G query heads at q ([G][D] f32), times qscale.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+// d += a (16x16 bf16, row-major fragment) x b (16x8 bf16, column fragment), fp32 accumulate.
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// x and y as bf16 pairs: *hi = (bf16(x), bf16(y)), *lo = the bf16 of what rounding left. hi + lo keeps
+// ~16 significant bits, so a product through the tensor cores loses almost nothing against fp32.
+__device__ __forceinline__ void split_bf16(float x, float y, uint32_t* hi, uint32_t* lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  const float2 hf = __bfloat1622float2(h);
+  const __nv_bfloat162 l = __floats2bfloat162_rn(x - hf.x, y - hf.y);
+  *hi = *reinterpret_cast<const uint32_t*>(&h);
+  *lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
+// The G query heads of a KV group as the A operand of m16n8k16 (one fragment per 16 dims). Row h < 8
+// of the 16 is head h's bf16 value, row h + 8 the remainder of its rounding: one mma then yields
+// both halves of each score (padding rows h >= G are zero). Lane (h = lane / 4, t = lane % 4) holds
+// dims 16k + 2t, +1, +8, +9 of head h.
+template <int D>
+struct QFrag {
+  uint32_t a[D / 16][4];
+};
+
+// Loads q ([G][D] f32) times qscale into the fragment.
 template <int D, int G>
-__device__ __forceinline__ void load_queries(const float* q, float qscale, float (&qf)[G][8]) {
-  const int c = (threadIdx.x % 32) % (D / 8);
+__device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag<D>& qa) {
+  static_assert(G >= 1 && G <= 8, "the 8 rows of the fragment hold the group's heads");
+  const int lane = threadIdx.x % 32, h = lane / 4, t = lane % 4;
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    const float4* qp = reinterpret_cast<const float4*>(q + g * D + c * 8);
-    const float4 a = qp[0], b = qp[1];
-    qf[g][0] = a.x * qscale; qf[g][1] = a.y * qscale; qf[g][2] = a.z * qscale; qf[g][3] = a.w * qscale;
-    qf[g][4] = b.x * qscale; qf[g][5] = b.y * qscale; qf[g][6] = b.z * qscale; qf[g][7] = b.w * qscale;
+  for (int k = 0; k < D / 16; ++k) {
+    float2 x = make_float2(0.0f, 0.0f), y = x;
+    if (h < G) {
+      x = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 2 * t);
+      y = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 2 * t + 8);
+    }
+    split_bf16(x.x * qscale, x.y * qscale, &qa.a[k][0], &qa.a[k][1]);
+    split_bf16(y.x * qscale, y.y * qscale, &qa.a[k][2], &qa.a[k][3]);
   }
 }
 
 // Online-softmax attention of KV head kvh's G query heads over keys [b, e) of one sequence (its
 // block table `table`), run by the whole CTA of kWarps warps. Warp w walks pages w, w + kWarps, ...
 // of the range through its 3-stage ring in smem (smem_bytes<D>(), reused for the final merge, so
-// the call starts and ends with a barrier). qf: this lane's dims of the queries, pre-scaled by
+// the call starts and ends with a barrier). qa: the queries (load_queries), pre-scaled by
 // scale * log2 e. kMasked: head g also skips keys j < lo[g]. Rows outside [b, e) are never used
 // (their K/V may be anything, NaN included). Ends with store(g, d, o, lse2) for every (g, d) of
 // the group, o normalised (0 without any key), lse2 the base-2 log-sum-exp (-inf without any key).
+//
+// Per page (16 keys) a warp runs tensor-core mma.m16n8k16: scores S = Q K^T as D/16 x 2 mma (rows:
+// the heads and their remainders, columns: keys), the softmax on S's fragments (lane (h, t) holds
+// keys 2t, 2t+1, 8+2t, 9+2t of head h), then O += P V as D/8 mma with P split into bf16 and its
+// remainder the same way as Q. K and V come from the ring by ldmatrix (V transposed), so the lanes
+// read chunks other lanes copied: __syncwarp orders the ring.
 template <int D, int G, bool kMasked, class Store>
-__device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8], const int32_t* table,
+__device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, const int32_t* table,
                                             const void* k_cache, const void* v_cache, int Hkv, int kvh, int b,
                                             int e, const int (&lo)[G], Store&& store) {
   constexpr int kCpr = D / 8;          // 16-byte chunks per row
-  constexpr int kRpp = 32 / kCpr;      // rows per pass of a warp
-  constexpr int kPasses = kPage / kRpp;
+  constexpr int kPasses = kPage * kCpr / 32;
   constexpr int kPageChunks = kPage * kCpr;
-  constexpr int kSub = (G > 4 && kPasses >= 8) ? 2 : 1;  // softmax updates per page
-  constexpr int kPs = kPasses / kSub;                    // passes per update
+  constexpr int kDt = D / 8;           // 8-dim tiles of the output
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int c = lane % kCpr, rg = lane / kCpr;
+  const int h = lane / 4, t = lane % 4;
+  const bool live = h < G;             // rows h >= G are padding
   const auto* kc = static_cast<const uint4*>(k_cache);
   const auto* vc = static_cast<const uint4*>(v_cache);
+  int lo_h = 0;  // this lane's head's lower bound
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+    if (g == h) lo_h = lo[g];
 
-  float m[G], l[G], acc[G][8];
+  float m = -INFINITY, l = 0.0f, o[kDt][4];
 #pragma unroll
-  for (int g = 0; g < G; ++g) {
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) acc[g][j] = 0.0f;
-  }
+  for (int n = 0; n < kDt; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
 
   __syncthreads();  // the ring may still hold the previous call's merge
   const int p_end = e > b ? (e + kPage - 1) / kPage : 0;
@@ -106,8 +156,9 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
     uint4* dst = ring + (k % kStages) * 2 * kPageChunks;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      cp_async16(dst + lane + 32 * i, kc + base + lane + 32 * i);
-      cp_async16(dst + kPageChunks + lane + 32 * i, vc + base + lane + 32 * i);
+      const int idx = lane + 32 * i, at = swizzle<kCpr>(idx / kCpr, idx % kCpr);
+      cp_async16(dst + at, kc + base + idx);
+      cp_async16(dst + kPageChunks + at, vc + base + idx);
     }
   };
 #pragma unroll
@@ -120,111 +171,101 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const float (&qf)[G][8]
 #pragma unroll
     for (int g = 0; g < G; ++g) lo_max = max(lo_max, lo[g]);
   }
+  // ldmatrix addresses of this lane inside a page: matrix mi = lane / 8, its row lane % 8.
+  const int mi = lane / 8, mr = lane % 8;
+  const int k_row = (mi >> 1) * 8 + mr, k_col = mi & 1;  // K: keys 0-7 / 8-15 x dims +0 / +8
+  const int v_row = (mi & 1) * 8 + mr, v_col = mi >> 1;  // V^T: keys 0-7 / 8-15 x dims +0 / +8
+
   // One page: scores, online softmax, P x V. kCheck: the page crosses the range's ends or a head's
-  // lower bound, so rows are tested one by one; pages wholly inside skip every test (most pages:
-  // the loop is issue bound at larger groups, so the tests would cost throughput).
+  // lower bound, so keys are tested one by one (pages wholly inside skip every test).
   auto page = [&](const uint4* ks, const uint4* vs, int row0, auto check) {
     constexpr bool kCheck = decltype(check)::value;
-    // Large groups update the softmax twice per page so the scores stay in registers (no spills).
+    float s[2][4] = {};  // [key tile][c0..c3]: c0, c1 head h keys 2t, 2t+1; c2, c3 their remainders
 #pragma unroll
-    for (int sub = 0; sub < kSub; ++sub) {
-      float s[G][kPs];
+    for (int k = 0; k < D / 16; ++k) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, ks + swizzle<kCpr>(k_row, 2 * k + k_col));
+      mma_bf16(s[0], qa.a[k], kb[0], kb[1]);
+      mma_bf16(s[1], qa.a[k], kb[2], kb[3]);
+    }
+    float x[4];  // keys 2t, 2t+1, 8+2t, 9+2t of head h
 #pragma unroll
-      for (int ii = 0; ii < kPs; ++ii) {
-        const int i = sub * kPs + ii;
-        float kf[8];
-        unpack8(ks[lane + 32 * i], kf);
-        const int row = row0 + i * kRpp + rg;
-        const bool valid = !kCheck || (row >= b && row < e);
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          float part = 0.0f;
-#pragma unroll
-          for (int j = 0; j < 8; ++j) part = fmaf(qf[g][j], kf[j], part);
-#pragma unroll
-          for (int o = kCpr / 2; o > 0; o >>= 1) part += __shfl_xor_sync(0xffffffffu, part, o);
-          if constexpr (kCheck) s[g][ii] = valid && (!kMasked || row >= lo[g]) ? part : -INFINITY;
-          else s[g][ii] = part;
-        }
+    for (int i = 0; i < 4; ++i) {
+      x[i] = s[i / 2][i % 2] + s[i / 2][2 + i % 2];
+      if constexpr (kCheck) {
+        const int row = row0 + (i / 2) * 8 + 2 * t + (i % 2);
+        if (row < b || row >= e || (kMasked && row < lo_h)) x[i] = -INFINITY;
       }
-      if (kCheck && row0 + sub * kPs * kRpp >= e) break;  // the rest of the page is past the range
+    }
+    float pm = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+    pm = fmaxf(pm, __shfl_xor_sync(0xffffffffu, pm, 1));
+    pm = fmaxf(pm, __shfl_xor_sync(0xffffffffu, pm, 2));
+    // The running max moves rarely: rescale only when some head's max grew (exact either way).
+    if (__any_sync(0xffffffffu, pm > m)) {
+      const float m_new = fmaxf(m, pm);
+      const float corr = m == -INFINITY ? 0.0f : exp2f(m - m_new);
+      m = m_new;
+      l *= corr;
 #pragma unroll
-      for (int g = 0; g < G; ++g) {
-        float pm = s[g][0];
+      for (int n = 0; n < kDt; ++n)
 #pragma unroll
-        for (int ii = 1; ii < kPs; ++ii) pm = fmaxf(pm, s[g][ii]);
+        for (int j = 0; j < 4; ++j) o[n][j] *= corr;
+    }
+    // every key so far masked: keep the state empty (exp2(-inf - -inf) would be NaN)
+    const float m_safe = m == -INFINITY ? 0.0f : m;
+    float pv[4];
 #pragma unroll
-        for (int o = kCpr; o < 32; o <<= 1) pm = fmaxf(pm, __shfl_xor_sync(0xffffffffu, pm, o));
-        const float m_new = fmaxf(m[g], pm);
-        // every key so far masked: keep the state empty (exp2(-inf - -inf) would be NaN)
-        const float m_safe = kCheck && m_new == -INFINITY ? 0.0f : m_new;
-        const float corr = exp2f(m[g] - m_safe);
-        m[g] = m_new;
-        l[g] *= corr;
+    for (int i = 0; i < 4; ++i) {
+      pv[i] = live ? exp2f(x[i] - m_safe) : 0.0f;
+      l += pv[i];
+    }
+    uint32_t pa[4];  // A fragment: rows h (bf16) and h + 8 (remainder), keys 2t.. and 8+2t..
+    split_bf16(pv[0], pv[1], &pa[0], &pa[1]);
+    split_bf16(pv[2], pv[3], &pa[2], &pa[3]);
 #pragma unroll
-        for (int j = 0; j < 8; ++j) acc[g][j] *= corr;
-#pragma unroll
-        for (int ii = 0; ii < kPs; ++ii) {
-          s[g][ii] = exp2f(s[g][ii] - m_safe);
-          l[g] += s[g][ii];
-        }
-      }
-#pragma unroll
-      for (int ii = 0; ii < kPs; ++ii) {
-        const int i = sub * kPs + ii;
-        float vf[8];
-        unpack8(vs[lane + 32 * i], vf);
-        if constexpr (kCheck) {
-          const int row = row0 + i * kRpp + rg;
-          if (row < b || row >= e) {  // rows outside the range may hold anything (NaN too)
-#pragma unroll
-            for (int j = 0; j < 8; ++j) vf[j] = 0.0f;
-          }
-        }
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-#pragma unroll
-          for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(s[g][ii], vf[j], acc[g][j]);
-      }
+    for (int n = 0; n < kDt; n += 2) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, vs + swizzle<kCpr>(v_row, n + v_col));
+      mma_bf16(o[n], pa, vb[0], vb[1]);
+      mma_bf16(o[n + 1], pa, vb[2], vb[3]);
     }
   };
   for (int k = 0; k < nk; ++k) {
+    __syncwarp();  // every lane has read the stage issue() refills
     if (k + kStages - 1 < nk) issue(k + kStages - 1);
     cp_async_commit();
     cp_async_wait<kStages - 1>();
-    const uint4* ks = ring + (k % kStages) * 2 * kPageChunks;
+    uint4* ks = ring + (k % kStages) * 2 * kPageChunks;
     const int row0 = (first + k * kWarps) * kPage;
-    if (row0 >= lo_max && row0 + kPage <= e) page(ks, ks + kPageChunks, row0, std::false_type{});
+    const bool inside = row0 >= lo_max && row0 + kPage <= e;
+    if (!inside) {  // V rows outside the range may hold anything (NaN too), and 0 x NaN is NaN
+#pragma unroll
+      for (int i = 0; i < kPasses; ++i) {
+        const int idx = lane + 32 * i, row = row0 + idx / kCpr;
+        if (row < b || row >= e) ks[kPageChunks + swizzle<kCpr>(idx / kCpr, idx % kCpr)] = make_uint4(0, 0, 0, 0);
+      }
+    }
+    __syncwarp();  // the other lanes' copies have landed
+    if (inside) page(ks, ks + kPageChunks, row0, std::false_type{});
     else page(ks, ks + kPageChunks, row0, std::true_type{});
   }
   cp_async_wait<0>();
 
-  // Sum the row groups of the warp, then merge the warps through shared memory.
-#pragma unroll
-  for (int g = 0; g < G; ++g) {
-#pragma unroll
-    for (int o = kCpr; o < 32; o <<= 1) {
-      l[g] += __shfl_xor_sync(0xffffffffu, l[g], o);
-#pragma unroll
-      for (int j = 0; j < 8; ++j) acc[g][j] += __shfl_xor_sync(0xffffffffu, acc[g][j], o);
-    }
-  }
+  // Sum the 4 lanes of each head, then merge the warps through shared memory.
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
   __syncthreads();
   float* red = reinterpret_cast<float*>(smem);
   float* red_m = red;                       // [kWarps][G]
   float* red_l = red_m + kWarps * G;        // [kWarps][G]
   float* red_acc = red_l + kWarps * G;      // [kWarps][G][D]
-  if (rg == 0) {
+  if (live) {
+    float* acc = red_acc + (warp * G + h) * D + 2 * t;
 #pragma unroll
-    for (int g = 0; g < G; ++g)
-#pragma unroll
-      for (int j = 0; j < 8; ++j) red_acc[(warp * G + g) * D + c * 8 + j] = acc[g][j];
-  }
-  if (lane == 0) {
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      red_m[warp * G + g] = m[g];
-      red_l[warp * G + g] = l[g];
+    for (int n = 0; n < kDt; ++n) *reinterpret_cast<float2*>(acc + 8 * n) = make_float2(o[n][0] + o[n][2], o[n][1] + o[n][3]);
+    if (t == 0) {
+      red_m[warp * G + h] = m;
+      red_l[warp * G + h] = l;
     }
   }
   __syncthreads();
@@ -262,12 +303,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaP
   const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
   const int ctx = p.context_lens[seq];
   const int t = p.query_start[seq];
-  float qf[G][8];
-  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D, p.scale * 1.4426950408889634f, qf);
+  QFrag<D> qa;
+  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D, p.scale * 1.4426950408889634f, qa);
   const int lo[G] = {};
   const int b = split * pages_per_split * kPage;
   const int e = min(ctx, b + pages_per_split * kPage);
-  attend_keys<D, G, false>(smem, qf, p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq, p.k_cache,
+  attend_keys<D, G, false>(smem, qa, p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq, p.k_cache,
                            p.v_cache, Hkv, kvh, b, e, lo, [&](int g, int d, float o, float lse2) {
                              const int h = kvh * G + g;
                              if (num_splits == 1) {

@@ -4,7 +4,8 @@
 //
 // The partials run the full-attention decode kernel's page pipeline (attention/
 // paged_decode_impl.cuh, attend_keys): 4 warps per CTA, a 3-stage cp.async ring per warp, the
-// group's queries in registers. A group that misses therefore reads its keys exactly as
+// group's queries as a tensor-core operand in registers. The partial kernel is held to 128
+// registers, so 4 CTAs fit per SM, as for decode_kernel. A group that misses therefore reads its keys exactly as
 // paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
 #pragma once
 
@@ -89,7 +90,7 @@ int partial_slots_d128(int G);
 // one_task (an experiment switch, MACSERVE_MAC_PARTIAL_LAUNCH=grid): CTA b runs task b only, on a
 // grid of max_tasks CTAs, like the decode kernel's one CTA per split.
 template <int D, int G>
-__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w, bool one_task) {
+__global__ void __launch_bounds__(kPartialThreads, 4) partial_kernel(MacCudaParams p, WsLayout w, bool one_task) {
   extern __shared__ uint4 smem[];
   __shared__ int task_id;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads);
@@ -107,8 +108,8 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
     if (t >= count) return;
     const int4 task = w.tasks[t];
     const int gi = task.x, s = gi / Hkv, g = gi % Hkv, kind = task.w & 3, slot = task.w >> 2;
-    float qf[G][8];
-    decode_detail::load_queries<D, G>(p.q_post + (token_of(p, s) * Hq + g * G) * D, p.scale * kLog2e, qf);
+    decode_detail::QFrag<D> qa;
+    decode_detail::load_queries<D, G>(p.q_post + (token_of(p, s) * Hq + g * G) * D, p.scale * kLog2e, qa);
     int lo[G];
 #pragma unroll
     for (int h = 0; h < G; ++h)
@@ -124,9 +125,9 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
 #pragma unroll
     for (int h = 0; h < G; ++h) masked = masked || lo[h] > task.y;
     if (masked)
-      decode_detail::attend_keys<D, G, true>(smem, qf, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
+      decode_detail::attend_keys<D, G, true>(smem, qa, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
     else
-      decode_detail::attend_keys<D, G, false>(smem, qf, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
+      decode_detail::attend_keys<D, G, false>(smem, qa, table, p.k_cache, p.v_cache, Hkv, g, task.y, task.z, lo, store);
   }
 }
 
@@ -152,12 +153,12 @@ __global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefil
   if (pos < p.rows_from[s] || pos < p.context_lens[s] - M) return;  // a later token of the chunk owns the row
   const int E = max(pos + 1 - static_cast<int>(p.cfg.band), 0);
   const int b = min(static_cast<int>(p.cfg.sink), E);
-  float qf[G][8];
-  decode_detail::load_queries<D, G>(p.q_post + (static_cast<int64_t>(tok) * Hq + g * G) * D, p.scale * kLog2e, qf);
+  decode_detail::QFrag<D> qa;
+  decode_detail::load_queries<D, G>(p.q_post + (static_cast<int64_t>(tok) * Hq + g * G) * D, p.scale * kLog2e, qa);
   const int lo[G] = {};
   const bool bf16 = p.cfg.ring_bf16;
   decode_detail::attend_keys<D, G, false>(
-      smem, qf, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq, p.k_cache, p.v_cache, Hkv, g, b, E,
+      smem, qa, p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq, p.k_cache, p.v_cache, Hkv, g, b, E,
       lo, [&](int h, int d, float o, float lse2) {
         const int hq = g * G + h;
         const int64_t row = (static_cast<int64_t>(slot) * M + pos % M) * Hq + hq;
