@@ -149,16 +149,31 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   const int first = b / kPage + warp;
   const int nk = first < p_end ? (p_end - first + kWarps - 1) / kWarps : 0;
   uint4* ring = smem + static_cast<size_t>(warp) * kStages * 2 * kPageChunks;
-  auto issue = [&](int k) {
-    const int page = first + k * kWarps;
-    const int64_t blk = table[page];
-    const int64_t base = (blk * Hkv + kvh) * kPageChunks;  // in 16-byte chunks
+  // The block ids of the warp's pages, 32 at a time: lane j holds page 32i + j's in cur (pages
+  // [32i, 32i + 32) of the warp) and the next 32 in nxt, loaded a window ahead, so issuing a page
+  // never waits for its table entry.
+  auto table_window = [&](int i) {
+    const int k = 32 * i + lane;
+    return k < nk ? table[first + k * kWarps] : 0;
+  };
+  int32_t cur = table_window(0), nxt = table_window(1);
+  // Swizzled ring positions of this lane's chunks: chunk lane + 32 i lands at off[i % kOff] + 32 i.
+  constexpr int kOff = kCpr >= 8 ? kCpr / 4 : 1;
+  int off[kOff];
+#pragma unroll
+  for (int j = 0; j < kOff; ++j) off[j] = swizzle<kCpr>((lane + 32 * j) / kCpr, lane % kCpr) - 32 * j;
+  auto issue = [&](int k) {  // k increases by one from call to call
+    if (k % 32 == 0 && k > 0) {
+      cur = nxt;
+      nxt = table_window(k / 32 + 1);
+    }
+    const int64_t blk = __shfl_sync(0xffffffffu, cur, k % 32);
+    const int64_t base = (blk * Hkv + kvh) * kPageChunks + lane;  // in 16-byte chunks
     uint4* dst = ring + (k % kStages) * 2 * kPageChunks;
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
-      const int idx = lane + 32 * i, at = swizzle<kCpr>(idx / kCpr, idx % kCpr);
-      cp_async16(dst + at, kc + base + idx);
-      cp_async16(dst + kPageChunks + at, vc + base + idx);
+      cp_async16(dst + off[i % kOff] + 32 * i, kc + base + 32 * i);
+      cp_async16(dst + kPageChunks + off[i % kOff] + 32 * i, vc + base + 32 * i);
     }
   };
 #pragma unroll
@@ -241,8 +256,8 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
     if (!inside) {  // V rows outside the range may hold anything (NaN too), and 0 x NaN is NaN
 #pragma unroll
       for (int i = 0; i < kPasses; ++i) {
-        const int idx = lane + 32 * i, row = row0 + idx / kCpr;
-        if (row < b || row >= e) ks[kPageChunks + swizzle<kCpr>(idx / kCpr, idx % kCpr)] = make_uint4(0, 0, 0, 0);
+        const int row = row0 + (lane + 32 * i) / kCpr;
+        if (row < b || row >= e) ks[kPageChunks + off[i % kOff] + 32 * i] = make_uint4(0, 0, 0, 0);
       }
     }
     __syncwarp();  // the other lanes' copies have landed

@@ -4,8 +4,7 @@
 //
 // The partials run the full-attention decode kernel's page pipeline (attention/
 // paged_decode_impl.cuh, attend_keys): 4 warps per CTA, a 3-stage cp.async ring per warp, the
-// group's queries as a tensor-core operand in registers. The partial kernel is held to 128
-// registers, so 4 CTAs fit per SM, as for decode_kernel. A group that misses therefore reads its keys exactly as
+// group's queries as a tensor-core operand in registers. A group that misses therefore reads its keys exactly as
 // paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
 #pragma once
 
@@ -90,7 +89,7 @@ int partial_slots_d128(int G);
 // one_task (an experiment switch, MACSERVE_MAC_PARTIAL_LAUNCH=grid): CTA b runs task b only, on a
 // grid of max_tasks CTAs, like the decode kernel's one CTA per split.
 template <int D, int G>
-__global__ void __launch_bounds__(kPartialThreads, 4) partial_kernel(MacCudaParams p, WsLayout w, bool one_task) {
+__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w, bool one_task) {
   extern __shared__ uint4 smem[];
   __shared__ int task_id;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads);
@@ -114,11 +113,9 @@ __global__ void __launch_bounds__(kPartialThreads, 4) partial_kernel(MacCudaPara
 #pragma unroll
     for (int h = 0; h < G; ++h)
       lo[h] = kind == kRowPart ? w.head_start[static_cast<int64_t>(s) * Hq + g * G + h] : 0;
-    float* po = w.part_o + static_cast<int64_t>(slot) * G * D;
-    float* pl = w.part_lse + static_cast<int64_t>(slot) * G;
-    auto store = [&](int h, int d, float o, float lse2) {
-      po[h * D + d] = o;
-      if (d == 0) pl[h] = lse2 * kLn2;
+    auto store = [&](int h, int d, float o, float lse2) {  // pointers formed here: fewer live registers
+      w.part_o[(static_cast<int64_t>(slot) * G + h) * D + d] = o;
+      if (d == 0) w.part_lse[static_cast<int64_t>(slot) * G + h] = lse2 * kLn2;
     };
     const int32_t* table = p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq;
     bool masked = false;  // a head's lower bound inside the chunk (else the mask is a no-op)
