@@ -13,7 +13,8 @@
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # check: mac_kernels_test, paged_decode_test, the chunk-rule tuning sweep, then profile.
 # final: cuda_mac_model_test, cuda_engine_test, cuda_ops_test, the full kernel grid, the 8B MAC
-#   benchmark, then the partial-launch experiments (mac_cuda_bench probe under each switch).
+#   benchmark, then the partial-launch experiments (mac_cuda_bench probe under each switch; not with
+#   SKIP_PROBES=1).
 # Only a few files come back from $OUT: logs go to $OUT/logs.tgz, the bench CSV beside it.
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
@@ -140,7 +141,7 @@ if [ "$WHAT" = kernels ] && [ -d "$P/shared/tokenizers/llama3.1" ]; then
     checkpoint
   done
 fi
-if [ "$WHAT" = final ]; then
+if [ "$WHAT" = final ] && [ "${SKIP_PROBES:-0}" != 1 ]; then
   # partial-kernel launch experiments: persistent vs one CTA per task, carveout max shared vs driver's
   for v in "persistent max" "grid max" "persistent default" "grid default"; do
     set -- $v
