@@ -71,7 +71,7 @@ if [ "$WHAT" = tests ]; then
 fi
 if [ "$WHAT" = check ]; then
   run_test mac_kernels_test 200 mac_kernels_test
-  [ "${SKIP_PAGED:-0}" = 1 ] || run_test paged_decode_test 180 paged_decode_test
+  [ "${SKIP_PAGED:-0}" = 1 ] || run_test paged_decode_test 260 paged_decode_test
   start=$(date +%s)
   timeout 120 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"

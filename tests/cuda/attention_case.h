@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 
 #include "cuda_test_util.h"
@@ -16,11 +17,14 @@ struct AttentionCase {
   int64_t num_q_heads = 8, num_kv_heads = 2, head_dim = 128, block_size = 16;
   uint64_t seed = 1;
   int64_t max_query_len = -1;  // -1: the true longest chunk; 0 ("unknown") keeps 1-query steps off the decode kernel
+  bool out_f32 = false;        // outputs in f32 (else bf16): the kernel's own accuracy, not bf16 rounding
+  int repeats = 0;             // extra runs of the same call, each compared bit for bit with the first
 };
 
 struct AttentionResult {
   std::vector<float> gpu, cpu;
   double rel = 0.0;
+  int repeat_mismatches = 0;  // repeats whose output differed from the first run in any bit
 };
 
 inline AttentionResult run_attention_case(backend::Backend& gpu, const AttentionCase& c) {
@@ -62,12 +66,18 @@ inline AttentionResult run_attention_case(backend::Backend& gpu, const Attention
   gm.max_query_len = c.max_query_len >= 0 ? c.max_query_len : max_q;
   gm.max_context_len = max_ctx;
   Tensor qd = to_device(gpu, q, DType::kF32, {T, c.num_q_heads, D});
-  Tensor out = gpu.alloc(DType::kBF16, {T, c.num_q_heads, D});
+  Tensor out = gpu.alloc(c.out_f32 ? DType::kF32 : DType::kBF16, {T, c.num_q_heads, D});
   poison(gpu, out);
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   gpu.paged_attention(qd, kc, vc, out, gm, layout, scale);
   AttentionResult r;
   r.gpu = to_host(gpu, out);
+  for (int i = 0; i < c.repeats; ++i) {
+    poison(gpu, out);
+    gpu.paged_attention(qd, kc, vc, out, gm, layout, scale);
+    const std::vector<float> again = to_host(gpu, out);
+    if (std::memcmp(again.data(), r.gpu.data(), again.size() * sizeof(float)) != 0) ++r.repeat_mismatches;
+  }
 
   auto cpu = backend::make_cpu_backend();
   std::vector<float> kh = to_host(gpu, kc), vh = to_host(gpu, vc);

@@ -6,9 +6,8 @@
 // 16-byte cp.async: K and V of one page (16 rows x head_dim bf16, 4 KiB each at head_dim 128) are
 // contiguous, so a warp's loads are fully coalesced; they land swizzled so ldmatrix reads them
 // without bank conflicts. The scores and P x V run on the tensor cores (mma.m16n8k16, bf16 in, fp32
-// accumulate): the group's G query heads are the rows of the A operand, and each value is split
-// into its bf16 rounding and the remainder (rows h and h + 8), so the products keep ~16 bits of the
-// fp32 query and probabilities. Online softmax in base 2 per warp on the score fragments; the 4
+// accumulate): the group's G query heads are the rows of the A operand, each query value split into
+// three bf16 terms (as precise as fp32) and each probability into two (rows h and h + 8). Online softmax in base 2 per warp on the score fragments; the 4
 // warps merge through shared memory at the end; with several splits the CTA writes a normalised
 // partial output and its log2-sum-exp for the combine kernel.
 #pragma once
@@ -73,8 +72,8 @@ __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], 
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// x and y as bf16 pairs: *hi = (bf16(x), bf16(y)), *lo = the bf16 of what rounding left. hi + lo keeps
-// ~16 significant bits, so a product through the tensor cores loses almost nothing against fp32.
+// x and y as bf16 pairs: *hi = (bf16(x), bf16(y)), *lo = the bf16 of what rounding left (hi + lo
+// keeps ~16 significant bits).
 __device__ __forceinline__ void split_bf16(float x, float y, uint32_t* hi, uint32_t* lo) {
   const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
   const float2 hf = __bfloat1622float2(h);
@@ -83,29 +82,37 @@ __device__ __forceinline__ void split_bf16(float x, float y, uint32_t* hi, uint3
   *lo = *reinterpret_cast<const uint32_t*>(&l);
 }
 
-// The G query heads of a KV group as the A operand of m16n8k16 (one fragment per 16 dims). Row h < 8
-// of the 16 is head h's bf16 value, row h + 8 the remainder of its rounding: one mma then yields
-// both halves of each score (padding rows h >= G are zero). Lane (h = lane / 4, t = lane % 4) holds
-// dims 16k + 2t, +1, +8, +9 of head h.
+// The G query heads of a KV group as A operands of m16n8k16 (per 16 dims). Each value is split into
+// three bf16 terms, hi + mid + lo (~24 significant bits, as fp32): in `a` row h < 8 of the 16 is
+// head h's hi term and row h + 8 its mid term; in `l` (rows 0-7 only, rows 8-15 zero) its lo term.
+// Two mma then yield each score as fp32 would (padding rows h >= G are zero). Lane (h = lane / 4,
+// t = lane % 4) holds dims 16k + 2t, +1, +8, +9 of head h.
 template <int D>
 struct QFrag {
   uint32_t a[D / 16][4];
+  uint32_t l[D / 16][4];  // [1] and [3] stay zero
 };
 
-// Loads q ([G][D] f32) times qscale into the fragment.
+// Loads q ([G][D] f32) times qscale into the fragments.
 template <int D, int G>
 __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag<D>& qa) {
   static_assert(G >= 1 && G <= 8, "the 8 rows of the fragment hold the group's heads");
   const int lane = threadIdx.x % 32, h = lane / 4, t = lane % 4;
 #pragma unroll
   for (int k = 0; k < D / 16; ++k) {
-    float2 x = make_float2(0.0f, 0.0f), y = x;
-    if (h < G) {
-      x = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 2 * t);
-      y = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 2 * t + 8);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {  // dims 16k + 2t (+1), then 16k + 8 + 2t (+1)
+      float2 x = make_float2(0.0f, 0.0f);
+      if (h < G) x = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 8 * half + 2 * t);
+      x.x *= qscale;
+      x.y *= qscale;
+      uint32_t rest;
+      split_bf16(x.x, x.y, &qa.a[k][2 * half], &qa.a[k][2 * half + 1]);
+      const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half]));
+      const float2 mid = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half + 1]));
+      split_bf16((x.x - hi.x) - mid.x, (x.y - hi.y) - mid.y, &qa.l[k][2 * half], &rest);
+      qa.l[k][2 * half + 1] = 0;
     }
-    split_bf16(x.x * qscale, x.y * qscale, &qa.a[k][0], &qa.a[k][1]);
-    split_bf16(y.x * qscale, y.y * qscale, &qa.a[k][2], &qa.a[k][3]);
   }
 }
 
@@ -117,10 +124,11 @@ __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag
 // (their K/V may be anything, NaN included). Ends with store(g, d, o, lse2) for every (g, d) of
 // the group, o normalised (0 without any key), lse2 the base-2 log-sum-exp (-inf without any key).
 //
-// Per page (16 keys) a warp runs tensor-core mma.m16n8k16: scores S = Q K^T as D/16 x 2 mma (rows:
-// the heads and their remainders, columns: keys), the softmax on S's fragments (lane (h, t) holds
-// keys 2t, 2t+1, 8+2t, 9+2t of head h), then O += P V as D/8 mma with P split into bf16 and its
-// remainder the same way as Q. K and V come from the ring by ldmatrix (V transposed), so the lanes
+// Per page (16 keys) a warp runs tensor-core mma.m16n8k16: scores S = Q K^T as D/16 x 4 mma (rows:
+// the heads' three query terms, columns: keys), the softmax on S's fragments (lane (h, t) holds
+// keys 2t, 2t+1, 8+2t, 9+2t of head h), then O += P V as D/8 mma with P split into bf16 (rows h)
+// and the bf16 of its remainder (rows h + 8): ~16 bits per probability, whose rounding errors are
+// independent across keys, so the output keeps ~fp32 accuracy. K and V come from the ring by ldmatrix (V transposed), so the lanes
 // read chunks other lanes copied: __syncwarp orders the ring.
 template <int D, int G, bool kMasked, class Store>
 __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, const int32_t* table,
@@ -195,13 +203,15 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   // lower bound, so keys are tested one by one (pages wholly inside skip every test).
   auto page = [&](const uint4* ks, const uint4* vs, int row0, auto check) {
     constexpr bool kCheck = decltype(check)::value;
-    float s[2][4] = {};  // [key tile][c0..c3]: c0, c1 head h keys 2t, 2t+1; c2, c3 their remainders
+    float s[2][4] = {};  // [key tile][c0..c3]: c0, c1 head h keys 2t, 2t+1 (hi and lo); c2, c3 (mid)
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
       uint32_t kb[4];
       ldmatrix_x4(kb, ks + swizzle<kCpr>(k_row, 2 * k + k_col));
       mma_bf16(s[0], qa.a[k], kb[0], kb[1]);
       mma_bf16(s[1], qa.a[k], kb[2], kb[3]);
+      mma_bf16(s[0], qa.l[k], kb[0], kb[1]);  // the lo terms add to rows 0-7
+      mma_bf16(s[1], qa.l[k], kb[2], kb[3]);
     }
     float x[4];  // keys 2t, 2t+1, 8+2t, 9+2t of head h
 #pragma unroll
