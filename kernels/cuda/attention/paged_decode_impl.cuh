@@ -7,9 +7,10 @@
 // contiguous, so a warp's loads are fully coalesced; they land swizzled so ldmatrix reads them
 // without bank conflicts. The scores and P x V run on the tensor cores (mma.m16n8k16, bf16 in, fp32
 // accumulate): the group's G query heads are the rows of the A operand, each query value split into
-// three bf16 terms (as precise as fp32) and each probability into two (rows h and h + 8). Online softmax in base 2 per warp on the score fragments; the 4
-// warps merge through shared memory at the end; with several splits the CTA writes a normalised
-// partial output and its log2-sum-exp for the combine kernel.
+// three bf16 terms (as precise as fp32) and each probability into two (rows h and h + 8). Online
+// softmax in base 2 per warp on the score fragments; the 4 warps merge through shared memory at the
+// end; with several splits the CTA writes a normalised partial output and its log2-sum-exp for the
+// combine kernel.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -106,10 +107,11 @@ __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag
       if (h < G) x = *reinterpret_cast<const float2*>(q + h * D + 16 * k + 8 * half + 2 * t);
       x.x *= qscale;
       x.y *= qscale;
-      uint32_t rest;
+      uint32_t rest;  // the lo term's own remainder, not used
       split_bf16(x.x, x.y, &qa.a[k][2 * half], &qa.a[k][2 * half + 1]);
       const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half]));
-      const float2 mid = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half + 1]));
+      const float2 mid =
+          __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half + 1]));
       split_bf16((x.x - hi.x) - mid.x, (x.y - hi.y) - mid.y, &qa.l[k][2 * half], &rest);
       qa.l[k][2 * half + 1] = 0;
     }
@@ -128,8 +130,8 @@ __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag
 // the heads' three query terms, columns: keys), the softmax on S's fragments (lane (h, t) holds
 // keys 2t, 2t+1, 8+2t, 9+2t of head h), then O += P V as D/8 mma with P split into bf16 (rows h)
 // and the bf16 of its remainder (rows h + 8): ~16 bits per probability, whose rounding errors are
-// independent across keys, so the output keeps ~fp32 accuracy. K and V come from the ring by ldmatrix (V transposed), so the lanes
-// read chunks other lanes copied: __syncwarp orders the ring.
+// independent across keys, so the output keeps ~fp32 accuracy. K and V come from the ring by
+// ldmatrix (V transposed), so the lanes read chunks other lanes copied: __syncwarp orders the ring.
 template <int D, int G, bool kMasked, class Store>
 __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, const int32_t* table,
                                             const void* k_cache, const void* v_cache, int Hkv, int kvh, int b,
@@ -287,7 +289,8 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   if (live) {
     float* acc = red_acc + (warp * G + h) * D + 2 * t;
 #pragma unroll
-    for (int n = 0; n < kDt; ++n) *reinterpret_cast<float2*>(acc + 8 * n) = make_float2(o[n][0] + o[n][2], o[n][1] + o[n][3]);
+    for (int n = 0; n < kDt; ++n)
+      *reinterpret_cast<float2*>(acc + 8 * n) = make_float2(o[n][0] + o[n][2], o[n][1] + o[n][3]);
     if (t == 0) {
       red_m[warp * G + h] = m;
       red_l[warp * G + h] = l;
