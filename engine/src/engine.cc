@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -197,61 +198,82 @@ void EngineImpl::fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, 
 }
 
 std::shared_ptr<ResponseStream> EngineImpl::submit(Request request) {
-  auto stream = std::make_shared<ResponseStream>(request.n);
-  const auto n = static_cast<int64_t>(request.prompt_ids.size());
-  try {
-    request.params.validate();
-  } catch (const Error& e) {
-    fail(stream, ErrorKind::kInvalidRequest, e.what(), n);
-    return stream;
-  }
-  if (request.n < 1 || request.n > 128) {
-    fail(stream, ErrorKind::kInvalidRequest, fmt::format("'n' must be in [1, 128], got {}", request.n), n);
-    return stream;
-  }
-  if (n == 0) {
-    fail(stream, ErrorKind::kInvalidRequest, "the prompt is empty", n);
-    return stream;
-  }
-  for (int32_t id : request.prompt_ids) {
-    if (id < 0 || id >= model_->config().vocab_size) {
-      fail(stream, ErrorKind::kInvalidRequest, fmt::format("prompt token id {} is outside the vocabulary", id), n);
-      return stream;
+  std::vector<Request> one;
+  one.push_back(std::move(request));
+  return submit_batch(std::move(one)).front();
+}
+
+std::vector<std::shared_ptr<ResponseStream>> EngineImpl::submit_batch(std::vector<Request> requests) {
+  std::vector<std::shared_ptr<ResponseStream>> streams;
+  std::vector<bool> ok(requests.size(), false);
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    Request& request = requests[r];
+    auto stream = std::make_shared<ResponseStream>(request.n);
+    streams.push_back(stream);
+    const auto n = static_cast<int64_t>(request.prompt_ids.size());
+    try {
+      request.params.validate();
+    } catch (const Error& e) {
+      fail(stream, ErrorKind::kInvalidRequest, e.what(), n);
+      continue;
     }
+    if (request.n < 1 || request.n > 128) {
+      fail(stream, ErrorKind::kInvalidRequest, fmt::format("'n' must be in [1, 128], got {}", request.n), n);
+      continue;
+    }
+    if (n == 0) {
+      fail(stream, ErrorKind::kInvalidRequest, "the prompt is empty", n);
+      continue;
+    }
+    const auto bad = std::find_if(request.prompt_ids.begin(), request.prompt_ids.end(),
+                                  [&](int32_t id) { return id < 0 || id >= model_->config().vocab_size; });
+    if (bad != request.prompt_ids.end()) {
+      fail(stream, ErrorKind::kInvalidRequest, fmt::format("prompt token id {} is outside the vocabulary", *bad), n);
+      continue;
+    }
+    if (n + request.params.max_tokens > max_model_len_) {
+      fail(stream, ErrorKind::kContextLength, fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context length {}", n,
+                               request.params.max_tokens, max_model_len_), n);
+      continue;
+    }
+    ok[r] = true;
   }
-  if (n + request.params.max_tokens > max_model_len_) {
-    fail(stream, ErrorKind::kContextLength, fmt::format("prompt ({} tokens) + max_tokens ({}) exceeds the context length {}", n,
-                             request.params.max_tokens, max_model_len_), n);
-    return stream;
-  }
+  // Every accepted request reaches the inbox under one lock, so the engine thread admits them
+  // together (one step sees all of them or none).
   std::lock_guard lock(mu_);
-  if (stop_) {
-    fail(stream, ErrorKind::kUnavailable, "the engine is shutting down", n);
-    return stream;
+  for (std::size_t r = 0; r < requests.size(); ++r) {
+    if (!ok[r]) continue;
+    Request& request = requests[r];
+    const auto& stream = streams[r];
+    const auto n = static_cast<int64_t>(request.prompt_ids.size());
+    if (stop_) {
+      fail(stream, ErrorKind::kUnavailable, "the engine is shutting down", n);
+      continue;
+    }
+    if (num_queued_ + request.n > cfg_.max_queued_requests) {
+      fail(stream, ErrorKind::kQueueFull, fmt::format("too many queued requests (limit {})", cfg_.max_queued_requests), n);
+      continue;
+    }
+    const uint64_t order = ++num_submitted_;
+    Sequence* first = nullptr;
+    for (int32_t i = 0; i < request.n; ++i) {
+      // Unseeded completions get distinct random streams derived from the engine's default seed;
+      // seeded ones use seed + index so the n completions differ but reproduce.
+      sampling::SamplingParams p = request.params;
+      if (p.seed) p.seed = *p.seed + static_cast<uint64_t>(i);
+      const uint64_t fallback = cfg_.default_seed + 0x9e3779b97f4a7c15ull * (order * 131 + static_cast<uint64_t>(i));
+      auto seq = std::make_unique<Sequence>(request.id, i, request.prompt_ids, std::move(p), stream, *tokenizer_, fallback);
+      seq->priority = request.priority;
+      seq->arrival_order = order;
+      seq->deadline = request.deadline;
+      seq->wait_for = first;
+      if (i == 0) first = seq.get();
+      inbox_.push_back(std::move(seq));
+    }
+    num_queued_ += request.n;
   }
-  if (num_queued_ + request.n > cfg_.max_queued_requests) {
-    fail(stream, ErrorKind::kQueueFull, fmt::format("too many queued requests (limit {})", cfg_.max_queued_requests), n);
-    return stream;
-  }
-  const uint64_t order = ++num_submitted_;
-  Sequence* first = nullptr;
-  for (int32_t i = 0; i < request.n; ++i) {
-    // Unseeded completions get distinct random streams derived from the engine's default seed;
-    // seeded ones use seed + index so the n completions differ but reproduce.
-    sampling::SamplingParams p = request.params;
-    if (p.seed) p.seed = *p.seed + static_cast<uint64_t>(i);
-    const uint64_t fallback = cfg_.default_seed + 0x9e3779b97f4a7c15ull * (order * 131 + static_cast<uint64_t>(i));
-    auto seq = std::make_unique<Sequence>(request.id, i, request.prompt_ids, std::move(p), stream, *tokenizer_, fallback);
-    seq->priority = request.priority;
-    seq->arrival_order = order;
-    seq->deadline = request.deadline;
-    seq->wait_for = first;
-    if (i == 0) first = seq.get();
-    inbox_.push_back(std::move(seq));
-  }
-  num_queued_ += request.n;
   cv_.notify_one();
-  return stream;
+  return streams;
 }
 
 double EngineImpl::seconds_since_progress() const {

@@ -24,6 +24,7 @@ class EngineImpl final : public Engine {
   ~EngineImpl() override { shutdown(); }
 
   std::shared_ptr<ResponseStream> submit(Request request) override;
+  std::vector<std::shared_ptr<ResponseStream>> submit_batch(std::vector<Request> requests) override;
   const tokenizer::Tokenizer& tokenizer() const override { return *tokenizer_; }
   const ModelConfig& model_config() const override { return model_->config(); }
   int64_t max_model_len() const override { return max_model_len_; }

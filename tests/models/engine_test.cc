@@ -259,6 +259,43 @@ TEST_P(EngineTest, BadRequestsFailCleanlyAndDeadlinesAbort) {
   expect_idle(*eng);
 }
 
+TEST_P(EngineTest, SubmitBatchMatchesAloneAndFailsOnlyTheBadRequest) {
+  EngineConfig cfg = base_config();
+  cfg.max_queued_requests = 40;
+  auto eng = Engine::create(cfg);
+  std::vector<Request> batch(reqs_.begin(), reqs_.begin() + 12);
+  Request bad = reqs_[12];
+  bad.prompt_ids.push_back(eng->model_config().vocab_size);  // outside the vocabulary
+  batch.insert(batch.begin() + 5, bad);
+  const auto streams = eng->submit_batch(batch);
+  ASSERT_EQ(streams.size(), batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const Result got = collect(streams[i]);
+    if (i == 5) {
+      EXPECT_EQ(got.reason, FinishReason::kError);
+      EXPECT_NE(got.error.find("outside the vocabulary"), std::string::npos) << got.error;
+      continue;
+    }
+    const std::size_t k = i < 5 ? i : i - 1;
+    EXPECT_EQ(got.ids, alone_[k].ids) << reqs_[k].id;
+    EXPECT_EQ(got.reason, alone_[k].reason) << reqs_[k].id;
+  }
+  // The queue limit applies request by request inside a batch: 50 one-completion requests against
+  // a limit of 40 queued sequences leave some rejected with "queue", never a crash or a hang.
+  std::vector<Request> many(reqs_.begin(), reqs_.begin() + 50);
+  int rejected = 0;
+  for (const auto& s : eng->submit_batch(many)) {
+    const Result r = collect(s);
+    if (r.reason == FinishReason::kError) {
+      EXPECT_NE(r.error.find("queue"), std::string::npos) << r.error;
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 0);
+  EXPECT_TRUE(eng->submit_batch({}).empty());
+  expect_idle(*eng);
+}
+
 INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest, ::testing::Values("off", "on", "on_device_greedy"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 

@@ -99,6 +99,10 @@ class Engine {
   // Never blocks on the model. A request the engine cannot take (queue full, prompt too long, bad
   // parameters) yields a stream whose only output is finished with an error.
   virtual std::shared_ptr<ResponseStream> submit(Request request) = 0;
+  // submit() for several requests at once, one stream each in order. The accepted ones reach the
+  // engine thread together, so the first step that admits any of them admits all (an offline batch
+  // is scheduled the same way on every run).
+  virtual std::vector<std::shared_ptr<ResponseStream>> submit_batch(std::vector<Request> requests) = 0;
 
   virtual const tokenizer::Tokenizer& tokenizer() const = 0;
   virtual const ModelConfig& model_config() const = 0;
