@@ -74,6 +74,10 @@ int run_generate(GenerateOptions& o) {
     if (out.finished) last = out;
   }
   const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // The engine publishes its stats after the step that finished the stream: stopping it first
+  // (its last act is a final publish) makes the per-layer MAC figures include that step.
+  eng->shutdown();
+  const engine::EngineStats st = eng->stats();
   if (last.finish_reason == engine::FinishReason::kError)
     throw_error(ErrorCode::kInvalidArgument, "{}", last.error);
   const double decode_time = last.total_time - last.time_to_first_token;
@@ -92,7 +96,6 @@ int run_generate(GenerateOptions& o) {
                  static_cast<long long>(last.mac.eligible_heads), static_cast<long long>(last.mac.hit_heads),
                  last.mac.hit_rate(), last.mac.kv_bytes_read / 1048576.0, last.mac.kv_bytes_full / 1048576.0,
                  last.mac.kv_bytes_full > 0 ? static_cast<double>(last.mac.kv_bytes_read) / last.mac.kv_bytes_full : 0.0);
-    const engine::EngineStats st = eng->stats();
     std::string per_layer;
     for (std::size_t l = 0; l < st.mac_layer_heads.size(); ++l) {
       const double rate = st.mac_layer_heads[l] > 0 ? double(st.mac_layer_hits[l]) / st.mac_layer_heads[l] : 0.0;
@@ -109,8 +112,7 @@ int run_generate(GenerateOptions& o) {
                    static_cast<long long>(st.mac_audited_steps), errs.c_str());
     }
   }
-  if (!o.stats_json.empty()) write_stats_json(o.stats_json, ids, generated, last, eng->stats());
-  eng->shutdown();
+  if (!o.stats_json.empty()) write_stats_json(o.stats_json, ids, generated, last, st);
   return 0;
 }
 
