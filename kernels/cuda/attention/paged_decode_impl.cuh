@@ -51,19 +51,17 @@ __device__ __forceinline__ int swizzle(int r, int c) {
   return r * kCpr + (c ^ (kCpr >= 8 ? (r & 7) : ((r >> 1) & 3)));
 }
 
+// Four 8x8 b16 matrices from shared memory (lane i addresses row i % 8 of matrix i / 8), transposed
+// on the way when kTrans.
+template <bool kTrans>
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a)
-               : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* smem) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(a)
-               : "memory");
+  if constexpr (kTrans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
 }
 // d += a (16x16 bf16, row-major fragment) x b (16x8 bf16, column fragment), fp32 accumulate.
 __device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
@@ -209,7 +207,7 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
       uint32_t kb[4];
-      ldmatrix_x4(kb, ks + swizzle<kCpr>(k_row, 2 * k + k_col));
+      ldmatrix_x4<false>(kb, ks + swizzle<kCpr>(k_row, 2 * k + k_col));
       mma_bf16(s[0], qa.a[k], kb[0], kb[1]);
       mma_bf16(s[1], qa.a[k], kb[2], kb[3]);
       mma_bf16(s[0], qa.l[k], kb[0], kb[1]);  // the lo terms add to rows 0-7
@@ -252,7 +250,7 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
 #pragma unroll
     for (int n = 0; n < kDt; n += 2) {
       uint32_t vb[4];
-      ldmatrix_x4_trans(vb, vs + swizzle<kCpr>(v_row, n + v_col));
+      ldmatrix_x4<true>(vb, vs + swizzle<kCpr>(v_row, n + v_col));
       mma_bf16(o[n], pa, vb[0], vb[1]);
       mma_bf16(o[n + 1], pa, vb[2], vb[3]);
     }
