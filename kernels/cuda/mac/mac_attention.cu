@@ -149,88 +149,86 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, W
 
   float best_d = INFINITY;
   int best_pos = INT_MAX;
-  {
-    constexpr int kElems = D >= 64 ? 8 : D / 8;  // per lane and chunk (8 lanes per candidate)
-    constexpr int kChunkDims = 8 * kElems;       // 64 (32 when D is 32)
-    constexpr int kChunks = D / kChunkDims;
-    constexpr int kGroups = kMatchThreads / 8;
-    const int lane8 = tid & 7, cand = tid >> 3;  // candidate groups of 8 lanes
-    float q[kChunks][kElems];
-    const float* qp = p.q_pre + (token_of(p, s) * Hq + h) * D;
+  constexpr int kElems = D >= 64 ? 8 : D / 8;  // per lane and chunk (8 lanes per candidate)
+  constexpr int kChunkDims = 8 * kElems;       // 64 (32 when D is 32)
+  constexpr int kChunks = D / kChunkDims;
+  constexpr int kGroups = kMatchThreads / 8;
+  const int lane8 = tid & 7, cand = tid >> 3;  // candidate groups of 8 lanes
+  float q[kChunks][kElems];
+  const float* qp = p.q_pre + (token_of(p, s) * Hq + h) * D;
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c)
+  for (int c = 0; c < kChunks; ++c)
 #pragma unroll
-      for (int e = 0; e < kElems; e += 4) {
-        const float4 a = *reinterpret_cast<const float4*>(qp + c * kChunkDims + lane8 * kElems + e);
-        q[c][e] = a.x, q[c][e + 1] = a.y, q[c][e + 2] = a.z, q[c][e + 3] = a.w;
-      }
-    const int64_t slot_row0 = static_cast<int64_t>(win.slot) * M;
-    // kU candidates per lane group and pass, their loads issued together (a pass is latency
-    // bound). Each candidate's sum is taken in the same order as one at a time, so decisions do
-    // not depend on kU or on the split.
-    constexpr int kU = 4;
-    for (int base = lo; base < hi; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
-      int xs[kU];
-      int64_t row[kU];
-      bool valid[kU];
-      float acc[kU];
+    for (int e = 0; e < kElems; e += 4) {
+      const float4 a = *reinterpret_cast<const float4*>(qp + c * kChunkDims + lane8 * kElems + e);
+      q[c][e] = a.x, q[c][e + 1] = a.y, q[c][e + 2] = a.z, q[c][e + 3] = a.w;
+    }
+  const int64_t slot_row0 = static_cast<int64_t>(win.slot) * M;
+  // kU candidates per lane group and pass, their loads issued together (a pass is latency
+  // bound). Each candidate's sum is taken in the same order as one at a time, so decisions do
+  // not depend on kU or on the split.
+  constexpr int kU = 4;
+  for (int base = lo; base < hi; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
+    int xs[kU];
+    int64_t row[kU];
+    bool valid[kU];
+    float acc[kU];
+#pragma unroll
+    for (int j = 0; j < kU; ++j) {
+      xs[j] = base + cand + kGroups * j;
+      row[j] = (slot_row0 + (xs[j] < hi ? xs[j] : begin) % M) * Hq + h;
+      acc[j] = 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < kU; ++j) valid[j] = xs[j] < hi && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      float v[kU][kElems];
+#pragma unroll
+      for (int j = 0; j < kU; ++j)
+        if (c == 0 ? xs[j] < hi : valid[j])  // the first chunk beside the lse load; later ones if still needed
+          load_n<kBf16, kElems>(p.ring.q, row[j] * D + c * kChunkDims + lane8 * kElems, v[j]);
 #pragma unroll
       for (int j = 0; j < kU; ++j) {
-        xs[j] = base + cand + kGroups * j;
-        row[j] = (slot_row0 + (xs[j] < hi ? xs[j] : begin) % M) * Hq + h;
-        acc[j] = 0.0f;
-      }
+        if (valid[j]) {
 #pragma unroll
-      for (int j = 0; j < kU; ++j) valid[j] = xs[j] < hi && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
-#pragma unroll
-      for (int c = 0; c < kChunks; ++c) {
-        float v[kU][kElems];
-#pragma unroll
-        for (int j = 0; j < kU; ++j)
-          if (c == 0 ? xs[j] < hi : valid[j])  // the first chunk beside the lse load; later ones if still needed
-            load_n<kBf16, kElems>(p.ring.q, row[j] * D + c * kChunkDims + lane8 * kElems, v[j]);
-#pragma unroll
-        for (int j = 0; j < kU; ++j) {
-          if (valid[j]) {
-#pragma unroll
-            for (int i = 0; i < kElems; ++i) {
-              const float df = q[c][i] - v[j][i];
-              acc[j] = fmaf(df, df, acc[j]);
-            }
+          for (int i = 0; i < kElems; ++i) {
+            const float df = q[c][i] - v[j][i];
+            acc[j] = fmaf(df, df, acc[j]);
           }
-          // reduce the partial sum over the candidate's 8 lanes (aligned groups of 8)
-          float t = acc[j];
-          t += __shfl_xor_sync(0xffffffffu, t, 1);
-          t += __shfl_xor_sync(0xffffffffu, t, 2);
-          t += __shfl_xor_sync(0xffffffffu, t, 4);
-          if (c + 1 < kChunks) {
-            // early exit: the partial sum is a lower bound; at or above the threshold it cannot
-            // hit (and a candidate that cannot hit never decides the outcome)
-            if (valid[j] && t >= thr) {
-              if (better(t, xs[j], best_d, best_pos)) best_d = t, best_pos = xs[j];
-              valid[j] = false;
-            }
-          } else if (valid[j]) {
+        }
+        // reduce the partial sum over the candidate's 8 lanes (aligned groups of 8)
+        float t = acc[j];
+        t += __shfl_xor_sync(0xffffffffu, t, 1);
+        t += __shfl_xor_sync(0xffffffffu, t, 2);
+        t += __shfl_xor_sync(0xffffffffu, t, 4);
+        if (c + 1 < kChunks) {
+          // early exit: the partial sum is a lower bound; at or above the threshold it cannot
+          // hit (and a candidate that cannot hit never decides the outcome)
+          if (valid[j] && t >= thr) {
             if (better(t, xs[j], best_d, best_pos)) best_d = t, best_pos = xs[j];
+            valid[j] = false;
           }
+        } else if (valid[j]) {
+          if (better(t, xs[j], best_d, best_pos)) best_d = t, best_pos = xs[j];
         }
       }
     }
-    // argmin over the block
-#pragma unroll
-    for (int o = 8; o < 32; o <<= 1) {
-      const float od = __shfl_xor_sync(0xffffffffu, best_d, o);
-      const int op = __shfl_xor_sync(0xffffffffu, best_pos, o);
-      if (better(od, op, best_d, best_pos)) best_d = od, best_pos = op;
-    }
-    __shared__ float sd[kMatchThreads / 32];
-    __shared__ int sp[kMatchThreads / 32];
-    if ((tid & 31) == 0) sd[tid >> 5] = best_d, sp[tid >> 5] = best_pos;
-    __syncthreads();
-    if (tid == 0)
-      for (int i = 1; i < kMatchThreads / 32; ++i)
-        if (better(sd[i], sp[i], best_d, best_pos)) best_d = sd[i], best_pos = sp[i];
   }
+  // argmin over the block
+#pragma unroll
+  for (int o = 8; o < 32; o <<= 1) {
+    const float od = __shfl_xor_sync(0xffffffffu, best_d, o);
+    const int op = __shfl_xor_sync(0xffffffffu, best_pos, o);
+    if (better(od, op, best_d, best_pos)) best_d = od, best_pos = op;
+  }
+  __shared__ float sd[kMatchThreads / 32];
+  __shared__ int sp[kMatchThreads / 32];
+  if ((tid & 31) == 0) sd[tid >> 5] = best_d, sp[tid >> 5] = best_pos;
+  __syncthreads();
+  if (tid == 0)
+    for (int i = 1; i < kMatchThreads / 32; ++i)
+      if (better(sd[i], sp[i], best_d, best_pos)) best_d = sd[i], best_pos = sp[i];
   if (tid != 0) return;
   // distances are >= 0 (or +inf), so their bits order as the floats do; NaN never won above
   w.match_best[(static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits + split] =
