@@ -4,8 +4,8 @@
 //
 // The partials run the full-attention decode kernel's page pipeline (attention/
 // paged_decode_impl.cuh, attend_keys): 4 warps per CTA, a 3-stage cp.async ring per warp, the
-// group's queries as a tensor-core operand in registers. A group that misses therefore reads its keys exactly as
-// paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
+// group's queries as a tensor-core operand in registers. A group that misses therefore reads its
+// keys exactly as paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -204,7 +204,7 @@ int partial_grid() {
   static const int n = [] {
     const int sms = device_sms();
     int per_sm = 1;
-    // 48 KiB of ring at head_dim 128 plus the task id: above the default limit without opting in
+    // 96 KiB of ring at head_dim 128 (48 at 64) plus the task id: above the default limit
     cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(decode_detail::smem_bytes<D>()));
     // all of the unified L1 as shared memory, the most rings per SM (2 at D 128: 96 KiB each + 1 KiB)
