@@ -22,9 +22,9 @@
 //                     half the chunk size first): split-KV attention of the group's G query heads
 //                     over one chunk through the full-attention decode kernel's page pipeline
 //                     (4 warps, 3-stage cp.async ring per warp, one K/V load for the whole group,
-//                     scores and P x V on the tensor cores),
-//                     per-head mask j >= start_h in row-part chunks that a head's start falls
-//                     inside; writes (o normalised, lse natural log) f32 to the chunk's slot.
+//                     scores and P x V on the tensor cores), per-head mask j >= start_h in
+//                     row-part chunks that a head's start falls inside; writes (o normalised, lse
+//                     natural log) f32 to the chunk's slot.
 //   4. mac_merge      one CTA per (seq, q head), one pass over the head's slots: row p's summary
 //                     (hit) (+) row-part chunks -> ring row m (q_pre bf16/f32, o, lse), and that
 //                     (+) the sink and tail chunks -> output.
