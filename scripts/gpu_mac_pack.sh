@@ -3,8 +3,8 @@
 # the device tool sends, e.g. ../main/build-wt7; name it in `carry`): pack.tar.xz (test and bench
 # binaries, macserve, their non-system shared libraries, the tiny models, goldens, this checkout's
 # test fixtures and configs, the compiled-in source path), run.sh (scripts/gpu_mac_run.sh) and
-# SmolLM2 split into two parts smol/part.* (carried over consecutive calls: 44 MiB fits beside a
-# pack without the tiny models, the rest alone; a call carries at most 64 MiB with the checkout).
+# SmolLM2 split into four parts smol/part.* (carried two per call over consecutive warm calls: a
+# pack and its first parts would not fit together; a call carries at most 64 MiB with the checkout).
 #   [BINS="..."] [TINY_MODELS=0] scripts/gpu_mac_pack.sh [build dir, default build] DEST
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,6 @@ rm -rf "$P"
 cp scripts/gpu_mac_run.sh "$DEST/run.sh"
 MODEL=${MACSERVE_DEFAULT_MODEL:-${HOME:-.}/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [ -f "$MODEL" ] && [ ! -f "$DEST/smol/part.aa" ]; then
-  mkdir -p "$DEST/smol" && split -b 44M "$MODEL" "$DEST/smol/part."
+  mkdir -p "$DEST/smol" && split -b 24M "$MODEL" "$DEST/smol/part."
 fi
 du -sh "$DEST/pack.tar.xz" "$DEST/smol" 2>/dev/null || true

@@ -2,7 +2,7 @@
 # Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
 # in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
-#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol|check|final]
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol|check|final|resolve|grid]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
 # verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full
 #   kernel grid, cuda_mac_model_test, llama_gpu_bench mac; the logs are re-packed after every step,
@@ -12,6 +12,9 @@
 #   PROFILE_CONFIGS_STR ("HKV BATCH CONTEXT RATE", ';'-separated).
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # check: mac_kernels_test, paged_decode_test, the chunk-rule tuning sweep, then profile.
+# resolve: every GPU test of the issue except SmolLM2 (mac_kernels_test, paged_decode_test,
+#   cuda_mac_model_test, cuda_engine_test, cuda_ops_test, cuda_model_test), whole.
+# grid: the full kernel grid and the 8B MAC benchmark only.
 # final: cuda_mac_model_test, cuda_engine_test, cuda_ops_test, the full kernel grid, the 8B MAC
 #   benchmark, then the partial-launch experiments (mac_cuda_bench probe under each switch; not with
 #   SKIP_PROBES=1).
@@ -69,6 +72,20 @@ if [ "$WHAT" = tests ]; then
   gen gen_block32_cuda --device cuda --gpu-memory-utilization 0.3 --model "$M/tiny-qwen3-bpe" --prompt "x" \
     --max-tokens 4 --block-size 32 $MAC
 fi
+if [ "$WHAT" = resolve ]; then
+  run_test mac_kernels_test 200 mac_kernels_test
+  run_test cuda_mac_model_test 200 cuda_mac_model_test --gtest_filter=-*SmolLM2*
+  run_test cuda_engine_test 150 cuda_engine_test
+  run_test cuda_ops_test 60 cuda_ops_test
+  run_test cuda_model_test 150 cuda_model_test --gtest_filter=-*SmolLM2*
+  run_test paged_decode_test 300 paged_decode_test
+fi
+if [ "$WHAT" = grid ]; then
+  start=$(date +%s)
+  timeout 200 "$P/bin/mac_cuda_bench" full > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
+  checkpoint
+fi
 if [ "$WHAT" = check ]; then
   run_test mac_kernels_test 200 mac_kernels_test
   [ "${SKIP_PAGED:-0}" = 1 ] || run_test paged_decode_test 260 paged_decode_test
@@ -122,7 +139,8 @@ if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
 fi
 [ "$WHAT" = kernels ] && run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
-if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ] || [ "$WHAT" = final ]; then
+if [ "$WHAT" = tests ] || [ "$WHAT" = bench ] || [ "$WHAT" = kernels ] || [ "$WHAT" = verify ] || [ "$WHAT" = final ] ||
+   [ "$WHAT" = grid ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/llama_gpu_bench" "$SRC/configs/llama-3.1-8b" mac > "$OUT/gpu_llama8b_mac.csv" 2> "$OUT/bench_mac.err"
   summary+="llama_gpu_bench mac rc=$? $(( $(date +%s) - start ))s\n$(cat "$OUT/gpu_llama8b_mac.csv" "$OUT/bench_mac.err")\n"
