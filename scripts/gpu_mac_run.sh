@@ -2,7 +2,7 @@
 # Runs on the lent H200 (device tool; scripts/gpu_mac_pack.sh puts it as run.sh beside pack.tar.xz
 # in a carried folder, e.g. build-wt7): the MAC-on-GPU tests, regression GPU tests, macserve
 # generate with MAC, and the 8B MAC benchmark; logs and CSVs in $OUT, a summary printed last.
-#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol|check|final|resolve|grid]
+#   OUT=$OUT bash build-wt7/run.sh [tests|bench|kernels|verify|profile|smol|check|final|resolve|paged|grid]
 # bench: llama_gpu_bench mac (8B dummy, 128K, full vs forced MAC hit rates).
 # verify: mac_kernels_test, cuda_engine_test, cuda_ops_test, the chunk-size tuning sweep, the full
 #   kernel grid, cuda_mac_model_test, llama_gpu_bench mac; the logs are re-packed after every step,
@@ -13,7 +13,8 @@
 # smol: SmolLM2 (its parts smol/part.* carried over consecutive calls, joined here) GPU vs CPU MAC.
 # check: mac_kernels_test, paged_decode_test, the chunk-rule tuning sweep, then profile.
 # resolve: every GPU test of the issue except SmolLM2 (mac_kernels_test, paged_decode_test,
-#   cuda_mac_model_test, cuda_engine_test, cuda_ops_test, cuda_model_test), whole.
+#   cuda_mac_model_test, cuda_engine_test, cuda_ops_test, cuda_model_test), whole (SKIP_PAGED=1: not
+#   paged_decode_test, which `paged` runs alone).
 # grid: the full kernel grid and the 8B MAC benchmark only.
 # final: cuda_mac_model_test, cuda_engine_test, cuda_ops_test, the full kernel grid, the 8B MAC
 #   benchmark, then the partial-launch experiments (mac_cuda_bench probe under each switch; not with
@@ -78,8 +79,9 @@ if [ "$WHAT" = resolve ]; then
   run_test cuda_engine_test 150 cuda_engine_test
   run_test cuda_ops_test 60 cuda_ops_test
   run_test cuda_model_test 150 cuda_model_test --gtest_filter=-*SmolLM2*
-  run_test paged_decode_test 300 paged_decode_test
+  [ "${SKIP_PAGED:-0}" = 1 ] || run_test paged_decode_test 300 paged_decode_test
 fi
+[ "$WHAT" = paged ] && run_test paged_decode_test 500 paged_decode_test
 if [ "$WHAT" = grid ]; then
   start=$(date +%s)
   timeout 200 "$P/bin/mac_cuda_bench" full > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
