@@ -182,7 +182,7 @@ if [ "$WHAT" = smol ]; then
   gen gen_smol_kjv_cpu --device cpu --prompt "$PROMPT" $MAC --mac-audit-rate 0.25 --stats-json "$OUT/gen_smol_kjv_cpu.json"
   run_test cuda_model_test_smol 200 cuda_model_test --gtest_filter=*SmolLM2*
 fi
-for f in "$OUT"/gen_*_c*u.json; do
+for f in "$OUT"/gen_*_{cpu,cuda}.json; do
   [ -f "$f" ] || continue
   summary+="$(python3 -c '
 import json, sys
