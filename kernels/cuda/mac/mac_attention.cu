@@ -326,8 +326,34 @@ __device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, cons
   return x;
 }
 
+// Inclusive scan of (a, b) pairs over the CTA's kScheduleThreads threads: shuffles within each
+// warp, then warp 0 scans the warp totals (two barriers). warp_tot: kScheduleThreads / 32 entries
+// of shared memory, free again after the second barrier's readers are done (the caller's next
+// barrier).
+__device__ __forceinline__ int2 block_scan(int2 v, int2* warp_tot) {
+  static_assert(kScheduleThreads == 32 * 32, "warp 0 scans one total per warp");
+  const int lane = threadIdx.x & 31, wid = static_cast<int>(threadIdx.x >> 5);
+  for (int o = 1; o < 32; o <<= 1) {
+    const int a = __shfl_up_sync(0xffffffffu, v.x, o), b = __shfl_up_sync(0xffffffffu, v.y, o);
+    if (lane >= o) v.x += a, v.y += b;
+  }
+  if (lane == 31) warp_tot[wid] = v;
+  __syncthreads();
+  if (wid == 0) {
+    int2 t = warp_tot[lane];
+    for (int o = 1; o < 32; o <<= 1) {
+      const int a = __shfl_up_sync(0xffffffffu, t.x, o), b = __shfl_up_sync(0xffffffffu, t.y, o);
+      if (lane >= o) t.x += a, t.y += b;
+    }
+    warp_tot[lane] = t;
+  }
+  __syncthreads();
+  if (wid > 0) v.x += warp_tot[wid - 1].x, v.y += warp_tot[wid - 1].y;
+  return v;
+}
+
 __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParams p, WsLayout w) {
-  __shared__ int2 scan[kScheduleThreads];
+  __shared__ int2 warp_tot[kScheduleThreads / 32];
   __shared__ int carry, carry_long;
   const int tid = threadIdx.x;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads);
@@ -426,18 +452,11 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       }
     }
     const int n = n_row + n_sink + n_tail;
-    scan[tid] = make_int2(n, n_long);
-    __syncthreads();
-    for (int o = 1; o < kScheduleThreads; o <<= 1) {  // inclusive Hillis-Steele scan of (chunks, long chunks)
-      const int2 v = tid >= o ? scan[tid - o] : make_int2(0, 0);
-      __syncthreads();
-      scan[tid].x += v.x, scan[tid].y += v.y;
-      __syncthreads();
-    }
-    const int at = carry + scan[tid].x - n, at_long = carry_long + scan[tid].y - n_long;
+    const int2 inc = block_scan(make_int2(n, n_long), warp_tot);  // inclusive, over the round's groups
+    const int at = carry + inc.x - n, at_long = carry_long + inc.y - n_long;
     if (gi < n_groups) w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail, at_long, at - at_long, x.start, x.E_m, x.Fp, x.ctx};
     __syncthreads();
-    if (tid == kScheduleThreads - 1) carry += scan[tid].x, carry_long += scan[tid].y;
+    if (tid == kScheduleThreads - 1) carry += inc.x, carry_long += inc.y;
     __syncthreads();
   }
   {
