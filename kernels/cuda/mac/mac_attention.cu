@@ -330,23 +330,20 @@ __device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, cons
 // warp, then warp 0 scans the warp totals (two barriers). warp_tot: kScheduleThreads / 32 entries
 // of shared memory, free again after the second barrier's readers are done (the caller's next
 // barrier).
-__device__ __forceinline__ int2 block_scan(int2 v, int2* warp_tot) {
-  static_assert(kScheduleThreads == 32 * 32, "warp 0 scans one total per warp");
-  const int lane = threadIdx.x & 31, wid = static_cast<int>(threadIdx.x >> 5);
+__device__ __forceinline__ int2 warp_scan(int2 v, int lane) {  // inclusive, over the warp's lanes
   for (int o = 1; o < 32; o <<= 1) {
     const int a = __shfl_up_sync(0xffffffffu, v.x, o), b = __shfl_up_sync(0xffffffffu, v.y, o);
     if (lane >= o) v.x += a, v.y += b;
   }
+  return v;
+}
+__device__ __forceinline__ int2 block_scan(int2 v, int2* warp_tot) {
+  static_assert(kScheduleThreads == 32 * 32, "warp 0 scans one total per warp");
+  const int lane = threadIdx.x & 31, wid = static_cast<int>(threadIdx.x >> 5);
+  v = warp_scan(v, lane);
   if (lane == 31) warp_tot[wid] = v;
   __syncthreads();
-  if (wid == 0) {
-    int2 t = warp_tot[lane];
-    for (int o = 1; o < 32; o <<= 1) {
-      const int a = __shfl_up_sync(0xffffffffu, t.x, o), b = __shfl_up_sync(0xffffffffu, t.y, o);
-      if (lane >= o) t.x += a, t.y += b;
-    }
-    warp_tot[lane] = t;
-  }
+  if (wid == 0) warp_tot[lane] = warp_scan(warp_tot[lane], lane);
   __syncthreads();
   if (wid > 0) v.x += warp_tot[wid - 1].x, v.y += warp_tot[wid - 1].y;
   return v;
