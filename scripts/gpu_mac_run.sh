@@ -52,6 +52,13 @@ run_test() {  # log name, time limit (s), binary, args...
   checkpoint
 }
 checkpoint() { printf "%b" "$summary" > "$OUT/summary.txt"; tar -czf "$RESULTS/logs.tgz" -C "$OUT" .; }
+bench_grid() {  # time limit (s), mac_cuda_bench full's args...: the kernel grid into $RESULTS/mac_gpu.csv
+  local limit=$1; shift
+  local start=$(date +%s)
+  timeout "$limit" "$P/bin/mac_cuda_bench" full "$@" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
+  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
+  checkpoint
+}
 gen() {  # log name, macserve generate args...
   local name=$1; shift
   local start=$(date +%s)
@@ -83,10 +90,7 @@ if [ "$WHAT" = resolve ]; then
 fi
 [ "$WHAT" = paged ] && run_test paged_decode_test 500 paged_decode_test
 if [ "$WHAT" = grid ]; then
-  start=$(date +%s)
-  timeout 200 "$P/bin/mac_cuda_bench" full > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
-  checkpoint
+  bench_grid 200
 fi
 if [ "$WHAT" = check ]; then
   run_test mac_kernels_test 200 mac_kernels_test
@@ -121,10 +125,7 @@ if [ "$WHAT" = final ]; then
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
   run_test cuda_engine_test 150 cuda_engine_test
   run_test cuda_ops_test 60 cuda_ops_test
-  start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
-  checkpoint
+  bench_grid 150
 fi
 if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   run_test mac_kernels_test 150 mac_kernels_test
@@ -134,10 +135,7 @@ if [ "$WHAT" = kernels ] || [ "$WHAT" = verify ]; then
   timeout 90 "$P/bin/mac_cuda_bench" tune > "$RESULTS/mac_gpu_tune.csv" 2> "$OUT/mac_bench.err"
   summary+="mac_cuda_bench tune rc=$? $(( $(date +%s) - start ))s\n$(cat "$RESULTS/mac_gpu_tune.csv")\n"
   checkpoint
-  start=$(date +%s)
-  timeout 150 "$P/bin/mac_cuda_bench" full "${MAC_WAVES:-0}" > "$RESULTS/mac_gpu.csv" 2>> "$OUT/mac_bench.err"
-  summary+="mac_cuda_bench full rc=$? $(( $(date +%s) - start ))s\n$(grep -E '^[84],[0-9]+,130048' "$RESULTS/mac_gpu.csv")\n"
-  checkpoint
+  bench_grid 150 "${MAC_WAVES:-0}"
   run_test cuda_mac_model_test 240 cuda_mac_model_test --gtest_filter=-*SmolLM2*
 fi
 [ "$WHAT" = kernels ] && run_test cuda_model_test 120 cuda_model_test --gtest_filter=-*SmolLM2*
