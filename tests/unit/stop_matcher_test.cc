@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "macserve/engine/stop_matcher.h"
+#include "macserve/request/stop_matcher.h"
 
 using macserve::engine::StopMatcher;
 

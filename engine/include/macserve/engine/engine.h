@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "macserve/core/model_config.h"
-#include "macserve/engine/request.h"
+#include "macserve/request/request.h"
 #include "macserve/tokenizer/tokenizer.h"
 
 namespace macserve::engine {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "macserve/backend/kv_cache_view.h"
 #include "macserve/core/tensor.h"
 #include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/paged_kv.h"
@@ -48,12 +49,7 @@ struct StepInputs {
   int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
 };
 
-// The paged KV cache of every layer, owned by the KV pool; the model only reads and writes it.
-struct KvCacheView {
-  std::vector<Tensor> k;  // per layer: [num_blocks, num_kv_heads, block_size, head_dim]
-  std::vector<Tensor> v;
-  kernels::PagedKvLayout layout{};
-  std::vector<kernels::MacRing> mac_rings;  // per layer; empty when MAC is off
-};
+// The KV cache view lives in the backend layer (the KV pool below the models owns it).
+using backend::KvCacheView;
 
 }  // namespace macserve::models

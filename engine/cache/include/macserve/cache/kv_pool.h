@@ -5,9 +5,9 @@
 #include <vector>
 
 #include "macserve/backend/backend.h"
+#include "macserve/backend/kv_cache_view.h"
 #include "macserve/cache/block_manager.h"
 #include "macserve/core/model_config.h"
-#include "macserve/models/step_inputs.h"
 
 namespace macserve::cache {
 
@@ -22,7 +22,7 @@ class KvPool {
  public:
   KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size,
          MacRingSpec mac = {});
-  const models::KvCacheView& view() const { return view_; }
+  const backend::KvCacheView& view() const { return view_; }
   int64_t num_blocks() const { return view_.layout.num_blocks; }
   int64_t bytes() const { return bytes_; }
   int64_t mac_ring_bytes() const { return ring_bytes_; }
@@ -35,7 +35,7 @@ class KvPool {
 
  private:
   backend::Backend& backend_;
-  models::KvCacheView view_;
+  backend::KvCacheView view_;
   int64_t bytes_ = 0;
   int64_t ring_bytes_ = 0;
 };

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "macserve/engine/request.h"
-#include "macserve/engine/stop_matcher.h"
+#include "macserve/request/request.h"
+#include "macserve/request/stop_matcher.h"
 #include "macserve/sampling/sampler.h"
 #include "macserve/tokenizer/tokenizer.h"
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "macserve/engine/engine.h"
-#include "macserve/engine/request.h"
+#include "macserve/request/request.h"
 
 namespace prometheus {
 class Registry;

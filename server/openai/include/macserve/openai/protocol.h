@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "macserve/chat/chat_template.h"
-#include "macserve/engine/request.h"
+#include "macserve/request/request.h"
 #include "macserve/tokenizer/tokenizer.h"
 
 namespace macserve::openai {

@@ -1,4 +1,4 @@
-// Error checks shared by the CUDA backend's sources (private to engine/backend): a failed CUDA call
+// Error checks shared by the CUDA backend's sources (private to backend/): a failed CUDA call
 // or kernel launch becomes Error(kInternal) naming the operation.
 #pragma once
 

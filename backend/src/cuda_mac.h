@@ -1,4 +1,4 @@
-// The MAC-Attention part of the CUDA backend (private to engine/backend): ring storage, the
+// The MAC-Attention part of the CUDA backend (private to backend/): ring storage, the
 // per-step dispatch of exact and MAC attention over a (possibly mixed) batch, the device audit.
 // Owned by CudaBackend, which forwards Backend::alloc_mac_ring / mac_attention here.
 #pragma once

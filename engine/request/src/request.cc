@@ -1,4 +1,4 @@
-#include "macserve/engine/request.h"
+#include "macserve/request/request.h"
 
 namespace macserve::engine {
 

@@ -1,4 +1,4 @@
-#include "macserve/engine/stop_matcher.h"
+#include "macserve/request/stop_matcher.h"
 
 #include <algorithm>
 #include <utility>
