@@ -11,8 +11,6 @@
 //            chunks by whole rounds of 8K (the default), 32K or any number of keys per CTA
 //            (rule rounds8192, rounds32768, rounds1), and by 2 x (resident partial CTAs) tasks
 //            (slots, the previous rule)
-//     probe: 127K, batch {1,16,64}, hit 0 and 0.95 per head (for comparing launch experiments:
-//            MACSERVE_MAC_PARTIAL_LAUNCH, MACSERVE_MAC_PARTIAL_CARVEOUT)
 //     waves: fixed chunks at this many waves for the other modes (default 0: adaptive, whole rounds)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
@@ -48,7 +46,6 @@ int main(int argc, char** argv) {
   }
   const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
   const bool tune = argc > 1 && std::strcmp(argv[1], "tune") == 0;
-  const bool probe = argc > 1 && std::strcmp(argv[1], "probe") == 0;
   const bool profile = argc > 5 && std::strcmp(argv[1], "profile") == 0;
   const double default_waves = argc > 2 && !profile ? std::atof(argv[2]) : 0.0;
   if (!(default_waves >= 0.0)) {
@@ -146,10 +143,9 @@ int main(int argc, char** argv) {
   std::vector<int64_t> hkvs{8, 4};
   std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
   std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
-                          : tune || probe ? std::vector<int>{130048}
+                          : tune ? std::vector<int>{130048}
                                  : std::vector<int>{32768, 65536, 98304, 130048};
   std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
-                             : probe ? std::vector<float>{0.0f, 0.95f}
                              : tune ? std::vector<float>{0.0f, 0.5f, 0.95f}
                                     : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
   if (profile) {
@@ -195,7 +191,7 @@ int main(int argc, char** argv) {
           for (bool clustered : {false, true})
           for (const Variant& var : variants) {
             const double waves = var.waves;
-            if (clustered && (rate == 0.0f || profile || probe || (tune && rate < 0.9f))) continue;  // = independent at 0
+            if (clustered && (rate == 0.0f || profile || (tune && rate < 0.9f))) continue;  // = independent at 0
             cuda::MacCudaParams p{};
             p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
             p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;

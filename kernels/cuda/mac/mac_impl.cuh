@@ -13,8 +13,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string_view>
 
 #include "../attention/paged_decode_impl.cuh"
 #include "../cuda_util.cuh"
@@ -86,10 +84,8 @@ int partial_slots_d128(int G);
 // Split-KV partial attention: each CTA takes tasks {group, begin, end, slot and kind} from the
 // list in run order (an atomic counter; long chunks first, so short ones balance the end) and
 // writes the group's (o normalised, lse natural log) for the chunk to its slot.
-// one_task (an experiment switch, MACSERVE_MAC_PARTIAL_LAUNCH=grid): CTA b runs task b only, on a
-// grid of max_tasks CTAs, like the decode kernel's one CTA per split.
 template <int D, int G>
-__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w, bool one_task) {
+__global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams p, WsLayout w) {
   // 128-byte aligned although task_id comes first: a ring 16 bytes off the 128-byte lines made every
   // cp.async instruction two shared-memory wavefronts, each fetching its global sectors again (ncu:
   // twice the L2 sectors of decode_kernel for the same bytes, 15-24% slower)
@@ -97,13 +93,8 @@ __global__ void __launch_bounds__(kPartialThreads) partial_kernel(MacCudaParams 
   __shared__ int task_id;
   const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads);
   const int count = *w.task_count;
-  for (int round = 0;; ++round) {
-    if (one_task) {
-      if (round > 0) return;
-      if (threadIdx.x == 0) task_id = static_cast<int>(blockIdx.x);
-    } else if (threadIdx.x == 0) {
-      task_id = atomicAdd(w.task_next, 1);
-    }
+  for (;;) {
+    if (threadIdx.x == 0) task_id = atomicAdd(w.task_next, 1);
     __syncthreads();
     const int t = task_id;
     __syncthreads();  // every thread has read task_id before thread 0 overwrites it
@@ -168,24 +159,6 @@ __global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefil
       });
 }
 
-// Experiment switches for the partial kernel's launch (read once; docs/perf/mac_gpu.md):
-// MACSERVE_MAC_PARTIAL_LAUNCH=grid runs one CTA per task instead of persistent CTAs;
-// MACSERVE_MAC_PARTIAL_CARVEOUT=default leaves the shared memory carveout to the driver.
-inline bool partial_one_task() {
-  static const bool v = [] {
-    const char* e = std::getenv("MACSERVE_MAC_PARTIAL_LAUNCH");
-    return e != nullptr && std::string_view(e) == "grid";
-  }();
-  return v;
-}
-inline bool partial_max_carveout() {
-  static const bool v = [] {
-    const char* e = std::getenv("MACSERVE_MAC_PARTIAL_CARVEOUT");
-    return e == nullptr || std::string_view(e) != "default";
-  }();
-  return v;
-}
-
 // Multiprocessors of the current device, asked once (the MAC kernels, like the backend, use one
 // device per process).
 inline int device_sms() {
@@ -208,9 +181,8 @@ int partial_grid() {
     cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                          static_cast<int>(decode_detail::smem_bytes<D>()));
     // all of the unified L1 as shared memory, the most rings per SM (2 at D 128: 96 KiB each + 1 KiB)
-    if (partial_max_carveout())
-      cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                           cudaSharedmemCarveoutMaxShared);
+    cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                         cudaSharedmemCarveoutMaxShared);
     cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, partial_kernel<D, G>, kPartialThreads,
                                                   decode_detail::smem_bytes<D>());
     return sms * std::max(1, per_sm);
@@ -222,10 +194,9 @@ template <int D, int G>
 int launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
   static_assert(decode_detail::merge_floats<D, G>() * 4 <= decode_detail::smem_bytes<D>(), "merge area fits");
   const int resident = partial_grid<D, G>();  // also opts the kernel in to its shared memory
-  const bool one_task = partial_one_task();
-  const int64_t grid = one_task ? w.max_tasks : std::min<int64_t>(w.max_tasks, resident);
+  const int64_t grid = std::min<int64_t>(w.max_tasks, resident);
   partial_kernel<D, G><<<static_cast<unsigned>(std::max<int64_t>(grid, 1)), kPartialThreads,
-                         decode_detail::smem_bytes<D>(), st>>>(p, w, one_task);
+                         decode_detail::smem_bytes<D>(), st>>>(p, w);
   return detail::last_error();
 }
 
