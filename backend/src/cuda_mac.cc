@@ -5,9 +5,7 @@
 // is taken there, so a pure decode step is a fixed sequence of launches (CUDA-graph capturable).
 #include "cuda_mac.h"
 
-#include <cstdlib>
 #include <limits>
-#include <string_view>
 
 #include "cuda_check.h"
 #include "macserve/core/error.h"
@@ -16,34 +14,7 @@
 #include "macserve/kernels/cuda/elementwise.cuh"
 
 namespace macserve::backend {
-namespace {
-
 namespace kc = macserve::kernels::cuda;
-
-// "RATE" or "RATE,clustered" (MACSERVE_MAC_FORCE_HITS).
-kc::MacForceHits parse_force_hits(const char* env) {
-  kc::MacForceHits f;
-  char* end = nullptr;
-  const float rate = std::strtof(env, &end);
-  const std::string_view rest(end);
-  if (end == env || !(rate >= 0.0f && rate <= 1.0f) || !(rest.empty() || rest == ",clustered"))
-    throw_error(ErrorCode::kInvalidArgument, "MACSERVE_MAC_FORCE_HITS must be RATE or RATE,clustered with RATE in "
-                "[0, 1], got '{}'", env);
-  f.hit_rate = rate;
-  f.clustered = rest == ",clustered";
-  f.seed = 1;
-  return f;
-}
-
-}  // namespace
-
-CudaMac::CudaMac(Backend& be, cudaStream_t stream) : be_(be), stream_(stream) {
-  if (const char* env = std::getenv("MACSERVE_MAC_FORCE_HITS")) {  // env: MACSERVE_MAC_FORCE_HITS (bench only)
-    force_ = parse_force_hits(env);
-    spdlog::warn("MACSERVE_MAC_FORCE_HITS={}: MAC decisions are forced (hit rate {}, {}); benchmark only", env,
-                 force_.hit_rate, force_.clustered ? "per KV group" : "per head");
-  }
-}
 
 void CudaMac::set_force_hits(float hit_rate, bool clustered) {
   force_.hit_rate = hit_rate;
@@ -154,13 +125,17 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     p.ring = *mac.ring;
     p.decisions = mac.decisions;
     p.kv_tokens_read = mac.kv_tokens_read;
-    p.force = force_;
-    p.force.seed = force_.seed + 0x9E3779B9u * static_cast<uint32_t>(mac.layer + 1);  // a new draw per layer
     p.chunk_tokens = 0;  // adaptive: from the step's real work, on the device
     p.token_index = query_start;  // token query_start[s] is decode sequence s's one query
     p.modes = mac.modes;
-    check_launch(kc::mac_decode(p, kc::MacWorkspace{ws.data(), workspace_bytes_}, meta.max_context_len, stream_),
-                 "mac_decode");
+    const kc::MacWorkspace w{ws.data(), workspace_bytes_};
+    if (force_.hit_rate >= 0.0f) {  // benchmark only (set_force_hits)
+      kc::MacForceHits force = force_;
+      force.seed = force_.seed + 0x9E3779B9u * static_cast<uint32_t>(mac.layer + 1);  // a new draw per layer
+      check_launch(kc::mac_decode_forced_hits(p, force, w, meta.max_context_len, stream_), "mac_decode_forced_hits");
+    } else {
+      check_launch(kc::mac_decode(p, w, meta.max_context_len, stream_), "mac_decode");
+    }
   }
 
   // Audit: exact attention for every token, error sums of the decode rows on the device.

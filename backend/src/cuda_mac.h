@@ -10,14 +10,14 @@
 
 #include "macserve/backend/backend.h"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
+#include "macserve/kernels/cuda/mac_force_hits_cuda.h"
 
 namespace macserve::backend {
 
 class CudaMac {
  public:
   // `be` allocates and runs the exact attention; every launch goes to `stream`.
-  // env: MACSERVE_MAC_FORCE_HITS=RATE[,clustered] (benchmark only, see set_force_hits).
-  CudaMac(Backend& be, cudaStream_t stream);
+  CudaMac(Backend& be, cudaStream_t stream) : be_(be), stream_(stream) {}
 
   kernels::MacRing alloc_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim, bool bf16);
   // Backend::mac_attention. `capturing`: a graph is being recorded (no allocation may happen);
@@ -27,7 +27,8 @@ class CudaMac {
                  const Backend::MacArgs& mac, bool capturing, bool graphs_exist, std::vector<Tensor>* retired);
   static std::string unsupported(int64_t head_dim, int64_t group, int64_t block_size);
   // Benchmark only: every eligible head's decision replaced by a draw with this hit rate (< 0: off),
-  // per head or per KV group (clustered); forced hits match position m - 64 (kernels' MacForceHits).
+  // per head or per KV group (clustered); forced hits match position m - 64. While on, decode steps
+  // launch the kernels' benchmark hook (mac_force_hits_cuda.h) instead of mac_decode.
   void set_force_hits(float hit_rate, bool clustered);
 
  private:
@@ -41,7 +42,7 @@ class CudaMac {
 
   Backend& be_;
   cudaStream_t stream_;
-  kernels::cuda::MacForceHits force_;
+  kernels::cuda::MacForceHits force_;  // hit_rate < 0: off (production)
   std::vector<Tensor> rings_;  // keeps ring memory alive
   Tensor workspace_;           // u8: task list and partials of mac_decode
   Tensor audit_out_;           // f32 MAC output of an audited step (converted to the bf16 out after)

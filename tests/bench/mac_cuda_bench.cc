@@ -28,6 +28,7 @@
 #include "cuda_bench_util.h"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
+#include "macserve/kernels/cuda/mac_force_hits_cuda.h"
 
 using namespace macserve::kernels;
 
@@ -192,6 +193,8 @@ int main(int argc, char** argv) {
           for (const Variant& var : variants) {
             const double waves = var.waves;
             if (clustered && (rate == 0.0f || profile || (tune && rate < 0.9f))) continue;  // = independent at 0
+            cuda::MacForceHits force;
+            force.hit_rate = rate, force.clustered = clustered, force.seed = 11, force.lag = 64;
             cuda::MacCudaParams p{};
             p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
             p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;
@@ -200,7 +203,6 @@ int main(int argc, char** argv) {
             p.cfg.gen_min = 0;
             p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
             p.decisions = dec, p.counters = counters;
-            p.force.hit_rate = rate, p.force.clustered = clustered, p.force.seed = 11, p.force.lag = 64;
             const int slots = cuda::mac_partial_slots(D, Hq / Hkv);
             // tune: adaptive chunks, whole rounds (waves 0) or aiming at waves x slots tasks;
             // otherwise fixed chunks at `waves` (0: adaptive, whole rounds)
@@ -214,14 +216,14 @@ int main(int argc, char** argv) {
             else std::snprintf(rule, sizeof(rule), "rounds%d", var.round_tokens == (1 << 30) ? 1 : var.round_tokens > 0 ? var.round_tokens : 8192);
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
-            if (cuda::mac_decode(p, w, ctx, st) != 0) {
+            if (cuda::mac_decode_forced_hits(p, force, w, ctx, st) != 0) {
               std::fprintf(stderr, "mac_decode failed\n");
               return 1;
             }
             cuda::MacCounters cnt;
             CK(cudaMemcpy(&cnt, counters, sizeof(cnt), cudaMemcpyDeviceToHost));
             p.counters = nullptr;
-            const float mac_us = measure([&] { cuda::mac_decode(p, w, ctx, st); });
+            const float mac_us = measure([&] { cuda::mac_decode_forced_hits(p, force, w, ctx, st); });
             const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
             std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n", (long long)Hkv, S, ctx,
                         rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,

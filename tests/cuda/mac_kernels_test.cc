@@ -18,6 +18,7 @@
 
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
+#include "macserve/kernels/cuda/mac_force_hits_cuda.h"
 #include "macserve/kernels/mac_attention.h"
 
 namespace macserve::kernels {
@@ -707,9 +708,11 @@ TEST(MacCuda, ForcedHitsAndCounters) {
   for (bool clustered : {false, true}) {
     Gpu g(w, 256);
     g.set_inputs(in);
-    cuda::MacCudaParams p = g.params(w);
-    p.force.hit_rate = 0.5f, p.force.clustered = clustered, p.force.seed = 7, p.force.lag = 64;
-    ASSERT_EQ(cuda::mac_decode(p, cuda::MacWorkspace{g.ws.p, g.ws_bytes}, w.max_ctx, nullptr), 0);
+    cuda::MacForceHits force;
+    force.hit_rate = 0.5f, force.clustered = clustered, force.seed = 7, force.lag = 64;
+    ASSERT_EQ(cuda::mac_decode_forced_hits(g.params(w), force, cuda::MacWorkspace{g.ws.p, g.ws_bytes}, w.max_ctx,
+                                           nullptr),
+              0);
     const std::vector<MacHeadDecision> dec = g.dec.down();
     const cuda::MacCounters c = g.counters.down()[0];
     int64_t hits = 0, mixed = 0;

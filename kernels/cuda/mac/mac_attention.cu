@@ -13,6 +13,7 @@
 #include "../cuda_util.cuh"
 #include "mac_impl.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
+#include "macserve/kernels/cuda/mac_force_hits_cuda.h"
 
 namespace macserve::kernels::cuda {
 namespace {
@@ -237,13 +238,32 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, W
                                 static_cast<uint32_t>(best_pos);
 }
 
-// Head h of decode sequence s: its decision from the match CTAs' candidates (and the benchmark
-// override), and its first needed key. Returns {eligible, hit} for the counters.
-__device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, int h) {
+// Benchmark hook (mac_force_hits_cuda.h): an eligible head's decision replaced by a draw with the
+// forced hit rate; a forced hit matches position m - lag when that row is valid.
+__device__ __forceinline__ void force_decision(const MacCudaParams& p, const MacForceHits& force,
+                                               const MatchWindow& win, int s, int h, MacHeadDecision& dec) {
+  if (force.hit_rate < 0.0f) return;
+  const int Hq = static_cast<int>(p.num_q_heads);
+  const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
+  const int M = static_cast<int>(p.cfg.window);
+  const int m = win.m;
+  const uint32_t who = force.clustered ? static_cast<uint32_t>(h / G) : static_cast<uint32_t>(h);
+  const float u = static_cast<float>(hash3(force.seed + static_cast<uint32_t>(m), static_cast<uint32_t>(s), who) >> 8) *
+                  (1.0f / 16777216.0f);
+  const int x = m - force.lag;
+  const bool ok =
+      x >= win.begin && x < m && p.ring.lse[(static_cast<int64_t>(win.slot) * M + x % M) * Hq + h] > -INFINITY;
+  dec.hit = u < force.hit_rate && ok;
+  dec.matched = dec.hit ? x : -1;
+}
+
+// Head h of decode sequence s: its decision from the match CTAs' candidates (kForced: then the
+// benchmark hook's draw), and its first needed key. Returns {eligible, hit} for the counters.
+template <bool kForced>
+__device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, int h, const MacForceHits& force) {
   const int Hq = static_cast<int>(p.num_q_heads);
   const int D = static_cast<int>(p.layout.head_dim);
-  const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
-  const int M = static_cast<int>(p.cfg.window), r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
+  const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
   const MatchWindow win = match_window(p, s);
   const int m = win.m;
   MacHeadDecision dec{static_cast<int8_t>(win.eligible), 0, -1, INFINITY};
@@ -257,16 +277,7 @@ __device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, in
     dec.distance = best == ~0ull ? INFINITY : __uint_as_float(static_cast<uint32_t>(best >> 32));
     dec.hit = best_pos != INT_MAX && dec.distance < hit_threshold(p, D);
     dec.matched = dec.hit ? best_pos : -1;
-    if (p.force.hit_rate >= 0.0f) {  // benchmark-only override
-      const uint32_t who = p.force.clustered ? static_cast<uint32_t>(h / G) : static_cast<uint32_t>(h);
-      const float u = static_cast<float>(hash3(p.force.seed + static_cast<uint32_t>(m), static_cast<uint32_t>(s), who) >> 8) *
-                      (1.0f / 16777216.0f);
-      const int x = m - p.force.lag;
-      const bool ok = x >= win.begin && x < m &&
-                      p.ring.lse[(static_cast<int64_t>(win.slot) * M + x % M) * Hq + h] > -INFINITY;
-      dec.hit = u < p.force.hit_rate && ok;
-      dec.matched = dec.hit ? x : -1;
-    }
+    if constexpr (kForced) force_decision(p, force, win, s, h, dec);
   }
   const int E_m = max(m + 1 - r, 0);
   int start = min(F, E_m);
@@ -349,7 +360,9 @@ __device__ __forceinline__ int2 block_scan(int2 v, int2* warp_tot) {
   return v;
 }
 
-__global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParams p, WsLayout w) {
+// The schedule kernel's body; kForced: the benchmark hook's decisions (force).
+template <bool kForced>
+__device__ __forceinline__ void schedule(const MacCudaParams& p, const WsLayout& w, const MacForceHits& force) {
   __shared__ int2 warp_tot[kScheduleThreads / 32];
   __shared__ int carry, carry_long;
   const int tid = threadIdx.x;
@@ -365,7 +378,7 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
     unsigned c_heads = 0, c_eligible = 0, c_hits = 0;
     for (int i = tid; i < p.num_seqs * Hq; i += kScheduleThreads) {
       if (!decodes(p, i / Hq)) continue;
-      const int2 e = decide_head(p, w, i / Hq, i % Hq);
+      const int2 e = decide_head<kForced>(p, w, i / Hq, i % Hq, force);
       c_heads += 1, c_eligible += e.x, c_hits += e.y;
     }
     if (p.counters != nullptr) {
@@ -491,6 +504,15 @@ __global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParam
       atomicAdd(&p.counters->kv_tokens_full, static_cast<unsigned long long>(ctx) * Hkv);
     }
   }
+}
+
+__global__ void __launch_bounds__(kScheduleThreads) schedule_kernel(MacCudaParams p, WsLayout w) {
+  schedule<false>(p, w, MacForceHits{});
+}
+// Benchmark hook (mac_decode_forced_hits): the same with every eligible head's decision drawn.
+__global__ void __launch_bounds__(kScheduleThreads)
+    schedule_forced_kernel(MacCudaParams p, WsLayout w, MacForceHits force) {
+  schedule<true>(p, w, force);
 }
 
 // ---- 3. split-KV partials: mac_impl.cuh / mac_partial_d<D>.cu -------------------------------
@@ -675,7 +697,11 @@ int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t ma
   return static_cast<int32_t>(std::min<int64_t>(c, 1 << 20));
 }
 
-int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
+namespace {
+
+// The four launches of mac_decode; force: the benchmark hook's, or null (production).
+int decode_step(const MacCudaParams& params, const MacForceHits* force, const MacWorkspace& ws,
+                int64_t max_context_len, Stream stream) {
   if (params.num_seqs == 0) return 0;
   const auto st = detail::as_stream(stream);
   const int64_t Hq = params.num_q_heads, Hkv = params.layout.num_kv_heads, D = params.layout.head_dim;
@@ -709,7 +735,8 @@ int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_
     if (p.cfg.ring_bf16) match_kernel<true, 128><<<match_grid, kMatchThreads, 0, st>>>(p, w);
     else match_kernel<false, 128><<<match_grid, kMatchThreads, 0, st>>>(p, w);
   }
-  schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
+  if (force != nullptr) schedule_forced_kernel<<<1, kScheduleThreads, 0, st>>>(p, w, *force);
+  else schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
   const int rc = D == 32 ? launch_partials_d32(p, w, G, st)
                  : D == 64 ? launch_partials_d64(p, w, G, st)
                            : launch_partials_d128(p, w, G, st);
@@ -717,6 +744,17 @@ int mac_decode(const MacCudaParams& params, const MacWorkspace& ws, int64_t max_
   if (p.cfg.ring_bf16) merge_kernel<true><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
   else merge_kernel<false><<<heads_grid, static_cast<unsigned>(D), 0, st>>>(p, w);
   return detail::last_error();
+}
+
+}  // namespace
+
+int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
+  return decode_step(p, nullptr, ws, max_context_len, stream);
+}
+
+int mac_decode_forced_hits(const MacCudaParams& p, const MacForceHits& force, const MacWorkspace& ws,
+                           int64_t max_context_len, Stream stream) {
+  return decode_step(p, &force, ws, max_context_len, stream);
 }
 
 int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream) {

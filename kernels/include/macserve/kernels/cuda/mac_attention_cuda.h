@@ -51,16 +51,6 @@ struct MacCounters {
   unsigned long long kv_tokens_full;  // what full attention reads: context x Hkv
 };
 
-// Benchmark-only: replace each eligible head's decision by a random draw (the match scan still
-// runs). hit_rate < 0: off. clustered: one draw per KV group (all heads of a group agree). A forced
-// hit matches position m - lag (its row must be valid: the benchmark fills the ring).
-struct MacForceHits {
-  float hit_rate = -1.0f;
-  bool clustered = false;
-  uint32_t seed = 0;
-  int32_t lag = 64;
-};
-
 // How adaptive chunks (chunk_tokens 0) cut the step's work, both from the work the decisions left.
 //   kWholeRounds: the ranges as long as the longest row part are cut into equal pieces that fill a
 //     whole number of rounds of the resident partial CTAs: one round unless there are more than
@@ -92,7 +82,6 @@ struct MacCudaParams {
   MacHeadDecision* decisions;     // [num_seqs, Hq] device, required (the merge reads it)
   int64_t* kv_tokens_read;        // [num_seqs] device or nullptr
   MacCounters* counters;          // device or nullptr
-  MacForceHits force;
   // Split-KV chunk, a multiple of 16; 0: adaptive, chosen on the device each step from the work
   // the decisions left (chunk_rule, at least 128 tokens). A fixed chunk keeps a sequence's
   // partials independent of its batch-mates (bitwise batch invariance).
