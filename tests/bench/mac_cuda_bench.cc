@@ -1,17 +1,13 @@
 // MAC-Attention CUDA kernels (kernels/cuda/mac) vs the full-attention decode kernel (paged_decode)
 // under CUDA-graph replay: batch x context x forced hit rate x (Hq 32, Hkv 8 | 4), head_dim 128,
 // block size 16, random page order, random bf16 K/V (a 64 MiB random block copied over the cache),
-// ring rows all valid, forced per-head hits (independent, or clustered per KV group) at lag 64.
-// One layer per step; graph of 10 steps, median of 5 replays. CSV on stdout; mac_GBps counts the
-// K/V bytes the MAC step read (mac_kv_frac of full attention's); rule: how the chunks were cut
-// (rounds / slots: the adaptive rules of MacChunkRule, fixed: chunk_tokens).
-//   mac_cuda_bench [full|quick|tune] [waves]
+// ring rows all valid, forced per-head hits (independent, or clustered per KV group) at lag 64
+// (the benchmark hook mac_decode_forced_hits). One layer per step; graph of 10 steps, median of 5
+// replays. CSV on stdout; mac_GBps counts the K/V bytes the MAC step read (mac_kv_frac of full
+// attention's). The columns waves, chunk and rule are always 0, 0 and rounds8192 (adaptive chunks,
+// the one rule left); they stay so the CSV keeps the columns of the recorded ones.
+//   mac_cuda_bench [full|quick]
 //     quick: batch {1,64} x context {32K,127K} x hit {0,0.5,0.95,1}
-//     tune:  127K, batch {1,16,64}, hit 0 / 0.5 / 0.95 per head / 0.95 per group: adaptive
-//            chunks by whole rounds of 8K (the default), 32K or any number of keys per CTA
-//            (rule rounds8192, rounds32768, rounds1), and by 2 x (resident partial CTAs) tasks
-//            (slots, the previous rule)
-//     waves: fixed chunks at this many waves for the other modes (default 0: adaptive, whole rounds)
 //   mac_cuda_bench profile HKV BATCH CONTEXT RATE: 3 eager MAC steps, then 3 eager full-attention
 //     steps, nothing printed (for a kernel profiler such as ncu)
 #include <cuda_runtime.h>
@@ -23,6 +19,7 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string_view>
 #include <vector>
 
 #include "cuda_bench_util.h"
@@ -45,12 +42,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "no CUDA device\n");
     return 0;
   }
-  const bool quick = argc > 1 && std::strcmp(argv[1], "quick") == 0;
-  const bool tune = argc > 1 && std::strcmp(argv[1], "tune") == 0;
-  const bool profile = argc > 5 && std::strcmp(argv[1], "profile") == 0;
-  const double default_waves = argc > 2 && !profile ? std::atof(argv[2]) : 0.0;
-  if (!(default_waves >= 0.0)) {
-    std::fprintf(stderr, "waves must be 0 (adaptive) or a positive number\n");
+  const std::string_view mode = argc > 1 ? argv[1] : "full";
+  const bool quick = mode == "quick", profile = mode == "profile";
+  if (!((mode == "full" || quick) && argc <= 2) && !(profile && argc == 6)) {
+    std::fprintf(stderr, "usage: mac_cuda_bench [full|quick] | profile HKV BATCH CONTEXT RATE\n");
     return 2;
   }
   int sms = 0;
@@ -127,13 +122,8 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&dec, max_S * Hq * sizeof(MacHeadDecision)));
   cuda::MacCounters* counters;
   CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
-  // fixed chunks of 128 tokens, or adaptive with up to 4 waves of per-slot targets (tune)
-  int64_t ws_bytes = 0;
-  for (int64_t hkv : {8, 4}) {
-    const int slots = cuda::mac_partial_slots(D, Hq / hkv);
-    ws_bytes = std::max({ws_bytes, cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 128),
-                         cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 0, 4 * slots)});
-  }
+  int64_t ws_bytes = 0;  // adaptive chunks
+  for (int64_t hkv : {8, 4}) ws_bytes = std::max(ws_bytes, cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 0));
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   float* dws;
@@ -143,12 +133,9 @@ int main(int argc, char** argv) {
               "mac_kv_frac,hits,rule\n");
   std::vector<int64_t> hkvs{8, 4};
   std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
-  std::vector<int> ctxs = quick  ? std::vector<int>{32768, 130048}
-                          : tune ? std::vector<int>{130048}
-                                 : std::vector<int>{32768, 65536, 98304, 130048};
-  std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
-                             : tune ? std::vector<float>{0.0f, 0.5f, 0.95f}
-                                    : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+  std::vector<int> ctxs = quick ? std::vector<int>{32768, 130048} : std::vector<int>{32768, 65536, 98304, 130048};
+  std::vector<float> rates =
+      quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f} : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
   if (profile) {
     hkvs = {std::atoi(argv[2])};
     batches = {std::atoi(argv[3])};
@@ -166,14 +153,6 @@ int main(int argc, char** argv) {
     CK(cudaStreamSynchronize(st));
     return 1.0f;
   };
-  // tune: whole rounds of round_tokens keys per CTA (waves 0), then per-slot targets; otherwise
-  // fixed chunks at `waves` (0: whole rounds, the default)
-  struct Variant {
-    double waves;
-    int32_t round_tokens;
-  };
-  const std::vector<Variant> variants =
-      tune ? std::vector<Variant>{{0.0, 0}, {0.0, 32768}, {0.0, 1 << 30}, {2.0, 0}} : std::vector<Variant>{{default_waves, 0}};
   for (int64_t Hkv : hkvs) {
     PagedKvLayout L{num_blocks, Hkv, 16, D};
     for (int S : batches)
@@ -189,10 +168,8 @@ int main(int argc, char** argv) {
         const float full_us = measure([&] { cuda::paged_decode(pp, plan, dws, st); });
         const double bytes = static_cast<double>(S) * ctx * Hkv * D * 2 * 2;
         for (float rate : rates)
-          for (bool clustered : {false, true})
-          for (const Variant& var : variants) {
-            const double waves = var.waves;
-            if (clustered && (rate == 0.0f || profile || (tune && rate < 0.9f))) continue;  // = independent at 0
+          for (bool clustered : {false, true}) {
+            if (clustered && (rate == 0.0f || profile)) continue;  // = independent at 0
             cuda::MacForceHits force;
             force.hit_rate = rate, force.clustered = clustered, force.seed = 11, force.lag = 64;
             cuda::MacCudaParams p{};
@@ -203,17 +180,7 @@ int main(int argc, char** argv) {
             p.cfg.gen_min = 0;
             p.ring = MacRing{ring_q, ring_o, ring_lse, max_S};
             p.decisions = dec, p.counters = counters;
-            const int slots = cuda::mac_partial_slots(D, Hq / Hkv);
-            // tune: adaptive chunks, whole rounds (waves 0) or aiming at waves x slots tasks;
-            // otherwise fixed chunks at `waves` (0: adaptive, whole rounds)
-            p.chunk_tokens = waves > 0.0 && !tune ? cuda::mac_pick_chunk_tokens(S, Hkv, ctx, slots, waves) : 0;
-            const bool per_slot = tune && waves > 0.0;
-            p.chunk_rule = per_slot ? cuda::MacChunkRule::kPerSlot : cuda::MacChunkRule::kWholeRounds;
-            p.target_tasks = per_slot ? static_cast<int32_t>(waves * slots) : 0;
-            p.round_tokens = var.round_tokens;
-            char rule[32];
-            if (p.chunk_tokens > 0 || per_slot) std::snprintf(rule, sizeof(rule), p.chunk_tokens > 0 ? "fixed" : "slots");
-            else std::snprintf(rule, sizeof(rule), "rounds%d", var.round_tokens == (1 << 30) ? 1 : var.round_tokens > 0 ? var.round_tokens : 8192);
+            p.chunk_tokens = 0;  // adaptive, as the backend runs it
             const cuda::MacWorkspace w{ws, ws_bytes};
             CK(cudaMemset(counters, 0, sizeof(cuda::MacCounters)));
             if (cuda::mac_decode_forced_hits(p, force, w, ctx, st) != 0) {
@@ -226,9 +193,9 @@ int main(int argc, char** argv) {
             const float mac_us = measure([&] { cuda::mac_decode_forced_hits(p, force, w, ctx, st); });
             const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
             std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n", (long long)Hkv, S, ctx,
-                        rate, clustered ? "group" : "head", waves, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
+                        rate, clustered ? "group" : "head", 0.0, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
                         bytes / (full_us * 1e3), kv_frac * bytes / (mac_us * 1e3), kv_frac,
-                        static_cast<double>(cnt.hit_heads) / cnt.heads, rule);
+                        static_cast<double>(cnt.hit_heads) / cnt.heads, "rounds8192");
             std::fflush(stdout);
           }
       }

@@ -199,8 +199,7 @@ struct Gpu {
   DevBuf<cuda::MacCounters> counters;
   DevBuf<uint8_t> ws;
   int64_t ws_bytes = 0;
-  int32_t chunk = 64;
-  cuda::MacChunkRule rule = cuda::MacChunkRule::kWholeRounds;  // adaptive chunks (chunk 0)
+  int32_t chunk = 64;  // 0: adaptive
   Gpu(const World& w, int32_t chunk_tokens)
       : k(w.kb.size()), v(w.vb.size()), table(w.table.size()), ctx(w.S), slots(w.S), vf(w.S), rq(w.rq.size()),
         ro(w.ro.size()), rlse(w.rlse.size()), qpost(w.S * w.Hq * w.D), qpre(w.S * w.Hq * w.D),
@@ -221,7 +220,6 @@ struct Gpu {
     p.layout = w.L, p.cfg = w.cfg;
     p.ring = MacRing{rq.p, ro.p, rlse.p, w.num_slots};
     p.decisions = dec.p, p.kv_tokens_read = kvr.p, p.counters = counters.p, p.chunk_tokens = chunk;
-    p.chunk_rule = rule;
     return p;
   }
   void set_inputs(const StepIn& in) { ctx.up(in.ctx), slots.up(in.slots), vf.up(in.valid_from), qpost.up(in.q_post), qpre.up(in.q_pre); }
@@ -368,8 +366,7 @@ struct SingleCase {
 };
 
 // One decode step of a batch of sequences with mixed hit patterns; checks against the oracle.
-Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chunk,
-                    cuda::MacChunkRule rule = cuda::MacChunkRule::kWholeRounds) {
+Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chunk) {
   MacConfig cfg;
   cfg.threshold = sc.t, cfg.window = sc.M, cfg.band = sc.r, cfg.gen_min = 0, cfg.sink = sc.F, cfg.ring_bf16 = sc.ring_bf16;
   const int64_t S = static_cast<int64_t>(sc.ctx.size());
@@ -392,7 +389,6 @@ Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chun
   }
   Compare cmp;
   Gpu g(w, chunk);
-  g.rule = rule;
   // the spare slot S must stay untouched (inactive rows never write)
   g.set_inputs(in);
   cudaMemset(g.out.p, 0xff, g.out.n * sizeof(float));
@@ -452,18 +448,15 @@ TEST(MacCuda, SingleStepGrid) {
 }
 
 // M 512, r 256, 32K contexts, exact ties (across the 4 match CTAs of a head's window too); fixed
-// chunks, and adaptive by both rules
+// chunks, and adaptive
 TEST(MacCuda, DefaultsLongContext) {
   REQUIRE_DEVICE();
-  using cuda::MacChunkRule;
-  struct V { int32_t chunk; MacChunkRule rule; };
   for (int64_t G : {4, 8})
-    for (const V& v : {V{512, MacChunkRule::kWholeRounds}, V{0, MacChunkRule::kWholeRounds}, V{0, MacChunkRule::kPerSlot}}) {
+    for (int32_t chunk : {512, 0}) {
       SingleCase sc{128, G, 2, 0, true, 512, 256, 0.45f, {32768, 20000, 600, 300, 2049}};
-      const Compare c = single_step(sc, 77 + G, true, v.chunk, v.rule);
+      const Compare c = single_step(sc, 77 + G, true, chunk);
       char name[64];
-      std::snprintf(name, sizeof(name), "defaults G%lld chunk %d rule %s", (long long)G, v.chunk,
-                    v.rule == MacChunkRule::kPerSlot ? "slots" : "rounds");
+      std::snprintf(name, sizeof(name), "defaults G%lld chunk %d", (long long)G, chunk);
       report(name, c);
       expect_ok(c, 2e-3, 1e-2);
     }

@@ -22,23 +22,24 @@ using namespace mac_detail;
 
 constexpr int kMatchThreads = 256;  // 32 candidate groups of 8 lanes (16 B each), 4 candidates each per pass
 constexpr int kScheduleThreads = 1024;
+// Adaptive chunks: keys per resident partial CTA in one round before the step takes more rounds.
+constexpr long long kRoundTokens = 8192;
 
 inline int64_t align256(int64_t x) { return (x + 255) / 256 * 256; }
 
-// Tasks of a step: with a fixed chunk, every group's three ranges in chunks. Adaptive (chunk 0),
-// whole rounds: work / C < 2 x rounds x slots <= 16 x slots (C >= longest / pieces and
-// work / longest < n_long + 1; C is also raised so that work / C <= 2 x rounds x slots whatever
-// the longest); per slot: work / C <= 2 x target_tasks (evening out at most halves C). Plus at
-// most two partial chunks per range, three ranges per group.
-int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t slots, int32_t target_tasks) {
-  if (chunk <= 0) return std::max(16LL * slots, 2LL * target_tasks) + 6 * S * Hkv + 1;
+// Tasks of a step: with a fixed chunk, every group's three ranges in chunks. Adaptive (chunk 0):
+// work / C < 2 x rounds x slots <= 16 x slots (C >= longest / pieces and work / longest <
+// n_long + 1; C is also raised so that work / C <= 2 x rounds x slots whatever the longest), plus
+// at most two partial chunks per range, three ranges per group.
+int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, int32_t slots) {
+  if (chunk <= 0) return 16LL * slots + 6 * S * Hkv + 1;
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
 WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk,
-                   int32_t slots, int32_t target_tasks) {
+                   int32_t slots) {
   WsLayout w{};
-  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, slots, target_tasks);
+  w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, slots);
   w.slots = slots;
   const int64_t G = Hq / Hkv;
   char* p = static_cast<char*>(base);
@@ -407,7 +408,7 @@ __device__ __forceinline__ void schedule(const MacCudaParams& p, const WsLayout&
   if (C <= 0) {
     // Adaptive, from the step's real work (every group's keys, as the decisions left them) and
     // its longest row part, so a step where a few groups miss spreads them over every CTA as well
-    // as an all-miss step does (chunk_rule in mac_attention_cuda.h). (A sequence's chunks then
+    // as an all-miss step does (chunk_tokens in mac_attention_cuda.h). (A sequence's chunks then
     // depend on its batch-mates' work.)
     for (int gi = tid; gi < n_groups; gi += kScheduleThreads) {
       const GroupRanges x = ranges(gi);
@@ -416,29 +417,19 @@ __device__ __forceinline__ void schedule(const MacCudaParams& p, const WsLayout&
       atomicMax(&longest, x.E_m - x.start);
     }
     __syncthreads();
-    if (p.chunk_rule == MacChunkRule::kWholeRounds) {
-      // The long ranges (at most work / longest of them) in equal pieces that fill `rounds` whole
-      // rounds of the resident partial CTAs: one round unless there are more than round_tokens
-      // keys per CTA, then up to 8 (the sinks and tails, short, run after them). Measured on the
-      // H200 (docs/perf/mac_gpu_tune_waves.csv, mac_gpu_tune.csv): a task has ~5-7 us of fixed
-      // cost, and long tasks left over for a second round cost up to a whole task time.
-      const long long slots = max(w.slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
-      const long long per_round = p.round_tokens > 0 ? p.round_tokens : 8192;
-      const long long n_long = max(1LL, total / L);
-      const long long rounds = min(8LL, max(1LL, (total + slots * per_round - 1) / (slots * per_round)));
-      const long long pieces = max(1LL, rounds * slots / n_long);
-      const long long c_long = ((L + pieces - 1) / pieces + 15) / 16 * 16;
-      // never more than 2 x rounds x slots chunks, however short the longest row part
-      const long long c_work = ((total + 2 * rounds * slots - 1) / (2 * rounds * slots) + 15) / 16 * 16;
-      C = static_cast<int>(min(max(128LL, max(c_long, c_work)), 1LL << 30));
-    } else {
-      // About target_tasks chunks, evened out so the longest row part splits into equal chunks
-      // (no short remainder beside full ones).
-      const unsigned long long per = (work + p.target_tasks - 1) / max(p.target_tasks, 1);
-      const int c0 = static_cast<int>(max(128ull, min((per + 15) / 16 * 16, 1ull << 30)));
-      const int pieces = (longest + c0 - 1) / c0;  // >= 2 pieces: C stays >= c0 / 2
-      C = pieces <= 1 ? c0 : max(128, ((longest + pieces - 1) / pieces + 15) / 16 * 16);
-    }
+    // The long ranges (at most work / longest of them) in equal pieces that fill `rounds` whole
+    // rounds of the resident partial CTAs: one round unless there are more than kRoundTokens keys
+    // per CTA, then up to 8 (the sinks and tails, short, run after them). Measured on the H200 (see
+    // docs/perf): a task has ~5-7 us of fixed cost, and long tasks left over for a second round cost
+    // up to a whole task time.
+    const long long slots = max(w.slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
+    const long long n_long = max(1LL, total / L);
+    const long long rounds = min(8LL, max(1LL, (total + slots * kRoundTokens - 1) / (slots * kRoundTokens)));
+    const long long pieces = max(1LL, rounds * slots / n_long);
+    const long long c_long = ((L + pieces - 1) / pieces + 15) / 16 * 16;
+    // never more than 2 x rounds x slots chunks, however short the longest row part
+    const long long c_work = ((total + 2 * rounds * slots - 1) / (2 * rounds * slots) + 15) / 16 * 16;
+    C = static_cast<int>(min(max(128LL, max(c_long, c_work)), 1LL << 30));
   }
   // Each group's chunks in order (row part, sink, tail) own partial-output slots [at, at + n); the
   // task list runs every group's long chunks first, then the short ones (sinks, tails, hit groups'
@@ -668,33 +659,23 @@ bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size) {
   return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
 }
 
-// Adaptive chunks aim at this many tasks: two per resident partial CTA unless the caller says.
-int32_t adaptive_target(int64_t head_dim, int64_t group, int32_t given) {
-  return given > 0 ? given : 2 * mac_partial_slots(head_dim, group);
-}
+namespace {
 
-int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                            int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks) {
-  const int64_t G = num_q_heads / std::max<int64_t>(num_kv_heads, 1);
-  const int32_t target = chunk_tokens > 0 ? 0 : adaptive_target(head_dim, G, target_tasks);
-  const int32_t slots = chunk_tokens > 0 ? 0 : mac_partial_slots(head_dim, G);
-  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, slots, target)
-      .bytes;
-}
-
-int mac_partial_slots(int64_t head_dim, int64_t group) {
+// CTAs of the persistent partial kernel resident on the current device at once (its grid), for
+// this head_dim and group size (the cp.async ring in shared memory bounds it).
+int partial_slots(int64_t head_dim, int64_t group) {
   if (!mac_supported(head_dim, group, 16)) return 1;
   const int G = static_cast<int>(group);
   return head_dim == 32 ? partial_slots_d32(G) : head_dim == 64 ? partial_slots_d64(G) : partial_slots_d128(G);
 }
 
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int slots,
-                              double waves) {
-  const int64_t target = std::max<int64_t>(1, std::llround(waves * std::max(slots, 1)));
-  const int64_t groups = std::max<int64_t>(1, num_seqs * num_kv_heads);
-  int64_t c = (groups * max_context_len + target - 1) / target;
-  c = std::max<int64_t>(128, (c + 15) / 16 * 16);  // at least 2 pages per warp
-  return static_cast<int32_t>(std::min<int64_t>(c, 1 << 20));
+}  // namespace
+
+int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
+                            int64_t max_context_len, int32_t chunk_tokens) {
+  const int64_t G = num_q_heads / std::max<int64_t>(num_kv_heads, 1);
+  const int32_t slots = chunk_tokens > 0 ? 0 : partial_slots(head_dim, G);
+  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, slots).bytes;
 }
 
 namespace {
@@ -708,12 +689,9 @@ int decode_step(const MacCudaParams& params, const MacForceHits* force, const Ma
   const int G = static_cast<int>(Hq / Hkv);
   if (!mac_supported(D, G, params.layout.block_size) || params.chunk_tokens < 0 || params.chunk_tokens % 16 != 0)
     return static_cast<int>(cudaErrorInvalidValue);
-  if (params.chunk_rule != MacChunkRule::kWholeRounds && params.chunk_rule != MacChunkRule::kPerSlot)
-    return static_cast<int>(cudaErrorInvalidValue);
-  MacCudaParams p = params;
-  p.target_tasks = p.chunk_tokens > 0 ? 0 : adaptive_target(D, G, params.target_tasks);
-  const int32_t slots = p.chunk_tokens > 0 ? 0 : mac_partial_slots(D, G);
-  WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, slots, p.target_tasks);
+  const MacCudaParams& p = params;
+  const int32_t slots = p.chunk_tokens > 0 ? 0 : partial_slots(D, G);
+  WsLayout w = layout_ws(ws.base, p.num_seqs, Hq, Hkv, D, max_context_len, p.chunk_tokens, slots);
   if (w.bytes > ws.bytes) return static_cast<int>(cudaErrorInvalidValue);
   // Match: at small batch each head's window is split over several CTAs (shares of at least one
   // pass of 128 candidates) so the latency-bound scan has about two CTAs per SM.

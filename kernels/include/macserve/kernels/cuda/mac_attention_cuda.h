@@ -51,16 +51,6 @@ struct MacCounters {
   unsigned long long kv_tokens_full;  // what full attention reads: context x Hkv
 };
 
-// How adaptive chunks (chunk_tokens 0) cut the step's work, both from the work the decisions left.
-//   kWholeRounds: the ranges as long as the longest row part are cut into equal pieces that fill a
-//     whole number of rounds of the resident partial CTAs: one round unless there are more than
-//     round_tokens keys per CTA, then up to 8 (no round runs a handful of long leftovers; a task
-//     has a fixed cost).
-// Either way the partials run long chunks (>= C / 2) before short ones.
-//   kPerSlot: about target_tasks chunks (default two per resident partial CTA), evened out so the
-//     longest row part splits into equal chunks.
-enum class MacChunkRule : int32_t { kWholeRounds = 0, kPerSlot = 1 };
-
 struct MacCudaParams {
   const float* q_post;            // [num_seqs, Hq, D] f32, post-RoPE (decode: token s = sequence s)
   const float* q_pre;             // [num_seqs, Hq, D] f32, pre-RoPE (after q_norm for Qwen3)
@@ -83,12 +73,11 @@ struct MacCudaParams {
   int64_t* kv_tokens_read;        // [num_seqs] device or nullptr
   MacCounters* counters;          // device or nullptr
   // Split-KV chunk, a multiple of 16; 0: adaptive, chosen on the device each step from the work
-  // the decisions left (chunk_rule, at least 128 tokens). A fixed chunk keeps a sequence's
-  // partials independent of its batch-mates (bitwise batch invariance).
+  // the decisions left (at least 128 tokens): the ranges as long as the longest row part are cut
+  // into equal pieces that fill a whole number of rounds of the resident partial CTAs, and long
+  // chunks (>= C / 2) run before short ones. A fixed chunk keeps a sequence's partials independent
+  // of its batch-mates (bitwise batch invariance).
   int32_t chunk_tokens = 0;
-  MacChunkRule chunk_rule = MacChunkRule::kWholeRounds;
-  int32_t target_tasks = 0;       // kPerSlot: aim at this many tasks (0: two per resident partial CTA)
-  int32_t round_tokens = 0;       // kWholeRounds: keys per resident CTA in one round (0: 8192)
   // Mixed steps (chunked prefill + decodes in one batch): the token row of sequence s in q_post,
   // q_pre and out, and which sequences decode here (others read and write nothing; their
   // kv_tokens_read entry is context x Hkv, as on the CPU). Null: token s, every sequence decodes.
@@ -103,15 +92,7 @@ struct MacWorkspace {
   int64_t bytes = 0;
 };
 int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                            int64_t max_context_len, int32_t chunk_tokens, int32_t target_tasks = 0);
-// CTAs of the persistent partial kernel resident on the current device at once (its grid), for
-// this head_dim and group size (the cp.async ring in shared memory bounds it).
-int mac_partial_slots(int64_t head_dim, int64_t group);
-// A chunk size that gives about `waves` tasks per partial slot when every group misses (a multiple
-// of 16, at least 128). More waves balance better; fewer have less per-task overhead (pipeline
-// fill, one more partial to merge).
-int32_t mac_pick_chunk_tokens(int64_t num_seqs, int64_t num_kv_heads, int64_t max_context_len, int slots,
-                              double waves = 1.0);
+                            int64_t max_context_len, int32_t chunk_tokens);
 // head_dim 32, 64 or 128; 1 to 8 query heads per KV head; KV blocks of 16 tokens.
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size);
 
