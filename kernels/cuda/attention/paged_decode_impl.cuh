@@ -324,7 +324,7 @@ template <int D, int G>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaParams p, int pages_per_split,
                                                              int num_splits, float* ws_o, float* ws_lse) {
   static_assert(merge_floats<D, G>() * 4 <= smem_bytes<D>(), "merge area fits the ring");
-  extern __shared__ __align__(128) uint4 smem[];  // attend_keys' ring: 128-byte lines (mac_impl.cuh)
+  extern __shared__ __align__(128) uint4 smem[];  // attend_keys' ring: 128-byte lines (mac_partial.cuh)
   const int split = blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
   const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
   const int ctx = p.context_lens[seq];

@@ -1,6 +1,6 @@
-// MAC-Attention CUDA internals shared by mac_attention.cu (match, schedule, merge, host side) and
-// mac_partial_d{32,64,128}.cu (the split-KV partials and the prefill rows, one file per head_dim so
-// the heavy instantiations compile in parallel). Not a public header.
+// MAC-Attention decode, launch 3 of 4: the split-KV partials; and the prefill rows, which run the
+// same page loop (mac_attention_cuda.h, mac_common.cuh). Included only by mac_partial_d<D>.cu, one
+// file per head_dim so the heavy instantiations compile in parallel. Not a public header.
 //
 // The partials run the full-attention decode kernel's page pipeline (attention/
 // paged_decode_impl.cuh, attend_keys): 4 warps per CTA, a 3-stage cp.async ring per warp, the
@@ -8,7 +8,6 @@
 // keys exactly as paged_decode does; MAC adds only the per-head lower bound of row-part chunks.
 #pragma once
 
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,70 +15,13 @@
 
 #include "../attention/paged_decode_impl.cuh"
 #include "../cuda_util.cuh"
-#include "macserve/kernels/cuda/mac_attention_cuda.h"
+#include "mac_common.cuh"
 
 namespace macserve::kernels::cuda::mac_detail {
-
-enum TaskKind : int { kRowPart = 0, kSink = 1, kTail = 2 };
-
-// A group's chunks own partial-output slots [task_begin, task_begin + n_row + n_sink + n_tail) in
-// that order. Run order: its long chunks from long_begin; its short ones after every long chunk
-// and the short_before short chunks of the groups before it. Its ranges: row part [start, e_m),
-// sink [0, fp), tail [e_m, ctx).
-struct GroupInfo {
-  int32_t task_begin;
-  int32_t n_row, n_sink, n_tail;
-  int32_t long_begin, short_before;
-  int32_t start, e_m, fp, ctx;
-};
-
-// Match CTAs per head at most (a small batch splits each head's ring scan over several CTAs).
-constexpr int kMaxMatchSplits = 8;
-
-// Workspace layout (every part 256-byte aligned).
-struct WsLayout {
-  int32_t* task_count;  // [1] tasks of the step (written by the schedule kernel)
-  int32_t* task_next;   // [1] next task to take (zeroed by the schedule kernel, taken by the partials)
-  // [S * Hq * kMaxMatchSplits] each match CTA's best candidate, (distance bits << 32) | position
-  // (distances are >= 0, so the integer order is the (distance, position) order); ~0: none
-  unsigned long long* match_best;
-  int32_t match_splits; // match CTAs per head this step
-  int32_t slots;        // resident partial CTAs (adaptive chunks plan for them)
-  GroupInfo* groups;    // [S * Hkv]
-  int64_t* group_reads; // [S * Hkv]
-  int32_t* head_start;  // [S * Hq]
-  int4* tasks;          // [max_tasks] in run order: {group index, begin, end, slot << 2 | kind}
-  float* part_o;        // [max_tasks, G, D]
-  float* part_lse;      // [max_tasks, G] natural log
-  int64_t max_tasks;
-  int64_t bytes;
-};
-
-// Token row of decode sequence s (mixed steps: token_index).
-__device__ __forceinline__ int64_t token_of(const MacCudaParams& p, int s) {
-  return p.token_index != nullptr ? p.token_index[s] : s;
-}
-
-__device__ __forceinline__ void ring_store(void* base, bool bf16, int64_t i, float v) {
-  if (bf16) static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
-  else static_cast<float*>(base)[i] = v;
-}
 
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kPartialThreads = decode_detail::kWarps * 32;
-
-// The partial kernel of head_dim D (persistent CTAs over the step's task list) and the prefill-rows
-// kernel, for any group size 1-8; defined in mac_partial_d<D>.cu. Return a cudaError_t value.
-int launch_partials_d32(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
-int launch_partials_d64(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
-int launch_partials_d128(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
-int launch_rows_d32(const MacPrefillRowsParams& p, int G, cudaStream_t st);
-int launch_rows_d64(const MacPrefillRowsParams& p, int G, cudaStream_t st);
-int launch_rows_d128(const MacPrefillRowsParams& p, int G, cudaStream_t st);
-int partial_slots_d32(int G);
-int partial_slots_d64(int G);
-int partial_slots_d128(int G);
 
 // Split-KV partial attention: each CTA takes tasks {group, begin, end, slot and kind} from the
 // list in run order (an atomic counter; long chunks first, so short ones balance the end) and
@@ -159,18 +101,6 @@ __global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefil
       });
 }
 
-// Multiprocessors of the current device, asked once (the MAC kernels, like the backend, use one
-// device per process).
-inline int device_sms() {
-  static const int n = [] {
-    int dev = 0, sms = 1;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    return std::max(1, sms);
-  }();
-  return n;
-}
-
 // CTAs of the persistent partial kernel that fit on the device at once (its grid).
 template <int D, int G>
 int partial_grid() {
@@ -191,7 +121,7 @@ int partial_grid() {
 }
 
 template <int D, int G>
-int launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
+int launch_partial_kernel(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
   static_assert(decode_detail::merge_floats<D, G>() * 4 <= decode_detail::smem_bytes<D>(), "merge area fits");
   const int resident = partial_grid<D, G>();  // also opts the kernel in to its shared memory
   const int64_t grid = std::min<int64_t>(w.max_tasks, resident);
@@ -201,7 +131,7 @@ int launch_partial(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
 }
 
 template <int D, int G>
-int launch_rows(const MacPrefillRowsParams& p, cudaStream_t st) {
+int launch_rows_kernel(const MacPrefillRowsParams& p, cudaStream_t st) {
   static const cudaError_t opt_in =  // 48 KiB of ring at head_dim 128: refused without opting in
       cudaFuncSetAttribute(prefill_rows_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(decode_detail::smem_bytes<D>()));
@@ -211,21 +141,22 @@ int launch_rows(const MacPrefillRowsParams& p, cudaStream_t st) {
   return detail::last_error();
 }
 
+// The launchers declared in mac_common.cuh: the group size G picks the kernel.
 template <int D>
-int dispatch_partials(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st) {
+int launch_partials(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st) {
   return detail::with_group_size(G, static_cast<int>(cudaErrorInvalidValue),
-                                 [&](auto g) { return launch_partial<D, decltype(g)::value>(p, w, st); });
+                                 [&](auto g) { return launch_partial_kernel<D, decltype(g)::value>(p, w, st); });
 }
 
 template <int D>
-int dispatch_slots(int G) {
+int partial_slots(int G) {
   return detail::with_group_size(G, 1, [](auto g) { return partial_grid<D, decltype(g)::value>(); });
 }
 
 template <int D>
-int dispatch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
+int launch_rows(const MacPrefillRowsParams& p, int G, cudaStream_t st) {
   return detail::with_group_size(G, static_cast<int>(cudaErrorInvalidValue),
-                                 [&](auto g) { return launch_rows<D, decltype(g)::value>(p, st); });
+                                 [&](auto g) { return launch_rows_kernel<D, decltype(g)::value>(p, st); });
 }
 
 }  // namespace macserve::kernels::cuda::mac_detail
