@@ -105,7 +105,7 @@ class Backend {
   // exact-mode sequences, Match-Amend-Complete for decode-mode ones, in any mix. Every pointer is
   // backend memory (the host's on the CPU, the device's on CUDA): the per-sequence arrays are
   // uploaded once per step with the step's metadata, and the outputs stay there until the step's one
-  // telemetry copy (Model::forward), so nothing here synchronises.
+  // telemetry copy (StepExecutor::run), so nothing here synchronises.
   struct MacArgs {
     const kernels::MacConfig* config;
     const kernels::MacRing* ring;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "macserve/backend/kv_cache_view.h"
+#include "macserve/backend/step_arrays.h"
 #include "macserve/core/tensor.h"
 #include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/paged_kv.h"
@@ -25,15 +26,6 @@ struct MacStepInputs {
   bool audit = false;                   // also run exact attention; report rel. L2 per layer
 };
 
-// What a MAC step reports back (Model::read_mac_outputs after the step). Decisions are those of
-// decode sequences (zero for exact ones); kv_tokens_read of an exact sequence is context x Hkv.
-struct MacStepOutputs {
-  std::vector<kernels::MacHeadDecision> decisions;  // [num_layers, num_seqs, num_q_heads]
-  std::vector<int64_t> kv_tokens_read;              // [num_layers, num_seqs]
-  std::vector<double> audit_err_sq;                 // [num_layers]: sum |mac - exact|^2 (decode rows)
-  std::vector<double> audit_ref_sq;                 // [num_layers]: sum |exact|^2
-};
-
 struct StepInputs {
   std::vector<int32_t> token_ids;     // [num_tokens]: each sequence's new tokens, sequence after sequence
   std::vector<int32_t> positions;     // [num_tokens]
@@ -49,7 +41,9 @@ struct StepInputs {
   int64_t num_seqs() const { return static_cast<int64_t>(context_lens.size()); }
 };
 
-// The KV cache view lives in the backend layer (the KV pool below the models owns it).
+// The KV cache view lives in the backend layer (the KV pool below the models owns it), and so does
+// what a MAC step reports back (the StepExecutor unpacks it; Model::read_mac_outputs).
 using backend::KvCacheView;
+using backend::MacStepOutputs;
 
 }  // namespace macserve::models
