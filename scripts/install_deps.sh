@@ -8,11 +8,13 @@ APT_PACKAGES=(
   libopenblas-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
   libsentencepiece-dev libpcre2-dev libutf8proc-dev
   libboost-dev prometheus-cpp-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format clang-tidy
   prometheus wrk
 )
-PIP_PACKAGES=(numpy safetensors gguf tokenizers sentencepiece jinja2 pytest pytest-timeout openai)
+PIP_PACKAGES=(numpy safetensors gguf tokenizers sentencepiece jinja2 pytest pytest-timeout openai
+  grpcio grpcio-tools grpcio-health-checking grpcio-reflection matplotlib)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The README's test command: installs dependencies, fetches the default model, builds everything
-# (CUDA sources too when nvcc is present) and runs every test with ctest. GPU tests skip without a
-# GPU. MACSERVE_SANITIZE_TESTS=1 also builds and runs the CPU tests under ASan+UBSan.
+# (CUDA sources too when nvcc is present), runs every test with ctest (GPU tests skip without a
+# GPU), then the style checks: clang-format and clang-tidy (scripts/check_style.sh).
+# MACSERVE_SANITIZE_TESTS=1 also builds and runs the CPU tests under ASan+UBSan.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_deps.sh
 export MACSERVE_DEFAULT_MODEL=${MACSERVE_DEFAULT_MODEL:-$(scripts/fetch_default_model.sh)}
 scripts/build.sh
 (cd build && ctest --output-on-failure -j "$(nproc)" --timeout 1200)
+scripts/check_style.sh format
+scripts/check_style.sh tidy
 if [ "${MACSERVE_SANITIZE_TESTS:-0}" = 1 ]; then
   BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DMACSERVE_CUDA=OFF \
     -DMACSERVE_SANITIZE=address,undefined

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdlib>
 #include <fstream>
 
 #include "macserve/core/error.h"
@@ -13,7 +12,8 @@ namespace {
 
 std::string env_name(const std::string& key) {
   std::string env = "MACSERVE_" + key;
-  for (char& c : env) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  for (char& c : env)
+    c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   return env;
 }
 
@@ -35,13 +35,15 @@ std::string parse_value(const std::string& raw, const std::string& where) {
     }
     if (i >= raw.size()) throw_error(ErrorCode::kInvalidArgument, "{}: unterminated string", where);
     const std::string rest = trim(raw.substr(i + 1));
-    if (!rest.empty() && rest[0] != '#') throw_error(ErrorCode::kInvalidArgument, "{}: text after the string", where);
+    if (!rest.empty() && rest[0] != '#')
+      throw_error(ErrorCode::kInvalidArgument, "{}: text after the string", where);
     return out;
   }
   return trim(raw.substr(0, raw.find('#')));
 }
 
-void expand_file(const std::string& path, std::vector<std::string>& out) {
+void expand_file(const std::string& path, const std::set<std::string>& env_names,
+                 std::vector<std::string>& out) {
   std::ifstream f(path);
   if (!f) throw_error(ErrorCode::kInvalidArgument, "--config {}: cannot read the file", path);
   std::string line;
@@ -51,14 +53,16 @@ void expand_file(const std::string& path, std::vector<std::string>& out) {
     if (line.empty() || line[0] == '#' || line[0] == ';') continue;
     if (line[0] == '[') continue;  // [serve] and similar section headers
     const auto eq = line.find('=');
-    if (eq == std::string::npos) throw_error(ErrorCode::kInvalidArgument, "{}: expected `name = value`", where);
+    if (eq == std::string::npos)
+      throw_error(ErrorCode::kInvalidArgument, "{}: expected `name = value`", where);
     std::string key = trim(line.substr(0, eq));
     if (key.rfind("--", 0) == 0) key = key.substr(2);
     std::replace(key.begin(), key.end(), '_', '-');
     if (key.empty() || key == "config")
-      throw_error(ErrorCode::kInvalidArgument, "{}: '{}' cannot be set in a config file", where, key);
+      throw_error(ErrorCode::kInvalidArgument, "{}: '{}' cannot be set in a config file", where,
+                  key);
     const std::string value = parse_value(trim(line.substr(eq + 1)), where);
-    if (std::getenv(env_name(key).c_str()) != nullptr) continue;  // the environment wins
+    if (env_names.count(env_name(key)) != 0) continue;  // the environment wins
     if (value == "true") {
       out.push_back("--" + key);
     } else if (value == "false") {
@@ -72,7 +76,8 @@ void expand_file(const std::string& path, std::vector<std::string>& out) {
 
 }  // namespace
 
-std::vector<std::string> expand_config_files(const std::vector<std::string>& argv) {
+std::vector<std::string> expand_config_files(const std::vector<std::string>& argv,
+                                             const std::set<std::string>& env_names) {
   // Where the subcommand's own arguments start: config flags are inserted there.
   std::vector<std::string> out;
   std::vector<std::string> configs;
@@ -93,10 +98,12 @@ std::vector<std::string> expand_config_files(const std::vector<std::string>& arg
   }
   if (configs.empty()) return argv;
   if (insert_at == 0)
-    throw_error(ErrorCode::kInvalidArgument, "--config belongs after the subcommand (macserve serve --config FILE)");
+    throw_error(ErrorCode::kInvalidArgument,
+                "--config belongs after the subcommand (macserve serve --config FILE)");
   std::vector<std::string> expanded;
-  for (const auto& c : configs) expand_file(c, expanded);
-  out.insert(out.begin() + static_cast<std::ptrdiff_t>(insert_at), expanded.begin(), expanded.end());
+  for (const auto& c : configs) expand_file(c, env_names, expanded);
+  out.insert(out.begin() + static_cast<std::ptrdiff_t>(insert_at), expanded.begin(),
+             expanded.end());
   return out;
 }
 

@@ -3,9 +3,12 @@
 
 #include <CLI/CLI.hpp>
 
+#include "environment.h"
+
 namespace macserve::server {
 
-// Registers the subcommand; the returned callback runs it and gives the exit code.
-void add_generate_command(CLI::App& app, int& exit_code);
+// Registers the subcommand; the returned callback runs it and gives the exit code. `env` must
+// outlive the parse.
+void add_generate_command(CLI::App& app, const Environment& env, int& exit_code);
 
 }  // namespace macserve::server

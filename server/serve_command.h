@@ -3,8 +3,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include "environment.h"
+
 namespace macserve::server {
 
-void add_serve_command(CLI::App& app, int& exit_code);
+// `env` must outlive the parse (the subcommand runs from CLI11's callback).
+void add_serve_command(CLI::App& app, const Environment& env, int& exit_code);
 
 }  // namespace macserve::server

@@ -17,15 +17,20 @@ inline std::string models_dir() {
   return shared_dir() + "/models";
 }
 
-inline std::string fixtures_dir() { return std::string(MACSERVE_SOURCE_DIR) + "/tests/fixtures"; }
+// The repo's tests/fixtures; env MACSERVE_FIXTURES_DIR points elsewhere (a test bundle carried to a
+// machine without the source tree: scripts/gpu_bundle.sh).
+inline std::string fixtures_dir() {
+  if (const char* env = std::getenv("MACSERVE_FIXTURES_DIR")) return env;
+  return std::string(MACSERVE_SOURCE_DIR) + "/tests/fixtures";
+}
 
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
 
 }  // namespace macserve::testing
 
 // Skips the current test with a clear message when a path is missing.
-#define MACSERVE_REQUIRE_PATH(p)                                                     \
-  do {                                                                               \
-    if (!::macserve::testing::exists(p)) GTEST_SKIP() << "test data not found: " << (p) \
-                                                      << " (set MACSERVE_SHARED_DIR)"; \
+#define MACSERVE_REQUIRE_PATH(p)                                                      \
+  do {                                                                                \
+    if (!::macserve::testing::exists(p))                                              \
+      GTEST_SKIP() << "test data not found: " << (p) << " (set MACSERVE_SHARED_DIR)"; \
   } while (0)

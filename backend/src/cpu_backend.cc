@@ -1,4 +1,5 @@
-// CpuBackend: float32 host tensors, ops straight to kernels/cpu.
+// CpuBackend: float32 host tensors (weights f32 or kept in GGUF blocks), ops straight to
+// kernels/cpu.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -12,12 +13,36 @@
 #include "macserve/kernels/gemm.h"
 #include "macserve/kernels/kv_write.h"
 #include "macserve/kernels/mac_attention.h"
+#include "macserve/kernels/quant.h"
 #include "macserve/kernels/rms_norm.h"
 
 namespace macserve::backend {
 namespace {
 
 namespace k = macserve::kernels;
+
+// The kernel format of a weight kept quantized (DType kQ*); false for every other dtype.
+bool quant_format(DType dtype, k::QuantFormat* f) {
+  switch (dtype) {
+    case DType::kQ8_0:
+      *f = k::QuantFormat::kQ8_0;
+      return true;
+    case DType::kQ4_0:
+      *f = k::QuantFormat::kQ4_0;
+      return true;
+    case DType::kQ4_1:
+      *f = k::QuantFormat::kQ4_1;
+      return true;
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kI32:
+    case DType::kI64:
+    case DType::kU8:
+      return false;
+  }
+  return false;
+}
 
 float* f32(const Tensor& t) {
   MACSERVE_CHECK(t.dtype() == DType::kF32, "expected F32, got {}", dtype_name(t.dtype()));
@@ -26,8 +51,9 @@ float* f32(const Tensor& t) {
 
 // The fields every paged-attention kernel's Params share (plain and MAC).
 template <typename Params>
-void fill_common(Params& p, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
-                 const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale) {
+void fill_common(Params& p, const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                 const Tensor& out, const AttentionMeta& meta, const k::PagedKvLayout& layout,
+                 float scale) {
   p.k_cache = f32(k_cache);
   p.v_cache = f32(v_cache);
   p.out = f32(out);
@@ -43,6 +69,7 @@ void fill_common(Params& p, const Tensor& q, const Tensor& k_cache, const Tensor
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(const BackendOptions& options) : blas_gemm_(options.cpu_blas_gemm) {}
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::kCpu; }
 
@@ -50,12 +77,15 @@ class CpuBackend final : public Backend {
     return Tensor::empty_host(dtype, std::move(shape));
   }
   Tensor upload_weight(const Tensor& host) override { return host; }
-  void copy_to_host(const Tensor& src, void* dst) override { std::memcpy(dst, src.data(), src.nbytes()); }
+  void copy_to_host(const Tensor& src, void* dst) override {
+    std::memcpy(dst, src.data(), src.nbytes());
+  }
   void copy_from_host(const void* src, const Tensor& dst) override {
     std::memcpy(dst.data(), src, dst.nbytes());
   }
   void copy(const Tensor& src, const Tensor& dst) override {
-    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
+    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(),
+                   dst.nbytes());
     std::memmove(dst.data(), src.data(), src.nbytes());
   }
   void fill_zero(const Tensor& t) override { std::memset(t.data(), 0, t.nbytes()); }
@@ -66,7 +96,13 @@ class CpuBackend final : public Backend {
     const int32_t* id = ids.data_as<int32_t>();
     for (int64_t i = 0; i < ids.numel(); ++i)
       if (id[i] < 0 || id[i] >= vocab)
-        throw_error(ErrorCode::kInvalidArgument, "token id {} is outside the vocabulary (size {})", id[i], vocab);
+        throw_error(ErrorCode::kInvalidArgument, "token id {} is outside the vocabulary (size {})",
+                    id[i], vocab);
+    if (k::QuantFormat fmt; quant_format(table.dtype(), &fmt)) {
+      k::cpu::dequantize_rows(fmt, table.data_as<uint8_t>(), table.dim(1), id, ids.numel(),
+                              f32(out));
+      return;
+    }
     k::cpu::embedding({id, f32(table), f32(out), ids.numel(), table.dim(1), vocab});
   }
   void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,
@@ -77,9 +113,16 @@ class CpuBackend final : public Backend {
   }
   void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) override {
     const int64_t kdim = w.dim(1);
-    k::cpu::linear({f32(x), f32(w), bias ? f32(*bias) : nullptr, f32(y), x.numel() / kdim, w.dim(0), kdim});
+    if (k::QuantFormat fmt; quant_format(w.dtype(), &fmt)) {
+      k::cpu::quant_linear({f32(x), w.data_as<uint8_t>(), bias ? f32(*bias) : nullptr, f32(y),
+                            x.numel() / kdim, w.dim(0), kdim, fmt});
+      return;
+    }
+    k::cpu::linear({f32(x), f32(w), bias ? f32(*bias) : nullptr, f32(y), x.numel() / kdim, w.dim(0),
+                    kdim, blas_gemm_});
   }
-  void rope(const Tensor& q, const Tensor& kt, const Tensor& positions, const Tensor& inv_freq) override {
+  void rope(const Tensor& q, const Tensor& kt, const Tensor& positions,
+            const Tensor& inv_freq) override {
     const int64_t head_dim = q.dim(-1);
     k::cpu::rope({f32(q), f32(kt), positions.data_as<int32_t>(), f32(inv_freq), positions.numel(),
                   q.dim(-2), kt.dim(-2), head_dim});
@@ -93,19 +136,20 @@ class CpuBackend final : public Backend {
   }
   void kv_write(const Tensor& kt, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
                 const AttentionMeta& meta, const k::PagedKvLayout& layout) override {
-    k::cpu::kv_write({f32(kt), f32(v), f32(k_cache), f32(v_cache), meta.slot_mapping.data_as<int64_t>(),
-                      meta.slot_mapping.numel(), layout});
+    k::cpu::kv_write({f32(kt), f32(v), f32(k_cache), f32(v_cache),
+                      meta.slot_mapping.data_as<int64_t>(), meta.slot_mapping.numel(), layout});
   }
-  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
-                       const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale) override {
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                       const Tensor& out, const AttentionMeta& meta, const k::PagedKvLayout& layout,
+                       float scale) override {
     k::PagedAttentionParams p{};
     fill_common(p, q, k_cache, v_cache, out, meta, layout, scale);
     p.q = f32(q);
     k::cpu::paged_attention(p);
   }
-  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
-                     const Tensor& out, const AttentionMeta& meta, const k::PagedKvLayout& layout, float scale,
-                     const MacArgs& mac) override {
+  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache,
+                     const Tensor& v_cache, const Tensor& out, const AttentionMeta& meta,
+                     const k::PagedKvLayout& layout, float scale, const MacArgs& mac) override {
     k::MacAttentionParams p{};
     fill_common(p, q, k_cache, v_cache, out, meta, layout, scale);
     p.q_post = f32(q);
@@ -119,6 +163,7 @@ class CpuBackend final : public Backend {
     p.decisions = mac.decisions;
     p.kv_tokens_read = mac.kv_tokens_read;
     k::cpu::mac_attention(p);
+    plain_attention(q, k_cache, v_cache, out, meta, layout, scale, mac.modes);
     if (mac.audit_exact == nullptr) return;
     // Audit: exact attention for the same queries, squared error and reference over decode rows.
     paged_attention(q, k_cache, v_cache, *mac.audit_exact, meta, layout, scale);
@@ -135,19 +180,52 @@ class CpuBackend final : public Backend {
       }
     }
   }
-  k::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
-                            bool bf16) override {
+  // The kMacPlain sequences of a MAC step: the plain paged kernel over each run of consecutive
+  // plain sequences. A (token, head) row's result does not depend on the other rows of the call, so
+  // these rows get exactly the bits --attention full computes for them.
+  static void plain_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                              const Tensor& out, const AttentionMeta& meta,
+                              const k::PagedKvLayout& layout, float scale, const int8_t* modes) {
+    k::PagedAttentionParams p{};
+    fill_common(p, q, k_cache, v_cache, out, meta, layout, scale);
+    const int64_t row = q.dim(-2) * q.dim(-1);
+    std::vector<int32_t> starts;
+    for (int64_t s0 = 0; s0 < meta.num_seqs;) {
+      if (modes[s0] != k::kMacPlain) {
+        ++s0;
+        continue;
+      }
+      int64_t s1 = s0;
+      while (s1 < meta.num_seqs && modes[s1] == k::kMacPlain) ++s1;
+      const int32_t t0 = p.query_start[s0];
+      starts.clear();
+      for (int64_t s = s0; s <= s1; ++s) starts.push_back(p.query_start[s] - t0);
+      k::PagedAttentionParams run = p;
+      run.q = f32(q) + t0 * row;
+      run.out = f32(out) + t0 * row;
+      run.query_start = starts.data();
+      run.context_lens = p.context_lens + s0;
+      run.block_tables = p.block_tables + s0 * p.max_blocks_per_seq;
+      run.num_seqs = s1 - s0;
+      k::cpu::paged_attention(run);
+      s0 = s1;
+    }
+  }
+  k::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads,
+                            int64_t head_dim, bool bf16) override {
     const int64_t rows = num_slots * window * num_q_heads;
     Tensor q = Tensor::empty_host(bf16 ? DType::kBF16 : DType::kF32, {rows, head_dim});
     Tensor o = Tensor::empty_host(bf16 ? DType::kBF16 : DType::kF32, {rows, head_dim});
     Tensor lse = Tensor::empty_host(DType::kF32, {rows});
-    std::fill(lse.data_as<float>(), lse.data_as<float>() + rows, -std::numeric_limits<float>::infinity());
+    std::fill(lse.data_as<float>(), lse.data_as<float>() + rows,
+              -std::numeric_limits<float>::infinity());
     rings_.push_back({q, o, lse});
     return {q.data(), o.data(), lse.data_as<float>(), num_slots};
   }
   void argmax_rows(const Tensor& logits, const Tensor& out) override {
-    MACSERVE_CHECK(logits.dtype() == DType::kF32 && out.dtype() == DType::kI32 && logits.dim(0) == out.numel(),
-                   "argmax_rows: f32 [rows, vocab] -> i32 [rows]");
+    MACSERVE_CHECK(
+        logits.dtype() == DType::kF32 && out.dtype() == DType::kI32 && logits.dim(0) == out.numel(),
+        "argmax_rows: f32 [rows, vocab] -> i32 [rows]");
     const int64_t vocab = logits.dim(1);
     for (int64_t r = 0; r < logits.dim(0); ++r) {
       const float* row = logits.data_as<float>() + r * vocab;
@@ -159,7 +237,8 @@ class CpuBackend final : public Backend {
     const int64_t width = x.numel() / x.dim(0);
     const int32_t* r = rows.data_as<int32_t>();
     for (int64_t i = 0; i < rows.numel(); ++i)
-      std::memcpy(f32(out) + i * width, f32(x) + static_cast<int64_t>(r[i]) * width, sizeof(float) * width);
+      std::memcpy(f32(out) + i * width, f32(x) + static_cast<int64_t>(r[i]) * width,
+                  sizeof(float) * width);
   }
 
  private:
@@ -167,6 +246,7 @@ class CpuBackend final : public Backend {
     Tensor q, o, lse;
   };
   std::vector<RingStorage> rings_;  // keeps MAC ring memory alive
+  bool blas_gemm_ = false;          // BackendOptions::cpu_blas_gemm
 };
 
 }  // namespace
@@ -175,6 +255,8 @@ void Backend::throw_unsupported(const char* what) const {
   throw_error(ErrorCode::kUnsupported, "{} is not supported by the {} backend", what, name());
 }
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
+}
 
 }  // namespace macserve::backend

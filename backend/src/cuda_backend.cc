@@ -28,31 +28,37 @@ namespace {
 namespace kc = macserve::kernels::cuda;
 
 void check_cublas(cublasStatus_t s, const char* what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw_error(ErrorCode::kInternal, "cuBLAS error {} in {}", static_cast<int>(s), what);
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw_error(ErrorCode::kInternal, "cuBLAS error {} in {}", static_cast<int>(s), what);
 }
 
 void expect(const Tensor& t, DType d, const char* what) {
-  MACSERVE_CHECK(t.dtype() == d, "{}: expected {}, got {}", what, dtype_name(d), dtype_name(t.dtype()));
+  MACSERVE_CHECK(t.dtype() == d, "{}: expected {}, got {}", what, dtype_name(d),
+                 dtype_name(t.dtype()));
 }
 
-constexpr size_t kStagingBytes = size_t{32} << 20;      // pinned arena for step inputs and logits
+constexpr size_t kStagingBytes = size_t{32} << 20;  // pinned arena for step inputs and logits
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
-constexpr int64_t kUploadChunk = int64_t{64} << 20;    // f32 elements per weight upload chunk
+constexpr int64_t kUploadChunk = int64_t{64} << 20;  // f32 elements per weight upload chunk
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int device) : device_(device) {
+  CudaBackend(int device, const BackendOptions& options)
+      : device_(device),
+        force_general_(options.cuda_general_attention),
+        use_graphs_(options.graphs) {
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    check_cuda(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device), "device attributes");
+    check_cuda(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device),
+               "device attributes");
     check_cuda(cudaMallocHost(&staging_, kStagingBytes), "cudaMallocHost");
     check_cublas(cublasCreate(&cublas_), "cublasCreate");
     check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
     check_cuda(cudaMalloc(&cublas_ws_, kCublasWorkspace), "cudaMalloc");
     check_cublas(cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace), "cublasSetWorkspace");
-    const char* env = std::getenv("MACSERVE_CUDA_ATTENTION");  // env: MACSERVE_CUDA_ATTENTION=general
-    force_general_ = env != nullptr && std::string_view(env) == "general";
     mac_ = std::make_unique<CudaMac>(*this, stream_);
+    if (options.mac_force_hit_rate >= 0.0f)
+      mac_->set_force_hits(options.mac_force_hit_rate, options.mac_force_clustered);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -90,7 +96,8 @@ class CudaBackend final : public Backend {
     void* p = nullptr;
     const cudaError_t e = cudaMalloc(&p, bytes);
     if (e != cudaSuccess)
-      throw_error(ErrorCode::kResourceExhausted, "cudaMalloc of {} bytes failed: {}", bytes, cudaGetErrorString(e));
+      throw_error(ErrorCode::kResourceExhausted, "cudaMalloc of {} bytes failed: {}", bytes,
+                  cudaGetErrorString(e));
     // Zeroed like host tensors: nothing may depend on it, but no stale NaNs either.
     check_cuda(cudaMemsetAsync(p, 0, bytes, stream_), "cudaMemsetAsync");
     std::shared_ptr<void> owner(p, [](void* q) { cudaFree(q); });
@@ -98,6 +105,10 @@ class CudaBackend final : public Backend {
   }
 
   Tensor upload_weight(const Tensor& host) override {
+    if (is_quantized(host.dtype()))
+      throw_error(ErrorCode::kUnsupported,
+                  "{} weights are kept quantized only on the CPU (load them as f32)",
+                  dtype_name(host.dtype()));
     if (host.dtype() != DType::kF32) {
       Tensor t = alloc(host.dtype(), host.shape());
       copy_from_host(host.data(), t);
@@ -110,11 +121,14 @@ class CudaBackend final : public Backend {
     if (upload_scratch_.numel() < chunk) upload_scratch_ = alloc(DType::kF32, {chunk});
     for (int64_t b = 0; b < n; b += chunk) {
       const int64_t m = std::min(chunk, n - b);
-      check_cuda(cudaMemcpyAsync(upload_scratch_.data(), host.data_as<float>() + b, m * sizeof(float),
-                                 cudaMemcpyHostToDevice, stream_), "weight upload");
-      check_launch(kc::convert_f32_to_bf16(upload_scratch_.data_as<float>(), out.data_as<uint16_t>() + b, m, stream_),
+      check_cuda(cudaMemcpyAsync(upload_scratch_.data(), host.data_as<float>() + b,
+                                 m * sizeof(float), cudaMemcpyHostToDevice, stream_),
+                 "weight upload");
+      check_launch(kc::convert_f32_to_bf16(upload_scratch_.data_as<float>(),
+                                           out.data_as<uint16_t>() + b, m, stream_),
                    "convert_f32_to_bf16");
-      check_cuda(cudaStreamSynchronize(stream_), "weight upload");  // scratch reused by the next chunk
+      check_cuda(cudaStreamSynchronize(stream_),
+                 "weight upload");  // scratch reused by the next chunk
     }
     return out;
   }
@@ -124,7 +138,8 @@ class CudaBackend final : public Backend {
     const size_t bytes = src.nbytes();
     if (bytes <= kStagingBytes / 4) {
       check_cuda(cudaStreamSynchronize(stream_), "sync");  // staging may still feed earlier copies
-      check_cuda(cudaMemcpyAsync(staging_, src.data(), bytes, cudaMemcpyDeviceToHost, stream_), "copy_to_host");
+      check_cuda(cudaMemcpyAsync(staging_, src.data(), bytes, cudaMemcpyDeviceToHost, stream_),
+                 "copy_to_host");
       check_cuda(cudaStreamSynchronize(stream_), "copy_to_host");
       std::memcpy(dst, staging_, bytes);
     } else {
@@ -140,7 +155,8 @@ class CudaBackend final : public Backend {
         check_cuda(cudaMallocHost(&bounce_, bytes), "cudaMallocHost");
         bounce_bytes_ = bytes;
       }
-      check_cuda(cudaMemcpyAsync(pinned ? dst : bounce_, src.data(), bytes, cudaMemcpyDeviceToHost, stream_),
+      check_cuda(cudaMemcpyAsync(pinned ? dst : bounce_, src.data(), bytes, cudaMemcpyDeviceToHost,
+                                 stream_),
                  "copy_to_host");
       check_cuda(cudaStreamSynchronize(stream_), "copy_to_host");
       if (!pinned) std::memcpy(dst, bounce_, bytes);
@@ -154,7 +170,8 @@ class CudaBackend final : public Backend {
       copy_to_host(src, dst);
       return;
     }
-    check_cuda(cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, stream_), "copy_to_host_async");
+    check_cuda(cudaMemcpyAsync(dst, src.data(), src.nbytes(), cudaMemcpyDeviceToHost, stream_),
+               "copy_to_host_async");
   }
 
   void copy_from_host(const void* src, const Tensor& dst) override {
@@ -162,7 +179,8 @@ class CudaBackend final : public Backend {
     const size_t bytes = dst.nbytes();
     if (bytes == 0) return;
     if (bytes > kStagingBytes / 4) {  // large (weights, test data): pageable copy, synchronous
-      check_cuda(cudaMemcpyAsync(dst.data(), src, bytes, cudaMemcpyHostToDevice, stream_), "copy_from_host");
+      check_cuda(cudaMemcpyAsync(dst.data(), src, bytes, cudaMemcpyHostToDevice, stream_),
+                 "copy_from_host");
       check_cuda(cudaStreamSynchronize(stream_), "copy_from_host");
       return;
     }
@@ -174,12 +192,16 @@ class CudaBackend final : public Backend {
     char* stage = static_cast<char*>(staging_) + staging_used_;
     staging_used_ += aligned;
     std::memcpy(stage, src, bytes);
-    check_cuda(cudaMemcpyAsync(dst.data(), stage, bytes, cudaMemcpyHostToDevice, stream_), "copy_from_host");
+    check_cuda(cudaMemcpyAsync(dst.data(), stage, bytes, cudaMemcpyHostToDevice, stream_),
+               "copy_from_host");
   }
 
   void copy(const Tensor& src, const Tensor& dst) override {
-    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(), dst.nbytes());
-    check_cuda(cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_), "copy");
+    MACSERVE_CHECK(src.nbytes() == dst.nbytes(), "copy of {} bytes into {}", src.nbytes(),
+                   dst.nbytes());
+    check_cuda(
+        cudaMemcpyAsync(dst.data(), src.data(), src.nbytes(), cudaMemcpyDeviceToDevice, stream_),
+        "copy");
   }
 
   void fill_zero(const Tensor& t) override {
@@ -192,19 +214,22 @@ class CudaBackend final : public Backend {
     registered_.emplace_back(static_cast<char*>(p), bytes);
   }
   void unregister_host_buffer(void* p) override {
-    auto it = std::find_if(registered_.begin(), registered_.end(), [&](const auto& r) { return r.first == p; });
+    auto it = std::find_if(registered_.begin(), registered_.end(),
+                           [&](const auto& r) { return r.first == p; });
     if (it == registered_.end()) return;
     cudaHostUnregister(p);
     registered_.erase(it);
   }
 
-  // ---- graphs ------------------------------------------------------------------------------------
-  bool supports_graphs() const override { return true; }
+  // ---- graphs
+  // ------------------------------------------------------------------------------------
+  bool supports_graphs() const override { return use_graphs_; }
   void begin_capture() override {
     MACSERVE_CHECK(!capturing_, "nested graph capture");
     // Thread-local mode: a stray allocation or synchronous call on this thread fails the capture
     // instead of silently running outside the graph.
-    check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    check_cuda(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture");
     capturing_ = true;
   }
   int64_t end_capture() override {
@@ -228,9 +253,11 @@ class CudaBackend final : public Backend {
     cudaGetLastError();  // clear the capture's error
   }
   void replay_graph(int64_t handle) override {
-    MACSERVE_CHECK(handle >= 0 && handle < static_cast<int64_t>(graphs_.size()) && graphs_[handle] != nullptr,
-                   "unknown graph {}", handle);
-    check_cuda(cudaGraphLaunch(graphs_[static_cast<std::size_t>(handle)], stream_), "cudaGraphLaunch");
+    MACSERVE_CHECK(
+        handle >= 0 && handle < static_cast<int64_t>(graphs_.size()) && graphs_[handle] != nullptr,
+        "unknown graph {}", handle);
+    check_cuda(cudaGraphLaunch(graphs_[static_cast<std::size_t>(handle)], stream_),
+               "cudaGraphLaunch");
   }
   void drop_graph(int64_t handle) override {
     if (handle < 0 || handle >= static_cast<int64_t>(graphs_.size())) return;
@@ -239,7 +266,8 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
     cudaGraphExecDestroy(g);
     g = nullptr;  // handles are never reused
-    if (std::all_of(graphs_.begin(), graphs_.end(), [](cudaGraphExec_t x) { return x == nullptr; })) retired_.clear();
+    if (std::all_of(graphs_.begin(), graphs_.end(), [](cudaGraphExec_t x) { return x == nullptr; }))
+      retired_.clear();
   }
 
   void synchronize() override {
@@ -247,12 +275,15 @@ class CudaBackend final : public Backend {
     staging_used_ = 0;
   }
 
-  // ---- ops ---------------------------------------------------------------------------------------
+  // ---- ops
+  // ---------------------------------------------------------------------------------------
   void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) override {
     expect(table, DType::kBF16, "embedding table");
     expect(out, DType::kF32, "embedding out");
-    check_launch(kc::embedding({ids.data_as<int32_t>(), table.data(), out.data_as<float>(), ids.numel(), table.dim(1)},
-                               stream_), "embedding");
+    check_launch(kc::embedding({ids.data_as<int32_t>(), table.data(), out.data_as<float>(),
+                                ids.numel(), table.dim(1)},
+                               stream_),
+                 "embedding");
   }
 
   void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,
@@ -260,8 +291,10 @@ class CudaBackend final : public Backend {
     expect(x, DType::kF32, "rms_norm x");
     expect(weight, DType::kBF16, "rms_norm weight");
     const int64_t dim = weight.numel();
-    check_launch(kc::rms_norm({x.data_as<float>(), residual ? residual->data_as<float>() : nullptr, weight.data(),
-                               out.data(), x.numel() / dim, dim, eps, out.dtype() == DType::kBF16}, stream_),
+    check_launch(kc::rms_norm({x.data_as<float>(), residual ? residual->data_as<float>() : nullptr,
+                               weight.data(), out.data(), x.numel() / dim, dim, eps,
+                               out.dtype() == DType::kBF16},
+                              stream_),
                  "rms_norm");
   }
 
@@ -276,7 +309,9 @@ class CudaBackend final : public Backend {
         if (any_graph()) retired_.push_back(x_scratch_);  // captured graphs still point at it
         x_scratch_ = alloc(DType::kBF16, {x.numel()});
       }
-      check_launch(kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_), "convert");
+      check_launch(
+          kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_),
+          "convert");
       xb = x_scratch_.data();
     } else {
       expect(x, DType::kBF16, "linear x");
@@ -284,85 +319,114 @@ class CudaBackend final : public Backend {
     // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B with
     // A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
     const float alpha = 1.0f, beta = 0.0f;
-    check_cublas(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                              static_cast<int>(k), &alpha, w.data(), CUDA_R_16BF, static_cast<int>(k), xb,
-                              CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F, static_cast<int>(n),
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-                 "cublasGemmEx");
+    check_cublas(
+        cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                     static_cast<int>(k), &alpha, w.data(), CUDA_R_16BF, static_cast<int>(k), xb,
+                     CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F,
+                     static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+        "cublasGemmEx");
     if (bias != nullptr) {
       expect(*bias, DType::kBF16, "linear bias");
       check_launch(kc::add_bias(y.data_as<float>(), bias->data(), m, n, stream_), "add_bias");
     }
   }
 
-  void rope(const Tensor& q, const Tensor& k, const Tensor& positions, const Tensor& inv_freq) override {
+  void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
+            const Tensor& inv_freq) override {
     expect(q, DType::kF32, "rope q");
     expect(k, DType::kF32, "rope k");
-    check_launch(kc::rope({q.data_as<float>(), k.data_as<float>(), positions.data_as<int32_t>(),
-                           inv_freq.data_as<float>(), positions.numel(), q.dim(-2), k.dim(-2), q.dim(-1)},
-                          stream_), "rope");
+    check_launch(
+        kc::rope({q.data_as<float>(), k.data_as<float>(), positions.data_as<int32_t>(),
+                  inv_freq.data_as<float>(), positions.numel(), q.dim(-2), k.dim(-2), q.dim(-1)},
+                 stream_),
+        "rope");
   }
 
-  void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre, const Tensor& positions,
-                     const Tensor& inv_freq, const Tensor& k_cache, const Tensor& v_cache, const AttentionMeta& meta,
+  void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre,
+                     const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
+                     const Tensor& v_cache, const AttentionMeta& meta,
                      const kernels::PagedKvLayout& layout) override {
     expect(q, DType::kF32, "rope q");
     expect(k, DType::kF32, "rope k");
     expect(v, DType::kF32, "rope v");
     expect(k_cache, DType::kBF16, "k_cache");
-    MACSERVE_CHECK(q.dim(-1) == layout.head_dim && k.dim(-2) == layout.num_kv_heads, "rope_kv_write shapes");
+    MACSERVE_CHECK(q.dim(-1) == layout.head_dim && k.dim(-2) == layout.num_kv_heads,
+                   "rope_kv_write shapes");
     MACSERVE_CHECK(meta.slot_mapping.numel() == positions.numel(), "slot_mapping/positions size");
     if (q_pre != nullptr)
-      MACSERVE_CHECK(q_pre->numel() == q.numel() && (q_pre->dtype() == DType::kF32 || q_pre->dtype() == DType::kBF16),
+      MACSERVE_CHECK(q_pre->numel() == q.numel() &&
+                         (q_pre->dtype() == DType::kF32 || q_pre->dtype() == DType::kBF16),
                      "q_pre shape/dtype");
-    check_launch(kc::rope_kv_write({q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
-                                    q_pre ? q_pre->data() : nullptr, q_pre && q_pre->dtype() == DType::kBF16,
-                                    positions.data_as<int32_t>(), inv_freq.data_as<float>(), k_cache.data(),
-                                    v_cache.data(), meta.slot_mapping.data_as<int64_t>(), positions.numel(),
-                                    q.dim(-2), layout}, stream_),
-                 "rope_kv_write");
+    check_launch(
+        kc::rope_kv_write({q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
+                           q_pre ? q_pre->data() : nullptr, q_pre && q_pre->dtype() == DType::kBF16,
+                           positions.data_as<int32_t>(), inv_freq.data_as<float>(), k_cache.data(),
+                           v_cache.data(), meta.slot_mapping.data_as<int64_t>(), positions.numel(),
+                           q.dim(-2), layout},
+                          stream_),
+        "rope_kv_write");
   }
 
   void swiglu(const Tensor& gate_up, const Tensor& out) override {
     expect(gate_up, DType::kF32, "swiglu gate_up");
     const int64_t inter = gate_up.dim(-1) / 2;
-    check_launch(kc::swiglu({gate_up.data_as<float>(), out.data(), gate_up.numel() / (2 * inter), inter,
-                             out.dtype() == DType::kBF16}, stream_), "swiglu");
+    check_launch(kc::swiglu({gate_up.data_as<float>(), out.data(), gate_up.numel() / (2 * inter),
+                             inter, out.dtype() == DType::kBF16},
+                            stream_),
+                 "swiglu");
   }
 
   void add(const Tensor& a, const Tensor& b, const Tensor& out) override {
     expect(a, DType::kF32, "add");
-    check_launch(kc::add_f32(a.data_as<float>(), b.data_as<float>(), out.data_as<float>(), a.numel(), stream_), "add");
+    check_launch(kc::add_f32(a.data_as<float>(), b.data_as<float>(), out.data_as<float>(),
+                             a.numel(), stream_),
+                 "add");
   }
 
   void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache, const Tensor& v_cache,
                 const AttentionMeta& meta, const kernels::PagedKvLayout& layout) override {
     expect(k_cache, DType::kBF16, "k_cache");
-    check_launch(kc::kv_write({k.data_as<float>(), v.data_as<float>(), k_cache.data(), v_cache.data(),
-                               meta.slot_mapping.data_as<int64_t>(), meta.slot_mapping.numel(), layout}, stream_),
-                 "kv_write");
+    check_launch(
+        kc::kv_write({k.data_as<float>(), v.data_as<float>(), k_cache.data(), v_cache.data(),
+                      meta.slot_mapping.data_as<int64_t>(), meta.slot_mapping.numel(), layout},
+                     stream_),
+        "kv_write");
   }
 
-  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& out,
-                       const AttentionMeta& meta, const kernels::PagedKvLayout& layout, float scale) override {
+  void paged_attention(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache,
+                       const Tensor& out, const AttentionMeta& meta,
+                       const kernels::PagedKvLayout& layout, float scale) override {
     expect(q, DType::kF32, "attention q");
     expect(k_cache, DType::kBF16, "attention k_cache");
-    kc::PagedAttentionCudaParams p{q.data_as<float>(), k_cache.data(), v_cache.data(), out.data(),
-                                   meta.query_start.data_as<int32_t>(), meta.context_lens.data_as<int32_t>(),
-                                   meta.block_tables.data_as<int32_t>(), meta.num_seqs, q.dim(0),
-                                   meta.max_blocks_per_seq, q.dim(-2), scale, layout,
+    kc::PagedAttentionCudaParams p{q.data_as<float>(),
+                                   k_cache.data(),
+                                   v_cache.data(),
+                                   out.data(),
+                                   meta.query_start.data_as<int32_t>(),
+                                   meta.context_lens.data_as<int32_t>(),
+                                   meta.block_tables.data_as<int32_t>(),
+                                   meta.num_seqs,
+                                   q.dim(0),
+                                   meta.max_blocks_per_seq,
+                                   q.dim(-2),
+                                   scale,
+                                   layout,
                                    out.dtype() == DType::kBF16};
+    p.skip = meta.skip_mac_decode;
     const bool decode = meta.max_query_len == 1 && meta.max_context_len > 0 && !force_general_ &&
-                        kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads, layout.block_size);
+                        kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads,
+                                             layout.block_size);
     if (!decode) {
-      if (!force_general_ && kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads))
+      if (!force_general_ &&
+          kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads))
         check_launch(kc::paged_prefill_flash(p, stream_), "paged_prefill_flash");
       else
         check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");
       return;
     }
     // Plan once per step: every layer of a step has the same batch and context lengths.
-    const PlanKey key{meta.num_seqs, meta.max_context_len, p.num_q_heads, layout.num_kv_heads, layout.head_dim};
+    const PlanKey key{meta.num_seqs, meta.max_context_len, p.num_q_heads, layout.num_kv_heads,
+                      layout.head_dim};
     if (!(key == plan_key_)) {
       plan_ = kc::plan_decode(p, meta.max_context_len, num_sms_);
       plan_key_ = key;
@@ -370,19 +434,24 @@ class CudaBackend final : public Backend {
     if (plan_.workspace_floats > workspace_.numel()) {
       MACSERVE_CHECK(!capturing_, "decode workspace growth during graph capture");
       if (any_graph()) retired_.push_back(workspace_);  // captured graphs still point at it
-      workspace_ = alloc(DType::kF32, {std::max<int64_t>(plan_.workspace_floats, 2 * workspace_.numel())});
+      workspace_ =
+          alloc(DType::kF32, {std::max<int64_t>(plan_.workspace_floats, 2 * workspace_.numel())});
     }
-    check_launch(kc::paged_decode(p, plan_, workspace_.defined() ? workspace_.data_as<float>() : nullptr, stream_),
-                 "paged_decode");
+    check_launch(
+        kc::paged_decode(p, plan_, workspace_.defined() ? workspace_.data_as<float>() : nullptr,
+                         stream_),
+        "paged_decode");
   }
 
-  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
-                     const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout, float scale,
+  void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache,
+                     const Tensor& v_cache, const Tensor& out, const AttentionMeta& meta,
+                     const kernels::PagedKvLayout& layout, float scale,
                      const MacArgs& mac) override {
-    mac_->attention(q, q_pre, k_cache, v_cache, out, meta, layout, scale, mac, capturing_, any_graph(), &retired_);
+    mac_->attention(q, q_pre, k_cache, v_cache, out, meta, layout, scale, mac, capturing_,
+                    any_graph(), &retired_);
   }
-  kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads, int64_t head_dim,
-                                  bool bf16) override {
+  kernels::MacRing alloc_mac_ring(int64_t num_slots, int64_t window, int64_t num_q_heads,
+                                  int64_t head_dim, bool bf16) override {
     return mac_->alloc_ring(num_slots, window, num_q_heads, head_dim, bf16);
   }
   std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const override {
@@ -392,25 +461,30 @@ class CudaBackend final : public Backend {
   void argmax_rows(const Tensor& logits, const Tensor& out) override {
     expect(logits, DType::kF32, "argmax_rows logits");
     expect(out, DType::kI32, "argmax_rows out");
-    MACSERVE_CHECK(logits.dim(0) == out.numel(), "argmax_rows: {} rows, {} outputs", logits.dim(0), out.numel());
-    check_launch(kc::argmax_rows(logits.data_as<float>(), logits.dim(0), logits.dim(1), out.data_as<int32_t>(), stream_),
+    MACSERVE_CHECK(logits.dim(0) == out.numel(), "argmax_rows: {} rows, {} outputs", logits.dim(0),
+                   out.numel());
+    check_launch(kc::argmax_rows(logits.data_as<float>(), logits.dim(0), logits.dim(1),
+                                 out.data_as<int32_t>(), stream_),
                  "argmax_rows");
   }
 
   void gather_rows(const Tensor& x, const Tensor& rows, const Tensor& out) override {
     const int64_t row_bytes = static_cast<int64_t>(x.nbytes()) / x.dim(0);
-    check_launch(kc::gather_rows(x.data(), rows.data_as<int32_t>(), out.data(), rows.numel(), row_bytes, stream_),
+    check_launch(kc::gather_rows(x.data(), rows.data_as<int32_t>(), out.data(), rows.numel(),
+                                 row_bytes, stream_),
                  "gather_rows");
   }
 
  private:
   bool is_registered(const void* p, size_t bytes) const {
     const char* c = static_cast<const char*>(p);
-    return std::any_of(registered_.begin(), registered_.end(),
-                       [&](const auto& r) { return c >= r.first && c + bytes <= r.first + r.second; });
+    return std::any_of(registered_.begin(), registered_.end(), [&](const auto& r) {
+      return c >= r.first && c + bytes <= r.first + r.second;
+    });
   }
   bool any_graph() const {
-    return std::any_of(graphs_.begin(), graphs_.end(), [](cudaGraphExec_t x) { return x != nullptr; });
+    return std::any_of(graphs_.begin(), graphs_.end(),
+                       [](cudaGraphExec_t x) { return x != nullptr; });
   }
 
   struct PlanKey {
@@ -427,12 +501,13 @@ class CudaBackend final : public Backend {
   size_t staging_used_ = 0;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_ws_ = nullptr;
-  bool force_general_ = false;
+  bool force_general_ = false;  // BackendOptions::cuda_general_attention
+  bool use_graphs_ = true;      // BackendOptions::graphs
   Tensor upload_scratch_, x_scratch_, workspace_;
   PlanKey plan_key_;
   bool capturing_ = false;
   std::vector<cudaGraphExec_t> graphs_;  // by handle; null once dropped
-  std::vector<Tensor> retired_;  // buffers replaced while graphs that use them exist
+  std::vector<Tensor> retired_;          // buffers replaced while graphs that use them exist
   std::vector<std::pair<char*, size_t>> registered_;  // page-locked caller buffers
   void* bounce_ = nullptr;
   size_t bounce_bytes_ = 0;
@@ -448,7 +523,7 @@ CudaBackend& as_cuda(Backend& be) {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
+std::unique_ptr<Backend> make_cuda_backend(std::string* why, const BackendOptions& options) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
@@ -460,17 +535,20 @@ std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
   cudaDeviceProp prop{};
   if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess || prop.major < 9) {
     if (why != nullptr)
-      *why = fmt::format("device 0 ({}) has compute capability {}.{}; this build targets sm_90a (H100/H200)",
-                         prop.name, prop.major, prop.minor);
+      *why = fmt::format(
+          "device 0 ({}) has compute capability {}.{}; this build targets sm_90a (H100/H200)",
+          prop.name, prop.major, prop.minor);
     return nullptr;
   }
-  return std::make_unique<CudaBackend>(0);
+  return std::make_unique<CudaBackend>(0, options);
 }
 
 void* cuda_stream(Backend& be) { return as_cuda(be).stream(); }
 void cuda_fill_uniform(Backend& be, const Tensor& t, uint64_t seed, float scale) {
-  MACSERVE_CHECK(t.dtype() == DType::kBF16 || t.dtype() == DType::kF32, "fill of {}", dtype_name(t.dtype()));
-  check_launch(kc::fill_uniform(t.data(), t.numel(), t.dtype() == DType::kBF16, seed, scale, as_cuda(be).stream()),
+  MACSERVE_CHECK(t.dtype() == DType::kBF16 || t.dtype() == DType::kF32, "fill of {}",
+                 dtype_name(t.dtype()));
+  check_launch(kc::fill_uniform(t.data(), t.numel(), t.dtype() == DType::kBF16, seed, scale,
+                                as_cuda(be).stream()),
                "fill_uniform");
 }
 int cuda_num_sms(Backend& be) { return as_cuda(be).num_sms(); }

@@ -4,8 +4,12 @@
 
 namespace macserve::backend {
 
-std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
-  if (why != nullptr) *why = "this build has no CUDA backend (configured without nvcc or with MACSERVE_CUDA=OFF); use --device cpu";
+std::unique_ptr<Backend> make_cuda_backend(std::string* why, const BackendOptions& options) {
+  (void)options;
+  if (why != nullptr)
+    *why =
+        "this build has no CUDA backend (configured without nvcc or with MACSERVE_CUDA=OFF); use "
+        "--device cpu";
   return nullptr;
 }
 

@@ -288,9 +288,9 @@ bool StepExecutor::graph_eligible(const StepArrays& in) const {
   const int64_t S = in.num_seqs();
   if (!graphs_enabled_ || in.num_tokens() != S || S > kGraphBuckets[std::size(kGraphBuckets) - 1])
     return false;
-  // MAC: pure decode steps only (prefill rows and the audit run eagerly).
+  // MAC: pure decode steps only, MAC or plain rows (prefill rows and the audit run eagerly).
   if (in.mac && (in.mac_audit || std::any_of(in.mac_modes.begin(), in.mac_modes.end(),
-                                             [](int8_t m) { return m != kernels::kMacDecode; })))
+                                             [](int8_t m) { return m == kernels::kMacExact; })))
     return false;
   if (static_cast<int64_t>(in.logits_rows.size()) != S) return false;
   for (int64_t s = 0; s < S; ++s)
@@ -333,8 +333,10 @@ const StepArrays& StepExecutor::pad(const StepArrays& in, int64_t B, int64_t W) 
   a.block_tables = p.block_tables;
   a.max_blocks_per_seq = W;
   a.logits_rows = p.logits_rows;
-  if (in.mac) {  // padded rows: inactive (context 0) without a ring slot: no reads, no writes
-    p.mac_modes.assign(b, kernels::kMacDecode);
+  if (in.mac) {  // padded rows: inactive MAC decodes (context 0) without a ring slot: no reads, no
+                 // writes
+    p.mac_modes.assign(in.mac_modes.begin(), in.mac_modes.end());
+    p.mac_modes.resize(b, kernels::kMacDecode);
     p.mac_ring_slots.assign(in.mac_ring_slots.begin(), in.mac_ring_slots.end());
     p.mac_ring_slots.resize(b, -1);
     p.mac_ring_valid_from.assign(in.mac_ring_valid_from.begin(), in.mac_ring_valid_from.end());
@@ -367,7 +369,13 @@ Tensor StepExecutor::run_graph(const StepArrays& in, const KvCacheView& kv, cons
     drop_graphs();
     graphs_generation_ = ws_generation_;
   }
-  const GraphKey key{B, W, in.mac};
+  // A MAC graph launches the plain kernel only if it had plain rows, and MAC only if it had MAC
+  // rows (the backend plans its launches from those host facts): both are part of the key.
+  const auto has = [&](int8_t mode) {
+    return std::find(p.mac_modes.begin(), p.mac_modes.end(), mode) != p.mac_modes.end();
+  };
+  const GraphKey key{B, W, in.mac, in.mac && has(kernels::kMacDecode),
+                     in.mac && has(kernels::kMacPlain)};
   for (const Graph& g : graphs_) {
     if (g.key != key) continue;
     be_.replay_graph(g.handle);

@@ -1,7 +1,5 @@
 #include "macserve/core/logging.h"
 
-#include <cstdlib>
-
 #include <spdlog/sinks/stdout_color_sinks.h>
 
 namespace macserve {
@@ -9,8 +7,7 @@ namespace macserve {
 void init_logging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("macserve");
   spdlog::set_default_logger(logger);
-  const char* env = std::getenv("MACSERVE_LOG_LEVEL");
-  spdlog::set_level(spdlog::level::from_str(env != nullptr ? env : level));
+  spdlog::set_level(spdlog::level::from_str(level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
 }
 

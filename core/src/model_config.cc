@@ -37,7 +37,8 @@ int64_t first_token_id(const json& j, const char* key, const std::string& source
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return -1;
   if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int64_t>();
+  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer())
+    return (*it)[0].get<int64_t>();
   bad(source, fmt::format("field '{}' must be an integer or a list of integers", key));
 }
 
@@ -46,11 +47,14 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   const json* params = nullptr;
   if (auto it = j.find("rope_parameters"); it != j.end() && it->is_object()) params = &*it;
   c.rope_theta = static_cast<float>(get_num(j, "rope_theta", source, 10000.0));
-  if (params != nullptr) c.rope_theta = static_cast<float>(get_num(*params, "rope_theta", source, c.rope_theta));
+  if (params != nullptr)
+    c.rope_theta = static_cast<float>(get_num(*params, "rope_theta", source, c.rope_theta));
 
   const json* scaling = nullptr;
-  if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object()) scaling = &*it;
-  else if (params != nullptr) scaling = params;
+  if (auto it = j.find("rope_scaling"); it != j.end() && it->is_object())
+    scaling = &*it;
+  else if (params != nullptr)
+    scaling = params;
   if (scaling == nullptr) return;
   std::string type;
   for (const char* key : {"rope_type", "type"}) {
@@ -64,13 +68,15 @@ void parse_rope(const json& j, ModelConfig& c, const std::string& source) {
   if (type == "llama3") {
     c.rope_scaling = RopeScaling::kLlama3;
     c.rope_low_freq_factor = static_cast<float>(get_num(*scaling, "low_freq_factor", source, 1.0));
-    c.rope_high_freq_factor = static_cast<float>(get_num(*scaling, "high_freq_factor", source, 4.0));
+    c.rope_high_freq_factor =
+        static_cast<float>(get_num(*scaling, "high_freq_factor", source, 4.0));
     c.rope_original_max_position =
         get_int(*scaling, "original_max_position_embeddings", source, false, 8192);
   } else if (type == "linear") {
     c.rope_scaling = RopeScaling::kLinear;
   } else {
-    throw_error(ErrorCode::kUnsupported, "{}: rope scaling type '{}' is not supported", source, type);
+    throw_error(ErrorCode::kUnsupported, "{}: rope scaling type '{}' is not supported", source,
+                type);
   }
 }
 
@@ -115,7 +121,8 @@ ModelConfig ModelConfig::from_hf_json(const json& j, const std::string& source) 
 
 void ModelConfig::validate(const std::string& source) const {
   auto positive = [&](int64_t v, const char* name, int64_t limit) {
-    if (v <= 0 || v > limit) bad(source, fmt::format("'{}' = {} is out of range (1..{})", name, v, limit));
+    if (v <= 0 || v > limit)
+      bad(source, fmt::format("'{}' = {} is out of range (1..{})", name, v, limit));
   };
   positive(vocab_size, "vocab_size", int64_t{1} << 24);
   positive(hidden_size, "hidden_size", 1 << 16);

@@ -11,7 +11,11 @@ namespace macserve {
 
 Tensor::Tensor(void* data, DType dtype, std::vector<int64_t> shape, Device device,
                std::shared_ptr<void> owner)
-    : data_(data), dtype_(dtype), shape_(std::move(shape)), device_(device), owner_(std::move(owner)) {}
+    : data_(data),
+      dtype_(dtype),
+      shape_(std::move(shape)),
+      device_(device),
+      owner_(std::move(owner)) {}
 
 Tensor Tensor::empty_host(DType dtype, std::vector<int64_t> shape) {
   int64_t n = 1;
@@ -19,11 +23,12 @@ Tensor Tensor::empty_host(DType dtype, std::vector<int64_t> shape) {
     MACSERVE_CHECK(d >= 0, "negative dimension {}", d);
     n *= d;
   }
-  const std::size_t bytes = static_cast<std::size_t>(n) * dtype_size(dtype);
+  const std::size_t bytes = dtype_bytes(dtype, n);
   // 64-byte alignment keeps BLAS and vector loads on their fast path.
   const std::size_t alloc = ((bytes + 63) / 64) * 64 + 64;
   void* p = std::aligned_alloc(64, alloc);
-  if (p == nullptr) throw_error(ErrorCode::kResourceExhausted, "out of host memory ({} bytes)", bytes);
+  if (p == nullptr)
+    throw_error(ErrorCode::kResourceExhausted, "out of host memory ({} bytes)", bytes);
   std::memset(p, 0, alloc);
   std::shared_ptr<void> owner(p, [](void* q) { std::free(q); });
   return Tensor(p, dtype, std::move(shape), Device::kCpu, std::move(owner));
@@ -58,7 +63,7 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
   const int64_t row = shape_[0] == 0 ? 0 : numel() / shape_[0];
   Tensor t = *this;
   t.shape_[0] = end - begin;
-  t.data_ = static_cast<char*>(data_) + static_cast<std::size_t>(begin * row) * dtype_size(dtype_);
+  t.data_ = static_cast<char*>(data_) + dtype_bytes(dtype_, begin * row);
   return t;
 }
 

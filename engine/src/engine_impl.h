@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,11 @@ class EngineImpl final : public Engine {
   double seconds_since_progress() const override;
 
  private:
+  // Construction steps (engine.cc), in order after the device is chosen.
+  std::string load_model();
+  void build_components(const MacRunnerOptions& mac);
+  void log_ready(const std::string& path, const MacRunnerOptions& mac, Clock::time_point t0) const;
+
   void loop();
   void drain_inbox();
   void reap_cancelled_and_expired();
@@ -48,8 +54,10 @@ class EngineImpl final : public Engine {
   void drop_in_flight();
   models::StepInputs prepare(const SchedulerOutput& batch);
   bool at_length_limit(const Sequence& seq, int64_t more) const;
-  void finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks);
-  void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why, int64_t prompt_tokens);
+  void finish(Sequence& seq, FinishReason reason, std::string text,
+              std::vector<GeneratedToken> toks);
+  void fail(const std::shared_ptr<ResponseStream>& s, ErrorKind kind, const std::string& why,
+            int64_t prompt_tokens);
   void publish_stats();
 
   EngineConfig cfg_;
@@ -63,7 +71,7 @@ class EngineImpl final : public Engine {
   std::unique_ptr<ModelRunner> runner_;
   std::vector<int32_t> eos_ids_;
   int64_t max_model_len_ = 0;
-  bool async_ = false;         // --async-scheduling
+  bool async_ = false;          // --async-scheduling
   bool device_greedy_ = false;  // --device-sampling
   bool greedy_on_device(const SchedulerOutput& batch) const;
 
@@ -73,7 +81,8 @@ class EngineImpl final : public Engine {
   std::vector<std::unique_ptr<Sequence>> retired_;
   SchedulerOutput in_flight_;  // async scheduling: the launched step, sampled next iteration
   Clock::time_point last_step_end_{};  // when the last step's logits reached the host (none: idle)
-  void launched(Clock::time_point launch_start);  // accounts launch time and the gap since last_step_end_
+  void launched(
+      Clock::time_point launch_start);  // accounts launch time and the gap since last_step_end_
 
   // Shared with front ends.
   mutable std::mutex mu_;

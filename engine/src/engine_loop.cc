@@ -11,7 +11,9 @@
 namespace macserve::engine {
 namespace {
 
-bool contains(const std::vector<int32_t>& v, int32_t x) { return std::find(v.begin(), v.end(), x) != v.end(); }
+bool contains(const std::vector<int32_t>& v, int32_t x) {
+  return std::find(v.begin(), v.end(), x) != v.end();
+}
 
 }  // namespace
 
@@ -21,7 +23,8 @@ void EngineImpl::loop() {
       std::unique_lock lock(mu_);
       // With a step in flight there is no waiting: its results are due.
       if (!runner_->in_flight())
-        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
+        cv_.wait_for(lock, std::chrono::milliseconds(50),
+                     [&] { return stop_ || !inbox_.empty() || !live_.empty(); });
       if (stop_) break;
     }
     heartbeat_.store(Clock::now().time_since_epoch().count(), std::memory_order_relaxed);
@@ -31,8 +34,10 @@ void EngineImpl::loop() {
     if (live_.empty() && !runner_->in_flight()) last_step_end_ = {};  // idle: no gap to count
     if (!live_.empty() || runner_->in_flight()) {
       try {
-        if (async_) async_step();
-        else step();
+        if (async_)
+          async_step();
+        else
+          step();
       } catch (const std::exception& e) {
         // A failed step must not leave streams hanging: everyone in flight gets the error.
         spdlog::error("engine step failed: {}", e.what());
@@ -40,7 +45,8 @@ void EngineImpl::loop() {
         for (auto& seq : live_) {
           if (seq->status == SeqStatus::kFinished) continue;
           scheduler_->remove(seq.get());
-          fail(seq->stream, ErrorKind::kInternal, std::string("internal error: ") + e.what(), seq->prompt_len);
+          fail(seq->stream, ErrorKind::kInternal, std::string("internal error: ") + e.what(),
+               seq->prompt_len);
         }
         live_.clear();
         retired_.clear();
@@ -54,7 +60,8 @@ void EngineImpl::loop() {
   drain_inbox();
   stream_deferred();
   for (auto& seq : live_)
-    if (seq->status != SeqStatus::kFinished) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
+    if (seq->status != SeqStatus::kFinished)
+      finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
   live_.clear();
   retired_.clear();
   publish_stats();
@@ -88,7 +95,9 @@ void EngineImpl::publish_stats() {
   stats_.mac_layer_audit_rel_l2.resize(mt.layer_audit_err_sq.size());
   for (std::size_t l = 0; l < mt.layer_audit_err_sq.size(); ++l)
     stats_.mac_layer_audit_rel_l2[l] =
-        mt.layer_audit_ref_sq[l] > 0 ? std::sqrt(mt.layer_audit_err_sq[l] / mt.layer_audit_ref_sq[l]) : 0.0;
+        mt.layer_audit_ref_sq[l] > 0
+            ? std::sqrt(mt.layer_audit_err_sq[l] / mt.layer_audit_ref_sq[l])
+            : 0.0;
   stats_.mac_audited_steps = mt.audited_steps;
   stats_.mac_audit_bucket_bounds.assign(std::begin(kMacAuditBuckets), std::end(kMacAuditBuckets));
   stats_.mac_audit_bucket_counts = mt.audit_step_buckets;
@@ -99,6 +108,12 @@ void EngineImpl::publish_stats() {
   stats_.mac_groups_mixed = mt.groups_mixed;
   stats_.mac_groups_all_miss = mt.groups_all_miss;
   stats_.mac_ring_bytes = kv_->mac_ring_bytes();
+  if (mac_state_ != nullptr) {
+    stats_.mac_ring_slots = mac_state_->num_slots();
+    stats_.mac_ring_slots_in_use = mac_state_->num_slots() - mac_state_->num_free();
+  }
+  stats_.mac_ring_slots_taken = scheduler_->ring_stats().taken;
+  stats_.mac_ring_slot_misses = scheduler_->ring_stats().misses;
   num_queued_ = stats_.num_waiting + static_cast<int64_t>(inbox_.size());
 }
 
@@ -117,8 +132,10 @@ void EngineImpl::drain_inbox() {
 void EngineImpl::reap_cancelled_and_expired() {
   const auto now = Clock::now();
   for (auto& seq : live_) {
-    if (seq->stream->is_cancelled()) finish(*seq, FinishReason::kAbort, {}, {});
-    else if (now >= seq->deadline) finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
+    if (seq->stream->is_cancelled())
+      finish(*seq, FinishReason::kAbort, {}, {});
+    else if (now >= seq->deadline)
+      finish(*seq, FinishReason::kAbort, seq->stop.flush(), {});
   }
   retire_finished();
 }
@@ -197,7 +214,8 @@ models::StepInputs EngineImpl::prepare(const SchedulerOutput& batch) {
 // Whether the sequence ends by length (max_tokens or the context length) once `more` further
 // tokens are appended.
 bool EngineImpl::at_length_limit(const Sequence& seq, int64_t more) const {
-  return seq.num_generated() + more >= seq.params.max_tokens || seq.total_len() + more >= max_model_len_;
+  return seq.num_generated() + more >= seq.params.max_tokens ||
+         seq.total_len() + more >= max_model_len_;
 }
 
 void EngineImpl::launched(Clock::time_point launch_start) {
@@ -226,7 +244,8 @@ bool EngineImpl::greedy_on_device(const SchedulerOutput& batch) const {
 // Samples every row of `batch` that wants a token (rows of sequences finished meanwhile are
 // skipped) and appends the tokens; with defer_text, the text of tokens that do not end their
 // sequence is streamed by the next loop iteration, while the device runs the next step.
-void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& logits, bool defer_text) {
+void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& logits,
+                        bool defer_text) {
   const int64_t vocab = model_->config().vocab_size;
   // Prompt tokens are counted once per completion when its prefill ends (cached ones included, as
   // vLLM counts them); recomputation after a preemption is not counted again.
@@ -260,22 +279,24 @@ void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& 
       std::copy(logits.begin() + r * vocab, logits.begin() + (r + 1) * vocab, row_logits.begin());
       const bool suppress_eos = seq.num_generated() < seq.params.min_tokens;
       const int32_t eos = seq.params.ignore_eos || eos_ids_.empty() ? -1 : eos_ids_[0];
-      results[static_cast<std::size_t>(i)] = seq.sampler.sample(
-          row_logits.data(), vocab, seq.tokens, static_cast<std::size_t>(seq.prompt_len), suppress_eos, eos);
+      results[static_cast<std::size_t>(i)] =
+          seq.sampler.sample(row_logits.data(), vocab, seq.tokens,
+                             static_cast<std::size_t>(seq.prompt_len), suppress_eos, eos);
     }
   }
   const double sample_time = seconds(t_sample, Clock::now());
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    Sequence& seq = *rows[i].first;
-    if (seq.num_generated() == 0) prompt_tokens += seq.prompt_len;
-    on_token(seq, results[i], defer_text);
+  // Counted before the tokens are streamed, so /metrics never lags what a client has received.
+  for (const auto& row : rows)
+    if (row.first->num_generated() == 0) prompt_tokens += row.first->prompt_len;
+  {
+    std::lock_guard lock(mu_);
+    stats_.prompt_tokens += prompt_tokens;
+    stats_.generation_tokens += n;
+    stats_.sample_seconds += sample_time;
+    ++stats_.num_steps;
   }
+  for (std::size_t i = 0; i < rows.size(); ++i) on_token(*rows[i].first, results[i], defer_text);
   retire_finished();
-  std::lock_guard lock(mu_);
-  stats_.prompt_tokens += prompt_tokens;
-  stats_.generation_tokens += n;
-  stats_.sample_seconds += sample_time;
-  ++stats_.num_steps;
 }
 
 // Appends a sampled token. Unless deferred, applies the stop rules and streams the new text now;
@@ -334,7 +355,8 @@ void EngineImpl::emit(Sequence& seq, const sampling::SampleResult& r) {
   seq.stream->push(std::move(out));
 }
 
-void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text, std::vector<GeneratedToken> toks) {
+void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text,
+                        std::vector<GeneratedToken> toks) {
   scheduler_->remove(&seq);
   const auto now = Clock::now();
   RequestOutput out;
@@ -353,7 +375,8 @@ void EngineImpl::finish(Sequence& seq, FinishReason reason, std::string text, st
   out.time_to_first_token = seq.num_generated() == 0 ? 0.0 : seconds(seq.arrival, seq.first_token);
   out.total_time = seconds(seq.arrival, now);
   if (seq.num_generated() > 0) out.prefill_time = seconds(started, seq.first_token);
-  if (seq.num_generated() > 1) out.time_per_output_token = seconds(seq.first_token, now) / double(seq.num_generated() - 1);
+  if (seq.num_generated() > 1)
+    out.time_per_output_token = seconds(seq.first_token, now) / double(seq.num_generated() - 1);
   seq.stream->push(std::move(out));
   std::lock_guard lock(mu_);
   ++stats_.num_requests_finished;

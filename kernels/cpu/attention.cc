@@ -37,7 +37,8 @@ void attend_one(const PagedAttentionParams& p, const float* q, const int32_t* bl
   float running_sum = 0.0f;
   for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
   for (int64_t j = 0; j < num_keys; ++j) {
-    const int64_t slot = static_cast<int64_t>(block_table[j / L.block_size]) * L.block_size + j % L.block_size;
+    const int64_t slot =
+        static_cast<int64_t>(block_table[j / L.block_size]) * L.block_size + j % L.block_size;
     const float* k = p.k_cache + L.offset(slot, kv_head);
     const float* v = p.v_cache + L.offset(slot, kv_head);
     // The reduction order is fixed by the code (8-wide lanes), not by the batch: still invariant.
@@ -68,7 +69,8 @@ void paged_attention(const PagedAttentionParams& p) {
   // Map each token to its sequence once, so the parallel loop is flat over (token, head).
   std::vector<int32_t> seq_of(static_cast<std::size_t>(num_tokens));
   for (int64_t s = 0; s < p.num_seqs; ++s)
-    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t) seq_of[t] = static_cast<int32_t>(s);
+    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t)
+      seq_of[t] = static_cast<int32_t>(s);
   const int64_t work = num_tokens * p.num_q_heads;
 #pragma omp parallel
   {
@@ -82,7 +84,8 @@ void paged_attention(const PagedAttentionParams& p) {
       const int64_t pos = p.context_lens[s] - num_queries + (t - p.query_start[s]);
       const float* q = p.q + (t * p.num_q_heads + h) * L.head_dim;
       float* out = p.out + (t * p.num_q_heads + h) * L.head_dim;
-      attend_one(p, q, p.block_tables + s * p.max_blocks_per_seq, pos + 1, h / group, out, acc.data());
+      attend_one(p, q, p.block_tables + s * p.max_blocks_per_seq, pos + 1, h / group, out,
+                 acc.data());
     }
   }
 }

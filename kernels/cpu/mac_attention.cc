@@ -34,11 +34,14 @@ struct RingRow {
   void* base;
   bool bf16;
   float get(int64_t i) const {
-    return bf16 ? bf16_load(static_cast<const uint16_t*>(base) + i) : static_cast<const float*>(base)[i];
+    return bf16 ? bf16_load(static_cast<const uint16_t*>(base) + i)
+                : static_cast<const float*>(base)[i];
   }
   void set(int64_t i, float v) const {
-    if (bf16) static_cast<uint16_t*>(base)[i] = bf16_round(v);
-    else static_cast<float*>(base)[i] = v;
+    if (bf16)
+      static_cast<uint16_t*>(base)[i] = bf16_round(v);
+    else
+      static_cast<float*>(base)[i] = v;
   }
 };
 
@@ -60,11 +63,13 @@ struct RingIndex {
                             : static_cast<void*>(static_cast<float*>(p.ring.o) + e),
             p.cfg.ring_bf16};
   }
-  float& lse(int64_t slot, int64_t pos, int64_t h) const { return p.ring.lse[row_offset(slot, pos, h)]; }
+  float& lse(int64_t slot, int64_t pos, int64_t h) const {
+    return p.ring.lse[row_offset(slot, pos, h)];
+  }
 };
 
-void write_row(const RingIndex& ring, int64_t slot, int64_t pos, int64_t h, const float* q_pre, const float* o,
-               float lse) {
+void write_row(const RingIndex& ring, int64_t slot, int64_t pos, int64_t h, const float* q_pre,
+               const float* o, float lse) {
   const RingRow rq = ring.q(slot, pos, h);
   const RingRow ro = ring.o(slot, pos, h);
   const bool empty = !(lse > kNegInf);
@@ -79,9 +84,9 @@ float clamp_threshold(float t) { return std::min(1.0f, std::max(0.0f, std::isnan
 
 }  // namespace
 
-void attn_range(const float* q, const float* k_cache, const float* v_cache, const int32_t* block_table,
-                const PagedKvLayout& L, int64_t kv_head, int64_t begin, int64_t end, float scale, float* o,
-                float* lse) {
+void attn_range(const float* q, const float* k_cache, const float* v_cache,
+                const int32_t* block_table, const PagedKvLayout& L, int64_t kv_head, int64_t begin,
+                int64_t end, float scale, float* o, float* lse) {
   const int64_t D = L.head_dim;
   std::fill(o, o + D, 0.0f);
   if (end <= begin) {
@@ -92,7 +97,8 @@ void attn_range(const float* q, const float* k_cache, const float* v_cache, cons
   double mx = -std::numeric_limits<double>::infinity();
   double sum = 0.0;
   for (int64_t j = begin; j < end; ++j) {
-    const int64_t slot = static_cast<int64_t>(block_table[j / L.block_size]) * L.block_size + j % L.block_size;
+    const int64_t slot =
+        static_cast<int64_t>(block_table[j / L.block_size]) * L.block_size + j % L.block_size;
     const float* k = k_cache + L.offset(slot, kv_head);
     const float* v = v_cache + L.offset(slot, kv_head);
     double dot = 0.0;
@@ -122,11 +128,13 @@ void merge_state(float* o_a, float* lse_a, const float* o_b, float lse_b, int64_
   const double m = std::max(*lse_a, lse_b);
   const double wa = std::exp(*lse_a - m);
   const double wb = std::exp(lse_b - m);
-  for (int64_t d = 0; d < dim; ++d) o_a[d] = static_cast<float>((wa * o_a[d] + wb * o_b[d]) / (wa + wb));
+  for (int64_t d = 0; d < dim; ++d)
+    o_a[d] = static_cast<float>((wa * o_a[d] + wb * o_b[d]) / (wa + wb));
   *lse_a = static_cast<float>(m + std::log(wa + wb));
 }
 
-void downdate_state(float* o_full, float* lse_full, const float* o_part, float lse_part, int64_t dim) {
+void downdate_state(float* o_full, float* lse_full, const float* o_part, float lse_part,
+                    int64_t dim) {
   if (!(lse_part > kNegInf)) return;  // removing nothing
   const double diff = static_cast<double>(lse_part) - *lse_full;
   const double em1 = std::expm1(diff);
@@ -138,7 +146,8 @@ void downdate_state(float* o_full, float* lse_full, const float* o_part, float l
   if (diff > 0) return;  // numerically inconsistent: keep the full state (reference guard)
   const double lse_rest = *lse_full + std::log(std::max(1.0 - std::exp(diff) + 1e-7, 1e-30));
   const double scale = std::exp(static_cast<double>(*lse_full) - lse_rest);
-  for (int64_t d = 0; d < dim; ++d) o_full[d] = static_cast<float>((o_full[d] - std::exp(diff) * o_part[d]) * scale);
+  for (int64_t d = 0; d < dim; ++d)
+    o_full[d] = static_cast<float>((o_full[d] - std::exp(diff) * o_part[d]) * scale);
   *lse_full = static_cast<float>(lse_rest);
 }
 
@@ -155,8 +164,8 @@ double distance(const float* q, const RingRow& row, int64_t D) {
 }
 
 // Match: the nearest valid row among [begin, m); ties go to the oldest position.
-MacHeadDecision match(const RingIndex& ring, int64_t slot, int64_t h, const float* q_pre, int64_t begin,
-                      int64_t m, bool eligible, double threshold) {
+MacHeadDecision match(const RingIndex& ring, int64_t slot, int64_t h, const float* q_pre,
+                      int64_t begin, int64_t m, bool eligible, double threshold) {
   MacHeadDecision dec{static_cast<int8_t>(eligible), 0, -1, std::numeric_limits<float>::infinity()};
   if (!eligible) return dec;
   double best = std::numeric_limits<double>::infinity();
@@ -180,7 +189,8 @@ struct Scratch {
 
 // One decode query of one head: decide, compute, write the row. Returns the first key read
 // from the KV cache outside the sink (for telemetry), i.e. E_p on a hit and 0 on a miss.
-int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h, Scratch& sc) {
+int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h,
+                    Scratch& sc) {
   const PagedKvLayout& L = p.layout;
   const int64_t D = L.head_dim;
   const int64_t t = p.query_start[s];
@@ -196,7 +206,8 @@ int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t 
   const float thr_t = 1.0f - clamp_threshold(p.cfg.threshold);
   const double threshold = 2.0 * static_cast<double>(D) * thr_t * thr_t;
 
-  const int64_t begin = std::max<int64_t>({int64_t{0}, m - M, static_cast<int64_t>(p.ring_valid_from[s])});
+  const int64_t begin =
+      std::max<int64_t>({int64_t{0}, m - M, static_cast<int64_t>(p.ring_valid_from[s])});
   const bool eligible = slot >= 0 && m >= p.cfg.gen_min && begin < m;
   MacHeadDecision dec = match(ring, slot, h, q_pre, begin, m, eligible, threshold);
   int64_t E_p = 0;
@@ -211,29 +222,33 @@ int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t 
     for (int64_t d = 0; d < D; ++d) sc.state[d] = ro.get(d);
     lse_state = ring.lse(slot, dec.matched, h);
     float lse_part;
-    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_p, E_m, p.scale, sc.part.data(), &lse_part);
+    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_p, E_m, p.scale, sc.part.data(),
+               &lse_part);
     merge_state(sc.state.data(), &lse_state, sc.part.data(), lse_part, D);
     first_read = E_p;
   } else {  // exact row [min(F, E_m), E_m)
     dec.matched = -1;
-    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(F, E_m), E_m, p.scale, sc.state.data(),
-               &lse_state);
+    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(F, E_m), E_m, p.scale,
+               sc.state.data(), &lse_state);
     first_read = 0;
   }
   if (slot >= 0) write_row(ring, slot, m, h, q_pre, sc.state.data(), lse_state);
   // Complete: sink [0, min(F, E_m)) and tail [E_m, m + 1) with the current query.
   std::copy(sc.state.begin(), sc.state.end(), out);
   float lse_out = lse_state, lse_part;
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, std::min(F, E_m), p.scale, sc.part.data(), &lse_part);
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, std::min(F, E_m), p.scale,
+             sc.part.data(), &lse_part);
   merge_state(out, &lse_out, sc.part.data(), lse_part, D);
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_m, m + 1, p.scale, sc.part.data(), &lse_part);
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_m, m + 1, p.scale, sc.part.data(),
+             &lse_part);
   merge_state(out, &lse_out, sc.part.data(), lse_part, D);
   if (p.decisions != nullptr) p.decisions[s * p.num_q_heads + h] = dec;
   return first_read;
 }
 
 // Exact attention for one token of an exact-mode sequence, plus its ring row when asked.
-void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t t, int64_t h, Scratch& sc) {
+void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t t,
+                 int64_t h, Scratch& sc) {
   const PagedKvLayout& L = p.layout;
   const int64_t D = L.head_dim;
   const int64_t n = p.query_start[s + 1] - p.query_start[s];
@@ -247,10 +262,13 @@ void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, 
   const int64_t slot = p.ring_slots != nullptr ? p.ring_slots[s] : -1;
   // Only the chunk's last M positions: an earlier one's row slot is rewritten by a later token of
   // the same chunk (and writing both would race between threads).
-  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s] || pos < p.context_lens[s] - p.cfg.window) return;
+  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s] ||
+      pos < p.context_lens[s] - p.cfg.window)
+    return;
   // Prefill row built directly: keys [min(F, E), E), E = max(pos + 1 - r, 0).
   const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(p.cfg.sink, E), E, p.scale, sc.state.data(), &lse);
+  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(p.cfg.sink, E), E, p.scale,
+             sc.state.data(), &lse);
   write_row(ring, slot, pos, h, p.q_pre + (t * p.num_q_heads + h) * D, sc.state.data(), lse);
 }
 
@@ -263,7 +281,8 @@ void mac_attention(const MacAttentionParams& p) {
   const int64_t num_tokens = p.query_start[p.num_seqs];
   std::vector<int32_t> seq_of(static_cast<std::size_t>(num_tokens));
   for (int64_t s = 0; s < p.num_seqs; ++s)
-    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t) seq_of[t] = static_cast<int32_t>(s);
+    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t)
+      seq_of[t] = static_cast<int32_t>(s);
   // first key read per (seq, head) for decode sequences, for the KV-bytes telemetry
   std::vector<int64_t> first_read(static_cast<std::size_t>(p.num_seqs * p.num_q_heads), 0);
   const int64_t work = num_tokens * p.num_q_heads;
@@ -275,8 +294,11 @@ void mac_attention(const MacAttentionParams& p) {
     for (int64_t w = 0; w < work; ++w) {
       const int64_t t = w / p.num_q_heads, h = w % p.num_q_heads;
       const int32_t s = seq_of[t];
-      if (p.modes[s] == kMacDecode) first_read[s * p.num_q_heads + h] = decode_head(p, ring, s, h, sc);
-      else exact_token(p, ring, s, t, h, sc);
+      if (p.modes[s] == kMacDecode)
+        first_read[s * p.num_q_heads + h] = decode_head(p, ring, s, h, sc);
+      else if (p.modes[s] == kMacExact)
+        exact_token(p, ring, s, t, h, sc);
+      // kMacPlain: the backend runs the plain paged kernel for it
     }
   }
   if (p.kv_tokens_read == nullptr) return;
@@ -287,11 +309,12 @@ void mac_attention(const MacAttentionParams& p) {
     int64_t total = 0;
     for (int64_t g = 0; g < L.num_kv_heads; ++g) {
       if (p.modes[s] != kMacDecode) {
-        total += p.context_lens[s] * (n > 0 ? 1 : 0);
+        if (n > 0) total += p.context_lens[s];
         continue;
       }
       int64_t start = p.context_lens[s];
-      for (int64_t h = g * group; h < (g + 1) * group; ++h) start = std::min(start, first_read[s * p.num_q_heads + h]);
+      for (int64_t h = g * group; h < (g + 1) * group; ++h)
+        start = std::min(start, first_read[s * p.num_q_heads + h]);
       total += p.context_lens[s] - start + (start > 0 ? std::min<int64_t>(p.cfg.sink, start) : 0);
     }
     p.kv_tokens_read[s] = total;

@@ -14,8 +14,8 @@ __device__ __forceinline__ bool better(float v, int32_t i, float best, int32_t b
   return v > best || (v == best && i < best_i);
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int64_t vocab,
-                                                          int32_t* __restrict__ out) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const float* __restrict__ logits, int64_t vocab, int32_t* __restrict__ out) {
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   // Every thread starts from an element of its own slice (vocab >= 1), so a row of -inf still
   // yields index 0, as on the CPU.
@@ -54,7 +54,8 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
 int argmax_rows(const float* logits, int64_t rows, int64_t vocab, int32_t* out, Stream stream) {
   if (rows == 0) return 0;
   if (vocab < 1) return static_cast<int>(cudaErrorInvalidValue);
-  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, detail::as_stream(stream)>>>(logits, vocab, out);
+  argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, detail::as_stream(stream)>>>(
+      logits, vocab, out);
   return detail::last_error();
 }
 

@@ -7,7 +7,8 @@ namespace {
 
 __global__ void embedding_kernel(EmbeddingCudaParams p) {
   const int64_t t = blockIdx.x;
-  const auto* row = static_cast<const __nv_bfloat16*>(p.table) + static_cast<int64_t>(p.ids[t]) * p.hidden;
+  const auto* row =
+      static_cast<const __nv_bfloat16*>(p.table) + static_cast<int64_t>(p.ids[t]) * p.hidden;
   float* out = p.out + t * p.hidden;
   for (int64_t i = threadIdx.x; i < p.hidden; i += blockDim.x) out[i] = __bfloat162float(row[i]);
 }

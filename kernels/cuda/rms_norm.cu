@@ -70,8 +70,10 @@ __global__ void rms_norm_mixed_kernel(RmsNormCudaParams p) {
   for (int64_t i = threadIdx.x; i < p.dim; i += kThreads) {
     const float v = res != nullptr ? res[i] : x[i];
     const float o = __bfloat162float(w[i]) * (v * inv);
-    if (p.out_bf16) static_cast<__nv_bfloat16*>(p.out)[row * p.dim + i] = __float2bfloat16(o);
-    else static_cast<float*>(p.out)[row * p.dim + i] = o;
+    if (p.out_bf16)
+      static_cast<__nv_bfloat16*>(p.out)[row * p.dim + i] = __float2bfloat16(o);
+    else
+      static_cast<float*>(p.out)[row * p.dim + i] = o;
   }
 }
 
@@ -79,7 +81,8 @@ __global__ void rms_norm_mixed_kernel(RmsNormCudaParams p) {
 
 int rms_norm(const RmsNormCudaParams& p, Stream stream) {
   if (p.num_rows == 0) return 0;
-  rms_norm_mixed_kernel<<<static_cast<unsigned>(p.num_rows), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(p);
+  rms_norm_mixed_kernel<<<static_cast<unsigned>(p.num_rows), kThreads, 0,
+                          static_cast<cudaStream_t>(stream)>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -50,8 +50,9 @@ __global__ void rope_kv_write_kernel(RopeKvWriteCudaParams p) {
   const int64_t heads = p.num_q_heads + L.num_kv_heads;
   auto* kc = static_cast<__nv_bfloat16*>(p.k_cache);
   auto* vc = static_cast<__nv_bfloat16*>(p.v_cache);
-  const int64_t cache_base =
-      slot < 0 ? 0 : (slot / L.block_size) * L.num_kv_heads * L.block_size * D + (slot % L.block_size) * D;
+  const int64_t cache_base = slot < 0 ? 0
+                                      : (slot / L.block_size) * L.num_kv_heads * L.block_size * D +
+                                            (slot % L.block_size) * D;
   for (int64_t w = threadIdx.x; w < heads * half; w += blockDim.x) {
     const int64_t h = w / half, i = w % half;
     float s, c;
@@ -83,7 +84,8 @@ __global__ void rope_kv_write_kernel(RopeKvWriteCudaParams p) {
 
 int rope_kv_write(const RopeKvWriteCudaParams& p, Stream stream) {
   if (p.num_tokens == 0) return 0;
-  rope_kv_write_kernel<<<static_cast<unsigned>(p.num_tokens), 256, 0, detail::as_stream(stream)>>>(p);
+  rope_kv_write_kernel<<<static_cast<unsigned>(p.num_tokens), 256, 0, detail::as_stream(stream)>>>(
+      p);
   return detail::last_error();
 }
 

@@ -8,7 +8,8 @@ namespace {
 
 __global__ void swiglu_kernel(SwigluCudaParams p) {
   const int64_t n = p.num_tokens * p.inter;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / p.inter, c = i % p.inter;
     const float g = p.gate_up[t * 2 * p.inter + c];
     const float u = p.gate_up[t * 2 * p.inter + p.inter + c];
@@ -17,13 +18,15 @@ __global__ void swiglu_kernel(SwigluCudaParams p) {
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     out[i] = a[i] + b[i];
 }
 
 __global__ void bias_kernel(float* y, const __nv_bfloat16* bias, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
     y[i] += __bfloat162float(bias[i % cols]);
 }
 

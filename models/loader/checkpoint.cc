@@ -170,7 +170,8 @@ const char* format_name(LoadFormat f) {
 
 }  // namespace
 
-Checkpoint load_checkpoint(const std::string& path, LoadFormat format, uint64_t dummy_seed) {
+Checkpoint load_checkpoint(const std::string& path, LoadFormat format, uint64_t dummy_seed,
+                           bool keep_quantized) {
   const auto start = std::chrono::steady_clock::now();
   if (format == LoadFormat::kAuto) format = detect_format(path);
   Checkpoint ckpt;
@@ -179,7 +180,7 @@ Checkpoint load_checkpoint(const std::string& path, LoadFormat format, uint64_t 
       ckpt = load_safetensors_checkpoint(path);
       break;
     case LoadFormat::kGguf:
-      ckpt = load_gguf_checkpoint(path);
+      ckpt = load_gguf_checkpoint(path, keep_quantized);
       break;
     case LoadFormat::kDummy:
       ckpt = load_dummy_checkpoint(path, dummy_seed);
@@ -193,8 +194,10 @@ Checkpoint load_checkpoint(const std::string& path, LoadFormat format, uint64_t 
   for (const auto& [name, t] : ckpt.weights) bytes += t.nbytes();
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  spdlog::info("loaded {} ({}, {}): {} tensors, {:.1f} MiB as f32, {:.2f} s", path,
-               format_name(format), ckpt.config.architecture, ckpt.weights.size(),
+  std::size_t num_quantized = 0;
+  for (const auto& [name, t] : ckpt.weights) num_quantized += is_quantized(t.dtype()) ? 1 : 0;
+  spdlog::info("loaded {} ({}, {}): {} tensors ({} kept quantized), {:.1f} MiB, {:.2f} s", path,
+               format_name(format), ckpt.config.architecture, ckpt.weights.size(), num_quantized,
                static_cast<double>(bytes) / (1 << 20), secs);
   return ckpt;
 }

@@ -125,7 +125,7 @@ GgufValue read_value(ByteReader& r, GgufValueType type, const std::string& key,
       v.u = r.read<uint8_t>("u8 value");
       break;
     case GgufValueType::kI8:
-      v.i = r.read<int8_t>("i8 value");
+      v.i = r.read<int8_t>("i8 value");  // NOLINT(bugprone-signed-char-misuse): GGUF i8 is signed
       break;
     case GgufValueType::kU16:
       v.u = r.read<uint16_t>("u16 value");

@@ -42,7 +42,7 @@ std::string gguf_name_of(const std::string& hf) {
   const std::string module = rest.substr(0, last),
                     suffix = rest.substr(last);  // ".weight" / ".bias"
   for (const auto& [g, h] : kLayerNames)
-    if (module == h) return "blk." + layer + "." + g + suffix;
+    if (module == h) return std::string("blk.").append(layer).append(".").append(g).append(suffix);
   MACSERVE_CHECK(false, "no GGUF name for {}", hf);
 }
 
@@ -79,11 +79,50 @@ struct Job {
   const GgufTensorInfo* info;
   std::vector<int64_t> shape;  // torch order
   int64_t num_heads;           // > 0: un-permute rows
+  DType keep;                  // kF32: dequantize; kQ*: keep the blocks
 };
+
+// The DType that keeps a ggml type's blocks, kF32 for types that are dequantized.
+DType kept_dtype(uint32_t type) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::kQ8_0:
+      return DType::kQ8_0;
+    case GgmlType::kQ4_0:
+      return DType::kQ4_0;
+    case GgmlType::kQ4_1:
+      return DType::kQ4_1;
+    case GgmlType::kF32:
+    case GgmlType::kF16:
+    case GgmlType::kBF16:
+      return DType::kF32;
+  }
+  return DType::kF32;
+}
+
+// A quantized tensor kept as its blocks: a view of the file, or (q/k of llama files) a copy with
+// whole rows moved back to HF order (rows are whole blocks, so the permutation moves bytes).
+Tensor keep_blocks(const Job& job, const uint8_t* src, const std::shared_ptr<void>& owner) {
+  const int64_t rows = job.shape[0];
+  const std::size_t row_bytes = dtype_bytes(job.keep, job.shape[1]);
+  if (job.num_heads == 0)
+    return Tensor(const_cast<uint8_t*>(src), job.keep, job.shape, Device::kCpu, owner);
+  MACSERVE_CHECK(rows % (2 * job.num_heads) == 0, "tensor '{}' rows {} heads {}", job.info->name,
+                 rows, job.num_heads);
+  Tensor out = Tensor::empty_host(job.keep, job.shape);
+  auto* dst = out.data_as<uint8_t>();
+  const int64_t hd = rows / job.num_heads, half = hd / 2;
+  for (int64_t h = 0; h < job.num_heads; ++h)
+    for (int64_t i = 0; i < half; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::memcpy(dst + static_cast<std::size_t>(h * hd + j * half + i) * row_bytes,
+                    src + static_cast<std::size_t>(h * hd + 2 * i + j) * row_bytes, row_bytes);
+  return out;
+}
 
 Tensor convert(const Job& job, const GgufFile& gguf, std::span<const uint8_t> file,
                const std::shared_ptr<void>& owner) {
   const uint8_t* src = file.data() + gguf.data_offset + job.info->offset;
+  if (job.keep != DType::kF32) return keep_blocks(job, src, owner);
   const bool is_f32 = job.info->type == static_cast<uint32_t>(GgmlType::kF32);
   if (is_f32 && job.num_heads == 0 && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0)
     return Tensor(const_cast<uint8_t*>(src), DType::kF32, job.shape, Device::kCpu, owner);
@@ -106,7 +145,7 @@ std::vector<int64_t> torch_shape(const GgufTensorInfo& t) {
 }
 
 std::vector<Job> plan_jobs(const GgufFile& gguf, const ModelConfig& config, const std::string& arch,
-                           const std::string& source) {
+                           const std::string& source, bool keep_quantized) {
   std::vector<Job> jobs;
   for (const auto& [hf, shape] : sorted_expected_shapes(config)) {
     const std::string name = gguf_name_of(hf);
@@ -122,7 +161,8 @@ std::vector<Job> plan_jobs(const GgufFile& gguf, const ModelConfig& config, cons
                   "{}: tensor '{}' has type {}, which is not supported (F32, F16, BF16, "
                   "Q8_0, Q4_0, Q4_1)",
                   source, name, ggml_type_name(info->type));
-    jobs.push_back({hf, info, shape, permuted_heads(hf, arch, config)});
+    const DType keep = keep_quantized && shape.size() == 2 ? kept_dtype(info->type) : DType::kF32;
+    jobs.push_back({hf, info, shape, permuted_heads(hf, arch, config), keep});
   }
   return jobs;
 }
@@ -145,12 +185,13 @@ void read_rope_freqs(const GgufFile& gguf, std::span<const uint8_t> file, ModelC
 }  // namespace
 
 Checkpoint checkpoint_from_gguf(const GgufFile& gguf, std::span<const uint8_t> file,
-                                const std::shared_ptr<void>& owner, const std::string& source) {
+                                const std::shared_ptr<void>& owner, const std::string& source,
+                                bool keep_quantized) {
   Checkpoint ckpt;
   ckpt.config = gguf_model_config(gguf, source);
   read_rope_freqs(gguf, file, ckpt.config, source);
   const std::string arch = gguf.find("general.architecture")->str;
-  const std::vector<Job> jobs = plan_jobs(gguf, ckpt.config, arch, source);
+  const std::vector<Job> jobs = plan_jobs(gguf, ckpt.config, arch, source, keep_quantized);
   ckpt.gguf_vocab = gguf_vocab(gguf, source);
   std::vector<Tensor> tensors(jobs.size());
   parallel_for(static_cast<int64_t>(jobs.size()), [&](int64_t i) {
@@ -162,10 +203,10 @@ Checkpoint checkpoint_from_gguf(const GgufFile& gguf, std::span<const uint8_t> f
   return ckpt;
 }
 
-Checkpoint load_gguf_checkpoint(const std::string& path) {
+Checkpoint load_gguf_checkpoint(const std::string& path, bool keep_quantized) {
   auto file = MappedFile::open(path);
   const GgufFile gguf = parse_gguf(file->bytes(), path);
-  return checkpoint_from_gguf(gguf, file->bytes(), file, path);
+  return checkpoint_from_gguf(gguf, file->bytes(), file, path, keep_quantized);
 }
 
 }  // namespace macserve::models

@@ -1,6 +1,7 @@
 // GGUF tokenizer metadata (tokenizer.ggml.*, tokenizer.chat_template) -> VocabData.
 #include "gguf_internal.h"
 #include "macserve/core/error.h"
+#include "mmap_file.h"
 
 namespace macserve::models {
 namespace {
@@ -92,6 +93,11 @@ std::optional<VocabData> gguf_vocab(const GgufFile& g, const std::string& source
   read_flag(g, "tokenizer.ggml.add_space_prefix", &v.add_space_prefix, source);
   v.chat_template = get_string(g, "tokenizer.chat_template", source);
   return v;
+}
+
+std::optional<VocabData> read_gguf_vocab(const std::string& path) {
+  const auto file = MappedFile::open(path);
+  return gguf_vocab(parse_gguf(file->bytes(), path), path);
 }
 
 }  // namespace macserve::models

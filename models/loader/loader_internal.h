@@ -16,7 +16,7 @@ namespace macserve::models {
 
 // ---- per-format entry points --------------------------------------------------------------
 Checkpoint load_safetensors_checkpoint(const std::string& dir);  // config.json + *.safetensors
-Checkpoint load_gguf_checkpoint(const std::string& file);
+Checkpoint load_gguf_checkpoint(const std::string& file, bool keep_quantized);
 Checkpoint load_dummy_checkpoint(const std::string& path, uint64_t seed);
 // `path` is a directory holding config.json or the config.json file itself.
 ModelConfig read_hf_config(const std::string& path);

@@ -11,6 +11,7 @@
 
 #include "macserve/backend/step_executor.h"
 #include "macserve/core/error.h"
+#include "macserve/kernels/quant.h"
 
 namespace macserve::models {
 namespace {
@@ -29,11 +30,28 @@ Tensor take(Checkpoint& ckpt, const std::string& name, backend::Backend& be) {
   return be.upload_weight(take_host(ckpt, name));
 }
 
+// A weight kept in GGUF blocks as host float32 (rows in order); any other tensor as it is.
+Tensor to_f32(const Tensor& t) {
+  if (!is_quantized(t.dtype())) return t;
+  const kernels::QuantFormat f = t.dtype() == DType::kQ8_0   ? kernels::QuantFormat::kQ8_0
+                                 : t.dtype() == DType::kQ4_0 ? kernels::QuantFormat::kQ4_0
+                                                             : kernels::QuantFormat::kQ4_1;
+  Tensor out = Tensor::empty_host(DType::kF32, t.shape());
+  std::vector<int32_t> rows(static_cast<std::size_t>(t.dim(0)));
+  for (std::size_t r = 0; r < rows.size(); ++r) rows[r] = static_cast<int32_t>(r);
+  kernels::cpu::dequantize_rows(f, t.data_as<uint8_t>(), t.dim(1), rows.data(), t.dim(0),
+                                out.data_as<float>());
+  return out;
+}
+
 kernels::RopeScalingType to_kernel(RopeScaling s) {
   switch (s) {
-    case RopeScaling::kNone: return kernels::RopeScalingType::kNone;
-    case RopeScaling::kLlama3: return kernels::RopeScalingType::kLlama3;
-    case RopeScaling::kLinear: return kernels::RopeScalingType::kLinear;
+    case RopeScaling::kNone:
+      return kernels::RopeScalingType::kNone;
+    case RopeScaling::kLlama3:
+      return kernels::RopeScalingType::kLlama3;
+    case RopeScaling::kLinear:
+      return kernels::RopeScalingType::kLinear;
   }
   return kernels::RopeScalingType::kNone;
 }
@@ -70,13 +88,14 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be)
   final_norm_ = take(ckpt, "model.norm.weight", be);
   lm_head_ = c.tie_word_embeddings ? embed_ : take(ckpt, "lm_head.weight", be);
 
-  kernels::RopeFreqParams rp{c.head_dim, c.rope_theta, to_kernel(c.rope_scaling), c.rope_factor,
-                             c.rope_low_freq_factor, c.rope_high_freq_factor,
+  kernels::RopeFreqParams rp{c.head_dim,
+                             c.rope_theta,
+                             to_kernel(c.rope_scaling),
+                             c.rope_factor,
+                             c.rope_low_freq_factor,
+                             c.rope_high_freq_factor,
                              c.rope_original_max_position};
-  Tensor host_freq = Tensor::empty_host(DType::kF32, {c.head_dim / 2});
-  kernels::cpu::rope_inv_freq(rp, host_freq.data_as<float>());
-  inv_freq_ = be.alloc(DType::kF32, {c.head_dim / 2});
-  be.copy_from_host(host_freq.data(), inv_freq_);
+  inv_freq_ = backend::upload_rope_inv_freq(be, rp);
   declare_buffers();
 }
 
@@ -103,13 +122,14 @@ void LlamaModel::declare_buffers() {
 }
 
 // [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side. Fused on
-// the host (float32), then uploaded in the backend's weight dtype.
-Tensor LlamaModel::fuse_gate_up(const Tensor& gate, const Tensor& up) {
-  const int64_t inter = gate.dim(0);
-  const int64_t hidden = gate.dim(1);
-  Tensor host = Tensor::empty_host(DType::kF32, {2 * inter, hidden});
-  std::memcpy(host.data_as<float>(), gate.data(), gate.nbytes());
-  std::memcpy(host.data_as<float>() + inter * hidden, up.data(), up.nbytes());
+// the host (float32, or the two tensors' blocks when both are kept in the same quantized format),
+// then uploaded in the backend's weight dtype.
+Tensor LlamaModel::fuse_gate_up(const Tensor& gate_in, const Tensor& up_in) {
+  const bool same = gate_in.dtype() == up_in.dtype();
+  const Tensor gate = same ? gate_in : to_f32(gate_in), up = same ? up_in : to_f32(up_in);
+  Tensor host = Tensor::empty_host(gate.dtype(), {2 * gate.dim(0), gate.dim(1)});
+  std::memcpy(host.data(), gate.data(), gate.nbytes());
+  std::memcpy(host.data_as<uint8_t>() + gate.nbytes(), up.data(), up.nbytes());
   return be_.upload_weight(host);
 }
 
@@ -117,8 +137,8 @@ int64_t LlamaModel::weight_bytes() const {
   int64_t total = embed_.nbytes() + final_norm_.nbytes();
   if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
   for (const Layer& L : layers_) {
-    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq, &L.bk,
-                            &L.bv, &L.q_norm, &L.k_norm, &L.w_gate_up, &L.w_down})
+    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
+                            &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.w_gate_up, &L.w_down})
       if (t->defined()) total += static_cast<int64_t>(t->nbytes());
   }
   return total;
@@ -153,8 +173,10 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const Layer& L = layers_[static_cast<std::size_t>(i)];
     // Pre-attention RMSNorm; from layer 1 on it first adds the previous MLP output to the residual.
-    if (i == 0) be_.rms_norm(residual, nullptr, L.input_norm, h, c.rms_norm_eps);
-    else be_.rms_norm(proj, &residual, L.input_norm, h, c.rms_norm_eps);
+    if (i == 0)
+      be_.rms_norm(residual, nullptr, L.input_norm, h, c.rms_norm_eps);
+    else
+      be_.rms_norm(proj, &residual, L.input_norm, h, c.rms_norm_eps);
     // Q, K, V projections (+ biases for Qwen2).
     be_.linear(h, L.wq, c.attention_bias ? &L.bq : nullptr, q);
     be_.linear(h, L.wk, c.attention_bias ? &L.bk : nullptr, k);

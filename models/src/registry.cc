@@ -16,7 +16,8 @@ std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& bac
     if (arch == known) return std::make_unique<LlamaModel>(std::move(checkpoint), backend);
   }
   std::string list;
-  for (const std::string& known : supported_architectures()) list += (list.empty() ? "" : ", ") + known;
+  for (const std::string& known : supported_architectures())
+    list += (list.empty() ? "" : ", ") + known;
   throw_error(ErrorCode::kUnsupported, "{}: architecture '{}' is not supported (supported: {})",
               checkpoint.path, arch, list);
 }

@@ -8,20 +8,21 @@
 
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                 \
-  do {                                                                        \
-    cudaError_t e_ = (x);                                                     \
-    if (e_ != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_));           \
-      std::exit(1);                                                           \
-    }                                                                         \
+#define CK(x)                                                       \
+  do {                                                              \
+    cudaError_t e_ = (x);                                           \
+    if (e_ != cudaSuccess) {                                        \
+      std::fprintf(stderr, "%s: %s\n", #x, cudaGetErrorString(e_)); \
+      std::exit(1);                                                 \
+    }                                                               \
   } while (0)
 
 // Captures `steps` calls of step() on `st` into one graph, launches it once, then times `replays`
 // launches with CUDA events; returns the median time of one step in microseconds. The caller
 // warms up (plans, workspaces, kernel attributes) before.
 template <typename F>
-float median_graph_step_us(cudaStream_t st, int steps, int replays, cudaStreamCaptureMode mode, F&& step) {
+float median_graph_step_us(cudaStream_t st, int steps, int replays, cudaStreamCaptureMode mode,
+                           F&& step) {
   cudaGraph_t graph;
   cudaGraphExec_t exec;
   CK(cudaStreamBeginCapture(st, mode));

@@ -38,7 +38,8 @@ int main() {
         const kernels::PagedKvLayout layout{num_blocks, hkv, bs, D};
         std::vector<int32_t> pool(static_cast<std::size_t>(num_blocks));
         std::iota(pool.begin(), pool.end(), 0);
-        std::shuffle(pool.begin(), pool.end(), std::mt19937(static_cast<uint32_t>(batch * 7 + ctx)));
+        std::shuffle(pool.begin(), pool.end(),
+                     std::mt19937(static_cast<uint32_t>(batch * 7 + ctx)));
         std::vector<int32_t> tables(pool.begin(), pool.begin() + batch * pages_per_seq);
         std::vector<int32_t> qs(batch + 1), cl(batch, static_cast<int32_t>(ctx));
         std::iota(qs.begin(), qs.end(), 0);
@@ -55,17 +56,21 @@ int main() {
         m.max_context_len = ctx;
         const std::vector<int64_t> shape{num_blocks, hkv, bs, D};
         Tensor kc = kbuf.reshape(shape), vc = vbuf.reshape(shape);
-        Tensor q = gpu->alloc(DType::kF32, {batch, Hq, D}), out = gpu->alloc(DType::kBF16, {batch, Hq, D});
+        Tensor q = gpu->alloc(DType::kF32, {batch, Hq, D}),
+               out = gpu->alloc(DType::kBF16, {batch, Hq, D});
         backend::cuda_fill_uniform(*gpu, q, 3, 1.0f);
         const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-        gpu->paged_attention(q, kc, vc, out, m, layout, scale);  // warm-up: plan, workspace, attributes
+        gpu->paged_attention(q, kc, vc, out, m, layout,
+                             scale);  // warm-up: plan, workspace, attributes
         gpu->synchronize();
-        const double us = median_graph_step_us(st, 20, 7, cudaStreamCaptureModeThreadLocal,
-                                               [&] { gpu->paged_attention(q, kc, vc, out, m, layout, scale); });
+        const double us = median_graph_step_us(st, 20, 7, cudaStreamCaptureModeThreadLocal, [&] {
+          gpu->paged_attention(q, kc, vc, out, m, layout, scale);
+        });
         const double bytes = double(batch) * ctx * hkv * D * 2 * 2;
         const double tbs = bytes / (us * 1e-6) / 1e12;
-        std::printf("GQA-%lld,%lld,%lld,%lld,%lld,%.1f,%.0f,%.3f,%.3f\n", static_cast<long long>(Hq / hkv),
-                    static_cast<long long>(Hq), static_cast<long long>(hkv), static_cast<long long>(batch),
+        std::printf("GQA-%lld,%lld,%lld,%lld,%lld,%.1f,%.0f,%.3f,%.3f\n",
+                    static_cast<long long>(Hq / hkv), static_cast<long long>(Hq),
+                    static_cast<long long>(hkv), static_cast<long long>(batch),
                     static_cast<long long>(ctx), us, bytes, tbs, tbs / 4.52);
         std::fflush(stdout);
       }

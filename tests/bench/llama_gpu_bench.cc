@@ -4,14 +4,17 @@
 // decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
 // host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
-//   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full attention vs MAC-Attention
-//     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid rows,
-//     a forced hit reuses the row of position m - 64), per head or per KV group; graphs on.
+//   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full
+//   attention vs MAC-Attention
+//     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid
+//     rows, a forced hit reuses the row of position m - 64), per head or per KV group; graphs on.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <string>
@@ -40,8 +43,9 @@ struct Result {
 
 // mac: MAC-Attention decode (ring slot s per sequence); its telemetry is fetched each step as the
 // model runner does (one copy before the logits'), and *hit_rate gets the realised hit fraction.
-Result run(backend::Backend& be, models::Model& model, const models::KvCacheView& kv, int64_t batch, int64_t ctx,
-           const std::vector<int32_t>& pool, const kernels::MacConfig* mac = nullptr, double* hit_rate = nullptr) {
+Result run(backend::Backend& be, models::Model& model, const models::KvCacheView& kv, int64_t batch,
+           int64_t ctx, const std::vector<int32_t>& pool, const kernels::MacConfig* mac = nullptr,
+           double* hit_rate = nullptr) {
   const int64_t bs = kv.layout.block_size, pages = (ctx + bs - 1) / bs;
   auto st = static_cast<cudaStream_t>(backend::cuda_stream(be));
   models::StepInputs in;
@@ -115,7 +119,8 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
   cudaEventElapsedTime(&total, a, b);
   for (int i = 0; i < kSteps; ++i) cudaEventDestroy(begin[i]), cudaEventDestroy(end[i]);
   be.unregister_host_buffer(logits.data());
-  if (hit_rate != nullptr) *hit_rate = heads > 0 ? static_cast<double>(hits) / static_cast<double>(heads) : 0.0;
+  if (hit_rate != nullptr)
+    *hit_rate = heads > 0 ? static_cast<double>(hits) / static_cast<double>(heads) : 0.0;
   return {median(wall), total / kSteps, median(idle)};
 }
 
@@ -129,27 +134,41 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
   models::KvCacheView kv = kv_in;
   const int64_t slots = 16;
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    kv.mac_rings.push_back(be.alloc_mac_ring(slots, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
+    kv.mac_rings.push_back(
+        be.alloc_mac_ring(slots, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
     const kernels::MacRing& r = kv.mac_rings.back();
     const int64_t rows = slots * cfg.window * c.num_q_heads;
     // Every row valid (finite lse) so a forced hit always finds its row.
-    backend::cuda_fill_uniform(be, Tensor(r.q, DType::kBF16, {rows * c.head_dim}, Device::kCuda), 100 + i, 1.0f);
-    backend::cuda_fill_uniform(be, Tensor(r.o, DType::kBF16, {rows * c.head_dim}, Device::kCuda), 200 + i, 1.0f);
-    backend::cuda_fill_uniform(be, Tensor(r.lse, DType::kF32, {rows}, Device::kCuda), 300 + i, 4.0f);
+    backend::cuda_fill_uniform(be, Tensor(r.q, DType::kBF16, {rows * c.head_dim}, Device::kCuda),
+                               100 + i, 1.0f);
+    backend::cuda_fill_uniform(be, Tensor(r.o, DType::kBF16, {rows * c.head_dim}, Device::kCuda),
+                               200 + i, 1.0f);
+    backend::cuda_fill_uniform(be, Tensor(r.lse, DType::kF32, {rows}, Device::kCuda), 300 + i,
+                               4.0f);
   }
-  std::printf("scenario,attention,forced_hit_rate,distribution,graphs,batch,context,step_ms,pipelined_ms,"
-              "realised_hit_rate,speedup_vs_full\n");
-  struct Scenario { const char* name; int64_t batch, ctx; };
-  for (Scenario sc : {Scenario{"b1_128k", 1, 131072}, Scenario{"b4_128k", 4, 131072}, Scenario{"b16_32k", 16, 32768}}) {
+  std::printf(
+      "scenario,attention,forced_hit_rate,distribution,graphs,batch,context,step_ms,pipelined_ms,"
+      "realised_hit_rate,speedup_vs_full\n");
+  struct Scenario {
+    const char* name;
+    int64_t batch, ctx;
+  };
+  for (Scenario sc : {Scenario{"b1_128k", 1, 131072}, Scenario{"b4_128k", 4, 131072},
+                      Scenario{"b16_32k", 16, 32768}}) {
     backend::cuda_set_mac_force_hits(be, -1.0f, false);
     model.set_graphs(false);
     model.set_graphs(true);
     const Result full = run(be, model, kv, sc.batch, sc.ctx, pool);
-    std::printf("%s,full,,,1,%lld,%lld,%.3f,%.3f,,1.000\n", sc.name, static_cast<long long>(sc.batch),
-                static_cast<long long>(sc.ctx), full.step_ms, full.pipelined_ms);
+    std::printf("%s,full,,,1,%lld,%lld,%.3f,%.3f,,1.000\n", sc.name,
+                static_cast<long long>(sc.batch), static_cast<long long>(sc.ctx), full.step_ms,
+                full.pipelined_ms);
     std::fflush(stdout);
-    struct Force { float rate; bool clustered; };
-    for (Force f : {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
+    struct Force {
+      float rate;
+      bool clustered;
+    };
+    for (Force f :
+         {Force{1.0f, false}, Force{0.95f, false}, Force{0.95f, true}, Force{0.0f, false}}) {
       backend::cuda_set_mac_force_hits(be, f.rate, f.clustered);
       model.set_graphs(false);  // graphs keep the switch they were captured with: capture anew
       model.set_graphs(true);
@@ -157,7 +176,8 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
       const Result r = run(be, model, kv, sc.batch, sc.ctx, pool, &cfg, &hit);
       std::printf("%s,mac,%.2f,%s,1,%lld,%lld,%.3f,%.3f,%.4f,%.3f\n", sc.name, f.rate,
                   f.clustered ? "per_kv_group" : "per_head", static_cast<long long>(sc.batch),
-                  static_cast<long long>(sc.ctx), r.step_ms, r.pipelined_ms, hit, full.step_ms / r.step_ms);
+                  static_cast<long long>(sc.ctx), r.step_ms, r.pipelined_ms, hit,
+                  full.step_ms / r.step_ms);
       std::fflush(stdout);
     }
   }
@@ -168,20 +188,28 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string cfg = argc > 1 ? argv[1] : std::string(MACSERVE_SOURCE_DIR) + "/configs/llama-3.1-8b";
+  const std::string cfg =
+      argc > 1 ? argv[1] : std::string(MACSERVE_SOURCE_DIR) + "/configs/llama-3.1-8b";
   std::string why;
-  auto be = backend::make_cuda_backend(&why);
+  backend::BackendOptions options;
+  // env: MACSERVE_CUDA_ATTENTION=general runs every attention step on the general kernel (the
+  // comparison in docs/perf/gpu.md), as it does for `macserve`.
+  const char* attention = std::getenv("MACSERVE_CUDA_ATTENTION");
+  options.cuda_general_attention = attention != nullptr && std::strcmp(attention, "general") == 0;
+  auto be = backend::make_cuda_backend(&why, options);
   if (!be) {
     std::fprintf(stderr, "no CUDA device: %s\n", why.c_str());
     return 0;
   }
   auto t0 = Clock::now();
-  auto model = models::create_model(models::load_checkpoint(cfg, models::LoadFormat::kDummy, 1), *be);
+  auto model =
+      models::create_model(models::load_checkpoint(cfg, models::LoadFormat::kDummy, 1), *be);
   be->synchronize();
   const double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
   const ModelConfig& c = model->config();
   const bool mac_mode = argc > 2 && std::string(argv[2]) == "mac";
-  // KV for the largest scenario: 64 x 4K, or (mac) 4 x 128K = 16 x 32K (69 GB beside 16 GB of weights)
+  // KV for the largest scenario: 64 x 4K, or (mac) 4 x 128K = 16 x 32K (69 GB beside 16 GB of
+  // weights)
   const int64_t bs = 16, tokens = (mac_mode ? 4 * 131072 : 64 * 4096) + 64 * bs;
   const int64_t num_blocks = tokens / bs;
   models::KvCacheView kv;
@@ -197,26 +225,34 @@ int main(int argc, char** argv) {
   std::shuffle(pool.begin(), pool.end(), std::mt19937(3));
   // Bytes a decode step must read: every weight once (the embedding table only one row per token),
   // plus the K/V of every sequence.
-  const double weights = static_cast<double>(model->weight_bytes()) - (c.tie_word_embeddings ? 0.0 :
-                         static_cast<double>(c.vocab_size) * c.hidden_size * 2);
+  const double weights =
+      static_cast<double>(model->weight_bytes()) -
+      (c.tie_word_embeddings ? 0.0 : static_cast<double>(c.vocab_size) * c.hidden_size * 2);
   const double kv_per_token = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * 2;
-  std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n", cfg.c_str(), load_s,
-               weights / 1e9);
+  std::fprintf(stderr, "loaded %s (dummy) in %.1f s, %.2f GB of weights read per step\n",
+               cfg.c_str(), load_s, weights / 1e9);
   if (mac_mode) return run_mac(*be, *model, kv, pool);
-  std::printf("scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,floor_ms,step_over_floor\n");
-  struct Scenario { const char* name; int64_t batch, ctx; };
+  std::printf(
+      "scenario,graphs,batch,context,step_ms,pipelined_ms,idle_between_steps_ms,idle_fraction,"
+      "floor_ms,step_over_floor\n");
+  struct Scenario {
+    const char* name;
+    int64_t batch, ctx;
+  };
   const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";
-  for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}})
-  for (int graphs : {0, 1}) {
-    if (prefill_only) break;
-    model->set_graphs(graphs != 0);  // decode steps replayed from CUDA graphs (1) or eager launches (0)
-    const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
-    const double floor_ms = (weights + kv_per_token * s.batch * s.ctx) / 4.52e12 * 1e3;
-    std::printf("%s,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, graphs, static_cast<long long>(s.batch),
-                static_cast<long long>(s.ctx), r.step_ms, r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms,
-                r.step_ms / floor_ms);
-    std::fflush(stdout);
-  }
+  for (Scenario s :
+       {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}})
+    for (int graphs : {0, 1}) {
+      if (prefill_only) break;
+      model->set_graphs(graphs !=
+                        0);  // decode steps replayed from CUDA graphs (1) or eager launches (0)
+      const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
+      const double floor_ms = (weights + kv_per_token * s.batch * s.ctx) / 4.52e12 * 1e3;
+      std::printf("%s,%d,%lld,%lld,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f\n", s.name, graphs,
+                  static_cast<long long>(s.batch), static_cast<long long>(s.ctx), r.step_ms,
+                  r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms, r.step_ms / floor_ms);
+      std::fflush(stdout);
+    }
   // Prefill: one sequence's 2048-token chunk after 0 / 2048 tokens of prior context (flash prefill
   // kernel; eager launches). Time per chunk, median of 5, CUDA events.
   std::printf("scenario,prior_context,chunk,ms,tokens_per_s\n");
@@ -249,8 +285,8 @@ int main(int argc, char** argv) {
       cudaEventDestroy(a), cudaEventDestroy(b);
     }
     const double med = median(ms);
-    std::printf("prefill,%lld,%lld,%.3f,%.0f\n", static_cast<long long>(prior), static_cast<long long>(chunk), med,
-                chunk / med * 1e3);
+    std::printf("prefill,%lld,%lld,%.3f,%.0f\n", static_cast<long long>(prior),
+                static_cast<long long>(chunk), med, chunk / med * 1e3);
     std::fflush(stdout);
   }
   return 0;

@@ -123,26 +123,32 @@ int main(int argc, char** argv) {
   cuda::MacCounters* counters;
   CK(cudaMalloc(&counters, sizeof(cuda::MacCounters)));
   int64_t ws_bytes = 0;  // adaptive chunks
-  for (int64_t hkv : {8, 4}) ws_bytes = std::max(ws_bytes, cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 0));
+  for (int64_t hkv : {8, 4})
+    ws_bytes = std::max(ws_bytes, cuda::mac_workspace_bytes(max_S, Hq, hkv, D, max_ctx, 0));
   void* ws;
   CK(cudaMalloc(&ws, ws_bytes));
   float* dws;
   CK(cudaMalloc(&dws, 64LL * Hq * 1024 * (D + 1) * 4));
 
-  std::printf("hkv,batch,context,hit_rate,dist,waves,chunk,mac_us,full_us,ratio_full_over_mac,full_GBps,mac_GBps,"
-              "mac_kv_frac,hits,rule\n");
+  std::printf(
+      "hkv,batch,context,hit_rate,dist,waves,chunk,mac_us,full_us,ratio_full_over_mac,full_GBps,"
+      "mac_GBps,"
+      "mac_kv_frac,hits,rule\n");
   std::vector<int64_t> hkvs{8, 4};
   std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 16, 64};
-  std::vector<int> ctxs = quick ? std::vector<int>{32768, 130048} : std::vector<int>{32768, 65536, 98304, 130048};
-  std::vector<float> rates =
-      quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f} : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
+  std::vector<int> ctxs =
+      quick ? std::vector<int>{32768, 130048} : std::vector<int>{32768, 65536, 98304, 130048};
+  std::vector<float> rates = quick ? std::vector<float>{0.0f, 0.5f, 0.95f, 1.0f}
+                                   : std::vector<float>{0.0f, 0.5f, 0.9f, 0.95f, 1.0f};
   if (profile) {
     hkvs = {std::atoi(argv[2])};
     batches = {std::atoi(argv[3])};
     ctxs = {std::atoi(argv[4])};
     rates = {static_cast<float>(std::atof(argv[5]))};
-    if ((hkvs[0] != 8 && hkvs[0] != 4) || batches[0] < 1 || batches[0] > max_S || ctxs[0] < 1 || ctxs[0] > max_ctx) {
-      std::fprintf(stderr, "profile: HKV 8|4, BATCH 1..%lld, CONTEXT 1..%lld\n", (long long)max_S, (long long)max_ctx);
+    if ((hkvs[0] != 8 && hkvs[0] != 4) || batches[0] < 1 || batches[0] > max_S || ctxs[0] < 1 ||
+        ctxs[0] > max_ctx) {
+      std::fprintf(stderr, "profile: HKV 8|4, BATCH 1..%lld, CONTEXT 1..%lld\n", (long long)max_S,
+                   (long long)max_ctx);
       return 2;
     }
   }
@@ -162,7 +168,8 @@ int main(int argc, char** argv) {
         cuda::PagedAttentionCudaParams pp{};
         pp.q = q_post, pp.k_cache = k, pp.v_cache = v, pp.out = out, pp.out_bf16 = true;
         pp.query_start = d_qs, pp.context_lens = d_ctx, pp.block_tables = d_table;
-        pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = blocks_per_seq, pp.num_q_heads = Hq;
+        pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = blocks_per_seq,
+        pp.num_q_heads = Hq;
         pp.scale = 1.0f / std::sqrt(128.0f), pp.layout = L;
         const cuda::DecodePlan plan = cuda::plan_decode(pp, ctx, sms);
         const float full_us = measure([&] { cuda::paged_decode(pp, plan, dws, st); });
@@ -173,8 +180,10 @@ int main(int argc, char** argv) {
             cuda::MacForceHits force;
             force.hit_rate = rate, force.clustered = clustered, force.seed = 11, force.lag = 64;
             cuda::MacCudaParams p{};
-            p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out, p.out_bf16 = true;
-            p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots, p.ring_valid_from = d_vf;
+            p.q_post = q_post, p.q_pre = q_pre, p.k_cache = k, p.v_cache = v, p.out = out,
+            p.out_bf16 = true;
+            p.context_lens = d_ctx, p.block_tables = d_table, p.ring_slots = d_slots,
+            p.ring_valid_from = d_vf;
             p.num_seqs = S, p.max_blocks_per_seq = blocks_per_seq, p.num_q_heads = Hq;
             p.scale = pp.scale, p.layout = L;
             p.cfg.gen_min = 0;
@@ -190,11 +199,13 @@ int main(int argc, char** argv) {
             cuda::MacCounters cnt;
             CK(cudaMemcpy(&cnt, counters, sizeof(cnt), cudaMemcpyDeviceToHost));
             p.counters = nullptr;
-            const float mac_us = measure([&] { cuda::mac_decode_forced_hits(p, force, w, ctx, st); });
+            const float mac_us =
+                measure([&] { cuda::mac_decode_forced_hits(p, force, w, ctx, st); });
             const double kv_frac = static_cast<double>(cnt.kv_tokens_read) / cnt.kv_tokens_full;
-            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n", (long long)Hkv, S, ctx,
-                        rate, clustered ? "group" : "head", 0.0, p.chunk_tokens, mac_us, full_us, full_us / mac_us,
-                        bytes / (full_us * 1e3), kv_frac * bytes / (mac_us * 1e3), kv_frac,
+            std::printf("%lld,%d,%d,%.2f,%s,%.1f,%d,%.1f,%.1f,%.2f,%.0f,%.0f,%.3f,%.3f,%s\n",
+                        (long long)Hkv, S, ctx, rate, clustered ? "group" : "head", 0.0,
+                        p.chunk_tokens, mac_us, full_us, full_us / mac_us, bytes / (full_us * 1e3),
+                        kv_frac * bytes / (mac_us * 1e3), kv_frac,
                         static_cast<double>(cnt.hit_heads) / cnt.heads, "rounds8192");
             std::fflush(stdout);
           }

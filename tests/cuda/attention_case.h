@@ -1,6 +1,6 @@
 // One random paged-attention problem, run on the CPU oracle (float32 over the bf16-rounded cache)
-// and on the CUDA backend: random block tables drawn from a shuffled pool, random K/V (filled on the
-// device, then read back for the oracle), random queries.
+// and on the CUDA backend: random block tables drawn from a shuffled pool, random K/V (filled on
+// the device, then read back for the oracle), random queries.
 #pragma once
 
 #include <algorithm>
@@ -16,7 +16,8 @@ struct AttentionCase {
   std::vector<int32_t> context_lens;  // per sequence (>= num_queries)
   int64_t num_q_heads = 8, num_kv_heads = 2, head_dim = 128, block_size = 16;
   uint64_t seed = 1;
-  int64_t max_query_len = -1;  // -1: the true longest chunk; 0 ("unknown") keeps 1-query steps off the decode kernel
+  int64_t max_query_len =
+      -1;  // -1: the true longest chunk; 0 ("unknown") keeps 1-query steps off the decode kernel
   // Also run the call with f32 outputs (the kernel's own accuracy, not bf16 rounding) against the
   // same oracle, then `repeats` more times, each compared bit for bit with that first f32 run.
   bool f32_check = false;
@@ -52,7 +53,8 @@ inline AttentionResult run_attention_case(backend::Backend& gpu, const Attention
   std::vector<int32_t> tables(static_cast<std::size_t>(S * max_blocks), 0);
   std::size_t next = 0;
   for (int64_t s = 0; s < S; ++s)
-    for (int64_t b = 0; b < (c.context_lens[s] + bs - 1) / bs; ++b) tables[s * max_blocks + b] = pool[next++];
+    for (int64_t b = 0; b < (c.context_lens[s] + bs - 1) / bs; ++b)
+      tables[s * max_blocks + b] = pool[next++];
 
   const kernels::PagedKvLayout layout{num_blocks, c.num_kv_heads, bs, D};
   const std::vector<int64_t> cache_shape{num_blocks, c.num_kv_heads, bs, D};
@@ -82,15 +84,18 @@ inline AttentionResult run_attention_case(backend::Backend& gpu, const Attention
       poison(gpu, out32);
       gpu.paged_attention(qd, kc, vc, out32, gm, layout, scale);
       std::vector<float> got = to_host(gpu, out32);
-      if (i == 0) r.gpu_f32 = std::move(got);
-      else if (std::memcmp(got.data(), r.gpu_f32.data(), got.size() * sizeof(float)) != 0) ++r.repeat_mismatches;
+      if (i == 0)
+        r.gpu_f32 = std::move(got);
+      else if (std::memcmp(got.data(), r.gpu_f32.data(), got.size() * sizeof(float)) != 0)
+        ++r.repeat_mismatches;
     }
   }
 
   auto cpu = backend::make_cpu_backend();
   std::vector<float> kh = to_host(gpu, kc), vh = to_host(gpu, vc);
   backend::AttentionMeta cm;
-  Tensor qs_h = Tensor::empty_host(DType::kI32, {S + 1}), cl_h = Tensor::empty_host(DType::kI32, {S});
+  Tensor qs_h = Tensor::empty_host(DType::kI32, {S + 1}),
+         cl_h = Tensor::empty_host(DType::kI32, {S});
   Tensor bt_h = Tensor::empty_host(DType::kI32, {S, max_blocks});
   std::copy(qs.begin(), qs.end(), qs_h.data_as<int32_t>());
   std::copy(c.context_lens.begin(), c.context_lens.end(), cl_h.data_as<int32_t>());
@@ -101,7 +106,8 @@ inline AttentionResult run_attention_case(backend::Backend& gpu, const Attention
   cm.num_seqs = S;
   cm.max_blocks_per_seq = max_blocks;
   Tensor out_h = Tensor::empty_host(DType::kF32, {T, c.num_q_heads, D});
-  cpu->paged_attention(host_tensor(q, {T, c.num_q_heads, D}), Tensor(kh.data(), DType::kF32, cache_shape),
+  cpu->paged_attention(host_tensor(q, {T, c.num_q_heads, D}),
+                       Tensor(kh.data(), DType::kF32, cache_shape),
                        Tensor(vh.data(), DType::kF32, cache_shape), out_h, cm, layout, scale);
   r.cpu.assign(out_h.data_as<float>(), out_h.data_as<float>() + out_h.numel());
   r.rel = rel_l2(r.gpu, r.cpu);

@@ -1,5 +1,5 @@
-// Runs a Model on any backend (CPU or CUDA) without the engine: each sequence owns a shuffled run of
-// KV blocks; a step takes chunks of several sequences at once (batched prefill + decode). With
+// Runs a Model on any backend (CPU or CUDA) without the engine: each sequence owns a shuffled run
+// of KV blocks; a step takes chunks of several sequences at once (batched prefill + decode). With
 // enable_mac, attention goes through MAC-Attention (ring slot = sequence index; rows and candidates
 // from set_mac_prompt_len's start, else 0) and each step's telemetry is read back like the model
 // runner does.
@@ -24,11 +24,12 @@ class BackendHarness {
     int seq;
     std::vector<int32_t> ids;
     int64_t start;  // position of ids[0]
-    bool decode = false;  // MAC: this one token is a decode step (else the chunk runs exact attention)
+    bool decode =
+        false;  // MAC: this one token is a decode step (else the chunk runs exact attention)
   };
 
-  BackendHarness(const std::string& path, backend::Backend& be, int num_seqs = 4, int64_t max_tokens = 512,
-                 int64_t block_size = 16, uint64_t shuffle_seed = 7)
+  BackendHarness(const std::string& path, backend::Backend& be, int num_seqs = 4,
+                 int64_t max_tokens = 512, int64_t block_size = 16, uint64_t shuffle_seed = 7)
       : be_(be), num_seqs_(num_seqs) {
     models::Checkpoint ckpt = models::load_checkpoint(path);
     vocab_ = ckpt.gguf_vocab;
@@ -38,8 +39,10 @@ class BackendHarness {
     const int64_t num_blocks = blocks_per_seq_ * num_seqs + 3;
     kv_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      kv_.k.push_back(be_.alloc(be_.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
-      kv_.v.push_back(be_.alloc(be_.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+      kv_.k.push_back(
+          be_.alloc(be_.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+      kv_.v.push_back(
+          be_.alloc(be_.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     }
     for (int32_t b = 0; b < num_blocks; ++b) table_.push_back(b);
     std::shuffle(table_.begin(), table_.end(), std::mt19937(shuffle_seed));
@@ -56,19 +59,22 @@ class BackendHarness {
     const ModelConfig& c = model_->config();
     mac_ = cfg;
     for (int64_t i = 0; i < c.num_layers; ++i)
-      kv_.mac_rings.push_back(be_.alloc_mac_ring(num_seqs_, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
+      kv_.mac_rings.push_back(
+          be_.alloc_mac_ring(num_seqs_, cfg.window, c.num_q_heads, c.head_dim, cfg.ring_bf16));
   }
   void set_mac_audit(bool on) { mac_audit_ = on; }
   // As the scheduler does at admission: rows (and match candidates) of `seq` start at
   // max(0, prompt_len - M), the rows its prefill builds.
   void set_mac_prompt_len(int seq, int64_t prompt_len) {
     mac_valid_from_.resize(static_cast<std::size_t>(num_seqs_), 0);
-    mac_valid_from_[static_cast<std::size_t>(seq)] = static_cast<int32_t>(std::max<int64_t>(0, prompt_len - mac_->window));
+    mac_valid_from_[static_cast<std::size_t>(seq)] =
+        static_cast<int32_t>(std::max<int64_t>(0, prompt_len - mac_->window));
   }
   int64_t ring_window() const { return mac_ ? mac_->window : 0; }
   // Decisions [layers, seqs of the last step, Hq], KV tokens read, audit sums of the last step.
   const models::MacStepOutputs& mac_outputs() const { return mac_out_; }
-  // Only the last row of each chunk gets logits (long prompts: the lm_head over every row is waste).
+  // Only the last row of each chunk gets logits (long prompts: the lm_head over every row is
+  // waste).
   void set_last_logits_only(bool on) { last_only_ = on; }
 
   // One forward over the chunks; returns the logits of every token of every chunk, in order.
@@ -84,17 +90,20 @@ class BackendHarness {
         in.token_ids.push_back(ch.ids[i]);
         in.positions.push_back(static_cast<int32_t>(pos));
         in.slot_mapping.push_back(static_cast<int64_t>(table[pos / bs]) * bs + pos % bs);
-        if (!last_only_ || i + 1 == ch.ids.size()) in.logits_rows.push_back(static_cast<int32_t>(in.token_ids.size()) - 1);
+        if (!last_only_ || i + 1 == ch.ids.size())
+          in.logits_rows.push_back(static_cast<int32_t>(in.token_ids.size()) - 1);
       }
       in.query_start.push_back(static_cast<int32_t>(in.token_ids.size()));
       if (mac_) {
         in.mac.modes.push_back(ch.decode ? kernels::kMacDecode : kernels::kMacExact);
         in.mac.ring_slots.push_back(ch.seq);
-        const int32_t from = static_cast<std::size_t>(ch.seq) < mac_valid_from_.size() ? mac_valid_from_[ch.seq] : 0;
+        const int32_t from =
+            static_cast<std::size_t>(ch.seq) < mac_valid_from_.size() ? mac_valid_from_[ch.seq] : 0;
         in.mac.ring_valid_from.push_back(from);
         in.mac.rows_from.push_back(from);
       }
-      in.context_lens.push_back(static_cast<int32_t>(ch.start + static_cast<int64_t>(ch.ids.size())));
+      in.context_lens.push_back(
+          static_cast<int32_t>(ch.start + static_cast<int64_t>(ch.ids.size())));
       in.block_tables.insert(in.block_tables.end(), table, table + blocks_per_seq_);
     }
     if (mac_) {
@@ -108,19 +117,22 @@ class BackendHarness {
     be_.copy_to_host(logits, flat.data());
     if (mac_) model_->read_mac_outputs(mac_out_);
     std::vector<std::vector<float>> rows;
-    for (int64_t r = 0; r < logits.dim(0); ++r) rows.emplace_back(flat.begin() + r * vocab, flat.begin() + (r + 1) * vocab);
+    for (int64_t r = 0; r < logits.dim(0); ++r)
+      rows.emplace_back(flat.begin() + r * vocab, flat.begin() + (r + 1) * vocab);
     return rows;
   }
 
   // Greedy continuation of one sequence; step_logits gets the logits each token was chosen from.
   std::vector<int32_t> greedy(int seq, const std::vector<int32_t>& prompt, int n,
-                              std::vector<std::vector<float>>* step_logits = nullptr, int32_t eos = -1) {
+                              std::vector<std::vector<float>>* step_logits = nullptr,
+                              int32_t eos = -1) {
     std::vector<float> last = step({{seq, prompt, 0}}).back();
     std::vector<int32_t> out;
     int64_t pos = static_cast<int64_t>(prompt.size());
     for (int i = 0; i < n; ++i) {
       if (step_logits) step_logits->push_back(last);
-      const int32_t tok = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+      const int32_t tok =
+          static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
       out.push_back(tok);
       if (tok == eos) break;
       if (i + 1 < n) last = step({{seq, {tok}, pos++, mac_.has_value()}})[0];

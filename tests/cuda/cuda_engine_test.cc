@@ -33,7 +33,8 @@ std::vector<Request> requests(int n, int64_t vocab, uint32_t seed) {
     r.id = "g" + std::to_string(i);
     const int len = 1 + static_cast<int>(rng() % 120);
     r.prompt_ids.push_back(1);
-    for (int j = 1; j < len; ++j) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    for (int j = 1; j < len; ++j)
+      r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
     r.params.temperature = 0.0f;
     r.params.max_tokens = 1 + static_cast<int>(rng() % 48);
     r.params.ignore_eos = i % 2 == 0;
@@ -90,8 +91,10 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     SCOPED_TRACE("kv tokens " + std::to_string(kv_tokens));
     EngineConfig c;
     c.model_path = dir;
-    c.device = std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr ? "cpu" : "cuda";  // host-side debugging
-    c.attention = attention;
+    c.device = std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr
+                   ? engine::DeviceChoice::kCpu
+                   : engine::DeviceChoice::kCuda;  // host-side debugging
+    c.attention = engine::parse_enum<engine::AttentionMode>(attention, "--attention");
     c.mac_window = 64;
     c.mac_band = 16;
     c.mac_min_context = 0;
@@ -102,29 +105,30 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     std::vector<Request> reqs;
     std::vector<std::vector<Completion>> sync;
     {
-      c.async_scheduling = "off";
+      c.async_scheduling = engine::AutoOnOff::kOff;
       auto eng = Engine::create(c);
       reqs = requests(60, eng->model_config().vocab_size, 17);
       sync = run(*eng, reqs);
     }
     // Stop tokens taken from the synchronous outputs end those sequences mid-flight.
     for (std::size_t i = 0; i < reqs.size(); i += 3)
-      if (sync[i][0].ids.size() > 4) reqs[i].params.stop_token_ids = {sync[i][0].ids[sync[i][0].ids.size() / 2]};
-    c.async_scheduling = "off";
-    c.device_sampling = "off";
+      if (sync[i][0].ids.size() > 4)
+        reqs[i].params.stop_token_ids = {sync[i][0].ids[sync[i][0].ids.size() / 2]};
+    c.async_scheduling = engine::AutoOnOff::kOff;
+    c.device_sampling = engine::AutoOnOff::kOff;
     std::vector<std::vector<Completion>> want;
     {
       auto eng = Engine::create(c);
       want = run(*eng, reqs);
     }
     // Async scheduling with the CPU sampler, then with greedy steps sampled by the device's argmax.
-    c.async_scheduling = "on";
+    c.async_scheduling = engine::AutoOnOff::kOn;
     std::vector<std::vector<Completion>> async_host;
     {
       auto eng = Engine::create(c);
       async_host = run(*eng, reqs);
     }
-    c.device_sampling = "on";
+    c.device_sampling = engine::AutoOnOff::kOn;
     auto eng = Engine::create(c);
     const auto got = run(*eng, reqs);
     int stopped = 0, compared = 0, device_compared = 0;
@@ -134,10 +138,12 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
       for (std::size_t k = 0; k < want[i].size(); ++k) {
         // Device argmax vs the CPU sampler under the same loop: the same batches, so the same
         // logits bit for bit, and both take the lowest index among equal maxima.
-        EXPECT_EQ(got[i][k].ids, async_host[i][k].ids) << reqs[i].id << " completion " << k << " (device sampling)";
+        EXPECT_EQ(got[i][k].ids, async_host[i][k].ids)
+            << reqs[i].id << " completion " << k << " (device sampling)";
         EXPECT_EQ(got[i][k].text, async_host[i][k].text) << reqs[i].id << " completion " << k;
         EXPECT_EQ(got[i][k].reason, async_host[i][k].reason) << reqs[i].id << " completion " << k;
-        EXPECT_EQ(got[i][k].preemptions, async_host[i][k].preemptions) << reqs[i].id << " completion " << k;
+        EXPECT_EQ(got[i][k].preemptions, async_host[i][k].preemptions)
+            << reqs[i].id << " completion " << k;
         ++device_compared;
         // Async vs synchronous. The two loops form different batches (async runs the rows of
         // stopped sequences one step longer, admissions land in other steps), and cuBLAS picks its
@@ -163,11 +169,13 @@ TEST_P(CudaEngine, AsyncSchedulingEqualsSynchronous) {
     }
     const auto st = settled_stats(*eng);
     EXPECT_EQ(st.num_free_blocks, st.num_blocks) << "KV blocks leaked";
-    std::printf("%s %s kv %lld: device vs host sampling %d completions compared, async vs sync %d (%d stopped early), "
-                "%lld preemptions, step gap %.3f ms\n",
-                model.c_str(), attention.c_str(), static_cast<long long>(kv_tokens), device_compared, compared, stopped,
-                static_cast<long long>(st.num_preemptions),
-                st.step_gaps > 0 ? 1e3 * st.step_gap_seconds / static_cast<double>(st.step_gaps) : 0.0);
+    std::printf(
+        "%s %s kv %lld: device vs host sampling %d completions compared, async vs sync %d (%d "
+        "stopped early), "
+        "%lld preemptions, step gap %.3f ms\n",
+        model.c_str(), attention.c_str(), static_cast<long long>(kv_tokens), device_compared,
+        compared, stopped, static_cast<long long>(st.num_preemptions),
+        st.step_gaps > 0 ? 1e3 * st.step_gap_seconds / static_cast<double>(st.step_gaps) : 0.0);
   }
 }
 
@@ -193,10 +201,12 @@ TEST(CudaEngineMacDump, RingRowsMatchTheCpuDump) {
   for (int dev = 0; dev < 2; ++dev) {
     EngineConfig c;
     c.model_path = dir;
-    c.device = dev == 0 ? "cpu" : (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr ? "cpu" : "cuda");
-    c.attention = "mac";
+    c.device = dev == 0 || std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr
+                   ? engine::DeviceChoice::kCpu
+                   : engine::DeviceChoice::kCuda;
+    c.attention = engine::AttentionMode::kMac;
     c.mac_window = 64, c.mac_band = 16, c.mac_min_context = 0, c.mac_threshold = 0.2f;
-    c.mac_ring_dtype = "fp32";
+    c.mac_ring_dtype = engine::RingDtype::kFp32;
     c.max_model_len = 256;
     c.kv_cache_tokens = 4096;
     c.mac_dump = (tmp / ("macserve_cuda_dump_" + std::to_string(dev) + ".jsonl")).string();
@@ -208,7 +218,8 @@ TEST(CudaEngineMacDump, RingRowsMatchTheCpuDump) {
       eng->shutdown();
     }
     std::ifstream f(c.mac_dump);
-    for (std::string line; std::getline(f, line);) steps[dev].push_back(nlohmann::json::parse(line));
+    for (std::string line; std::getline(f, line);)
+      steps[dev].push_back(nlohmann::json::parse(line));
     std::remove(c.mac_dump.c_str());
   }
   ASSERT_EQ(steps[1].size(), steps[0].size());
@@ -219,7 +230,8 @@ TEST(CudaEngineMacDump, RingRowsMatchTheCpuDump) {
       for (const auto& head : layer["heads"]) {
         hits += head["hit"].get<bool>();
         ASSERT_TRUE(head.contains("row")) << "the GPU dump has no ring row";
-        for (float v : head["row"]["q_pre"].get<std::vector<float>>()) ASSERT_TRUE(std::isfinite(v));
+        for (float v : head["row"]["q_pre"].get<std::vector<float>>())
+          ASSERT_TRUE(std::isfinite(v));
       }
   EXPECT_EQ(hits, hit_heads[1]);
   EXPECT_GT(hits, 0) << "the dump should show hits at t = 0.2";
@@ -233,31 +245,38 @@ TEST(CudaEngineMacDump, RingRowsMatchTheCpuDump) {
       const auto& a = l0[l]["heads"][h];
       const auto& b = l1[l]["heads"][h];
       ++heads;
-      const auto qa = a["row"]["q_pre"].get<std::vector<float>>(), qb = b["row"]["q_pre"].get<std::vector<float>>();
-      for (std::size_t i = 0; i < qa.size(); ++i) dq += (qa[i] - qb[i]) * (qa[i] - qb[i]), nq += qa[i] * qa[i];
-      if (a["hit"] != b["hit"] || a["matched"] != b["matched"]) continue;  // a near-tie flip: other summaries
+      const auto qa = a["row"]["q_pre"].get<std::vector<float>>(),
+                 qb = b["row"]["q_pre"].get<std::vector<float>>();
+      for (std::size_t i = 0; i < qa.size(); ++i)
+        dq += (qa[i] - qb[i]) * (qa[i] - qb[i]), nq += qa[i] * qa[i];
+      if (a["hit"] != b["hit"] || a["matched"] != b["matched"])
+        continue;  // a near-tie flip: other summaries
       ++agree;
-      const auto oa = a["row"]["o"].get<std::vector<float>>(), ob = b["row"]["o"].get<std::vector<float>>();
-      for (std::size_t i = 0; i < oa.size(); ++i) d_o += (oa[i] - ob[i]) * (oa[i] - ob[i]), no += oa[i] * oa[i];
+      const auto oa = a["row"]["o"].get<std::vector<float>>(),
+                 ob = b["row"]["o"].get<std::vector<float>>();
+      for (std::size_t i = 0; i < oa.size(); ++i)
+        d_o += (oa[i] - ob[i]) * (oa[i] - ob[i]), no += oa[i] * oa[i];
     }
-  std::printf("mac dump: %zu steps, %lld hits (GPU) / %lld (CPU), first step: %d of %d decisions agree, "
-              "q_pre rel L2 %.3g, o rel L2 %.3g\n",
-              steps[1].size(), static_cast<long long>(hit_heads[1]), static_cast<long long>(hit_heads[0]), agree, heads,
-              std::sqrt(dq / nq), std::sqrt(d_o / no));
+  std::printf(
+      "mac dump: %zu steps, %lld hits (GPU) / %lld (CPU), first step: %d of %d decisions agree, "
+      "q_pre rel L2 %.3g, o rel L2 %.3g\n",
+      steps[1].size(), static_cast<long long>(hit_heads[1]), static_cast<long long>(hit_heads[0]),
+      agree, heads, std::sqrt(dq / nq), std::sqrt(d_o / no));
   EXPECT_GE(agree, heads * 9 / 10);
   EXPECT_LT(std::sqrt(dq / nq), 0.05);
   EXPECT_LT(std::sqrt(d_o / no), 0.05);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaEngine,
-                         ::testing::Combine(::testing::Values("tiny-llama-sp", "tiny-qwen2-bpe", "tiny-qwen3-bpe"),
-                                            ::testing::Values("full", "mac")),
-                         [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& i) {
-                           std::string n = std::get<0>(i.param) + "_" + std::get<1>(i.param);
-                           for (char& ch : n)
-                             if (ch == '-') ch = '_';
-                           return n;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, CudaEngine,
+    ::testing::Combine(::testing::Values("tiny-llama-sp", "tiny-qwen2-bpe", "tiny-qwen3-bpe"),
+                       ::testing::Values("full", "mac")),
+    [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& i) {
+      std::string n = std::get<0>(i.param) + "_" + std::get<1>(i.param);
+      for (char& ch : n)
+        if (ch == '-') ch = '_';
+      return n;
+    });
 
 }  // namespace
 }  // namespace macserve::testing

@@ -1,9 +1,9 @@
 // Whole models on the GPU (bf16 weights and KV) against the CPU float32 path: prompt logits within
 // bf16 tolerance, greedy tokens equal to the goldens (a divergence must sit at a near-tie of the
 // CPU logits, and is reported), batched steps equal to each sequence alone.
-#include <cstring>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -20,7 +20,7 @@ constexpr double kLogitRelTol = 3e-2;  // bf16 weights vs float32 weights, whole
 // layer's input compounds with depth. Measured on the H200 (2026-11-28): prefill logits 1.9e-2 to
 // 4.7e-2, decode 1.2e-2 to 2.4e-2 relative L2, greedy tokens equal except at a near-tie.
 double logit_tol(const std::string& model) { return model == "SmolLM2" ? 6e-2 : kLogitRelTol; }
-constexpr float kNearTie = 0.25f;      // CPU top-1 minus top-2 logit below which a flip is a near-tie
+constexpr float kNearTie = 0.25f;  // CPU top-1 minus top-2 logit below which a flip is a near-tie
 
 struct Sample {
   std::vector<int32_t> prompt, expected;  // expected: greedy continuation only
@@ -40,16 +40,20 @@ std::vector<Sample> samples(const std::string& name) {
   std::vector<Sample> out;
   if (name == "SmolLM2") {
     std::ifstream f(fixtures_dir() + "/smollm2/reference.json");
-    const nlohmann::json ref = nlohmann::json::parse(f);  // named: a temporary would dangle in the loop
+    const nlohmann::json ref =
+        nlohmann::json::parse(f);  // named: a temporary would dangle in the loop
     for (const auto& s : ref["samples"])
-      out.push_back({s["prompt_ids"].get<std::vector<int32_t>>(), s["greedy_ids"].get<std::vector<int32_t>>()});
+      out.push_back({s["prompt_ids"].get<std::vector<int32_t>>(),
+                     s["greedy_ids"].get<std::vector<int32_t>>()});
     return out;
   }
   std::ifstream f(models_dir() + "/golden.json");
   const nlohmann::json golden = nlohmann::json::parse(f);
   for (const auto& s : golden.at(name).at("samples")) {
-    Sample smp{s["prompt_ids"].get<std::vector<int32_t>>(), s["greedy_ids"].get<std::vector<int32_t>>()};
-    smp.expected.erase(smp.expected.begin(), smp.expected.begin() + static_cast<std::ptrdiff_t>(smp.prompt.size()));
+    Sample smp{s["prompt_ids"].get<std::vector<int32_t>>(),
+               s["greedy_ids"].get<std::vector<int32_t>>()};
+    smp.expected.erase(smp.expected.begin(),
+                       smp.expected.begin() + static_cast<std::ptrdiff_t>(smp.prompt.size()));
     out.push_back(smp);
   }
   return out;
@@ -58,8 +62,10 @@ std::vector<Sample> samples(const std::string& name) {
 float top2_margin(const std::vector<float>& l) {
   float a = -INFINITY, b = -INFINITY;
   for (float x : l) {
-    if (x > a) b = a, a = x;
-    else if (x > b) b = x;
+    if (x > a)
+      b = a, a = x;
+    else if (x > b)
+      b = x;
   }
   return a - b;
 }
@@ -90,14 +96,17 @@ TEST_P(CudaModel, LogitsAndGreedyMatchCpu) {
     std::size_t i = 0;
     for (; i < got.size() && i < s.expected.size() && got[i] == s.expected[i]; ++i)
       worst_step = std::max(worst_step, rel_l2(gpu_logits[i], cpu_logits[i]));
-    std::printf("%s sample %d: prompt %zu tokens, prefill logits rel_l2 %.2e, decode logits rel_l2 %.2e, "
-                "%zu/%zu greedy tokens equal the golden\n",
-                GetParam().c_str(), si, s.prompt.size(), worst, worst_step, i, s.expected.size());
+    std::printf(
+        "%s sample %d: prompt %zu tokens, prefill logits rel_l2 %.2e, decode logits rel_l2 %.2e, "
+        "%zu/%zu greedy tokens equal the golden\n",
+        GetParam().c_str(), si, s.prompt.size(), worst, worst_step, i, s.expected.size());
     EXPECT_LT(worst_step, logit_tol(GetParam())) << "sample " << si;
     if (i < s.expected.size() && i < got.size()) {
       const float margin = i < cpu_logits.size() ? top2_margin(cpu_logits[i]) : 0.0f;
-      std::printf("  diverged at step %zu: GPU %d, golden %d, CPU top-2 margin %.4f (near-tie below %.2f)\n", i,
-                  got[i], s.expected[i], margin, kNearTie);
+      std::printf(
+          "  diverged at step %zu: GPU %d, golden %d, CPU top-2 margin %.4f (near-tie below "
+          "%.2f)\n",
+          i, got[i], s.expected[i], margin, kNearTie);
       EXPECT_LT(margin, kNearTie) << "divergence at step " << i << " is not a near-tie";
     }
     ++si;
@@ -127,7 +136,8 @@ TEST_P(CudaModel, BatchedEqualsAlone) {
   for (int i = 0; i < n; ++i) {
     chunks.clear();
     for (int q = 0; q < 3; ++q) {
-      const auto tok = static_cast<int32_t>(std::max_element(last[q].begin(), last[q].end()) - last[q].begin());
+      const auto tok =
+          static_cast<int32_t>(std::max_element(last[q].begin(), last[q].end()) - last[q].begin());
       got[q].push_back(tok);
       chunks.push_back({q, {tok}, static_cast<int64_t>(ss[q % ss.size()].prompt.size()) + i});
     }
@@ -148,7 +158,8 @@ TEST_P(CudaModel, GraphReplayEqualsEager) {
   MACSERVE_REQUIRE_PATH(model_path(GetParam()));
   if (!gpu->supports_graphs()) GTEST_SKIP() << "backend " << gpu->name() << " has no graphs";
   const int kSeqs = 17;
-  BackendHarness g(model_path(GetParam()), *gpu, kSeqs, 256), e(model_path(GetParam()), *gpu, kSeqs, 256);
+  BackendHarness g(model_path(GetParam()), *gpu, kSeqs, 256),
+      e(model_path(GetParam()), *gpu, kSeqs, 256);
   g.model().set_graphs(true);
   e.model().set_graphs(false);
   const auto ss = samples(GetParam());
@@ -173,7 +184,8 @@ TEST_P(CudaModel, GraphReplayEqualsEager) {
     for (int i = 0; i < 6; ++i) {
       chunks.clear();
       for (int q = 0; q < batch; ++q) {
-        const auto tok = static_cast<int32_t>(std::max_element(last[q].begin(), last[q].end()) - last[q].begin());
+        const auto tok = static_cast<int32_t>(std::max_element(last[q].begin(), last[q].end()) -
+                                              last[q].begin());
         chunks.push_back({q, {tok}, pos[q]++});
       }
       const auto first = g.step(chunks);
@@ -182,8 +194,10 @@ TEST_P(CudaModel, GraphReplayEqualsEager) {
       ASSERT_EQ(first.size(), static_cast<std::size_t>(batch));
       for (int q = 0; q < batch; ++q) {
         EXPECT_EQ(std::memcmp(first[q].data(), again[q].data(), first[q].size() * sizeof(float)), 0)
-            << "batch " << batch << " step " << i << " row " << q << ": replay differs from the first run";
-        replays_equal += std::memcmp(first[q].data(), again[q].data(), first[q].size() * sizeof(float)) == 0;
+            << "batch " << batch << " step " << i << " row " << q
+            << ": replay differs from the first run";
+        replays_equal +=
+            std::memcmp(first[q].data(), again[q].data(), first[q].size() * sizeof(float)) == 0;
         const double d = rel_l2(again[q], eager[q]);
         worst = std::max(worst, d);
         EXPECT_LT(d, kBf16Tol) << "batch " << batch << " step " << i << " row " << q;
@@ -191,12 +205,15 @@ TEST_P(CudaModel, GraphReplayEqualsEager) {
       }
     }
   }
-  std::printf("%s: %d replayed rows bitwise equal to the first run; graph vs unpadded eager logits rel_l2 <= %.2e\n",
-              GetParam().c_str(), replays_equal, worst);
+  std::printf(
+      "%s: %d replayed rows bitwise equal to the first run; graph vs unpadded eager logits rel_l2 "
+      "<= %.2e\n",
+      GetParam().c_str(), replays_equal, worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaModel,
-                         ::testing::Values("tiny-llama-sp", "tiny-qwen2-bpe", "tiny-qwen3-bpe", "SmolLM2"),
+                         ::testing::Values("tiny-llama-sp", "tiny-qwen2-bpe", "tiny-qwen3-bpe",
+                                           "SmolLM2"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace(n.begin(), n.end(), '-', '_');

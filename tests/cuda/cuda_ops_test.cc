@@ -24,12 +24,15 @@ TEST(CudaOps, Embedding) {
       for (auto& i : ids) i = static_cast<int32_t>(rng() % V);
       Tensor out = gpu->alloc(DType::kF32, {T, hidden});
       poison(*gpu, out);
-      gpu->embedding(to_device_raw(*gpu, ids, DType::kI32), gpu->upload_weight(host_tensor(table, {V, hidden})), out);
+      gpu->embedding(to_device_raw(*gpu, ids, DType::kI32),
+                     gpu->upload_weight(host_tensor(table, {V, hidden})), out);
       Tensor ids_h = Tensor::empty_host(DType::kI32, {T});
       std::copy(ids.begin(), ids.end(), ids_h.data_as<int32_t>());
       Tensor ref = Tensor::empty_host(DType::kF32, {T, hidden});
       cpu->embedding(ids_h, host_tensor(table, {V, hidden}), ref);
-      EXPECT_EQ(rel_l2(to_host(*gpu, out), std::vector<float>(ref.data_as<float>(), ref.data_as<float>() + ref.numel())), 0.0)
+      EXPECT_EQ(rel_l2(to_host(*gpu, out), std::vector<float>(ref.data_as<float>(),
+                                                              ref.data_as<float>() + ref.numel())),
+                0.0)
           << "hidden " << hidden << " T " << T;
     }
   }
@@ -45,16 +48,19 @@ TEST(CudaOps, RmsNormWithAndWithoutResidual) {
           const uint64_t seed = dim * 131 + rows * 7 + with_res;
           const auto x = randn(rows * dim, seed), res = randn(rows * dim, seed + 1);
           const auto w = round_bf16(randn(dim, seed + 2, 0.5f));
-          Tensor xg = to_device(*gpu, x, DType::kF32, {rows, dim}), rg = to_device(*gpu, res, DType::kF32, {rows, dim});
+          Tensor xg = to_device(*gpu, x, DType::kF32, {rows, dim}),
+                 rg = to_device(*gpu, res, DType::kF32, {rows, dim});
           Tensor out = gpu->alloc(out_dt, {rows, dim});
           poison(*gpu, out);
-          gpu->rms_norm(xg, with_res ? &rg : nullptr, gpu->upload_weight(host_tensor(w, {dim})), out, 1e-5f);
+          gpu->rms_norm(xg, with_res ? &rg : nullptr, gpu->upload_weight(host_tensor(w, {dim})),
+                        out, 1e-5f);
           Tensor xh = host_tensor(x, {rows, dim}), rh = host_tensor(res, {rows, dim});
           Tensor ref = Tensor::empty_host(DType::kF32, {rows, dim});
           cpu->rms_norm(xh, with_res ? &rh : nullptr, host_tensor(w, {dim}), ref, 1e-5f);
           const double tol = out_dt == DType::kBF16 ? kBf16Tol : 1e-5;
           std::vector<float> r(ref.data_as<float>(), ref.data_as<float>() + ref.numel());
-          EXPECT_LT(rel_l2(to_host(*gpu, out), r), tol) << "dim " << dim << " rows " << rows << " res " << with_res;
+          EXPECT_LT(rel_l2(to_host(*gpu, out), r), tol)
+              << "dim " << dim << " rows " << rows << " res " << with_res;
           if (with_res) {
             std::vector<float> rr(rh.data_as<float>(), rh.data_as<float>() + rh.numel());
             EXPECT_LT(rel_l2(to_host(*gpu, rg), rr), 1e-6);
@@ -68,22 +74,28 @@ TEST(CudaOps, RmsNormWithAndWithoutResidual) {
 TEST(CudaOps, LinearWithAndWithoutBias) {
   MACSERVE_REQUIRE_CUDA(gpu);
   auto cpu = backend::make_cpu_backend();
-  struct Shape { int64_t m, n, k; };
-  for (Shape s : {Shape{1, 576, 576}, Shape{7, 1536, 576}, Shape{64, 4096, 4096}, Shape{33, 100, 64}, Shape{300, 512, 256}}) {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (Shape s : {Shape{1, 576, 576}, Shape{7, 1536, 576}, Shape{64, 4096, 4096},
+                  Shape{33, 100, 64}, Shape{300, 512, 256}}) {
     for (bool with_bias : {false, true}) {
       const uint64_t seed = s.m * 1000 + s.n + with_bias;
-      const auto x = round_bf16(randn(s.m * s.k, seed)), w = round_bf16(randn(s.n * s.k, seed + 1, 0.05f));
+      const auto x = round_bf16(randn(s.m * s.k, seed)),
+                 w = round_bf16(randn(s.n * s.k, seed + 1, 0.05f));
       const auto b = round_bf16(randn(s.n, seed + 2));
       Tensor y = gpu->alloc(DType::kF32, {s.m, s.n});
       poison(*gpu, y);
       Tensor bg = gpu->upload_weight(host_tensor(b, {s.n}));
-      gpu->linear(to_device(*gpu, x, DType::kBF16, {s.m, s.k}), gpu->upload_weight(host_tensor(w, {s.n, s.k})),
-                  with_bias ? &bg : nullptr, y);
+      gpu->linear(to_device(*gpu, x, DType::kBF16, {s.m, s.k}),
+                  gpu->upload_weight(host_tensor(w, {s.n, s.k})), with_bias ? &bg : nullptr, y);
       Tensor bh = host_tensor(b, {s.n});
       Tensor ref = Tensor::empty_host(DType::kF32, {s.m, s.n});
-      cpu->linear(host_tensor(x, {s.m, s.k}), host_tensor(w, {s.n, s.k}), with_bias ? &bh : nullptr, ref);
+      cpu->linear(host_tensor(x, {s.m, s.k}), host_tensor(w, {s.n, s.k}), with_bias ? &bh : nullptr,
+                  ref);
       std::vector<float> r(ref.data_as<float>(), ref.data_as<float>() + ref.numel());
-      EXPECT_LT(rel_l2(to_host(*gpu, y), r), 1e-4) << s.m << "x" << s.n << "x" << s.k << " bias " << with_bias;
+      EXPECT_LT(rel_l2(to_host(*gpu, y), r), 1e-4)
+          << s.m << "x" << s.n << "x" << s.k << " bias " << with_bias;
     }
   }
 }
@@ -95,13 +107,16 @@ TEST(CudaOps, RopeLlama3AtLongPositions) {
     for (int64_t T : {1, 9, 40}) {
       const int64_t Hq = 8, Hkv = 2;
       std::vector<float> freq(D / 2);
-      kernels::cpu::rope_inv_freq({D, 500000.0f, kernels::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192}, freq.data());
+      kernels::cpu::rope_inv_freq(
+          {D, 500000.0f, kernels::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192}, freq.data());
       std::vector<int32_t> pos(T);
       std::mt19937 rng(static_cast<uint32_t>(D + T));
       for (auto& p : pos) p = static_cast<int32_t>(rng() % 131072);
       const auto q = randn(T * Hq * D, D + T), k = randn(T * Hkv * D, D + T + 1);
-      Tensor qg = to_device(*gpu, q, DType::kF32, {T, Hq, D}), kg = to_device(*gpu, k, DType::kF32, {T, Hkv, D});
-      gpu->rope(qg, kg, to_device_raw(*gpu, pos, DType::kI32), to_device(*gpu, freq, DType::kF32, {D / 2}));
+      Tensor qg = to_device(*gpu, q, DType::kF32, {T, Hq, D}),
+             kg = to_device(*gpu, k, DType::kF32, {T, Hkv, D});
+      gpu->rope(qg, kg, to_device_raw(*gpu, pos, DType::kI32),
+                to_device(*gpu, freq, DType::kF32, {D / 2}));
       Tensor qh = host_tensor(q, {T, Hq, D}), kh = host_tensor(k, {T, Hkv, D});
       Tensor ph = Tensor::empty_host(DType::kI32, {T});
       std::copy(pos.begin(), pos.end(), ph.data_as<int32_t>());
@@ -131,7 +146,8 @@ TEST(CudaOps, SwigluAndAdd) {
       const auto a = randn(T * inter, inter + T + 5), b = randn(T * inter, inter + T + 6);
       Tensor sum = gpu->alloc(DType::kF32, {T, inter});
       poison(*gpu, sum);
-      gpu->add(to_device(*gpu, a, DType::kF32, {T, inter}), to_device(*gpu, b, DType::kF32, {T, inter}), sum);
+      gpu->add(to_device(*gpu, a, DType::kF32, {T, inter}),
+               to_device(*gpu, b, DType::kF32, {T, inter}), sum);
       std::vector<float> s(a.size());
       for (std::size_t i = 0; i < a.size(); ++i) s[i] = a[i] + b[i];
       EXPECT_EQ(rel_l2(to_host(*gpu, sum), s), 0.0);
@@ -157,14 +173,16 @@ TEST(CudaOps, KvWriteScattersIntoThePagedCache) {
     auto kref = to_host(*gpu, kc), vref = to_host(*gpu, vc);
     backend::AttentionMeta meta;
     meta.slot_mapping = to_device_raw(*gpu, slots, DType::kI64);
-    gpu->kv_write(to_device(*gpu, k, DType::kF32, {T, Hkv, D}), to_device(*gpu, v, DType::kF32, {T, Hkv, D}), kc, vc,
-                  meta, layout);
+    gpu->kv_write(to_device(*gpu, k, DType::kF32, {T, Hkv, D}),
+                  to_device(*gpu, v, DType::kF32, {T, Hkv, D}), kc, vc, meta, layout);
     for (int64_t t = 0; t < T; ++t) {
       if (slots[t] < 0) continue;
       for (int64_t h = 0; h < Hkv; ++h)
         for (int64_t d = 0; d < D; ++d) {
-          kref[layout.offset(slots[t], h) + d] = bf16_to_float(float_to_bf16(k[(t * Hkv + h) * D + d]));
-          vref[layout.offset(slots[t], h) + d] = bf16_to_float(float_to_bf16(v[(t * Hkv + h) * D + d]));
+          kref[layout.offset(slots[t], h) + d] =
+              bf16_to_float(float_to_bf16(k[(t * Hkv + h) * D + d]));
+          vref[layout.offset(slots[t], h) + d] =
+              bf16_to_float(float_to_bf16(v[(t * Hkv + h) * D + d]));
         }
     }
     EXPECT_EQ(rel_l2(to_host(*gpu, kc), kref), 0.0);
@@ -179,14 +197,19 @@ TEST(CudaOps, KvWriteScattersIntoThePagedCache) {
 TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
   MACSERVE_REQUIRE_CUDA(gpu);
   auto cpu = backend::make_cpu_backend();
-  struct Shape { int64_t T, Hq, Hkv, D; bool pre_bf16; };
-  for (const Shape& sh : {Shape{1, 9, 3, 64, false}, Shape{37, 8, 2, 64, true}, Shape{70, 32, 8, 128, false},
-                          Shape{5, 16, 8, 128, true}, Shape{33, 32, 4, 128, false}}) {
+  struct Shape {
+    int64_t T, Hq, Hkv, D;
+    bool pre_bf16;
+  };
+  for (const Shape& sh :
+       {Shape{1, 9, 3, 64, false}, Shape{37, 8, 2, 64, true}, Shape{70, 32, 8, 128, false},
+        Shape{5, 16, 8, 128, true}, Shape{33, 32, 4, 128, false}}) {
     const int64_t T = sh.T, Hq = sh.Hq, Hkv = sh.Hkv, D = sh.D, bs = 16;
     const int64_t num_blocks = (T + 2 * bs) / bs + 1;
     const kernels::PagedKvLayout layout{num_blocks, Hkv, bs, D};
     std::vector<float> freq(D / 2);
-    kernels::cpu::rope_inv_freq({D, 1000000.0f, kernels::RopeScalingType::kNone, 1.0f, 1.0f, 1.0f, 0}, freq.data());
+    kernels::cpu::rope_inv_freq(
+        {D, 1000000.0f, kernels::RopeScalingType::kNone, 1.0f, 1.0f, 1.0f, 0}, freq.data());
     std::mt19937 rng(static_cast<uint32_t>(T * 131 + D));
     std::vector<int32_t> pos(T);
     for (auto& p : pos) p = static_cast<int32_t>(rng() % 40000);
@@ -195,7 +218,8 @@ TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
     std::shuffle(slots.begin(), slots.end(), rng);
     slots.resize(T);
     if (T > 3) slots[T / 2] = -1;  // padding row: no KV write
-    const auto q = randn(T * Hq * D, T + 1), k = randn(T * Hkv * D, T + 2), v = randn(T * Hkv * D, T + 3);
+    const auto q = randn(T * Hq * D, T + 1), k = randn(T * Hkv * D, T + 2),
+               v = randn(T * Hkv * D, T + 3);
     const std::vector<int64_t> cshape{num_blocks, Hkv, bs, D};
     Tensor kc = gpu->alloc(DType::kBF16, cshape), vc = gpu->alloc(DType::kBF16, cshape);
     backend::cuda_fill_uniform(*gpu, kc, 21, 1.0f);
@@ -206,11 +230,13 @@ TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
     poison(*gpu, qpre);
     backend::AttentionMeta meta;
     meta.slot_mapping = to_device_raw(*gpu, slots, DType::kI64);
-    gpu->rope_kv_write(qg, to_device(*gpu, k, DType::kF32, {T, Hkv, D}), to_device(*gpu, v, DType::kF32, {T, Hkv, D}),
-                       &qpre, to_device_raw(*gpu, pos, DType::kI32), to_device(*gpu, freq, DType::kF32, {D / 2}), kc,
-                       vc, meta, layout);
+    gpu->rope_kv_write(qg, to_device(*gpu, k, DType::kF32, {T, Hkv, D}),
+                       to_device(*gpu, v, DType::kF32, {T, Hkv, D}), &qpre,
+                       to_device_raw(*gpu, pos, DType::kI32),
+                       to_device(*gpu, freq, DType::kF32, {D / 2}), kc, vc, meta, layout);
     // CPU oracle: the same three steps in float32.
-    Tensor qh = host_tensor(q, {T, Hq, D}), kh = host_tensor(k, {T, Hkv, D}), vh = host_tensor(v, {T, Hkv, D});
+    Tensor qh = host_tensor(q, {T, Hq, D}), kh = host_tensor(k, {T, Hkv, D}),
+           vh = host_tensor(v, {T, Hkv, D});
     Tensor ph = Tensor::empty_host(DType::kI32, {T});
     std::copy(pos.begin(), pos.end(), ph.data_as<int32_t>());
     Tensor kch = host_tensor(kc0, cshape), vch = host_tensor(vc0, cshape);
@@ -219,10 +245,13 @@ TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
     std::copy(slots.begin(), slots.end(), sh_h.data_as<int64_t>());
     backend::AttentionMeta hmeta;
     hmeta.slot_mapping = sh_h;
-    cpu->rope_kv_write(qh, kh, vh, &qpre_h, ph, host_tensor(freq, {D / 2}), kch, vch, hmeta, layout);
-    auto vec = [](const Tensor& t) { return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel()); };
-    const std::string what = "T " + std::to_string(T) + " Hq " + std::to_string(Hq) + " Hkv " + std::to_string(Hkv) +
-                             " D " + std::to_string(D);
+    cpu->rope_kv_write(qh, kh, vh, &qpre_h, ph, host_tensor(freq, {D / 2}), kch, vch, hmeta,
+                       layout);
+    auto vec = [](const Tensor& t) {
+      return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel());
+    };
+    const std::string what = "T " + std::to_string(T) + " Hq " + std::to_string(Hq) + " Hkv " +
+                             std::to_string(Hkv) + " D " + std::to_string(D);
     EXPECT_LT(rel_l2(to_host(*gpu, qg), vec(qh)), 1e-5) << what;
     const auto pre_ref = sh.pre_bf16 ? round_bf16(q) : q;
     EXPECT_EQ(rel_l2(to_host(*gpu, qpre), pre_ref), 0.0) << what;
@@ -250,7 +279,8 @@ TEST(CudaOps, GatherRows) {
   const std::vector<int32_t> idx{19, 0, 7, 7, 3};
   Tensor out = gpu->alloc(DType::kBF16, {5, width});
   poison(*gpu, out);
-  gpu->gather_rows(to_device(*gpu, x, DType::kBF16, {rows, width}), to_device_raw(*gpu, idx, DType::kI32), out);
+  gpu->gather_rows(to_device(*gpu, x, DType::kBF16, {rows, width}),
+                   to_device_raw(*gpu, idx, DType::kI32), out);
   std::vector<float> ref;
   for (int32_t r : idx) ref.insert(ref.end(), x.begin() + r * width, x.begin() + (r + 1) * width);
   EXPECT_EQ(rel_l2(to_host(*gpu, out), ref), 0.0);
@@ -262,13 +292,16 @@ TEST(CudaOps, GatherRows) {
 TEST(CudaOps, ArgmaxRowsMatchesTheCpuSampler) {
   MACSERVE_REQUIRE_CUDA(gpu);
   auto cpu = backend::make_cpu_backend();
-  for (int64_t vocab : {int64_t{1}, int64_t{7}, int64_t{513}, int64_t{32000}, int64_t{128256}, int64_t{151936}}) {
+  for (int64_t vocab :
+       {int64_t{1}, int64_t{7}, int64_t{513}, int64_t{32000}, int64_t{128256}, int64_t{151936}}) {
     const int64_t rows = 67;
-    std::vector<float> x = randn(static_cast<std::size_t>(rows * vocab), static_cast<uint64_t>(vocab));
+    std::vector<float> x =
+        randn(static_cast<std::size_t>(rows * vocab), static_cast<uint64_t>(vocab));
     for (int64_t r = 0; r < rows; ++r) {
       float* row = x.data() + r * vocab;
-      if (r % 5 == 1 && vocab > 3) row[vocab - 1] = row[vocab / 2] = row[1] = 50.0f;  // tie: lowest index wins
-      if (r % 7 == 2) std::fill(row, row + vocab, -INFINITY);                      // all -inf: index 0
+      if (r % 5 == 1 && vocab > 3)
+        row[vocab - 1] = row[vocab / 2] = row[1] = 50.0f;      // tie: lowest index wins
+      if (r % 7 == 2) std::fill(row, row + vocab, -INFINITY);  // all -inf: index 0
     }
     Tensor host_logits = Tensor::empty_host(DType::kF32, {rows, vocab});
     std::copy(x.begin(), x.end(), host_logits.data_as<float>());
@@ -280,7 +313,8 @@ TEST(CudaOps, ArgmaxRowsMatchesTheCpuSampler) {
     std::vector<int32_t> got(static_cast<std::size_t>(rows));
     gpu->copy_to_host(out, got.data());
     for (int64_t r = 0; r < rows; ++r)
-      EXPECT_EQ(got[static_cast<std::size_t>(r)], want.data_as<int32_t>()[r]) << "vocab " << vocab << " row " << r;
+      EXPECT_EQ(got[static_cast<std::size_t>(r)], want.data_as<int32_t>()[r])
+          << "vocab " << vocab << " row " << r;
   }
 }
 
@@ -288,8 +322,11 @@ TEST(CudaOps, ArgmaxRowsMatchesTheCpuSampler) {
 // odd head_dim / group / block sizes.
 TEST(CudaOps, PagedAttentionGeneralPrefillAndMixed) {
   MACSERVE_REQUIRE_CUDA(gpu);
-  struct Shape { int64_t hq, hkv, d, bs; };
-  for (Shape sh : {Shape{8, 4, 32, 16}, Shape{9, 3, 64, 16}, Shape{32, 8, 128, 16}, Shape{8, 8, 64, 8}, Shape{16, 2, 128, 32}}) {
+  struct Shape {
+    int64_t hq, hkv, d, bs;
+  };
+  for (Shape sh : {Shape{8, 4, 32, 16}, Shape{9, 3, 64, 16}, Shape{32, 8, 128, 16},
+                   Shape{8, 8, 64, 8}, Shape{16, 2, 128, 32}}) {
     AttentionCase c;
     c.num_q_heads = sh.hq;
     c.num_kv_heads = sh.hkv;
@@ -299,7 +336,8 @@ TEST(CudaOps, PagedAttentionGeneralPrefillAndMixed) {
     c.context_lens = {1, 40, 100, 333, 64};
     c.seed = static_cast<uint64_t>(sh.hq * 100 + sh.d);
     const AttentionResult r = run_attention_case(*gpu, c);
-    EXPECT_LT(r.rel, kBf16Tol) << "Hq " << sh.hq << " Hkv " << sh.hkv << " D " << sh.d << " bs " << sh.bs;
+    EXPECT_LT(r.rel, kBf16Tol) << "Hq " << sh.hq << " Hkv " << sh.hkv << " D " << sh.d << " bs "
+                               << sh.bs;
   }
 }
 
@@ -320,8 +358,8 @@ TEST(CudaOps, FlashPrefillChunksWithPriorContext) {
       c.max_query_len = 0;
       const AttentionResult r = run_attention_case(*gpu, c);
       EXPECT_LT(r.rel, kBf16Tol) << "G " << G << " D " << D;
-      std::printf("flash prefill G %lld D %lld: rel_l2 %.2e\n", static_cast<long long>(G), static_cast<long long>(D),
-                  r.rel);
+      std::printf("flash prefill G %lld D %lld: rel_l2 %.2e\n", static_cast<long long>(G),
+                  static_cast<long long>(D), r.rel);
     }
   }
   // Only chunks of one query each (a step of single-token prefills), block size 32.

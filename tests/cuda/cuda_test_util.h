@@ -25,9 +25,9 @@ inline std::unique_ptr<backend::Backend> cuda_or_skip_impl(std::string* why) {
   if (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr) return backend::make_cpu_backend();
   return backend::make_cuda_backend(why);
 }
-#define MACSERVE_REQUIRE_CUDA(var)                                                              \
-  std::string why_##var;                                                                        \
-  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var);                                \
+#define MACSERVE_REQUIRE_CUDA(var)                               \
+  std::string why_##var;                                         \
+  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var); \
   if (!var) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why_##var
 
 inline std::vector<float> randn(std::size_t n, uint64_t seed, float stddev = 1.0f) {
@@ -45,7 +45,8 @@ inline std::vector<float> round_bf16(std::vector<float> v) {
 }
 
 // Host floats -> CUDA tensor of `dtype` (F32 or BF16).
-inline Tensor to_device(backend::Backend& be, const std::vector<float>& v, DType dtype, std::vector<int64_t> shape) {
+inline Tensor to_device(backend::Backend& be, const std::vector<float>& v, DType dtype,
+                        std::vector<int64_t> shape) {
   Tensor t = be.alloc(dtype, std::move(shape));
   if (dtype == DType::kF32) {
     be.copy_from_host(v.data(), t);

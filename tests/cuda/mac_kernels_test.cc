@@ -40,9 +40,9 @@ bool have_device(std::string* why) {
   }
   return true;
 }
-#define REQUIRE_DEVICE()                                                          \
-  do {                                                                            \
-    std::string why;                                                              \
+#define REQUIRE_DEVICE()                                                                 \
+  do {                                                                                   \
+    std::string why;                                                                     \
     if (!have_device(&why)) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why; \
   } while (0)
 
@@ -65,7 +65,9 @@ struct DevBuf {
   T* p = nullptr;
   size_t n = 0;
   DevBuf() = default;
-  explicit DevBuf(size_t count) : n(count) { cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)); }
+  explicit DevBuf(size_t count) : n(count) {
+    cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T));
+  }
   DevBuf(const DevBuf&) = delete;
   DevBuf& operator=(const DevBuf&) = delete;
   DevBuf(DevBuf&& o) noexcept : p(o.p), n(o.n) { o.p = nullptr; }
@@ -75,7 +77,9 @@ struct DevBuf {
     return *this;
   }
   ~DevBuf() { cudaFree(p); }
-  void up(const std::vector<T>& v) { cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice); }
+  void up(const std::vector<T>& v) {
+    cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice);
+  }
   std::vector<T> down() const {
     std::vector<T> v(n);
     cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost);
@@ -87,9 +91,9 @@ struct DevBuf {
 struct World {
   int64_t S, Hkv, G, Hq, D, M, max_ctx, num_slots, blocks_per_seq;
   MacConfig cfg;
-  std::vector<float> kf, vf;        // float copies of the bf16 cache
+  std::vector<float> kf, vf;  // float copies of the bf16 cache
   std::vector<uint16_t> kb, vb;
-  std::vector<int32_t> table;       // [S, blocks_per_seq]
+  std::vector<int32_t> table;  // [S, blocks_per_seq]
   PagedKvLayout L;
   // ring as raw bytes: q and o bf16 (uint16) or f32, lse f32
   std::vector<uint8_t> rq, ro;
@@ -101,16 +105,19 @@ struct World {
     return reinterpret_cast<const float*>(r.data())[i];
   }
   void rset(std::vector<uint8_t>& r, int64_t i, float v) {
-    if (cfg.ring_bf16) reinterpret_cast<uint16_t*>(r.data())[i] = f2bf(v);
-    else reinterpret_cast<float*>(r.data())[i] = v;
+    if (cfg.ring_bf16)
+      reinterpret_cast<uint16_t*>(r.data())[i] = f2bf(v);
+    else
+      reinterpret_cast<float*>(r.data())[i] = v;
   }
   int64_t row(int64_t slot, int64_t pos, int64_t h) const { return (slot * M + pos % M) * Hq + h; }
 };
 
-World make_world(int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t max_ctx, const MacConfig& cfg,
-                 int64_t num_slots, uint64_t seed) {
+World make_world(int64_t S, int64_t Hkv, int64_t G, int64_t D, int64_t max_ctx,
+                 const MacConfig& cfg, int64_t num_slots, uint64_t seed) {
   World w;
-  w.S = S, w.Hkv = Hkv, w.G = G, w.Hq = Hkv * G, w.D = D, w.M = cfg.window, w.max_ctx = max_ctx, w.cfg = cfg;
+  w.S = S, w.Hkv = Hkv, w.G = G, w.Hq = Hkv * G, w.D = D, w.M = cfg.window, w.max_ctx = max_ctx,
+  w.cfg = cfg;
   w.num_slots = num_slots;
   w.blocks_per_seq = (max_ctx + 15) / 16;
   const int64_t nb = S * w.blocks_per_seq + 3;
@@ -160,7 +167,8 @@ StepOut run_cpu(World& w, const StepIn& in) {
     qs.push_back(qs.back() + 1);
     ctx.push_back(in.ctx[s]), slots.push_back(in.slots[s]), vf.push_back(in.valid_from[s]);
     rows_from.push_back(0), modes.push_back(kMacDecode);
-    tbl.insert(tbl.end(), w.table.begin() + s * w.blocks_per_seq, w.table.begin() + (s + 1) * w.blocks_per_seq);
+    tbl.insert(tbl.end(), w.table.begin() + s * w.blocks_per_seq,
+               w.table.begin() + (s + 1) * w.blocks_per_seq);
     const size_t b = static_cast<size_t>(s * w.Hq * w.D), e = b + static_cast<size_t>(w.Hq * w.D);
     qpost.insert(qpost.end(), in.q_post.begin() + b, in.q_post.begin() + e);
     qpre.insert(qpre.end(), in.q_pre.begin() + b, in.q_pre.begin() + e);
@@ -171,8 +179,10 @@ StepOut run_cpu(World& w, const StepIn& in) {
   std::vector<int64_t> kvr(static_cast<size_t>(n));
   MacAttentionParams p{};
   p.q_post = qpost.data(), p.q_pre = qpre.data(), p.k_cache = w.kf.data(), p.v_cache = w.vf.data();
-  p.out = out.data(), p.query_start = qs.data(), p.context_lens = ctx.data(), p.block_tables = tbl.data();
-  p.modes = modes.data(), p.ring_slots = slots.data(), p.ring_valid_from = vf.data(), p.rows_from = rows_from.data();
+  p.out = out.data(), p.query_start = qs.data(), p.context_lens = ctx.data(),
+  p.block_tables = tbl.data();
+  p.modes = modes.data(), p.ring_slots = slots.data(), p.ring_valid_from = vf.data(),
+  p.rows_from = rows_from.data();
   p.num_seqs = n, p.max_blocks_per_seq = w.blocks_per_seq, p.num_q_heads = w.Hq;
   p.scale = 1.0f / std::sqrt(static_cast<float>(w.D));
   p.layout = w.L, p.cfg = w.cfg;
@@ -181,7 +191,8 @@ StepOut run_cpu(World& w, const StepIn& in) {
   cpu::mac_attention(p);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t s = idx[i];
-    std::copy(out.begin() + i * w.Hq * w.D, out.begin() + (i + 1) * w.Hq * w.D, o.out.begin() + s * w.Hq * w.D);
+    std::copy(out.begin() + i * w.Hq * w.D, out.begin() + (i + 1) * w.Hq * w.D,
+              o.out.begin() + s * w.Hq * w.D);
     std::copy(dec.begin() + i * w.Hq, dec.begin() + (i + 1) * w.Hq, o.dec.begin() + s * w.Hq);
     o.kv_read[s] = kvr[i];
   }
@@ -201,9 +212,22 @@ struct Gpu {
   int64_t ws_bytes = 0;
   int32_t chunk = 64;  // 0: adaptive
   Gpu(const World& w, int32_t chunk_tokens)
-      : k(w.kb.size()), v(w.vb.size()), table(w.table.size()), ctx(w.S), slots(w.S), vf(w.S), rq(w.rq.size()),
-        ro(w.ro.size()), rlse(w.rlse.size()), qpost(w.S * w.Hq * w.D), qpre(w.S * w.Hq * w.D),
-        out(w.S * w.Hq * w.D), dec(w.S * w.Hq), kvr(w.S), counters(1), chunk(chunk_tokens) {
+      : k(w.kb.size()),
+        v(w.vb.size()),
+        table(w.table.size()),
+        ctx(w.S),
+        slots(w.S),
+        vf(w.S),
+        rq(w.rq.size()),
+        ro(w.ro.size()),
+        rlse(w.rlse.size()),
+        qpost(w.S * w.Hq * w.D),
+        qpre(w.S * w.Hq * w.D),
+        out(w.S * w.Hq * w.D),
+        dec(w.S * w.Hq),
+        kvr(w.S),
+        counters(1),
+        chunk(chunk_tokens) {
     k.up(w.kb), v.up(w.vb), table.up(w.table);
     ws_bytes = cuda::mac_workspace_bytes(w.S, w.Hq, w.Hkv, w.D, w.max_ctx, chunk);
     ws = DevBuf<uint8_t>(static_cast<size_t>(ws_bytes));
@@ -213,8 +237,10 @@ struct Gpu {
   void upload_ring(const World& w) { rq.up(w.rq), ro.up(w.ro), rlse.up(w.rlse); }
   cuda::MacCudaParams params(const World& w) {
     cuda::MacCudaParams p{};
-    p.q_post = qpost.p, p.q_pre = qpre.p, p.k_cache = k.p, p.v_cache = v.p, p.out = out.p, p.out_bf16 = false;
-    p.context_lens = ctx.p, p.block_tables = table.p, p.ring_slots = slots.p, p.ring_valid_from = vf.p;
+    p.q_post = qpost.p, p.q_pre = qpre.p, p.k_cache = k.p, p.v_cache = v.p, p.out = out.p,
+    p.out_bf16 = false;
+    p.context_lens = ctx.p, p.block_tables = table.p, p.ring_slots = slots.p,
+    p.ring_valid_from = vf.p;
     p.num_seqs = w.S, p.max_blocks_per_seq = w.blocks_per_seq, p.num_q_heads = w.Hq;
     p.scale = 1.0f / std::sqrt(static_cast<float>(w.D));
     p.layout = w.L, p.cfg = w.cfg;
@@ -222,7 +248,10 @@ struct Gpu {
     p.decisions = dec.p, p.kv_tokens_read = kvr.p, p.counters = counters.p, p.chunk_tokens = chunk;
     return p;
   }
-  void set_inputs(const StepIn& in) { ctx.up(in.ctx), slots.up(in.slots), vf.up(in.valid_from), qpost.up(in.q_post), qpre.up(in.q_pre); }
+  void set_inputs(const StepIn& in) {
+    ctx.up(in.ctx), slots.up(in.slots), vf.up(in.valid_from), qpost.up(in.q_post),
+        qpre.up(in.q_pre);
+  }
   int step(const World& w, cudaStream_t st = nullptr) {
     return cuda::mac_decode(params(w), cuda::MacWorkspace{ws.p, ws_bytes}, w.max_ctx, st);
   }
@@ -233,7 +262,8 @@ struct Gpu {
   }
 };
 
-double dist2(const World& w, const std::vector<uint8_t>& rq, const float* q, int64_t slot, int64_t pos, int64_t h) {
+double dist2(const World& w, const std::vector<uint8_t>& rq, const float* q, int64_t slot,
+             int64_t pos, int64_t h) {
   double d = 0;
   const int64_t b = w.row(slot, pos, h) * w.D;
   for (int64_t i = 0; i < w.D; ++i) {
@@ -245,16 +275,17 @@ double dist2(const World& w, const std::vector<uint8_t>& rq, const float* q, int
 
 struct Compare {
   int64_t heads = 0, hits = 0, mismatches = 0, near_ties = 0;
-  double num = 0, den = 0;            // output rel L2 over heads with equal decisions
-  double row_num = 0, row_den = 0;    // written rows (o)
+  double num = 0, den = 0;          // output rel L2 over heads with equal decisions
+  double row_num = 0, row_den = 0;  // written rows (o)
   int64_t lse_mismatch = 0, q_mismatch = 0;
   double rel() const { return den > 0 ? std::sqrt(num / den) : 0; }
   double row_rel() const { return row_den > 0 ? std::sqrt(row_num / row_den) : 0; }
 };
 
 // Compares one step. ring_before: the ring (q rows) the decisions were taken on.
-void compare_step(const World& wc, const World& wg_ring_after, const std::vector<uint8_t>& rq_before,
-                  const StepIn& in, const StepOut& c, const StepOut& g, Compare& cmp) {
+void compare_step(const World& wc, const World& wg_ring_after,
+                  const std::vector<uint8_t>& rq_before, const StepIn& in, const StepOut& c,
+                  const StepOut& g, Compare& cmp) {
   const World& w = wc;
   const double omt = 1.0 - std::min(1.0f, std::max(0.0f, w.cfg.threshold));
   const double thr = 2.0 * w.D * static_cast<float>(omt) * static_cast<float>(omt);
@@ -272,15 +303,18 @@ void compare_step(const World& wc, const World& wg_ring_after, const std::vector
         const int64_t slot = in.slots[s];
         double da = a.matched >= 0 ? dist2(w, rq_before, q, slot, a.matched, h) : a.distance;
         double db = b.matched >= 0 ? dist2(w, rq_before, q, slot, b.matched, h) : b.distance;
-        const bool near_thr = std::fabs(da - thr) <= kNearTie * thr || std::fabs(db - thr) <= kNearTie * thr;
+        const bool near_thr =
+            std::fabs(da - thr) <= kNearTie * thr || std::fabs(db - thr) <= kNearTie * thr;
         const bool near_pair = std::fabs(da - db) <= kNearTie * std::max(da, db);
         if (a.eligible == b.eligible && (near_thr || near_pair)) {
           ++cmp.near_ties;
         } else {
           if (cmp.mismatches < 5)
-            std::printf("  decision mismatch s %lld h %lld m %lld: cpu (e%d h%d p%d d%.6g) gpu (e%d h%d p%d d%.6g) thr %.6g\n",
-                        (long long)s, (long long)h, (long long)m, a.eligible, a.hit, a.matched, a.distance, b.eligible,
-                        b.hit, b.matched, b.distance, thr);
+            std::printf(
+                "  decision mismatch s %lld h %lld m %lld: cpu (e%d h%d p%d d%.6g) gpu (e%d h%d "
+                "p%d d%.6g) thr %.6g\n",
+                (long long)s, (long long)h, (long long)m, a.eligible, a.hit, a.matched, a.distance,
+                b.eligible, b.hit, b.matched, b.distance, thr);
           ++cmp.mismatches;
         }
         continue;
@@ -294,13 +328,16 @@ void compare_step(const World& wc, const World& wg_ring_after, const std::vector
       if (in.slots[s] >= 0) {
         const int64_t r = w.row(in.slots[s], m, h);
         const float la = wc.rlse[r], lb = wg_ring_after.rlse[r];
-        if (!((std::isinf(la) && std::isinf(lb)) || std::fabs(la - lb) <= 1e-3f * std::max(1.0f, std::fabs(la))))
+        if (!((std::isinf(la) && std::isinf(lb)) ||
+              std::fabs(la - lb) <= 1e-3f * std::max(1.0f, std::fabs(la))))
           ++cmp.lse_mismatch;
         for (int64_t d = 0; d < w.D; ++d) {
-          const double x = wc.rget(wc.ro, r * w.D + d), y = wg_ring_after.rget(wg_ring_after.ro, r * w.D + d);
+          const double x = wc.rget(wc.ro, r * w.D + d),
+                       y = wg_ring_after.rget(wg_ring_after.ro, r * w.D + d);
           cmp.row_num += (x - y) * (x - y);
           cmp.row_den += x * x;
-          if (wc.rget(wc.rq, r * w.D + d) != wg_ring_after.rget(wg_ring_after.rq, r * w.D + d)) ++cmp.q_mismatch;
+          if (wc.rget(wc.rq, r * w.D + d) != wg_ring_after.rget(wg_ring_after.rq, r * w.D + d))
+            ++cmp.q_mismatch;
         }
       }
     }
@@ -315,7 +352,8 @@ World ring_from_gpu(const World& w, Gpu& g) {
 
 // Fills the ring rows of positions [lo, m) of a slot with random q / o and a finite lse (a fraction
 // invalid), then sets each head's q_pre near one of them (hit) or far (miss) per `hit_mask`.
-void fill_ring_and_queries(World& w, StepIn& in, int64_t s, uint32_t hit_mask, std::mt19937_64& rng, bool ties) {
+void fill_ring_and_queries(World& w, StepIn& in, int64_t s, uint32_t hit_mask, std::mt19937_64& rng,
+                           bool ties) {
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::uniform_real_distribution<float> ud(0.0f, 1.0f);
   const int64_t m = in.ctx[s] - 1, slot = in.slots[s];
@@ -329,14 +367,16 @@ void fill_ring_and_queries(World& w, StepIn& in, int64_t s, uint32_t hit_mask, s
     if (slot >= 0) {
       for (int64_t x = lo; x < m; ++x) {
         const int64_t r = w.row(slot, x, h);
-        for (int64_t d = 0; d < w.D; ++d) w.rset(w.rq, r * w.D + d, nd(rng)), w.rset(w.ro, r * w.D + d, nd(rng) * 0.5f);
+        for (int64_t d = 0; d < w.D; ++d)
+          w.rset(w.rq, r * w.D + d, nd(rng)), w.rset(w.ro, r * w.D + d, nd(rng) * 0.5f);
         w.rlse[r] = ud(rng) < 0.1f ? kNegInf : 3.0f + 4.0f * ud(rng);
       }
     }
     const bool want_hit = (hit_mask >> (h % w.G)) & 1u;
     const int64_t span = m - std::max(lo, static_cast<int64_t>(in.valid_from[s]));
     if (want_hit && slot >= 0 && span > 0) {
-      std::uniform_int_distribution<int64_t> pick(std::max(lo, static_cast<int64_t>(in.valid_from[s])), m - 1);
+      std::uniform_int_distribution<int64_t> pick(
+          std::max(lo, static_cast<int64_t>(in.valid_from[s])), m - 1);
       const int64_t x = pick(rng);
       const int64_t r = w.row(slot, x, h);
       w.rlse[r] = 2.0f + ud(rng);
@@ -368,7 +408,8 @@ struct SingleCase {
 // One decode step of a batch of sequences with mixed hit patterns; checks against the oracle.
 Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chunk) {
   MacConfig cfg;
-  cfg.threshold = sc.t, cfg.window = sc.M, cfg.band = sc.r, cfg.gen_min = 0, cfg.sink = sc.F, cfg.ring_bf16 = sc.ring_bf16;
+  cfg.threshold = sc.t, cfg.window = sc.M, cfg.band = sc.r, cfg.gen_min = 0, cfg.sink = sc.F,
+  cfg.ring_bf16 = sc.ring_bf16;
   const int64_t S = static_cast<int64_t>(sc.ctx.size());
   const int64_t max_ctx = *std::max_element(sc.ctx.begin(), sc.ctx.end());
   World w = make_world(S, sc.Hkv, sc.G, sc.D, max_ctx, cfg, S + 1, seed);
@@ -379,12 +420,14 @@ Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chun
   in.q_post.assign(static_cast<size_t>(S * w.Hq * w.D), 0.0f), in.q_pre = in.q_post;
   for (int64_t s = 0; s < S; ++s) {
     in.slots[s] = static_cast<int32_t>(s);
-    if (s % 7 == 5) in.slots[s] = -1;                                                   // no ring
-    if (s % 5 == 3 && in.ctx[s] > 8) in.valid_from[s] = in.ctx[s] - 1 - 6;              // gated window
+    if (s % 7 == 5) in.slots[s] = -1;                                       // no ring
+    if (s % 5 == 3 && in.ctx[s] > 8) in.valid_from[s] = in.ctx[s] - 1 - 6;  // gated window
   }
   for (int64_t s = 0; s < S; ++s) {
     if (in.ctx[s] <= 0) continue;
-    const uint32_t mask = s == 0 ? 0xffu : s == 1 ? 0u : static_cast<uint32_t>((s * 37 + 11) & ((1u << sc.G) - 1));
+    const uint32_t mask = s == 0   ? 0xffu
+                          : s == 1 ? 0u
+                                   : static_cast<uint32_t>((s * 37 + 11) & ((1u << sc.G) - 1));
     fill_ring_and_queries(w, in, s, mask, rng, ties);
   }
   Compare cmp;
@@ -403,18 +446,22 @@ Compare single_step(const SingleCase& sc, uint64_t seed, bool ties, int32_t chun
     if (in.ctx[s] > 0) {
       EXPECT_EQ(co.kv_read[s], go.kv_read[s]) << "kv tokens read, seq " << s;
     } else {
-      for (int64_t i = 0; i < w.Hq * w.D; ++i) EXPECT_TRUE(std::isnan(go.out[s * w.Hq * w.D + i])) << "inactive row written";
+      for (int64_t i = 0; i < w.Hq * w.D; ++i)
+        EXPECT_TRUE(std::isnan(go.out[s * w.Hq * w.D + i])) << "inactive row written";
     }
   }
   // rows of slots that no active sequence owns are unchanged (the spare slot S)
-  for (int64_t i = S * w.M * w.Hq; i < (S + 1) * w.M * w.Hq; ++i) EXPECT_TRUE(std::isinf(wg.rlse[i]));
+  for (int64_t i = S * w.M * w.Hq; i < (S + 1) * w.M * w.Hq; ++i)
+    EXPECT_TRUE(std::isinf(wg.rlse[i]));
   return cmp;
 }
 
 void report(const char* name, const Compare& c) {
-  std::printf("%s: heads %lld hits %lld mismatches %lld near_ties %lld out_rel_l2 %.3e row_rel_l2 %.3e lse_mis %lld q_mis %lld\n",
-              name, (long long)c.heads, (long long)c.hits, (long long)c.mismatches, (long long)c.near_ties, c.rel(),
-              c.row_rel(), (long long)c.lse_mismatch, (long long)c.q_mismatch);
+  std::printf(
+      "%s: heads %lld hits %lld mismatches %lld near_ties %lld out_rel_l2 %.3e row_rel_l2 %.3e "
+      "lse_mis %lld q_mis %lld\n",
+      name, (long long)c.heads, (long long)c.hits, (long long)c.mismatches, (long long)c.near_ties,
+      c.rel(), c.row_rel(), (long long)c.lse_mismatch, (long long)c.q_mismatch);
 }
 
 void expect_ok(const Compare& c, double out_tol, double row_tol) {
@@ -440,8 +487,8 @@ TEST(MacCuda, SingleStepGrid) {
           const int32_t chunk = n % 3 == 0 ? 0 : 64;
           const Compare c = single_step(sc, 1000 + n, n % 2 == 0, chunk);
           char name[96];
-          std::snprintf(name, sizeof(name), "single D%lld G%lld F%lld %s chunk %d", (long long)D, (long long)G,
-                        (long long)F, bf16 ? "bf16" : "f32", chunk);
+          std::snprintf(name, sizeof(name), "single D%lld G%lld F%lld %s chunk %d", (long long)D,
+                        (long long)G, (long long)F, bf16 ? "bf16" : "f32", chunk);
           report(name, c);
           expect_ok(c, 2e-3, 1e-2);
         }
@@ -464,10 +511,11 @@ TEST(MacCuda, DefaultsLongContext) {
 
 // Multi-step trajectory: slowly drifting clustered queries (hits and misses), ring wrap, both
 // rings evolving on their own (CPU from CPU rows, GPU from GPU rows).
-void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int steps, bool bf16, Compare& total,
-                double* max_step_rel) {
+void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int steps, bool bf16,
+                Compare& total, double* max_step_rel) {
   MacConfig cfg;
-  cfg.threshold = 0.9f, cfg.window = M, cfg.band = 16, cfg.gen_min = 40, cfg.sink = F, cfg.ring_bf16 = bf16;
+  cfg.threshold = 0.9f, cfg.window = M, cfg.band = 16, cfg.gen_min = 40, cfg.sink = F,
+  cfg.ring_bf16 = bf16;
   const int64_t S = 3;
   const int32_t start = 60;
   World w = make_world(S, Hkv, G, D, start + steps + 1, cfg, S, 4242 + D + G);
@@ -485,9 +533,11 @@ void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int ste
   for (int step = 0; step < steps; ++step) {
     for (int64_t s = 0; s < S; ++s) {
       in.ctx[s] = start + step + 1 - static_cast<int32_t>(s) * 7;
-      if (s == 2 && step == steps / 2) in.valid_from[s] = in.ctx[s] - 1;  // a skipped write: gate from here
+      if (s == 2 && step == steps / 2)
+        in.valid_from[s] = in.ctx[s] - 1;  // a skipped write: gate from here
       for (int64_t h = 0; h < w.Hq; ++h) {
-        const int cl = static_cast<int>(((step + 13 * h + 5 * s) / 25 * 2654435761u + h) % kClusters);
+        const int cl =
+            static_cast<int>(((step + 13 * h + 5 * s) / 25 * 2654435761u + h) % kClusters);
         for (int64_t d = 0; d < D; ++d) {
           in.q_pre[(s * w.Hq + h) * D + d] = centers[cl * D + d] + 0.03f * nd(rng);
           in.q_post[(s * w.Hq + h) * D + d] = 0.5f * centers[cl * D + d] + 0.5f * nd(rng);
@@ -503,7 +553,8 @@ void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int ste
     Compare c;
     compare_step(w, wg, rq_before, in, co, go, c);
     *max_step_rel = std::max(*max_step_rel, c.rel());
-    total.heads += c.heads, total.hits += c.hits, total.mismatches += c.mismatches, total.near_ties += c.near_ties;
+    total.heads += c.heads, total.hits += c.hits, total.mismatches += c.mismatches,
+        total.near_ties += c.near_ties;
     total.num += c.num, total.den += c.den, total.row_num += c.row_num, total.row_den += c.row_den;
     total.lse_mismatch += c.lse_mismatch, total.q_mismatch += c.q_mismatch;
   }
@@ -511,16 +562,21 @@ void trajectory(int64_t D, int64_t G, int64_t Hkv, int64_t F, int64_t M, int ste
 
 TEST(MacCuda, Trajectory2K) {
   REQUIRE_DEVICE();
-  struct T { int64_t D, G, Hkv, F; bool bf16; int64_t M; };
+  struct T {
+    int64_t D, G, Hkv, F;
+    bool bf16;
+    int64_t M;
+  };
   // M 320: each head's window scan split over 3 match CTAs (3 sequences x 8 heads is a small batch)
-  for (const T& t : {T{128, 4, 2, 0, true, 64}, T{64, 8, 1, 4, true, 64}, T{128, 1, 4, 0, false, 64},
-                     T{128, 2, 2, 2, true, 64}, T{128, 4, 2, 0, true, 320}}) {
+  for (const T& t :
+       {T{128, 4, 2, 0, true, 64}, T{64, 8, 1, 4, true, 64}, T{128, 1, 4, 0, false, 64},
+        T{128, 2, 2, 2, true, 64}, T{128, 4, 2, 0, true, 320}}) {
     Compare c;
     double worst = 0;
     trajectory(t.D, t.G, t.Hkv, t.F, t.M, 2000, t.bf16, c, &worst);
     char name[96];
-    std::snprintf(name, sizeof(name), "trajectory D%lld G%lld F%lld M%lld %s", (long long)t.D, (long long)t.G,
-                  (long long)t.F, (long long)t.M, t.bf16 ? "bf16" : "f32");
+    std::snprintf(name, sizeof(name), "trajectory D%lld G%lld F%lld M%lld %s", (long long)t.D,
+                  (long long)t.G, (long long)t.F, (long long)t.M, t.bf16 ? "bf16" : "f32");
     report(name, c);
     std::printf("  worst step out_rel_l2 %.3e\n", worst);
     EXPECT_GT(c.hits, c.heads / 10);
@@ -556,14 +612,16 @@ TEST(MacCuda, AllMissEqualsFullAttentionKernel) {
     pp.q = g.qpost.p, pp.k_cache = g.k.p, pp.v_cache = g.v.p;
     DevBuf<float> full(S * w.Hq * 128);
     pp.out = full.p, pp.query_start = qs.p, pp.context_lens = g.ctx.p, pp.block_tables = g.table.p;
-    pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = w.blocks_per_seq, pp.num_q_heads = w.Hq;
+    pp.num_seqs = S, pp.num_tokens = S, pp.max_blocks_per_seq = w.blocks_per_seq,
+    pp.num_q_heads = w.Hq;
     pp.scale = 1.0f / std::sqrt(128.0f), pp.layout = w.L, pp.out_bf16 = false;
     const cuda::DecodePlan plan = cuda::plan_decode(pp, 5000, 132);
     DevBuf<float> dws(static_cast<size_t>(std::max<int64_t>(plan.workspace_floats, 1)));
     ASSERT_EQ(cuda::paged_decode(pp, plan, dws.p, nullptr), 0);
     const std::vector<float> ref = full.down();
     double num = 0, den = 0;
-    for (size_t i = 0; i < ref.size(); ++i) num += (ref[i] - mac[i]) * (ref[i] - mac[i]), den += ref[i] * ref[i];
+    for (size_t i = 0; i < ref.size(); ++i)
+      num += (ref[i] - mac[i]) * (ref[i] - mac[i]), den += ref[i] * ref[i];
     std::printf("all-miss vs paged_decode G%lld rel_l2 %.3e\n", (long long)G, std::sqrt(num / den));
     EXPECT_LT(std::sqrt(num / den), 1e-4);
     const std::vector<MacHeadDecision> dec = g.dec.down();
@@ -584,7 +642,8 @@ TEST(MacCuda, GraphReplayAndBatchInvariance) {
   in.ctx = ctxs, in.valid_from.assign(S, 0);
   for (int64_t s = 0; s < S; ++s) in.slots.push_back(static_cast<int32_t>(s));
   in.q_post.assign(static_cast<size_t>(S * w.Hq * 128), 0.0f), in.q_pre = in.q_post;
-  for (int64_t s = 0; s < S; ++s) fill_ring_and_queries(w, in, s, static_cast<uint32_t>(s * 5 + 3), rng, false);
+  for (int64_t s = 0; s < S; ++s)
+    fill_ring_and_queries(w, in, s, static_cast<uint32_t>(s * 5 + 3), rng, false);
   Gpu g(w, 64);
   g.set_inputs(in);
   ASSERT_EQ(g.step(w), 0);
@@ -619,7 +678,8 @@ TEST(MacCuda, GraphReplayAndBatchInvariance) {
     g.set_inputs(one);
     ASSERT_EQ(g.step(w), 0);
     const std::vector<float> out = g.out.down();
-    bool same = std::equal(out.begin() + s * w.Hq * 128, out.begin() + (s + 1) * w.Hq * 128, eager.begin() + s * w.Hq * 128);
+    bool same = std::equal(out.begin() + s * w.Hq * 128, out.begin() + (s + 1) * w.Hq * 128,
+                           eager.begin() + s * w.Hq * 128);
     EXPECT_TRUE(same) << "sequence " << s << " alone differs from in the batch";
   }
 }
@@ -629,7 +689,8 @@ TEST(MacCuda, PrefillRowsMatchOracle) {
   for (int64_t F : {0, 3}) {
     MacConfig cfg;
     cfg.window = 64, cfg.band = 16, cfg.sink = F;
-    const std::vector<int32_t> ctxs = {300, 40, 10};  // prompts longer than M, shorter than M, shorter than r
+    const std::vector<int32_t> ctxs = {
+        300, 40, 10};  // prompts longer than M, shorter than M, shorter than r
     const int64_t S = 3, G = 4, D = 128;
     World w = make_world(S, 2, G, D, 300, cfg, S, 12 + F);
     std::vector<int32_t> qs{0};
@@ -645,11 +706,16 @@ TEST(MacCuda, PrefillRowsMatchOracle) {
     // CPU
     std::vector<float> out(qpost.size());
     MacAttentionParams p{};
-    p.q_post = qpost.data(), p.q_pre = qpre.data(), p.k_cache = w.kf.data(), p.v_cache = w.vf.data();
-    p.out = out.data(), p.query_start = qs.data(), p.context_lens = ctxs.data(), p.block_tables = w.table.data();
-    p.modes = modes.data(), p.ring_slots = slots.data(), p.ring_valid_from = vf.data(), p.rows_from = rows_from.data();
-    p.num_seqs = S, p.max_blocks_per_seq = w.blocks_per_seq, p.num_q_heads = w.Hq, p.scale = 1.0f / std::sqrt(128.0f);
-    p.layout = w.L, p.cfg = cfg, p.ring = MacRing{w.rq.data(), w.ro.data(), w.rlse.data(), w.num_slots};
+    p.q_post = qpost.data(), p.q_pre = qpre.data(), p.k_cache = w.kf.data(),
+    p.v_cache = w.vf.data();
+    p.out = out.data(), p.query_start = qs.data(), p.context_lens = ctxs.data(),
+    p.block_tables = w.table.data();
+    p.modes = modes.data(), p.ring_slots = slots.data(), p.ring_valid_from = vf.data(),
+    p.rows_from = rows_from.data();
+    p.num_seqs = S, p.max_blocks_per_seq = w.blocks_per_seq, p.num_q_heads = w.Hq,
+    p.scale = 1.0f / std::sqrt(128.0f);
+    p.layout = w.L, p.cfg = cfg,
+    p.ring = MacRing{w.rq.data(), w.ro.data(), w.rlse.data(), w.num_slots};
     World wc = w;
     p.ring = MacRing{wc.rq.data(), wc.ro.data(), wc.rlse.data(), wc.num_slots};
     cpu::mac_attention(p);
@@ -661,9 +727,12 @@ TEST(MacCuda, PrefillRowsMatchOracle) {
     DevBuf<int8_t> dmodes(S);
     dqs.up(qs), dctx.up(ctxs), dslots.up(slots), drf.up(rows_from), dmodes.up(modes);
     cuda::MacPrefillRowsParams pr{};
-    pr.q_post = dqpost.p, pr.q_pre = dqpre.p, pr.k_cache = g.k.p, pr.v_cache = g.v.p, pr.query_start = dqs.p;
-    pr.context_lens = dctx.p, pr.block_tables = g.table.p, pr.ring_slots = dslots.p, pr.rows_from = drf.p;
-    pr.modes = dmodes.p, pr.num_seqs = S, pr.num_tokens = T, pr.max_blocks_per_seq = w.blocks_per_seq;
+    pr.q_post = dqpost.p, pr.q_pre = dqpre.p, pr.k_cache = g.k.p, pr.v_cache = g.v.p,
+    pr.query_start = dqs.p;
+    pr.context_lens = dctx.p, pr.block_tables = g.table.p, pr.ring_slots = dslots.p,
+    pr.rows_from = drf.p;
+    pr.modes = dmodes.p, pr.num_seqs = S, pr.num_tokens = T,
+    pr.max_blocks_per_seq = w.blocks_per_seq;
     pr.num_q_heads = w.Hq, pr.scale = p.scale, pr.layout = w.L, pr.cfg = cfg;
     pr.ring = MacRing{g.rq.p, g.ro.p, g.rlse.p, w.num_slots};
     ASSERT_EQ(cuda::mac_prefill_rows(pr, nullptr), 0);
@@ -672,15 +741,17 @@ TEST(MacCuda, PrefillRowsMatchOracle) {
     int64_t lse_bad = 0, q_bad = 0;
     for (size_t i = 0; i < wc.rlse.size(); ++i) {
       const float a = wc.rlse[i], b = wg.rlse[i];
-      if (!((std::isinf(a) && std::isinf(b)) || std::fabs(a - b) <= 1e-4f * std::max(1.0f, std::fabs(a)))) ++lse_bad;
+      if (!((std::isinf(a) && std::isinf(b)) ||
+            std::fabs(a - b) <= 1e-4f * std::max(1.0f, std::fabs(a))))
+        ++lse_bad;
     }
     for (size_t i = 0; i < wc.row_elems(); ++i) {
       const double a = wc.rget(wc.ro, i), b = wg.rget(wg.ro, i);
       num += (a - b) * (a - b), den += a * a;
       if (wc.rget(wc.rq, i) != wg.rget(wg.rq, i)) ++q_bad;
     }
-    std::printf("prefill rows F%lld: rel_l2 %.3e lse_mismatch %lld q_mismatch %lld\n", (long long)F, std::sqrt(num / den),
-                (long long)lse_bad, (long long)q_bad);
+    std::printf("prefill rows F%lld: rel_l2 %.3e lse_mismatch %lld q_mismatch %lld\n", (long long)F,
+                std::sqrt(num / den), (long long)lse_bad, (long long)q_bad);
     EXPECT_LT(std::sqrt(num / den), 1e-2);
     EXPECT_EQ(lse_bad, 0);
     EXPECT_EQ(q_bad, 0);
@@ -703,8 +774,8 @@ TEST(MacCuda, ForcedHitsAndCounters) {
     g.set_inputs(in);
     cuda::MacForceHits force;
     force.hit_rate = 0.5f, force.clustered = clustered, force.seed = 7, force.lag = 64;
-    ASSERT_EQ(cuda::mac_decode_forced_hits(g.params(w), force, cuda::MacWorkspace{g.ws.p, g.ws_bytes}, w.max_ctx,
-                                           nullptr),
+    ASSERT_EQ(cuda::mac_decode_forced_hits(
+                  g.params(w), force, cuda::MacWorkspace{g.ws.p, g.ws_bytes}, w.max_ctx, nullptr),
               0);
     const std::vector<MacHeadDecision> dec = g.dec.down();
     const cuda::MacCounters c = g.counters.down()[0];
@@ -716,15 +787,19 @@ TEST(MacCuda, ForcedHitsAndCounters) {
         hits += gh;
         mixed += gh > 0 && gh < G;
       }
-    std::printf("forced 0.5 %s: hits %lld / %lld, mixed groups %lld, counters heads %llu hits %llu kv %llu / %llu\n",
-                clustered ? "clustered" : "independent", (long long)hits, (long long)(S * w.Hq), (long long)mixed,
-                c.heads, c.hit_heads, c.kv_tokens_read, c.kv_tokens_full);
+    std::printf(
+        "forced 0.5 %s: hits %lld / %lld, mixed groups %lld, counters heads %llu hits %llu kv %llu "
+        "/ %llu\n",
+        clustered ? "clustered" : "independent", (long long)hits, (long long)(S * w.Hq),
+        (long long)mixed, c.heads, c.hit_heads, c.kv_tokens_read, c.kv_tokens_full);
     EXPECT_EQ(static_cast<int64_t>(c.hit_heads), hits);
     EXPECT_EQ(static_cast<int64_t>(c.heads), S * w.Hq);
     EXPECT_GT(hits, S * w.Hq / 4);
     EXPECT_LT(hits, 3 * S * w.Hq / 4);
-    if (clustered) EXPECT_EQ(mixed, 0);
-    else EXPECT_GT(mixed, 0);
+    if (clustered)
+      EXPECT_EQ(mixed, 0);
+    else
+      EXPECT_GT(mixed, 0);
   }
 }
 

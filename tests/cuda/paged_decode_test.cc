@@ -1,9 +1,10 @@
 // The split-KV decode kernel against the CPU oracle: batch {1,3,16,64} x context {1,15,16,17,1000,
-// 32K,128K} x group {1,2,4,8} x head_dim {64,128}, random block tables. Long contexts use one KV head
-// (the oracle's time and host memory grow with batch x context x heads); batches >= 3 make sequence
-// 1 shorter (ctx / 2 + 1) so lengths are ragged. Each shape also runs with f32 outputs against the
-// same oracle, where the error is the kernel's own (the tensor-core loop keeps fp32 accuracy: 1e-4
-// would catch plain bf16 queries), then three more times, bit for bit equal to that run.
+// 32K,128K} x group {1,2,4,8} x head_dim {64,128}, random block tables. Long contexts use one KV
+// head (the oracle's time and host memory grow with batch x context x heads); batches >= 3 make
+// sequence 1 shorter (ctx / 2 + 1) so lengths are ragged. Each shape also runs with f32 outputs
+// against the same oracle, where the error is the kernel's own (the tensor-core loop keeps fp32
+// accuracy: 1e-4 would catch plain bf16 queries), then three more times, bit for bit equal to that
+// run.
 #include "attention_case.h"
 
 namespace macserve::testing {
@@ -28,10 +29,14 @@ TEST_P(PagedDecode, MatchesCpuOracle) {
       c.repeats = 3;
       const AttentionResult r = run_attention_case(*gpu, c);
       EXPECT_LT(r.rel, kBf16Tol) << "batch " << batch << " ctx " << ctx << " D " << D << " G " << G;
-      EXPECT_LT(r.rel_f32, 1e-4) << "f32 out, batch " << batch << " ctx " << ctx << " D " << D << " G " << G;
-      EXPECT_EQ(r.repeat_mismatches, 0) << "batch " << batch << " ctx " << ctx << " D " << D << " G " << G;
-      std::printf("decode batch %d ctx %d D %lld G %lld rel_l2 %.3e (f32 out %.3e, repeats differing %d)\n", batch,
-                  ctx, static_cast<long long>(D), static_cast<long long>(G), r.rel, r.rel_f32, r.repeat_mismatches);
+      EXPECT_LT(r.rel_f32, 1e-4) << "f32 out, batch " << batch << " ctx " << ctx << " D " << D
+                                 << " G " << G;
+      EXPECT_EQ(r.repeat_mismatches, 0)
+          << "batch " << batch << " ctx " << ctx << " D " << D << " G " << G;
+      std::printf(
+          "decode batch %d ctx %d D %lld G %lld rel_l2 %.3e (f32 out %.3e, repeats differing %d)\n",
+          batch, ctx, static_cast<long long>(D), static_cast<long long>(G), r.rel, r.rel_f32,
+          r.repeat_mismatches);
     }
   }
 }

@@ -37,12 +37,15 @@ const Fixture& fixture() {
     Fixture x;
     const char* shared = std::getenv("MACSERVE_SHARED_DIR");
     const std::string dir = shared != nullptr ? std::string(shared) + "/models/tiny-qwen2-bpe" : "";
-    if (!dir.empty() && std::filesystem::exists(dir + "/tokenizer.json")) x.tok = tokenizer::load_tokenizer(dir);
-    else x.tok = std::make_unique<testing_support::ByteTokenizer>();
-    const std::string source = !x.tok->chat_template().empty()
-                                   ? x.tok->chat_template()
-                                   : "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-                                     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    if (!dir.empty() && std::filesystem::exists(dir + "/tokenizer.json"))
+      x.tok = tokenizer::load_tokenizer(dir);
+    else
+      x.tok = std::make_unique<testing_support::ByteTokenizer>();
+    const std::string source =
+        !x.tok->chat_template().empty()
+            ? x.tok->chat_template()
+            : "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
     x.tmpl = std::make_unique<chat::ChatTemplate>(chat::ChatTemplate::parse(source));
     x.model.name = "tiny";
     x.model.tokenizer = x.tok.get();
@@ -56,7 +59,8 @@ const Fixture& fixture() {
 }
 
 [[noreturn]] void fail(const char* what, std::string_view detail = {}) {
-  std::fprintf(stderr, "openai_request_fuzz: %s %.*s\n", what, static_cast<int>(detail.size()), detail.data());
+  std::fprintf(stderr, "openai_request_fuzz: %s %.*s\n", what, static_cast<int>(detail.size()),
+               detail.data());
   std::abort();
 }
 
@@ -70,7 +74,8 @@ void check_error(const openai::ApiError& e) {
 }
 
 void check_prepared(const openai::Prepared& p, const Fixture& f) {
-  if (p.requests.empty() || p.requests.size() != p.prompt_texts.size()) fail("request/prompt count");
+  if (p.requests.empty() || p.requests.size() != p.prompt_texts.size())
+    fail("request/prompt count");
   if (p.n < 1 || p.n > 128) fail("n out of range");
   for (const auto& r : p.requests) {
     try {
@@ -98,10 +103,13 @@ void build_responses(const openai::Prepared& p, const Fixture& f, std::string_vi
         engine::RequestOutput o;
         o.index = i;
         o.text = std::string(bytes.substr(0, std::min<std::size_t>(bytes.size(), 7 + step)));
-        const int32_t id = bytes.empty() ? 0 : static_cast<unsigned char>(bytes[step % bytes.size()]);
-        o.tokens.push_back({id, step == 0 ? -0.25f : -1e30f, {{id, -0.25f}, {id + 1, -2.0f}, {-5, -3.0f}}});
+        const int32_t id =
+            bytes.empty() ? 0 : static_cast<unsigned char>(bytes[step % bytes.size()]);
+        o.tokens.push_back(
+            {id, step == 0 ? -0.25f : -1e30f, {{id, -0.25f}, {id + 1, -2.0f}, {-5, -3.0f}}});
         o.finished = step == 1;
-        o.finish_reason = step == 1 ? static_cast<engine::FinishReason>(1 + (id % 3)) : engine::FinishReason::kNone;
+        o.finish_reason = step == 1 ? static_cast<engine::FinishReason>(1 + (id % 3))
+                                    : engine::FinishReason::kNone;
         o.completion_tokens = step + 1;
         b.add(r, o, p.stream ? &chunks : nullptr);
       }
@@ -119,14 +127,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
   const Fixture& f = fixture();
   const std::string_view body(reinterpret_cast<const char*>(data) + 1, size - 1);
-  int which = data[0] == 'c' ? 0 : data[0] == 'p' ? 1 : data[0] == 't' ? 2 : data[0] == 'd' ? 3 : data[0] % 4;
+  int which = data[0] == 'c'   ? 0
+              : data[0] == 'p' ? 1
+              : data[0] == 't' ? 2
+              : data[0] == 'd' ? 3
+                               : data[0] % 4;
   if (which >= 2) {
     const auto r = which == 2 ? openai::tokenize(body, f.model) : openai::detokenize(body, f.model);
-    if (const auto* e = std::get_if<openai::ApiError>(&r)) check_error(*e);
-    else require_json(std::get<std::string>(r), "tokenize output is not JSON");
+    if (const auto* e = std::get_if<openai::ApiError>(&r))
+      check_error(*e);
+    else
+      require_json(std::get<std::string>(r), "tokenize output is not JSON");
     return 0;
   }
-  const auto endpoint = which == 0 ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions;
+  const auto endpoint =
+      which == 0 ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions;
   const auto r = openai::prepare(endpoint, body, f.model);
   if (const auto* e = std::get_if<openai::ApiError>(&r)) {
     check_error(*e);

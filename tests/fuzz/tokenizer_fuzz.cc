@@ -35,12 +35,14 @@ std::vector<Target> load_targets() {
                                                 {"/models/stories260K/tokenizer.json", false},
                                                 {"/tokenizers/llama2/tokenizer.model", false}};
   for (const auto& [file, byte_level] : files)
-    if (std::filesystem::exists(dir + file)) targets.push_back({macserve::tokenizer::load_tokenizer(dir + file), byte_level});
+    if (std::filesystem::exists(dir + file))
+      targets.push_back({macserve::tokenizer::load_tokenizer(dir + file), byte_level});
   return targets;
 }
 
 void fail(const char* what, const Tokenizer& tok) {
-  std::fprintf(stderr, "tokenizer_fuzz: %s (vocab %lld)\n", what, static_cast<long long>(tok.vocab_size()));
+  std::fprintf(stderr, "tokenizer_fuzz: %s (vocab %lld)\n", what,
+               static_cast<long long>(tok.vocab_size()));
   std::abort();
 }
 
@@ -48,12 +50,18 @@ bool valid_utf8(std::string_view s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto b = static_cast<unsigned char>(s[i]);
-    const int n = b < 0x80 ? 1 : (b >= 0xC2 && b <= 0xDF) ? 2 : (b >= 0xE0 && b <= 0xEF) ? 3 : (b >= 0xF0 && b <= 0xF4) ? 4 : 0;
+    const int n = b < 0x80                   ? 1
+                  : (b >= 0xC2 && b <= 0xDF) ? 2
+                  : (b >= 0xE0 && b <= 0xEF) ? 3
+                  : (b >= 0xF0 && b <= 0xF4) ? 4
+                                             : 0;
     if (n == 0 || i + n > s.size()) return false;
     for (int k = 1; k < n; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     const auto b1 = static_cast<unsigned char>(n > 1 ? s[i + 1] : 0);
-    if ((b == 0xE0 && b1 < 0xA0) || (b == 0xED && b1 > 0x9F) || (b == 0xF0 && b1 < 0x90) || (b == 0xF4 && b1 > 0x8F)) return false;
+    if ((b == 0xE0 && b1 < 0xA0) || (b == 0xED && b1 > 0x9F) || (b == 0xF0 && b1 < 0x90) ||
+        (b == 0xF4 && b1 > 0x8F))
+      return false;
     i += n;
   }
   return true;
@@ -78,7 +86,8 @@ void check_decodes(const Tokenizer& tok, const std::vector<int32_t>& ids) {
 void check_text(const Target& t, std::string_view text) {
   const auto ids = t.tok->encode(text, true);
   for (const int32_t id : ids)
-    if (id < 0 || id >= t.tok->vocab_size()) fail("encode() gave an id outside the vocabulary", *t.tok);
+    if (id < 0 || id >= t.tok->vocab_size())
+      fail("encode() gave an id outside the vocabulary", *t.tok);
   check_decodes(*t.tok, ids);
   bool ascii = true;
   for (const char c : text) ascii = ascii && static_cast<unsigned char>(c) < 0x80;
@@ -96,7 +105,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<int32_t> ids;  // the same bytes as little-endian 24-bit ids, a few past the end
     const auto range = static_cast<uint32_t>(t.tok->vocab_size() + 4);
     for (std::size_t i = 0; i + 2 < size; i += 3)
-      ids.push_back(static_cast<int32_t>((data[i] | (data[i + 1] << 8) | (data[i + 2] << 16)) % range));
+      ids.push_back(
+          static_cast<int32_t>((data[i] | (data[i + 1] << 8) | (data[i + 2] << 16)) % range));
     check_decodes(*t.tok, ids);
   }
   return 0;

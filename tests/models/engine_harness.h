@@ -38,7 +38,8 @@ inline StreamResult collect(const std::shared_ptr<engine::ResponseStream>& s) {
 }
 
 // Submits all requests at once, then drains each stream.
-inline std::vector<StreamResult> run_all(engine::Engine& eng, const std::vector<engine::Request>& reqs) {
+inline std::vector<StreamResult> run_all(engine::Engine& eng,
+                                         const std::vector<engine::Request>& reqs) {
   std::vector<std::shared_ptr<engine::ResponseStream>> streams;
   for (const engine::Request& r : reqs) streams.push_back(eng.submit(r));
   std::vector<StreamResult> out;

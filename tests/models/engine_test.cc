@@ -14,6 +14,7 @@
 namespace macserve::testing {
 namespace {
 
+using engine::AutoOnOff;
 using engine::Engine;
 using engine::EngineConfig;
 using engine::FinishReason;
@@ -32,8 +33,8 @@ std::string async_mode = "off";
 EngineConfig base_config() {
   EngineConfig c;
   c.model_path = model_dir();
-  c.async_scheduling = async_mode == "off" ? "off" : "on";
-  c.device_sampling = async_mode == "on_device_greedy" ? "on" : "off";
+  c.async_scheduling = async_mode == "off" ? AutoOnOff::kOff : AutoOnOff::kOn;
+  c.device_sampling = async_mode == "on_device_greedy" ? AutoOnOff::kOn : AutoOnOff::kOff;
   c.max_model_len = 256;
   c.kv_cache_tokens = 8192;
   return c;
@@ -47,7 +48,8 @@ std::vector<Request> random_requests(int n, uint32_t seed, int64_t vocab) {
     r.id = "r" + std::to_string(i);
     const int len = 1 + static_cast<int>(rng() % 90);
     r.prompt_ids.push_back(1);  // BOS
-    for (int j = 1; j < len; ++j) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    for (int j = 1; j < len; ++j)
+      r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
     r.params.temperature = 0.0f;
     r.params.max_tokens = 1 + static_cast<int>(rng() % 40);
     reqs.push_back(std::move(r));
@@ -82,10 +84,17 @@ class EngineTest : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
-  struct Case { const char* name; int64_t kv_tokens; int64_t chunk; int64_t max_seqs; bool prefix; };
-  for (const Case& c : {Case{"default", 8192, 2048, 64, true}, Case{"tiny pool", 272, 2048, 64, false},
-                        Case{"chunk 7", 8192, 7, 64, true}, Case{"chunk 32 + tiny pool", 300, 32, 16, true},
-                        Case{"chunk 1", 8192, 1, 8, false}}) {
+  struct Case {
+    const char* name;
+    int64_t kv_tokens;
+    int64_t chunk;
+    int64_t max_seqs;
+    bool prefix;
+  };
+  for (const Case& c :
+       {Case{"default", 8192, 2048, 64, true}, Case{"tiny pool", 272, 2048, 64, false},
+        Case{"chunk 7", 8192, 7, 64, true}, Case{"chunk 32 + tiny pool", 300, 32, 16, true},
+        Case{"chunk 1", 8192, 1, 8, false}}) {
     SCOPED_TRACE(c.name);
     EngineConfig cfg = base_config();
     cfg.kv_cache_tokens = c.kv_tokens;
@@ -99,7 +108,8 @@ TEST_P(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
       EXPECT_EQ(batched[i].text, alone_[i].text) << reqs_[i].id;
       EXPECT_EQ(batched[i].reason, alone_[i].reason) << reqs_[i].id;
     }
-    if (c.kv_tokens < 1000) EXPECT_GT(eng->stats().num_preemptions, 5) << "the small pool should preempt";
+    if (c.kv_tokens < 1000)
+      EXPECT_GT(eng->stats().num_preemptions, 5) << "the small pool should preempt";
     expect_idle(*eng);
   }
 }
@@ -142,7 +152,8 @@ TEST_P(EngineTest, CancellingAtRandomMomentsFreesEverything) {
       if (++seen == cancel_after[i]) streams[i]->cancel();
       if (out.finished) reason = out.finish_reason;
     }
-    EXPECT_LE(seen, std::max(cancel_after[i], 1) + 64) << "request " << i << " ran on after its cancel";
+    EXPECT_LE(seen, std::max(cancel_after[i], 1) + 64)
+        << "request " << i << " ran on after its cancel";
     aborted += reason == FinishReason::kAbort;
   }
   EXPECT_EQ(aborted, 64);
@@ -296,8 +307,11 @@ TEST_P(EngineTest, SubmitBatchMatchesAloneAndFailsOnlyTheBadRequest) {
   expect_idle(*eng);
 }
 
-INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest, ::testing::Values("off", "on", "on_device_greedy"),
-                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest,
+                         ::testing::Values("off", "on", "on_device_greedy"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
 
 }  // namespace
 }  // namespace macserve::testing

@@ -24,11 +24,14 @@ void check_top5(const std::vector<std::vector<float>>& step_logits, const nlohma
     for (const auto& pair : top5[s]) {
       const int32_t tok = pair[0].get<int32_t>();
       const double val = pair[1].get<double>();
-      EXPECT_NEAR(step_logits[s][static_cast<std::size_t>(tok)], val, kTop5Tol) << "step " << s << " token " << tok;
+      EXPECT_NEAR(step_logits[s][static_cast<std::size_t>(tok)], val, kTop5Tol)
+          << "step " << s << " token " << tok;
     }
     // The reported top-1 is our argmax too.
     const int32_t top1 = top5[s][0][0].get<int32_t>();
-    EXPECT_EQ(std::max_element(step_logits[s].begin(), step_logits[s].end()) - step_logits[s].begin(), top1);
+    EXPECT_EQ(
+        std::max_element(step_logits[s].begin(), step_logits[s].end()) - step_logits[s].begin(),
+        top1);
   }
 }
 

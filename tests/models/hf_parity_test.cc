@@ -43,7 +43,8 @@ TEST_P(HfParity, PromptLogitsMatchWholeAndChunked) {
     const auto got = h.prefill(prompt, chunk);
     ASSERT_EQ(got.size(), expected.size());
     for (std::size_t p = 0; p < got.size(); ++p)
-      ASSERT_LT(max_abs_diff(got[p], expected[p]), kLogitTol) << "chunk " << chunk << " position " << p;
+      ASSERT_LT(max_abs_diff(got[p], expected[p]), kLogitTol)
+          << "chunk " << chunk << " position " << p;
   }
 }
 

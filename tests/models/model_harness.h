@@ -17,24 +17,29 @@ namespace macserve::testing {
 
 class ModelHarness {
  public:
+  // keep_quantized: GGUF Q8_0/Q4_0/Q4_1 weights stay in their blocks (`--cpu-weights native`).
   explicit ModelHarness(const std::string& path, int64_t max_tokens = 512, int64_t block_size = 16,
-                        uint64_t shuffle_seed = 7)
+                        uint64_t shuffle_seed = 7, bool keep_quantized = false)
       : backend_(backend::make_cpu_backend()) {
-    models::Checkpoint ckpt = models::load_checkpoint(path);
+    models::Checkpoint ckpt =
+        models::load_checkpoint(path, models::LoadFormat::kAuto, 0, keep_quantized);
     vocab_ = ckpt.gguf_vocab;
     model_ = models::create_model(std::move(ckpt), *backend_);
     const ModelConfig& c = model_->config();
     const int64_t num_blocks = (max_tokens + block_size - 1) / block_size + 3;
     kv_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
     for (int64_t i = 0; i < c.num_layers; ++i) {
-      kv_.k.push_back(backend_->alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
-      kv_.v.push_back(backend_->alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+      kv_.k.push_back(
+          backend_->alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+      kv_.v.push_back(
+          backend_->alloc(DType::kF32, {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     }
     for (int32_t b = 0; b < num_blocks; ++b) table_.push_back(b);
     std::shuffle(table_.begin(), table_.end(), std::mt19937(shuffle_seed));
   }
 
   const ModelConfig& config() const { return model_->config(); }
+  int64_t weight_bytes() const { return model_->weight_bytes(); }
   // The tokenizer a GGUF file carries (empty for HF directories).
   const std::optional<VocabData>& gguf_vocab() const { return vocab_; }
 
@@ -57,7 +62,8 @@ class ModelHarness {
     const int64_t vocab = logits.dim(1);
     std::vector<std::vector<float>> rows;
     for (int64_t r = 0; r < logits.dim(0); ++r)
-      rows.emplace_back(logits.data_as<float>() + r * vocab, logits.data_as<float>() + (r + 1) * vocab);
+      rows.emplace_back(logits.data_as<float>() + r * vocab,
+                        logits.data_as<float>() + (r + 1) * vocab);
     return rows;
   }
 
@@ -76,14 +82,16 @@ class ModelHarness {
 
   // Greedy continuation of `prompt` for `n` tokens; logits of each step go to `step_logits`.
   std::vector<int32_t> greedy(const std::vector<int32_t>& prompt, int n,
-                              std::vector<std::vector<float>>* step_logits = nullptr, int32_t eos = -1) {
+                              std::vector<std::vector<float>>* step_logits = nullptr,
+                              int32_t eos = -1) {
     auto rows = prefill(prompt);
     std::vector<float> last = rows.back();
     std::vector<int32_t> out;
     int64_t pos = static_cast<int64_t>(prompt.size());
     for (int i = 0; i < n; ++i) {
       if (step_logits) step_logits->push_back(last);
-      const int32_t tok = static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
+      const int32_t tok =
+          static_cast<int32_t>(std::max_element(last.begin(), last.end()) - last.begin());
       out.push_back(tok);
       if (tok == eos) break;
       if (i + 1 < n) last = run({tok}, pos++)[0];
@@ -101,7 +109,8 @@ class ModelHarness {
 
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
   double m = 0.0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
+  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i)
+    m = std::max(m, std::abs(static_cast<double>(a[i]) - b[i]));
   return a.size() == b.size() ? m : 1e30;
 }
 

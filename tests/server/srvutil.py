@@ -94,8 +94,10 @@ class Server:
         self.dir = tempfile.mkdtemp(prefix=f"macserve-{name}-", dir=log_dir)
         self.log_path = os.path.join(self.dir, "server.log")
         self.port_file = os.path.join(self.dir, "port")
+        self.grpc_port_file = os.path.join(self.dir, "grpc_port")
         self.proc: subprocess.Popen | None = None
         self.port = 0
+        self.grpc_port = 0  # 0 with --no-grpc
         self.exit_code: int | None = None
         self.health_before_ready: list[int] = []  # /health statuses seen while starting
 
@@ -104,8 +106,9 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0 * TIME_SCALE) -> "Server":
+        # gRPC on a free port too (the default 50051 would clash between parallel servers).
         cmd = [str(binary_path()), "serve", "--host", "127.0.0.1", "--port", "0",
-               "--port-file", self.port_file] + self.args
+               "--port-file", self.port_file, "--grpc-port", "0", "--grpc-port-file", self.grpc_port_file] + self.args
         self.log = open(self.log_path, "wb")
         self.log.write(("$ " + " ".join(cmd) + "\n").encode())
         self.log.flush()
@@ -129,12 +132,24 @@ class Server:
                     st, _, _ = request("GET", self.base + "/health", timeout=5)
                     self.health_before_ready.append(st)
                     if st == 200:
+                        self._read_grpc_port()
                         return self
                 except OSError:
                     pass
             time.sleep(0.1)
         self.kill()
         raise ServerStartError(f"{self.name} not healthy after {timeout:.0f}s:\n" + self.log_tail())
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _read_grpc_port(self):
+        try:
+            txt = pathlib.Path(self.grpc_port_file).read_text().strip()
+            self.grpc_port = int(txt) if txt else 0
+        except (OSError, ValueError):
+            self.grpc_port = 0
 
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)

@@ -51,6 +51,11 @@ REQUIRED_METRICS = [
     "macserve:mac_hits_total",
     "macserve:mac_kv_bytes_read_total",
     "macserve:mac_kv_bytes_full_equivalent_total",
+    "macserve:mac_ring_bytes",
+    "macserve:mac_ring_slots",
+    "macserve:mac_ring_slots_in_use",
+    "macserve:mac_ring_slots_taken_total",
+    "macserve:mac_ring_slot_misses_total",
 ]
 
 

@@ -4,6 +4,7 @@ before the engine had published its last step)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
@@ -43,3 +44,28 @@ def test_generate_bad_stats_path_fails_cleanly(tmp_path):
         capture_output=True, text=True, timeout=240)
     assert out.returncode != 0
     assert "stats-json" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name,value,allowed", [
+    ("MACSERVE_CPU_GEMM", "blas", "invariant, openblas"),
+    ("MACSERVE_CUDA_ATTENTION", "fast", "auto, general"),
+    ("MACSERVE_CUDA_GRAPHS", "yes", "1 (on) or 0 (off)"),
+    ("MACSERVE_MAC_FORCE_HITS", "1.5", "RATE or RATE,clustered"),
+    ("MACSERVE_LOG_LEVEL", "loud", "trace, debug, info"),
+])
+def test_bad_environment_value_is_named(name, value, allowed):
+    # The environment is read once at start-up (server/environment.cc): a bad value stops the
+    # program before any model loads, with an error naming the variable and the allowed values.
+    env = dict(os.environ, **{name: value})
+    out = subprocess.run([str(srvutil.binary_path()), "generate", "--model", "/nonexistent", "--prompt", "x"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1, (out.returncode, out.stderr[-2000:])
+    assert name in out.stderr and value in out.stderr and allowed in out.stderr, out.stderr[-2000:]
+    assert "/nonexistent" not in out.stderr, out.stderr[-2000:]
+
+
+def test_bad_enum_flag_lists_the_names():
+    out = subprocess.run([str(srvutil.binary_path()), "generate", "--attention", "sparse"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "--attention" in out.stderr and "mac" in out.stderr and "full" in out.stderr, out.stderr[-2000:]

@@ -9,7 +9,7 @@ import threading
 import time
 
 from conftest import require_tiny, start_server, stop_and_check
-from srvutil import TINY_MODEL, get_metrics, metric, post_json, request
+from srvutil import TIME_SCALE, TINY_MODEL, get_metrics, metric, post_json, request
 
 
 def test_health_fails_while_a_step_stalls_the_engine_loop(tmp_path_factory):
@@ -34,7 +34,8 @@ def test_health_fails_while_a_step_stalls_the_engine_loop(tmp_path_factory):
         t.start()
         t0 = time.time()
         status, _, _, body = post_json(srv.base, "/v1/completions",
-                                    {"model": "stall", "prompt": prompt, "max_tokens": 1, "temperature": 0})
+                                    {"model": "stall", "prompt": prompt, "max_tokens": 1, "temperature": 0},
+                                    timeout=600 * TIME_SCALE)
         step_seconds = time.time() - t0
         done.set()
         t.join()

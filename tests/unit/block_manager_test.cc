@@ -56,7 +56,8 @@ TEST(BlockManager, PrefixHitsNeedEqualTokensAndLeaveTheLastTokenToCompute) {
   EXPECT_EQ(tb, std::vector<int32_t>(ta.begin(), ta.begin() + 2));
   EXPECT_EQ(bm.stats().prefix_hits, 2);
   bm.release(ta);
-  EXPECT_EQ(bm.num_free_blocks(), 8 - 2);  // A's partial block is free again; the shared two are not
+  EXPECT_EQ(bm.num_free_blocks(),
+            8 - 2);  // A's partial block is free again; the shared two are not
   bm.release(tb);
   EXPECT_EQ(bm.num_free_blocks(), 8);
   // Freed sealed blocks stay cached until their ids are reused.

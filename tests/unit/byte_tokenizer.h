@@ -19,7 +19,9 @@ class ByteTokenizer final : public tokenizer::Tokenizer {
     for (int32_t id : ids) s += token_bytes(id);
     return s;
   }
-  std::string token_bytes(int32_t id) const override { return std::string(1, static_cast<char>(id & 0xff)); }
+  std::string token_bytes(int32_t id) const override {
+    return std::string(1, static_cast<char>(id & 0xff));
+  }
   std::string id_to_piece(int32_t id) const override { return token_bytes(id); }
   int32_t piece_to_id(std::string_view piece) const override {
     return piece.size() == 1 ? static_cast<unsigned char>(piece[0]) : -1;

@@ -1,9 +1,9 @@
 // CPU kernels against straightforward double-precision references on random inputs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -67,8 +67,9 @@ TEST(KernelsCpu, Llama3RopeScalingKeepsHighAndDividesLowFrequencies) {
   const int64_t D = 128;
   std::vector<float> plain(D / 2), scaled(D / 2);
   k::cpu::rope_inv_freq({D, 500000.0f}, plain.data());
-  k::cpu::rope_inv_freq({D, 500000.0f, k::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192}, scaled.data());
-  EXPECT_FLOAT_EQ(scaled[0], plain[0]);                 // high frequency: unchanged
+  k::cpu::rope_inv_freq({D, 500000.0f, k::RopeScalingType::kLlama3, 8.0f, 1.0f, 4.0f, 8192},
+                        scaled.data());
+  EXPECT_FLOAT_EQ(scaled[0], plain[0]);                         // high frequency: unchanged
   EXPECT_FLOAT_EQ(scaled[D / 2 - 1], plain[D / 2 - 1] / 8.0f);  // low frequency: divided by factor
 }
 
@@ -87,8 +88,8 @@ TEST(KernelsCpu, SwigluMatchesDefinition) {
 // Paged attention over a shuffled block table against dense softmax in double.
 TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
   const int64_t Hq = 4, Hk = 2, D = 16, bs = 4, num_blocks = 16;
-  const std::vector<int32_t> ctx = {1, 9, 17};   // three sequences
-  const std::vector<int32_t> nq = {1, 3, 17};    // decode, chunk, full prefill
+  const std::vector<int32_t> ctx = {1, 9, 17};  // three sequences
+  const std::vector<int32_t> nq = {1, 3, 17};   // decode, chunk, full prefill
   std::vector<int32_t> table;
   std::vector<int32_t> ids(num_blocks);
   for (int i = 0; i < num_blocks; ++i) ids[i] = i;
@@ -103,8 +104,8 @@ TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
   const int64_t T = qs.back();
   auto q = randn(T * Hq * D, 12);
   std::vector<float> out(T * Hq * D, NAN);
-  k::PagedAttentionParams p{q.data(), kc.data(), vc.data(), out.data(), qs.data(), ctx.data(), table.data(),
-                            3, max_blocks, Hq, 0.25f, L};
+  k::PagedAttentionParams p{q.data(),     kc.data(), vc.data(),  out.data(), qs.data(), ctx.data(),
+                            table.data(), 3,         max_blocks, Hq,         0.25f,     L};
   k::cpu::paged_attention(p);
   for (int s = 0; s < 3; ++s)
     for (int i = 0; i < nq[s]; ++i) {
@@ -115,7 +116,8 @@ TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
         for (int64_t j = 0; j <= pos; ++j) {
           const int64_t slot = int64_t(table[s * max_blocks + j / bs]) * bs + j % bs;
           double dot = 0;
-          for (int64_t d = 0; d < D; ++d) dot += double(q[(t * Hq + h) * D + d]) * kc[L.offset(slot, h / 2) + d];
+          for (int64_t d = 0; d < D; ++d)
+            dot += double(q[(t * Hq + h) * D + d]) * kc[L.offset(slot, h / 2) + d];
           w[j] = dot * 0.25;
           mx = std::max(mx, w[j]);
         }
@@ -126,7 +128,8 @@ TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
             const int64_t slot = int64_t(table[s * max_blocks + j / bs]) * bs + j % bs;
             o += w[j] / sum * vc[L.offset(slot, h / 2) + d];
           }
-          EXPECT_NEAR(out[(t * Hq + h) * D + d], o, 1e-5) << "seq " << s << " query " << i << " head " << h;
+          EXPECT_NEAR(out[(t * Hq + h) * D + d], o, 1e-5)
+              << "seq " << s << " query " << i << " head " << h;
         }
       }
     }
@@ -168,7 +171,8 @@ TEST(KernelsCpu, LinearIsBatchInvariantAndAccurate) {
       for (int64_t M : {2, 3, 4, 7, 31, 64, 257}) {
         std::vector<float> y(M * N, NAN);
         k::cpu::linear({x.data(), w.data(), b.data(), y.data(), M, N, K});
-        ASSERT_EQ(std::memcmp(y.data(), ref.data(), N * sizeof(float)), 0) << "K " << K << " N " << N << " M " << M;
+        ASSERT_EQ(std::memcmp(y.data(), ref.data(), N * sizeof(float)), 0)
+            << "K " << K << " N " << N << " M " << M;
         // the last row equals that row computed alone
         std::vector<float> alone(N, NAN);
         k::cpu::linear({x.data() + (M - 1) * K, w.data(), b.data(), alone.data(), 1, N, K});

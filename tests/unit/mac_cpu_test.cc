@@ -1,7 +1,8 @@
 // MAC-Attention CPU oracle: the tests of ../shared/docs/mac-attention.md Part B §10.4 that apply
 // to a CPU implementation (1-11, 13, 15): merge/downdate identities, split-KV, match vs brute
 // force, all-miss == exact, empty rows, exact-entry hits, one-hot coverage, mixed groups,
-// validity demotions, sinks, prefill rows (chunked == unchunked), ring_valid_from, batch invariance.
+// validity demotions, sinks, prefill rows (chunked == unchunked), ring_valid_from, batch
+// invariance.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -70,7 +71,9 @@ struct World {
     const int64_t slot = int64_t(table(s)[pos / bs]) * bs + pos % bs;
     return kc.data() + L.offset(slot, h);
   }
-  int64_t row(int64_t s, int64_t pos, int64_t h) const { return (s * cfg.window + pos % cfg.window) * Hq + h; }
+  int64_t row(int64_t s, int64_t pos, int64_t h) const {
+    return (s * cfg.window + pos % cfg.window) * Hq + h;
+  }
   float* rq(int64_t s, int64_t pos, int64_t h) { return ring_q.data() + row(s, pos, h) * D; }
   float* ro(int64_t s, int64_t pos, int64_t h) { return ring_o.data() + row(s, pos, h) * D; }
   float& rl(int64_t s, int64_t pos, int64_t h) { return ring_lse[row(s, pos, h)]; }
@@ -83,7 +86,8 @@ struct World {
   // Exact attention of q (one head's vector) over [a, b) of sequence s.
   std::vector<float> exact(int64_t s, const float* q, int64_t h, int64_t a, int64_t b, float* lse) {
     std::vector<float> o(D);
-    k::cpu::attn_range(q, kc.data(), vc.data(), table(s), L, h / (Hq / Hkv), a, b, scale(), o.data(), lse);
+    k::cpu::attn_range(q, kc.data(), vc.data(), table(s), L, h / (Hq / Hkv), a, b, scale(),
+                       o.data(), lse);
     return o;
   }
   float scale() const { return 1.0f / std::sqrt(float(D)); }
@@ -94,31 +98,54 @@ struct World {
     std::vector<int64_t> kv_read;
   };
   // One decode token per listed sequence at position ctx[i] - 1.
-  Step decode(const std::vector<int32_t>& seqs, const std::vector<int32_t>& ctx, const std::vector<float>& q_post,
-              const std::vector<float>& q_pre, std::vector<int32_t> valid_from = {}) {
+  Step decode(const std::vector<int32_t>& seqs, const std::vector<int32_t>& ctx,
+              const std::vector<float>& q_post, const std::vector<float>& q_pre,
+              std::vector<int32_t> valid_from = {}) {
     const int64_t n = int64_t(seqs.size());
     if (valid_from.empty()) valid_from.assign(n, 0);
     std::vector<int32_t> qs(n + 1), bt, slots(seqs), rows_from(n, 1 << 30);
     std::iota(qs.begin(), qs.end(), 0);
     for (int32_t s : seqs) bt.insert(bt.end(), table(s), table(s) + max_blocks);
     std::vector<int8_t> modes(n, k::kMacDecode);
-    Step st{std::vector<float>(n * Hq * D, NAN), std::vector<k::MacHeadDecision>(n * Hq), std::vector<int64_t>(n)};
-    k::MacAttentionParams p{q_post.data(), q_pre.data(), kc.data(), vc.data(), st.out.data(), qs.data(), ctx.data(),
-                            bt.data(), modes.data(), slots.data(), valid_from.data(), rows_from.data(), n,
-                            max_blocks, Hq, scale(), L, cfg, ring(), st.dec.data(), st.kv_read.data()};
+    Step st{std::vector<float>(n * Hq * D, NAN), std::vector<k::MacHeadDecision>(n * Hq),
+            std::vector<int64_t>(n)};
+    k::MacAttentionParams p{q_post.data(),
+                            q_pre.data(),
+                            kc.data(),
+                            vc.data(),
+                            st.out.data(),
+                            qs.data(),
+                            ctx.data(),
+                            bt.data(),
+                            modes.data(),
+                            slots.data(),
+                            valid_from.data(),
+                            rows_from.data(),
+                            n,
+                            max_blocks,
+                            Hq,
+                            scale(),
+                            L,
+                            cfg,
+                            ring(),
+                            st.dec.data(),
+                            st.kv_read.data()};
     k::cpu::mac_attention(p);
     return st;
   }
   // Prefill chunk of sequence s: positions [start, start + n), rows for positions >= rows_from.
-  std::vector<float> prefill(int32_t s, int64_t start, int64_t n, const float* q_post, const float* q_pre,
-                             int32_t rows_from) {
-    std::vector<int32_t> qs = {0, int32_t(n)}, ctx = {int32_t(start + n)}, slots = {s}, vf = {0}, rf = {rows_from};
+  std::vector<float> prefill(int32_t s, int64_t start, int64_t n, const float* q_post,
+                             const float* q_pre, int32_t rows_from) {
+    std::vector<int32_t> qs = {0, int32_t(n)}, ctx = {int32_t(start + n)}, slots = {s}, vf = {0},
+                         rf = {rows_from};
     std::vector<int32_t> bt(table(s), table(s) + max_blocks);
     std::vector<int8_t> modes = {k::kMacExact};
     std::vector<float> out(n * Hq * D, NAN);
-    k::MacAttentionParams p{q_post, q_pre, kc.data(), vc.data(), out.data(), qs.data(), ctx.data(), bt.data(),
-                            modes.data(), slots.data(), vf.data(), rf.data(), 1, max_blocks, Hq, scale(), L, cfg,
-                            ring(), nullptr, nullptr};
+    k::MacAttentionParams p{q_post,    q_pre,      kc.data(), vc.data(),    out.data(),
+                            qs.data(), ctx.data(), bt.data(), modes.data(), slots.data(),
+                            vf.data(), rf.data(),  1,         max_blocks,   Hq,
+                            scale(),   L,          cfg,       ring(),       nullptr,
+                            nullptr};
     k::cpu::mac_attention(p);
     return out;
   }
@@ -215,10 +242,11 @@ TEST(MacCpu, SplitKvEqualsMonolithic) {
 TEST(MacCpu, MatchEqualsBruteForceWithTiesAndThreshold) {
   const int64_t D = 4, M = 8;
   World w(1, 1, D, 64, 1, config(0.5f, M, 2));  // threshold 2 D (1 - t)^2 = 2.0
-  const int64_t m = 40;  // candidates [32, 40): slots wrap
+  const int64_t m = 40;                         // candidates [32, 40): slots wrap
   auto q_post = w.randn(D);
   std::vector<float> q_pre = {0.0f, 0.0f, 0.0f, 0.0f};
-  // Rows far away, except: positions 33 and 37 tie at distance 1.0; position 35 sits at exactly 2.0.
+  // Rows far away, except: positions 33 and 37 tie at distance 1.0; position 35 sits at
+  // exactly 2.0.
   for (int64_t x = m - M; x < m; ++x) {
     float* r = w.rq(0, x, 0);
     for (int64_t d = 0; d < D; ++d) r[d] = 10.0f;
@@ -262,7 +290,8 @@ TEST(MacCpu, MatchEqualsBruteForceWithTiesAndThreshold) {
       for (int64_t x = std::max<int64_t>(0, mm - 16); x < mm; ++x) {
         if (!(wr.rl(0, x, h) > kNegInf)) continue;
         double d2 = 0;
-        for (int64_t d = 0; d < D; ++d) d2 += std::pow(double(qpre[h * D + d]) - wr.rq(0, x, h)[d], 2);
+        for (int64_t d = 0; d < D; ++d)
+          d2 += std::pow(double(qpre[h * D + d]) - wr.rq(0, x, h)[d], 2);
         if (d2 < best[h]) best[h] = d2, expect[h] = x;
       }
     auto res = wr.decode({0}, {int32_t(mm + 1)}, qp, qpre);
@@ -289,9 +318,16 @@ TEST(MacCpu, MatchEqualsBruteForceWithTiesAndThreshold) {
 // §10.4-4 and 5: all-miss (t = 1, context below gen_min, short contexts) equals exact attention;
 // rows are exact over [min(F, E_m), E_m) with q_pre stored exactly; r >= m + 1 gives empty rows.
 TEST(MacCpu, AllMissEqualsExactAndWritesExactRows) {
-  struct Case { float t; int64_t gen_min; int64_t r; int64_t F; int64_t m; };
-  for (const Case& c : {Case{1.0f, 0, 8, 0, 60}, Case{0.45f, 1000, 8, 0, 60}, Case{0.45f, 0, 100, 0, 60},
-                        Case{1.0f, 0, 8, 3, 60}, Case{1.0f, 0, 62, 5, 60}}) {
+  struct Case {
+    float t;
+    int64_t gen_min;
+    int64_t r;
+    int64_t F;
+    int64_t m;
+  };
+  for (const Case& c :
+       {Case{1.0f, 0, 8, 0, 60}, Case{0.45f, 1000, 8, 0, 60}, Case{0.45f, 0, 100, 0, 60},
+        Case{1.0f, 0, 8, 3, 60}, Case{1.0f, 0, 62, 5, 60}}) {
     World w(4, 2, 16, 80, 1, config(c.t, 16, c.r, c.gen_min, c.F));
     // Make the ring attractive: rows equal to the query would hit if matching were allowed (with
     // r > m every earlier row is empty, as the kernel itself would have written them).
@@ -342,7 +378,8 @@ TEST(MacCpu, ExactEntryHitEqualsExact) {
         EXPECT_EQ(st.dec[h].matched, p);
         float l;
         auto ex = w.exact(0, qp.data() + h * 16, h, 0, m + 1, &l);
-        EXPECT_LT(rel_l2(st.out.data() + h * 16, ex.data(), 16), 1e-5) << "F " << F << " lag " << lag;
+        EXPECT_LT(rel_l2(st.out.data() + h * 16, ex.data(), 16), 1e-5)
+            << "F " << F << " lag " << lag;
         auto row = w.exact(0, qp.data() + h * 16, h, F, E_m, &l);
         EXPECT_LT(rel_l2(w.ro(0, m, h), row.data(), 16), 1e-5);
         EXPECT_NEAR(w.rl(0, m, h), l, 1e-4);
@@ -376,7 +413,8 @@ TEST(MacCpu, OneHotCoverageHasNoGapsOrDoubles) {
           w.rl(0, p, 0) = l;
           std::fill(w.rq(0, p, 0), w.rq(0, p, 0) + D, 0.0f);
           auto st = w.decode({0}, {int32_t(m + 1)}, q, q);
-          SCOPED_TRACE(testing::Message() << "F " << F << " r " << r << " m " << m << " lag " << lag);
+          SCOPED_TRACE(testing::Message()
+                       << "F " << F << " r " << r << " m " << m << " lag " << lag);
           ASSERT_EQ(bool(st.dec[0].hit), E_p >= F && l > kNegInf);
           for (int64_t j = 0; j < D; ++j)
             EXPECT_NEAR(st.out[j], j <= m ? 1.0 / (m + 1) : 0.0, 1e-6) << "key " << j;
@@ -384,7 +422,8 @@ TEST(MacCpu, OneHotCoverageHasNoGapsOrDoubles) {
           const int64_t E_m = std::max<int64_t>(m + 1 - r, 0);
           const int64_t lo = std::min(F, E_m);
           for (int64_t j = 0; j < D; ++j)
-            EXPECT_NEAR(w.ro(0, m, 0)[j], j >= lo && j < E_m ? 1.0 / (E_m - lo) : 0.0, 1e-6) << "row key " << j;
+            EXPECT_NEAR(w.ro(0, m, 0)[j], j >= lo && j < E_m ? 1.0 / (E_m - lo) : 0.0, 1e-6)
+                << "row key " << j;
         }
       }
     }
@@ -408,7 +447,8 @@ TEST(MacCpu, MixedGroupsOfEveryPattern) {
         auto entry = w.exact(0, other.data(), h, 0, E_p, &l);
         std::copy(entry.begin(), entry.end(), w.ro(0, p, h));
         w.rl(0, p, h) = l;
-        for (int64_t d = 0; d < 16; ++d) w.rq(0, p, h)[d] = qpre[h * 16 + d] + (hit ? 0.01f : 50.0f);
+        for (int64_t d = 0; d < 16; ++d)
+          w.rq(0, p, h)[d] = qpre[h * 16 + d] + (hit ? 0.01f : 50.0f);
       }
       auto st = w.decode({0}, {int32_t(m + 1)}, qp, qpre);
       for (int64_t h = 0; h < G; ++h) {
@@ -417,8 +457,10 @@ TEST(MacCpu, MixedGroupsOfEveryPattern) {
         float l;
         auto ex = w.exact(0, qp.data() + h * 16, h, 0, m + 1, &l);
         const double err = rel_l2(st.out.data() + h * 16, ex.data(), 16);
-        if (hit) EXPECT_GT(err, 1e-4);  // reused a foreign summary: not exact
-        else EXPECT_LT(err, 1e-6);
+        if (hit)
+          EXPECT_GT(err, 1e-4);  // reused a foreign summary: not exact
+        else
+          EXPECT_LT(err, 1e-6);
       }
       const bool all_hit = pattern == (int64_t{1} << G) - 1;
       EXPECT_EQ(st.kv_read[0], all_hit ? m + 1 - E_p : m + 1);
@@ -479,7 +521,8 @@ TEST(MacCpu, PrefillRowsDirectAndChunkInvariant) {
           auto row = whole.exact(0, qp.data() + (i * Hq + h) * D, h, std::min(F, E), E, &l);
           EXPECT_EQ(whole.rl(0, i, h), l > kNegInf ? l : kNegInf);
           if (l > kNegInf) EXPECT_LT(rel_l2(whole.ro(0, i, h), row.data(), D), 1e-6);
-          for (int64_t d = 0; d < D; ++d) EXPECT_EQ(whole.rq(0, i, h)[d], qpre[(i * Hq + h) * D + d]);
+          for (int64_t d = 0; d < D; ++d)
+            EXPECT_EQ(whole.rq(0, i, h)[d], qpre[(i * Hq + h) * D + d]);
           auto ex = whole.exact(0, qp.data() + (i * Hq + h) * D, h, 0, i + 1, &l);
           EXPECT_LT(rel_l2(out.data() + (i * Hq + h) * D, ex.data(), D), 1e-6);
         }
@@ -577,15 +620,17 @@ TEST(MacCpu, LongTrajectoryErrorStaysBounded) {
         x[i] = 0.9f * x[i] + noise(rng);  // stationary, std 0.1 per coordinate
         q[i] = base[i] + x[i];
       }
-      std::vector<int32_t> qs = {0, 1}, ctx = {int32_t(m + 1)}, slots = {0}, vf = {0}, rf = {1 << 30};
+      std::vector<int32_t> qs = {0, 1}, ctx = {int32_t(m + 1)}, slots = {0}, vf = {0},
+                           rf = {1 << 30};
       std::vector<int32_t> bt(w.table(0), w.table(0) + w.max_blocks);
       std::vector<int8_t> modes = {k::kMacDecode};
       std::vector<float> out(Hq * D);
       std::vector<k::MacHeadDecision> dec(Hq);
       k::MacRing ring = bf16 ? k::MacRing{q16.data(), o16.data(), w.ring_lse.data(), 1} : w.ring();
-      k::MacAttentionParams p{q.data(), q.data(), w.kc.data(), w.vc.data(), out.data(), qs.data(), ctx.data(),
-                              bt.data(), modes.data(), slots.data(), vf.data(), rf.data(), 1, w.max_blocks, Hq,
-                              w.scale(), w.L, w.cfg, ring, dec.data(), nullptr};
+      k::MacAttentionParams p{
+          q.data(),  q.data(),     w.kc.data(),  w.vc.data(), out.data(), qs.data(),  ctx.data(),
+          bt.data(), modes.data(), slots.data(), vf.data(),   rf.data(),  1,          w.max_blocks,
+          Hq,        w.scale(),    w.L,          w.cfg,       ring,       dec.data(), nullptr};
       k::cpu::mac_attention(p);
       for (const auto& d : dec) hits += d.hit;
       double e = 0;
@@ -607,9 +652,11 @@ TEST(MacCpu, LongTrajectoryErrorStaysBounded) {
   EXPECT_LT(*std::max_element(err_fp32.begin(), err_fp32.end()), 0.25);
   EXPECT_LT(late, 1.5 * early + 1e-3) << "error grows along the chains";
   EXPECT_LT(mean(err_bf16, 0, 900), mean(err_fp32, 0, 900) + 0.01);
-  std::printf("trajectory: %lld hits of %lld; rel. L2: fp32 mean %.2e (early %.2e, late %.2e, max %.2e), bf16 mean %.2e\n",
-              static_cast<long long>(hits), static_cast<long long>(2 * steps * Hq), mean(err_fp32, 0, 900), early, late, *std::max_element(err_fp32.begin(), err_fp32.end()),
-              mean(err_bf16, 0, 900));
+  std::printf(
+      "trajectory: %lld hits of %lld; rel. L2: fp32 mean %.2e (early %.2e, late %.2e, max %.2e), "
+      "bf16 mean %.2e\n",
+      static_cast<long long>(hits), static_cast<long long>(2 * steps * Hq), mean(err_fp32, 0, 900),
+      early, late, *std::max_element(err_fp32.begin(), err_fp32.end()), mean(err_bf16, 0, 900));
 }
 
 }  // namespace

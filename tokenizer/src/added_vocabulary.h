@@ -66,7 +66,8 @@ class AddedVocabulary {
     std::array<bool, 256> first_{};
   };
 
-  bool accepts(const AddedToken& t, std::string_view text, std::size_t start, std::size_t stop) const;
+  bool accepts(const AddedToken& t, std::string_view text, std::size_t start,
+               std::size_t stop) const;
 
   std::vector<AddedToken> tokens_;
   std::unordered_map<std::string, std::size_t, StringHash, std::equal_to<>> by_content_;

@@ -15,7 +15,8 @@ BpeModel::BpeModel(Vocab vocab, const std::vector<std::pair<std::string, std::st
   if (!options_.unk_token.empty()) {
     unk_id_ = vocab_.find(options_.unk_token);
     if (unk_id_ < 0)
-      throw_error(ErrorCode::kInvalidModel, "unk_token '{}' is not in the vocabulary", options_.unk_token);
+      throw_error(ErrorCode::kInvalidModel, "unk_token '{}' is not in the vocabulary",
+                  options_.unk_token);
   }
   for (int b = 0; b < 256; ++b) byte_ids_[b] = vocab_.find(fmt::format("<0x{:02X}>", b));
   const std::size_t prefix_len = options_.continuing_subword_prefix.size();
@@ -27,8 +28,11 @@ BpeModel::BpeModel(Vocab vocab, const std::vector<std::pair<std::string, std::st
     const std::string merged = a + (b.size() >= prefix_len ? b.substr(prefix_len) : std::string());
     const int32_t new_id = vocab_.find(merged);
     if (a_id < 0 || b_id < 0 || new_id < 0)
-      throw_error(ErrorCode::kInvalidModel, "merge {} '{} {}': '{}' is not in the vocabulary", rank, a,
-                  b, a_id < 0 ? a : b_id < 0 ? b : merged);
+      throw_error(ErrorCode::kInvalidModel, "merge {} '{} {}': '{}' is not in the vocabulary", rank,
+                  a, b,
+                  a_id < 0   ? a
+                  : b_id < 0 ? b
+                             : merged);
     // A repeated pair keeps its last rank, as HF's HashMap collect does.
     merges_.insert_or_assign(pair_key(a_id, b_id), Merge{static_cast<int32_t>(rank), new_id});
   }
@@ -118,9 +122,11 @@ void BpeModel::merge_all(std::vector<Symbol>* symbols) const {
     cur.next = right.next;
     if (right.next >= 0) sym[right.next].prev = top.pos;
     if (cur.prev >= 0)
-      if (const Merge* p = find_merge(sym[cur.prev].id, cur.id)) queue.push({p->rank, cur.prev, p->new_id});
+      if (const Merge* p = find_merge(sym[cur.prev].id, cur.id))
+        queue.push({p->rank, cur.prev, p->new_id});
     if (cur.next >= 0)
-      if (const Merge* n = find_merge(cur.id, sym[cur.next].id)) queue.push({n->rank, top.pos, n->new_id});
+      if (const Merge* n = find_merge(cur.id, sym[cur.next].id))
+        queue.push({n->rank, top.pos, n->new_id});
   }
 }
 

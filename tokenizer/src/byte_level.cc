@@ -17,7 +17,8 @@ struct ByteLevelTables {
     int next = 0;
     for (int b = 0; b < 256; ++b) {
       const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      const char32_t cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
+      const char32_t cp =
+          printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + next++);
       append_utf8(&byte_to_char[b], cp);
       char_to_byte[cp] = b;
     }
@@ -25,8 +26,8 @@ struct ByteLevelTables {
 };
 
 const ByteLevelTables& tables() {
-  static const ByteLevelTables t;
-  return t;
+  static const ByteLevelTables kTables;
+  return kTables;
 }
 
 }  // namespace

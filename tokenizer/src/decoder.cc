@@ -11,9 +11,12 @@ int parse_byte_token(std::string_view token) {
   int value = 0;
   for (char c : token.substr(3, 2)) {
     int digit = -1;
-    if (c >= '0' && c <= '9') digit = c - '0';
-    else if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') digit = c - 'A' + 10;
+    if (c >= '0' && c <= '9')
+      digit = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      digit = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      digit = c - 'A' + 10;
     if (digit < 0) return -1;
     value = value * 16 + digit;
   }
@@ -105,7 +108,8 @@ std::string run_decoders(const std::vector<DecoderStep>& steps, std::vector<std:
       case DecoderKind::kFuse: {
         std::string all;
         for (const auto& t : tokens) all += t;
-        tokens.assign(1, std::move(all));
+        tokens.clear();
+        tokens.push_back(std::move(all));
         break;
       }
       case DecoderKind::kStrip:

@@ -14,12 +14,14 @@ HfTokenizer::HfTokenizer(HfPipeline pipeline) : p_(std::move(pipeline)) {
   for (const auto* ids : {&p_.prefix_ids, &p_.suffix_ids})
     for (const int32_t id : *ids)
       if (token_string(id) == nullptr)
-        throw_error(ErrorCode::kInvalidModel, "post-processor token id {} is not in the vocabulary", id);
+        throw_error(ErrorCode::kInvalidModel, "post-processor token id {} is not in the vocabulary",
+                    id);
   special_.assign(static_cast<std::size_t>(vocab_size_), false);
   for (const auto& t : p_.added.tokens()) {
     if (!t.special) continue;
     special_[t.id] = true;
-    if (const int32_t model_id = p_.model->vocab().find(t.content); model_id >= 0) special_[model_id] = true;
+    if (const int32_t model_id = p_.model->vocab().find(t.content); model_id >= 0)
+      special_[model_id] = true;
   }
 }
 
@@ -30,7 +32,8 @@ const std::string* HfTokenizer::token_string(int32_t id) const {
 
 // One segment between raw-matched added tokens: normalize, then cut at normalized added tokens,
 // then pre-tokenize and run the model on each piece.
-void HfTokenizer::encode_segment(const std::string& text, bool at_start, std::vector<int32_t>* ids) const {
+void HfTokenizer::encode_segment(const std::string& text, bool at_start,
+                                 std::vector<int32_t>* ids) const {
   const std::string normalized = normalize(p_.normalizers, text);
   std::vector<Piece> pieces;
   for (const auto& cut : p_.added.split(normalized, /*normalized_pass=*/true)) {
@@ -38,7 +41,8 @@ void HfTokenizer::encode_segment(const std::string& text, bool at_start, std::ve
       ids->push_back(cut.id);
       continue;
     }
-    pieces.assign(1, Piece{normalized.substr(cut.begin, cut.end - cut.begin), at_start && cut.begin == 0});
+    pieces.assign(
+        1, Piece{normalized.substr(cut.begin, cut.end - cut.begin), at_start && cut.begin == 0});
     pre_tokenize(p_.pre_tokenizers, &pieces);
     for (const auto& piece : pieces) p_.model->tokenize(piece.text, ids);
   }
@@ -49,8 +53,10 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view input, bool add_specia
   std::vector<int32_t> ids;
   if (add_special) ids = p_.prefix_ids;
   for (const auto& cut : p_.added.split(text, /*normalized_pass=*/false)) {
-    if (cut.id >= 0) ids.push_back(cut.id);
-    else encode_segment(text.substr(cut.begin, cut.end - cut.begin), cut.begin == 0, &ids);
+    if (cut.id >= 0)
+      ids.push_back(cut.id);
+    else
+      encode_segment(text.substr(cut.begin, cut.end - cut.begin), cut.begin == 0, &ids);
   }
   if (add_special) ids.insert(ids.end(), p_.suffix_ids.begin(), p_.suffix_ids.end());
   return ids;

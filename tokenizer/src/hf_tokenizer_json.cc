@@ -17,7 +17,8 @@ namespace {
 using nlohmann::json;
 
 const json& member(const json& j, const char* key, const char* where) {
-  if (!j.is_object() || !j.contains(key)) throw_error(ErrorCode::kInvalidModel, "{}: missing \"{}\"", where, key);
+  if (!j.is_object() || !j.contains(key))
+    throw_error(ErrorCode::kInvalidModel, "{}: missing \"{}\"", where, key);
   return j[key];
 }
 
@@ -34,8 +35,10 @@ std::string type_of(const json& j, const char* where) {
 // {"String": s} or {"Regex": r} (Split, Replace).
 std::shared_ptr<const Regex> pattern_of(const json& j) {
   const json& p = member(j, "pattern", "pattern");
-  if (p.contains("String")) return std::make_shared<const Regex>(p["String"].get<std::string>(), true);
-  if (p.contains("Regex")) return std::make_shared<const Regex>(p["Regex"].get<std::string>(), false);
+  if (p.contains("String"))
+    return std::make_shared<const Regex>(p["String"].get<std::string>(), true);
+  if (p.contains("Regex"))
+    return std::make_shared<const Regex>(p["Regex"].get<std::string>(), false);
   throw_error(ErrorCode::kInvalidModel, "pattern needs \"String\" or \"Regex\"");
 }
 
@@ -49,8 +52,10 @@ void parse_normalizer(const json& j, std::vector<NormalizerStep>* out) {
   }
   if (type == "NFC" || type == "NFD" || type == "NFKC" || type == "NFKD") {
     step.kind = NormalizerKind::kUnicode;
-    step.form = type == "NFC" ? NormalForm::kNfc : type == "NFD" ? NormalForm::kNfd
-              : type == "NFKC" ? NormalForm::kNfkc : NormalForm::kNfkd;
+    step.form = type == "NFC"    ? NormalForm::kNfc
+                : type == "NFD"  ? NormalForm::kNfd
+                : type == "NFKC" ? NormalForm::kNfkc
+                                 : NormalForm::kNfkd;
   } else if (type == "Prepend") {
     step.kind = NormalizerKind::kPrepend;
     step.text = member(j, "prepend", "Prepend").get<std::string>();
@@ -107,7 +112,8 @@ void parse_pre_tokenizer(const json& j, std::vector<PreTokenizerStep>* out) {
     step.use_regex = j.value("use_regex", true);
   } else if (type == "Digits") {
     const bool individual = j.value("individual_digits", false);
-    step.regex = std::make_shared<const Regex>(std::string(kRustNumericClass) + (individual ? "" : "+"));
+    step.regex =
+        std::make_shared<const Regex>(std::string(kRustNumericClass) + (individual ? "" : "+"));
     step.behavior = individual ? SplitBehavior::kIsolated : SplitBehavior::kContiguous;
   } else if (type == "Metaspace") {
     step.kind = PreTokenizerKind::kMetaspace;
@@ -154,7 +160,8 @@ void parse_decoder(const json& j, std::vector<DecoderStep>* out) {
 }
 
 int32_t special_id(const json& entry) {  // RobertaProcessing / BertProcessing: ["<s>", 0]
-  if (!entry.is_array() || entry.size() != 2) throw_error(ErrorCode::kInvalidModel, "bad cls/sep entry");
+  if (!entry.is_array() || entry.size() != 2)
+    throw_error(ErrorCode::kInvalidModel, "bad cls/sep entry");
   return entry[1].get<int32_t>();
 }
 
@@ -167,10 +174,14 @@ void parse_template(const json& j, std::vector<int32_t>* prefix, std::vector<int
       after = true;
       continue;
     }
-    const std::string name = member(member(item, "SpecialToken", "template item"), "id", "SpecialToken").get<std::string>();
+    const std::string name =
+        member(member(item, "SpecialToken", "template item"), "id", "SpecialToken")
+            .get<std::string>();
     if (!specials.contains(name))
-      throw_error(ErrorCode::kInvalidModel, "template special token \"{}\" is not in special_tokens", name);
-    for (const auto& id : member(specials[name], "ids", "special token")) (after ? suffix : prefix)->push_back(id.get<int32_t>());
+      throw_error(ErrorCode::kInvalidModel,
+                  "template special token \"{}\" is not in special_tokens", name);
+    for (const auto& id : member(specials[name], "ids", "special token"))
+      (after ? suffix : prefix)->push_back(id.get<int32_t>());
   }
 }
 
@@ -268,7 +279,8 @@ HfPipeline parse_pipeline(TokenizerJson* doc, const TokenizerConfig& config) {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, const TokenizerConfig& config) {
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path,
+                                                  const TokenizerConfig& config) {
   const std::string text = read_file(path);
   try {
     TokenizerJson doc = read_tokenizer_json(text);

@@ -53,10 +53,12 @@ std::string IncrementalDetokenizer::push(int32_t id) {
   }
   if (ends_inside_char(tail)) return {};
   const auto begin = ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
-  const std::string prefix_text =
-      tok_.decode(std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)), skip_special_);
+  const std::string prefix_text = tok_.decode(
+      std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)),
+      skip_special_);
   const std::string new_text = tok_.decode(std::vector<int32_t>(begin, ids_.end()), skip_special_);
-  if (new_text.size() <= prefix_text.size() || new_text.compare(0, prefix_text.size(), prefix_text) != 0)
+  if (new_text.size() <= prefix_text.size() ||
+      new_text.compare(0, prefix_text.size(), prefix_text) != 0)
     return {};
   std::string delta = new_text.substr(prefix_text.size());
   prefix_offset_ = read_offset_;
@@ -73,9 +75,12 @@ std::string IncrementalDetokenizer::flush() {
   } else {  // cannot happen with the decoders above; still never send a broken suffix
     const auto begin = ids_.begin() + static_cast<std::ptrdiff_t>(prefix_offset_);
     const std::string prefix_text = tok_.decode(
-        std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)), skip_special_);
-    const std::string new_text = tok_.decode(std::vector<int32_t>(begin, ids_.end()), skip_special_);
-    if (new_text.size() > prefix_text.size() && new_text.compare(0, prefix_text.size(), prefix_text) == 0)
+        std::vector<int32_t>(begin, ids_.begin() + static_cast<std::ptrdiff_t>(read_offset_)),
+        skip_special_);
+    const std::string new_text =
+        tok_.decode(std::vector<int32_t>(begin, ids_.end()), skip_special_);
+    if (new_text.size() > prefix_text.size() &&
+        new_text.compare(0, prefix_text.size(), prefix_text) == 0)
       rest = new_text.substr(prefix_text.size());
   }
   emitted_ += rest;

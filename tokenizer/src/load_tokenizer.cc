@@ -14,9 +14,13 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   fs::path dir;
   if (fs::is_directory(path)) {
     dir = path;
-    if (fs::exists(dir / "tokenizer.json")) file = dir / "tokenizer.json";
-    else if (fs::exists(dir / "tokenizer.model")) file = dir / "tokenizer.model";
-    else throw_error(ErrorCode::kNotFound, "{}: no tokenizer.json or tokenizer.model in the directory", path);
+    if (fs::exists(dir / "tokenizer.json"))
+      file = dir / "tokenizer.json";
+    else if (fs::exists(dir / "tokenizer.model"))
+      file = dir / "tokenizer.model";
+    else
+      throw_error(ErrorCode::kNotFound, "{}: no tokenizer.json or tokenizer.model in the directory",
+                  path);
   } else if (fs::exists(path)) {
     file = path;
     dir = file.parent_path();

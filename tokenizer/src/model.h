@@ -26,7 +26,8 @@ class Vocab {
     return it == ids_.end() ? -1 : it->second;
   }
   const std::string* token(int32_t id) const {
-    return id >= 0 && static_cast<std::size_t>(id) < has_.size() && has_[id] ? &tokens_[id] : nullptr;
+    return id >= 0 && static_cast<std::size_t>(id) < has_.size() && has_[id] ? &tokens_[id]
+                                                                             : nullptr;
   }
   int64_t size() const { return static_cast<int64_t>(tokens_.size()); }  // max id + 1
   void reserve(std::size_t n);

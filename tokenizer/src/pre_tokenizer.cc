@@ -37,22 +37,28 @@ std::vector<Cut> apply_behavior(const std::vector<Cut>& cuts, SplitBehavior beha
       return out;
     case SplitBehavior::kMergedWithPrevious:
       for (const auto& c : cuts) {
-        if (c.flag && !previous_match && !out.empty()) out.back().span.second = c.span.second;
-        else out.push_back({c.span, false});
+        if (c.flag && !previous_match && !out.empty())
+          out.back().span.second = c.span.second;
+        else
+          out.push_back({c.span, false});
         previous_match = c.flag;
       }
       return out;
     case SplitBehavior::kMergedWithNext:
       for (auto it = cuts.rbegin(); it != cuts.rend(); ++it) {
-        if (it->flag && !previous_match && !out.empty()) out.back().span.first = it->span.first;
-        else out.push_back({it->span, false});
+        if (it->flag && !previous_match && !out.empty())
+          out.back().span.first = it->span.first;
+        else
+          out.push_back({it->span, false});
         previous_match = it->flag;
       }
       return {out.rbegin(), out.rend()};
     case SplitBehavior::kContiguous:
       for (std::size_t i = 0; i < cuts.size(); ++i) {
-        if (i > 0 && cuts[i].flag == previous_match) out.back().span.second = cuts[i].span.second;
-        else out.push_back({cuts[i].span, false});
+        if (i > 0 && cuts[i].flag == previous_match)
+          out.back().span.second = cuts[i].span.second;
+        else
+          out.push_back({cuts[i].span, false});
         previous_match = cuts[i].flag;
       }
       return out;
@@ -72,19 +78,23 @@ void split_piece(const Piece& piece, const Regex& regex, SplitBehavior behavior,
 }
 
 void byte_level_piece(const PreTokenizerStep& step, Piece piece, std::vector<Piece>* out) {
-  if (step.add_prefix_space && (piece.text.empty() || piece.text[0] != ' ')) piece.text = std::string(1, ' ') + piece.text;
+  if (step.add_prefix_space && (piece.text.empty() || piece.text[0] != ' '))
+    piece.text = std::string(1, ' ') + piece.text;
   std::vector<Piece> parts;
-  if (step.use_regex) split_piece(piece, *gpt2_regex(), SplitBehavior::kIsolated, false, &parts);
-  else if (!piece.text.empty()) parts.push_back(std::move(piece));
+  if (step.use_regex)
+    split_piece(piece, *gpt2_regex(), SplitBehavior::kIsolated, false, &parts);
+  else if (!piece.text.empty())
+    parts.push_back(std::move(piece));
   for (auto& p : parts) out->push_back({to_byte_level(p.text), p.at_start});
 }
 
 void metaspace_piece(const PreTokenizerStep& step, Piece piece, std::vector<Piece>* out) {
-  static const Regex space(" ", true);
-  piece.text = replace_all(space, piece.text, step.replacement);
+  static const Regex kSpace(" ", true);
+  piece.text = replace_all(kSpace, piece.text, step.replacement);
   const bool starts = piece.text.compare(0, step.replacement.size(), step.replacement) == 0;
-  const bool prepend = !starts && (step.prepend_scheme == PrependScheme::kAlways ||
-                                   (step.prepend_scheme == PrependScheme::kFirst && piece.at_start));
+  const bool prepend =
+      !starts && (step.prepend_scheme == PrependScheme::kAlways ||
+                  (step.prepend_scheme == PrependScheme::kFirst && piece.at_start));
   if (prepend) piece.text.insert(0, step.replacement);
   if (!step.split) {
     if (!piece.text.empty()) out->push_back(std::move(piece));
@@ -96,9 +106,9 @@ void metaspace_piece(const PreTokenizerStep& step, Piece piece, std::vector<Piec
 }  // namespace
 
 const std::shared_ptr<const Regex>& gpt2_regex() {
-  static const std::shared_ptr<const Regex> re = std::make_shared<const Regex>(
+  static const std::shared_ptr<const Regex> kGpt2 = std::make_shared<const Regex>(
       R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)");
-  return re;
+  return kGpt2;
 }
 
 void pre_tokenize(const std::vector<PreTokenizerStep>& steps, std::vector<Piece>* pieces) {

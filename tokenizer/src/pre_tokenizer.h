@@ -17,14 +17,15 @@ enum class PreTokenizerKind { kSplit, kByteLevel, kMetaspace };
 
 struct PreTokenizerStep {
   PreTokenizerKind kind = PreTokenizerKind::kSplit;
-  std::shared_ptr<const Regex> regex;  // kSplit (Digits are a Split on \p{N}); kMetaspace: the replacement
+  std::shared_ptr<const Regex>
+      regex;  // kSplit (Digits are a Split on \p{N}); kMetaspace: the replacement
   SplitBehavior behavior = SplitBehavior::kIsolated;
   bool invert = false;
   bool add_prefix_space = false;  // kByteLevel
   bool use_regex = true;          // kByteLevel: split with the GPT-2 regex first
   std::string replacement;        // kMetaspace, UTF-8 of one character
   PrependScheme prepend_scheme = PrependScheme::kAlways;
-  bool split = true;              // kMetaspace
+  bool split = true;  // kMetaspace
 };
 
 struct Piece {

@@ -21,10 +21,12 @@ std::string pcre2_message(int code) {
 struct MatchState {
   pcre2_match_data* data = pcre2_match_data_create(1, nullptr);
   pcre2_match_context* context = pcre2_match_context_create(nullptr);
-  pcre2_jit_stack* jit_stack = pcre2_jit_stack_create(64 * 1024, 16 * 1024 * 1024, nullptr);
+  pcre2_jit_stack* jit_stack =
+      pcre2_jit_stack_create(std::size_t{64} << 10, std::size_t{16} << 20, nullptr);
 
   MatchState() {
-    if (context != nullptr && jit_stack != nullptr) pcre2_jit_stack_assign(context, nullptr, jit_stack);
+    if (context != nullptr && jit_stack != nullptr)
+      pcre2_jit_stack_assign(context, nullptr, jit_stack);
   }
   ~MatchState() {
     pcre2_jit_stack_free(jit_stack);
@@ -43,7 +45,8 @@ MatchState& match_state() {
 // U+180E). Spelling the classes out makes both engines agree on every code point (checked over
 // all of them with scripts: letters and digits added in Unicode 15/16 are listed explicitly; a
 // newer PCRE2 that knows them already is unaffected).
-constexpr std::string_view kWhiteSpace = R"(\t-\r\x20\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
+constexpr std::string_view kWhiteSpace =
+    R"(\t-\r\x20\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000})";
 constexpr std::string_view kNewLetters =
     R"(\x{1C89}-\x{1C8A}\x{A7CB}-\x{A7CD}\x{A7DA}-\x{A7DC}\x{105C0}-\x{105F3}\x{10D4A}-\x{10D65})"
     R"(\x{10D6F}-\x{10D85}\x{10EC2}-\x{10EC4}\x{1123F}-\x{11240}\x{11380}-\x{11389}\x{1138B}\x{1138E})"
@@ -68,11 +71,16 @@ std::string onig_compatible(std::string_view p) {
     const char c = p[i];
     if (c == '\\' && i + 1 < p.size()) {
       const std::string_view rest = p.substr(i);
-      if (rest.starts_with("\\s")) put_class("", kWhiteSpace, false), i += 1;
-      else if (rest.starts_with("\\S") && !in_class) put_class("", kWhiteSpace, true), i += 1;
-      else if (rest.starts_with("\\p{L}")) put_class("\\p{L}", kNewLetters, false), i += 4;
-      else if (rest.starts_with("\\p{N}")) put_class("\\p{N}", kNewNumbers, false), i += 4;
-      else out.append(p.substr(i, 2)), i += 1;
+      if (rest.starts_with("\\s"))
+        put_class("", kWhiteSpace, false), i += 1;
+      else if (rest.starts_with("\\S") && !in_class)
+        put_class("", kWhiteSpace, true), i += 1;
+      else if (rest.starts_with("\\p{L}"))
+        put_class("\\p{L}", kNewLetters, false), i += 4;
+      else if (rest.starts_with("\\p{N}"))
+        put_class("\\p{N}", kNewNumbers, false), i += 4;
+      else
+        out.append(p.substr(i, 2)), i += 1;
       continue;
     }
     if (!in_class && c == '[') {
@@ -96,8 +104,8 @@ Regex::Regex(std::string_view pattern, bool literal) : pattern_(pattern) {
   // PCRE2_LITERAL refuses PCRE2_UCP (it has no classes to apply it to).
   const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
   const std::string compiled = literal ? std::string(pattern) : onig_compatible(pattern);
-  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(), options, &error,
-                        &offset, nullptr);
+  code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(compiled.data()), compiled.size(), options,
+                        &error, &offset, nullptr);
   if (code_ == nullptr)
     throw_error(ErrorCode::kInvalidModel, "bad regex '{}': {} at offset {}", pattern_,
                 pcre2_message(error), offset);
@@ -118,8 +126,9 @@ void Regex::find_all(std::string_view subject, std::vector<Span>* out) const {
                        st.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
     if (rc < 0)
-      throw_error(ErrorCode::kInvalidArgument, "pre-tokenizer regex '{}' failed on a {}-byte text: {}",
-                  pattern_, subject.size(), pcre2_message(rc));
+      throw_error(ErrorCode::kInvalidArgument,
+                  "pre-tokenizer regex '{}' failed on a {}-byte text: {}", pattern_, subject.size(),
+                  pcre2_message(rc));
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(st.data);
     const std::size_t begin = ov[0];
     const std::size_t end = ov[1];

@@ -10,12 +10,13 @@
 
 namespace macserve::tokenizer {
 
-ScoreBpeModel::ScoreBpeModel(const std::vector<std::string>& tokens, const std::vector<float>& scores,
-                             const std::vector<PieceType>& types, int32_t unk_id)
+ScoreBpeModel::ScoreBpeModel(const std::vector<std::string>& tokens,
+                             const std::vector<float>& scores, const std::vector<PieceType>& types,
+                             int32_t unk_id)
     : scores_(scores), types_(types), unk_id_(unk_id) {
   if (scores_.size() != tokens.size() || types_.size() != tokens.size())
-    throw_error(ErrorCode::kInvalidModel, "{} tokens but {} scores and {} token types", tokens.size(),
-                scores_.size(), types_.size());
+    throw_error(ErrorCode::kInvalidModel, "{} tokens but {} scores and {} token types",
+                tokens.size(), scores_.size(), types_.size());
   vocab_.reserve(tokens.size());
   for (std::size_t i = 0; i < tokens.size(); ++i) vocab_.add(tokens[i], static_cast<int32_t>(i));
   byte_ids_.fill(-1);
@@ -24,15 +25,16 @@ ScoreBpeModel::ScoreBpeModel(const std::vector<std::string>& tokens, const std::
     if (id >= 0 && types_[id] == PieceType::kByte) byte_ids_[b] = id;
   }
   if (unk_id_ >= static_cast<int32_t>(tokens.size()))
-    throw_error(ErrorCode::kInvalidModel, "unknown token id {} is outside the vocabulary of {}", unk_id_,
-                tokens.size());
+    throw_error(ErrorCode::kInvalidModel, "unknown token id {} is outside the vocabulary of {}",
+                unk_id_, tokens.size());
 }
 
 int32_t ScoreBpeModel::find_mergeable(std::string_view s) const {
   const int32_t id = vocab_.find(s);
   if (id < 0) return -1;
   const PieceType t = types_[id];
-  return t == PieceType::kNormal || t == PieceType::kUserDefined || t == PieceType::kUnused ? id : -1;
+  return t == PieceType::kNormal || t == PieceType::kUserDefined || t == PieceType::kUnused ? id
+                                                                                            : -1;
 }
 
 // One final symbol: its piece, else its bytes as <0xNN> tokens, else unk (runs of unk fused, as
@@ -57,12 +59,15 @@ void ScoreBpeModel::emit(std::string_view piece, bool* prev_unk, std::vector<int
 
 // SentencePiece's BPE: the highest-scoring adjacent pair whose concatenation is a piece merges
 // first, leftmost on ties; stale queue entries are recognised by their size.
-void ScoreBpeModel::merge_by_score(std::string_view text, std::vector<Symbol>* symbols, RevMerge* rev_merge) const {
+void ScoreBpeModel::merge_by_score(std::string_view text, std::vector<Symbol>* symbols,
+                                   RevMerge* rev_merge) const {
   struct Pair {
     float score;
     int32_t left;
     std::size_t size;  // bytes of the merged piece
-    bool operator<(const Pair& o) const { return score != o.score ? score < o.score : left > o.left; }
+    bool operator<(const Pair& o) const {
+      return score != o.score ? score < o.score : left > o.left;
+    }
   };
   auto& sym = *symbols;
   std::priority_queue<Pair> agenda;
@@ -75,7 +80,8 @@ void ScoreBpeModel::merge_by_score(std::string_view text, std::vector<Symbol>* s
     agenda.push({scores_[id], left, merged.size()});
     if (types_[id] == PieceType::kUnused) (*rev_merge)[merged] = {piece_of(left), piece_of(right)};
   };
-  for (std::size_t k = 1; k < sym.size(); ++k) maybe_add(static_cast<int32_t>(k - 1), static_cast<int32_t>(k));
+  for (std::size_t k = 1; k < sym.size(); ++k)
+    maybe_add(static_cast<int32_t>(k - 1), static_cast<int32_t>(k));
   while (!agenda.empty()) {
     const Pair top = agenda.top();
     agenda.pop();
@@ -111,7 +117,8 @@ void ScoreBpeModel::tokenize(std::string_view text, std::vector<int32_t>* out) c
       const std::string_view p = stack.back();
       stack.pop_back();
       const int32_t id = find_mergeable(p);
-      const auto it = id >= 0 && types_[id] == PieceType::kUnused ? rev_merge.find(p) : rev_merge.end();
+      const auto it =
+          id >= 0 && types_[id] == PieceType::kUnused ? rev_merge.find(p) : rev_merge.end();
       if (it == rev_merge.end()) {
         emit(p, &prev_unk, out);
       } else {

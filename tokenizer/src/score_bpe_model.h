@@ -34,9 +34,11 @@ class ScoreBpeModel final : public Model {
   };
 
   // Merges that produced an unused piece: piece -> its two parts.
-  using RevMerge = std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>>;
+  using RevMerge =
+      std::unordered_map<std::string_view, std::pair<std::string_view, std::string_view>>;
 
-  void merge_by_score(std::string_view text, std::vector<Symbol>* symbols, RevMerge* rev_merge) const;
+  void merge_by_score(std::string_view text, std::vector<Symbol>* symbols,
+                      RevMerge* rev_merge) const;
   // Ids of pieces that merges may produce (normal, user-defined, unused), as SentencePiece.
   int32_t find_mergeable(std::string_view s) const;
   void emit(std::string_view piece, bool* prev_unk, std::vector<int32_t>* out) const;

@@ -52,10 +52,13 @@ class SentencePieceTokenizer final : public Tokenizer {
   AddedVocabulary in_text_;  // control and unknown pieces matched in the text
 };
 
-SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, const TokenizerConfig& config)
+SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path,
+                                               const TokenizerConfig& config)
     : path_(path) {
   const auto status = sp_.Load(path);
-  if (!status.ok()) throw_error(ErrorCode::kInvalidModel, "{}: not a SentencePiece model: {}", path, status.ToString());
+  if (!status.ok())
+    throw_error(ErrorCode::kInvalidModel, "{}: not a SentencePiece model: {}", path,
+                status.ToString());
   size_ = sp_.GetPieceSize();
   for (int32_t id = 0; id < size_; ++id) {
     if (!sp_.IsControl(id) && !sp_.IsUnknown(id)) continue;
@@ -73,7 +76,8 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path, const To
   set_chat_template(config.chat_template);
 }
 
-int32_t SentencePieceTokenizer::config_id(const std::optional<std::string>& token, int fallback) const {
+int32_t SentencePieceTokenizer::config_id(const std::optional<std::string>& token,
+                                          int fallback) const {
   if (token) {
     const int32_t id = piece_to_id(*token);
     if (id >= 0) return id;
@@ -81,7 +85,8 @@ int32_t SentencePieceTokenizer::config_id(const std::optional<std::string>& toke
   return valid(fallback) ? fallback : -1;
 }
 
-std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view input, bool add_special) const {
+std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view input,
+                                                    bool add_special) const {
   const std::string text = sanitize_utf8(input);
   std::vector<int32_t> ids;
   if (add_special && add_bos_ && bos_id_ >= 0) ids.push_back(bos_id_);
@@ -91,8 +96,11 @@ std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view input, bool
       ids.push_back(cut.id);
       continue;
     }
-    const auto status = sp_.Encode(std::string_view(text).substr(cut.begin, cut.end - cut.begin), &segment_ids);
-    if (!status.ok()) throw_error(ErrorCode::kInternal, "{}: SentencePiece encode failed: {}", path_, status.ToString());
+    const auto status =
+        sp_.Encode(std::string_view(text).substr(cut.begin, cut.end - cut.begin), &segment_ids);
+    if (!status.ok())
+      throw_error(ErrorCode::kInternal, "{}: SentencePiece encode failed: {}", path_,
+                  status.ToString());
     ids.insert(ids.end(), segment_ids.begin(), segment_ids.end());
   }
   if (add_special && add_eos_ && eos_id_ >= 0) ids.push_back(eos_id_);
@@ -102,18 +110,22 @@ std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view input, bool
 std::string SentencePieceTokenizer::decode_run(const std::vector<int>& run) const {
   std::string text;
   const auto status = sp_.Decode(run, &text);
-  if (!status.ok()) throw_error(ErrorCode::kInternal, "{}: SentencePiece decode failed: {}", path_, status.ToString());
+  if (!status.ok())
+    throw_error(ErrorCode::kInternal, "{}: SentencePiece decode failed: {}", path_,
+                status.ToString());
   return text;
 }
 
-std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids,
+                                           bool skip_special) const {
   std::vector<int> run;
   std::string out;
   auto flush = [&] {
     if (run.empty()) return;
     // SentencePiece drops the space of a leading '▁' because it starts the text; after a
     // written-out control piece it does not.
-    if (!out.empty() && sp_.IdToPiece(run[0]).compare(0, kSpaceSymbol.size(), kSpaceSymbol) == 0) out += ' ';
+    if (!out.empty() && sp_.IdToPiece(run[0]).compare(0, kSpaceSymbol.size(), kSpaceSymbol) == 0)
+      out += ' ';
     out += decode_run(run);
     run.clear();
   };
@@ -150,7 +162,9 @@ std::string SentencePieceTokenizer::token_bytes(int32_t id) const {
   return out;
 }
 
-std::string SentencePieceTokenizer::id_to_piece(int32_t id) const { return valid(id) ? sp_.IdToPiece(id) : std::string(); }
+std::string SentencePieceTokenizer::id_to_piece(int32_t id) const {
+  return valid(id) ? sp_.IdToPiece(id) : std::string();
+}
 
 int32_t SentencePieceTokenizer::piece_to_id(std::string_view piece) const {
   const int id = sp_.PieceToId(piece);  // gives unk_id for pieces it does not know
@@ -159,7 +173,8 @@ int32_t SentencePieceTokenizer::piece_to_id(std::string_view piece) const {
 
 }  // namespace
 
-std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path, const TokenizerConfig& config) {
+std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path,
+                                                    const TokenizerConfig& config) {
   return std::make_unique<SentencePieceTokenizer>(path, config);
 }
 

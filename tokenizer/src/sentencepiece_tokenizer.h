@@ -11,6 +11,7 @@ namespace macserve::tokenizer {
 
 // add_bos_token defaults to true (Llama 2 style), add_eos_token to false. Throws
 // Error(kInvalidModel) naming `path` when it is not a SentencePiece model.
-std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path, const TokenizerConfig& config);
+std::unique_ptr<Tokenizer> load_sentencepiece_model(const std::string& path,
+                                                    const TokenizerConfig& config);
 
 }  // namespace macserve::tokenizer

@@ -24,18 +24,21 @@ using nlohmann::json;
 
 std::optional<std::string> token_string(const json& v) {
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string())
+    return v["content"].get<std::string>();
   return std::nullopt;  // null, or a shape no tokenizer uses: no such token
 }
 
 std::string chat_template_of(const json& v, const std::string& path) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_null()) return {};
-  if (!v.is_array()) throw_error(ErrorCode::kInvalidModel, "{}: chat_template is neither a string nor a list", path);
+  if (!v.is_array())
+    throw_error(ErrorCode::kInvalidModel, "{}: chat_template is neither a string nor a list", path);
   std::string first;
   for (const auto& t : v) {
     if (!t.is_object() || !t.contains("template") || !t["template"].is_string())
-      throw_error(ErrorCode::kInvalidModel, "{}: chat_template list entries need a \"template\" string", path);
+      throw_error(ErrorCode::kInvalidModel,
+                  "{}: chat_template list entries need a \"template\" string", path);
     const std::string name = t.value("name", std::string());
     if (name == "default") return t["template"].get<std::string>();
     if (first.empty()) first = t["template"].get<std::string>();
@@ -59,12 +62,15 @@ TokenizerConfig read_tokenizer_config(const std::string& dir) {
     if (j.contains("chat_template")) cfg.chat_template = chat_template_of(j["chat_template"], path);
     if (j.contains("bos_token")) cfg.bos_token = token_string(j["bos_token"]);
     if (j.contains("eos_token")) cfg.eos_token = token_string(j["eos_token"]);
-    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean()) cfg.add_bos_token = j["add_bos_token"].get<bool>();
-    if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean()) cfg.add_eos_token = j["add_eos_token"].get<bool>();
+    if (j.contains("add_bos_token") && j["add_bos_token"].is_boolean())
+      cfg.add_bos_token = j["add_bos_token"].get<bool>();
+    if (j.contains("add_eos_token") && j["add_eos_token"].is_boolean())
+      cfg.add_eos_token = j["add_eos_token"].get<bool>();
   }
   // Newer transformers versions save the template in its own file.
   const std::string jinja = (std::filesystem::path(dir) / "chat_template.jinja").string();
-  if (cfg.chat_template.empty() && std::filesystem::exists(jinja)) cfg.chat_template = read_file(jinja);
+  if (cfg.chat_template.empty() && std::filesystem::exists(jinja))
+    cfg.chat_template = read_file(jinja);
   return cfg;
 }
 

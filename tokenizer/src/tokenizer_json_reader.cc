@@ -16,7 +16,9 @@ class Reader : public json::json_sax_t {
   bool null() override { return value(json(nullptr)); }
   bool boolean(bool v) override { return value(json(v)); }
   bool number_integer(number_integer_t v) override { return number(v, json(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return number(static_cast<int64_t>(v), json(v)); }
+  bool number_unsigned(number_unsigned_t v) override {
+    return number(static_cast<int64_t>(v), json(v));
+  }
   bool number_float(number_float_t v, const string_t&) override { return number(-1, json(v)); }
   bool string(string_t& v) override;
   bool binary(binary_t& v) override { return value(json(v)); }
@@ -43,24 +45,31 @@ class Reader : public json::json_sax_t {
 
   TokenizerJson* out_;
   Mode mode_ = Mode::kDom;
-  std::vector<json*> stack_;       // open DOM containers
-  std::vector<std::string> path_;  // the key each open container sits under ("" for the root / arrays)
-  std::string key_;                // the key of the next value in the innermost object
+  std::vector<json*> stack_;  // open DOM containers
+  std::vector<std::string>
+      path_;         // the key each open container sits under ("" for the root / arrays)
+  std::string key_;  // the key of the next value in the innermost object
   std::vector<std::string> pair_;  // a [a, b] merge being read
   std::string error_;
 };
 
 bool Reader::value(json v) {
-  if (mode_ != Mode::kDom) throw_error(ErrorCode::kInvalidModel, "model.vocab / model.merges hold an entry of the wrong type");
-  if (stack_.empty()) out_->rest = std::move(v);
-  else if (stack_.back()->is_array()) stack_.back()->push_back(std::move(v));
-  else (*stack_.back())[key_] = std::move(v);
+  if (mode_ != Mode::kDom)
+    throw_error(ErrorCode::kInvalidModel,
+                "model.vocab / model.merges hold an entry of the wrong type");
+  if (stack_.empty())
+    out_->rest = std::move(v);
+  else if (stack_.back()->is_array())
+    stack_.back()->push_back(std::move(v));
+  else
+    (*stack_.back())[key_] = std::move(v);
   return true;
 }
 
 bool Reader::number(int64_t as_id, json v) {
   if (mode_ != Mode::kVocab) return value(std::move(v));
-  if (as_id < 0 || as_id > INT32_MAX) throw_error(ErrorCode::kInvalidModel, "model.vocab: \"{}\" has a bad id", key_);
+  if (as_id < 0 || as_id > INT32_MAX)
+    throw_error(ErrorCode::kInvalidModel, "model.vocab: \"{}\" has a bad id", key_);
   out_->vocab.emplace_back(std::move(key_), as_id);
   return true;
 }
@@ -73,14 +82,17 @@ bool Reader::string(string_t& v) {
   if (mode_ != Mode::kMerges) return value(json(std::move(v)));
   const std::size_t space = v.find(' ');
   if (space == std::string::npos || v.find(' ', space + 1) != std::string::npos)
-    throw_error(ErrorCode::kInvalidModel, "merge {} \"{}\" is not two tokens", out_->merges.size(), v);
+    throw_error(ErrorCode::kInvalidModel, "merge {} \"{}\" is not two tokens", out_->merges.size(),
+                v);
   out_->merges.emplace_back(v.substr(0, space), v.substr(space + 1));
   return true;
 }
 
 void Reader::open(json container, const std::string& under) {
   value(std::move(container));
-  json* top = stack_.empty() ? &out_->rest : stack_.back()->is_array() ? &stack_.back()->back() : &(*stack_.back())[key_];
+  json* top = stack_.empty()              ? &out_->rest
+              : stack_.back()->is_array() ? &stack_.back()->back()
+                                          : &(*stack_.back())[key_];
   stack_.push_back(top);
   path_.push_back(under);
 }
@@ -105,7 +117,8 @@ bool Reader::end_object() {
     mode_ = Mode::kDom;
     return true;
   }
-  if (mode_ != Mode::kDom) throw_error(ErrorCode::kInvalidModel, "model.merges: an entry is an object");
+  if (mode_ != Mode::kDom)
+    throw_error(ErrorCode::kInvalidModel, "model.merges: an entry is an object");
   stack_.pop_back();
   path_.pop_back();
   return true;
@@ -122,14 +135,17 @@ bool Reader::start_array(std::size_t) {
     out_->has_merges = true;
     return true;
   }
-  if (mode_ != Mode::kDom) throw_error(ErrorCode::kInvalidModel, "model.vocab / model.merges: unexpected array");
+  if (mode_ != Mode::kDom)
+    throw_error(ErrorCode::kInvalidModel, "model.vocab / model.merges: unexpected array");
   open(json::array(), stack_.empty() || stack_.back()->is_array() ? "" : key_);
   return true;
 }
 
 bool Reader::end_array() {
   if (mode_ == Mode::kMergePair) {
-    if (pair_.size() != 2) throw_error(ErrorCode::kInvalidModel, "merge {} is not a pair of tokens", out_->merges.size());
+    if (pair_.size() != 2)
+      throw_error(ErrorCode::kInvalidModel, "merge {} is not a pair of tokens",
+                  out_->merges.size());
     out_->merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
     mode_ = Mode::kMerges;
     return true;
@@ -148,7 +164,8 @@ bool Reader::end_array() {
 TokenizerJson read_tokenizer_json(const std::string& text) {
   TokenizerJson out;
   Reader reader(&out);
-  if (!json::sax_parse(text, &reader)) throw_error(ErrorCode::kInvalidModel, "not valid JSON: {}", reader.error());
+  if (!json::sax_parse(text, &reader))
+    throw_error(ErrorCode::kInvalidModel, "not valid JSON: {}", reader.error());
   return out;
 }
 

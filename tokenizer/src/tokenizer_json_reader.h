@@ -12,6 +12,9 @@
 
 namespace macserve::tokenizer {
 
+// A false positive of bugprone-exception-escape: nlohmann::json's destructor allocates to flatten
+// nested values (std::bad_alloc there terminates); nothing in this struct throws.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct TokenizerJson {
   nlohmann::json rest;  // the document without model.vocab / model.merges
   bool has_vocab = false;

@@ -55,10 +55,12 @@ void configure_pre(const std::string& pre, HfPipeline* p, BpeOptions* options) {
     p->normalizers.push_back(nfc);
     p->pre_tokenizers = {split_step(kQwen2Regex, SplitBehavior::kIsolated), byte_level_step(false)};
   } else if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
-    p->pre_tokenizers = {split_step(kLlama3Regex, SplitBehavior::kIsolated), byte_level_step(false)};
+    p->pre_tokenizers = {split_step(kLlama3Regex, SplitBehavior::kIsolated),
+                         byte_level_step(false)};
     options->ignore_merges = true;
   } else if (pre == "smollm") {  // Digits(individual_digits) + ByteLevel with the GPT-2 regex
-    p->pre_tokenizers = {split_step(kRustNumericClass, SplitBehavior::kIsolated), byte_level_step(true)};
+    p->pre_tokenizers = {split_step(kRustNumericClass, SplitBehavior::kIsolated),
+                         byte_level_step(true)};
   } else {
     if (pre != "gpt2" && pre != "default" && !pre.empty())
       spdlog::warn("tokenizer: unknown GGUF pre-tokenizer \"{}\", using the GPT-2 regex", pre);
@@ -78,13 +80,15 @@ void add_typed_tokens(const VocabData& v, bool unknown_too, AddedVocabulary* add
   }
 }
 
-std::vector<std::pair<std::string, std::string>> split_merges(const std::vector<std::string>& merges) {
+std::vector<std::pair<std::string, std::string>> split_merges(
+    const std::vector<std::string>& merges) {
   std::vector<std::pair<std::string, std::string>> out;
   out.reserve(merges.size());
   for (const auto& m : merges) {
     const std::size_t space = m.find(' ');
     if (space == std::string::npos || m.find(' ', space + 1) != std::string::npos)
-      throw_error(ErrorCode::kInvalidModel, "GGUF merge {} \"{}\" is not two tokens", out.size(), m);
+      throw_error(ErrorCode::kInvalidModel, "GGUF merge {} \"{}\" is not two tokens", out.size(),
+                  m);
     out.emplace_back(m.substr(0, space), m.substr(space + 1));
   }
   return out;
@@ -96,7 +100,8 @@ void build_byte_level(const VocabData& v, HfPipeline* p) {
   Vocab vocab;
   vocab.reserve(v.tokens.size());
   for (std::size_t i = 0; i < v.tokens.size(); ++i) vocab.add(v.tokens[i], static_cast<int32_t>(i));
-  p->model = std::make_unique<BpeModel>(std::move(vocab), split_merges(v.merges), std::move(options));
+  p->model =
+      std::make_unique<BpeModel>(std::move(vocab), split_merges(v.merges), std::move(options));
   add_typed_tokens(v, /*unknown_too=*/false, &p->added);
   p->has_decoder = true;
   p->decoders.push_back(decoder_step(DecoderKind::kByteLevel));
@@ -114,15 +119,18 @@ std::vector<PieceType> piece_types(const VocabData& v) {
     if (v.token_types.empty()) {  // old files: infer what the types would say
       if (parse_byte_token(v.tokens[i]) >= 0) types[i] = PieceType::kByte;
       if (static_cast<int64_t>(i) == v.unk_id) types[i] = PieceType::kUnknown;
-      if (static_cast<int64_t>(i) == v.bos_id || static_cast<int64_t>(i) == v.eos_id) types[i] = PieceType::kControl;
+      if (static_cast<int64_t>(i) == v.bos_id || static_cast<int64_t>(i) == v.eos_id)
+        types[i] = PieceType::kControl;
     }
   }
   return types;
 }
 
 void build_sentencepiece_bpe(const VocabData& v, HfPipeline* p) {
-  const std::vector<float> scores = v.scores.empty() ? std::vector<float>(v.tokens.size(), 0.0f) : v.scores;
-  p->model = std::make_unique<ScoreBpeModel>(v.tokens, scores, piece_types(v), static_cast<int32_t>(v.unk_id));
+  const std::vector<float> scores =
+      v.scores.empty() ? std::vector<float>(v.tokens.size(), 0.0f) : v.scores;
+  p->model = std::make_unique<ScoreBpeModel>(v.tokens, scores, piece_types(v),
+                                             static_cast<int32_t>(v.unk_id));
   if (v.add_space_prefix) {
     NormalizerStep prepend;
     prepend.kind = NormalizerKind::kPrepend;
@@ -139,7 +147,8 @@ void build_sentencepiece_bpe(const VocabData& v, HfPipeline* p) {
   DecoderStep to_space = decoder_step(DecoderKind::kReplace);
   to_space.pattern = std::make_shared<const Regex>(kSpaceSymbol, true);
   to_space.content = std::string(1, ' ');
-  p->decoders = {to_space, decoder_step(DecoderKind::kByteFallback), decoder_step(DecoderKind::kFuse)};
+  p->decoders = {to_space, decoder_step(DecoderKind::kByteFallback),
+                 decoder_step(DecoderKind::kFuse)};
   if (v.add_space_prefix) {  // the space that Prepend added to the first word
     DecoderStep strip = decoder_step(DecoderKind::kStrip);
     strip.content = std::string(1, ' ');
@@ -152,11 +161,15 @@ void check_vocab(const VocabData& v) {
   const auto n = static_cast<int64_t>(v.tokens.size());
   if (n == 0) throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: no tokens");
   if (!v.token_types.empty() && static_cast<int64_t>(v.token_types.size()) != n)
-    throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: {} tokens but {} token types", n, v.token_types.size());
+    throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: {} tokens but {} token types", n,
+                v.token_types.size());
   if (!v.scores.empty() && static_cast<int64_t>(v.scores.size()) != n)
-    throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: {} tokens but {} scores", n, v.scores.size());
+    throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: {} tokens but {} scores", n,
+                v.scores.size());
   for (const int64_t id : {v.bos_id, v.eos_id, v.unk_id, v.pad_id})
-    if (id < -1 || id >= n) throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: token id {} is outside 0..{}", id, n - 1);
+    if (id < -1 || id >= n)
+      throw_error(ErrorCode::kInvalidModel, "GGUF vocabulary: token id {} is outside 0..{}", id,
+                  n - 1);
 }
 
 }  // namespace
@@ -164,9 +177,13 @@ void check_vocab(const VocabData& v) {
 std::unique_ptr<Tokenizer> tokenizer_from_vocab(const VocabData& v) {
   check_vocab(v);
   HfPipeline p;
-  if (v.model == "gpt2") build_byte_level(v, &p);
-  else if (v.model == "llama") build_sentencepiece_bpe(v, &p);
-  else throw_error(ErrorCode::kUnsupported, "GGUF tokenizer model \"{}\" is not supported (gpt2, llama)", v.model);
+  if (v.model == "gpt2")
+    build_byte_level(v, &p);
+  else if (v.model == "llama")
+    build_sentencepiece_bpe(v, &p);
+  else
+    throw_error(ErrorCode::kUnsupported,
+                "GGUF tokenizer model \"{}\" is not supported (gpt2, llama)", v.model);
   p.bos_id = static_cast<int32_t>(v.bos_id);
   p.eos_id = static_cast<int32_t>(v.eos_id);
   if (v.add_bos && p.bos_id >= 0) p.prefix_ids.push_back(p.bos_id);

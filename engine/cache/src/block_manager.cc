@@ -7,8 +7,11 @@
 namespace macserve::cache {
 
 BlockManager::BlockManager(int64_t num_blocks, int64_t block_size, bool enable_prefix_caching)
-    : block_size_(block_size), prefix_caching_(enable_prefix_caching), blocks_(static_cast<std::size_t>(num_blocks)) {
-  MACSERVE_CHECK(num_blocks > 0 && block_size > 0, "need blocks ({} of {} tokens)", num_blocks, block_size);
+    : block_size_(block_size),
+      prefix_caching_(enable_prefix_caching),
+      blocks_(static_cast<std::size_t>(num_blocks)) {
+  MACSERVE_CHECK(num_blocks > 0 && block_size > 0, "need blocks ({} of {} tokens)", num_blocks,
+                 block_size);
   for (int32_t i = 0; i < num_blocks; ++i) blocks_[i].free_pos = free_.insert(free_.end(), i);
 }
 
@@ -48,7 +51,8 @@ int64_t BlockManager::cached_prefix_tokens(const std::vector<int32_t>& tokens) c
   return n * block_size_;
 }
 
-int64_t BlockManager::prefix_blocks_from_free_list(const std::vector<int32_t>& tokens, int64_t num_cached) const {
+int64_t BlockManager::prefix_blocks_from_free_list(const std::vector<int32_t>& tokens,
+                                                   int64_t num_cached) const {
   int64_t n = 0;
   uint64_t prev = 0;
   for (int64_t i = 0; i < num_cached / block_size_; ++i) {
@@ -58,8 +62,11 @@ int64_t BlockManager::prefix_blocks_from_free_list(const std::vector<int32_t>& t
   return n;
 }
 
-void BlockManager::acquire_prefix(const std::vector<int32_t>& tokens, int64_t num_cached, std::vector<int32_t>& table) {
-  MACSERVE_CHECK(table.empty() && num_cached % block_size_ == 0, "acquire_prefix on a non-empty table");
+void BlockManager::acquire_prefix(const std::vector<int32_t>& tokens, int64_t num_cached,
+                                  std::vector<int32_t>& table) {
+  MACSERVE_CHECK(table.empty() && num_cached % block_size_ == 0,
+                 "acquire_prefix on a non-empty table");
+  if (!prefix_caching_) return;
   stats_.prefix_queries += (static_cast<int64_t>(tokens.size()) - 1) / block_size_;
   stats_.prefix_hits += num_cached / block_size_;
   uint64_t prev = 0;
@@ -87,15 +94,18 @@ int32_t BlockManager::take_free_block() {
 }
 
 // The first position written is num_computed; its block needs a private copy when shared.
-bool BlockManager::needs_copy(const std::vector<int32_t>& table, int64_t num_computed, int64_t num_tokens) const {
+bool BlockManager::needs_copy(const std::vector<int32_t>& table, int64_t num_computed,
+                              int64_t num_tokens) const {
   const int64_t idx = num_computed / block_size_;
   return num_tokens > num_computed && idx < static_cast<int64_t>(table.size()) &&
          blocks_[table[static_cast<std::size_t>(idx)]].ref_count > 1;
 }
 
-bool BlockManager::can_grow(const std::vector<int32_t>& table, int64_t num_computed, int64_t num_tokens) const {
-  const int64_t needed = std::max<int64_t>(0, blocks_for_tokens(num_tokens) - static_cast<int64_t>(table.size())) +
-                         (needs_copy(table, num_computed, num_tokens) ? 1 : 0);
+bool BlockManager::can_grow(const std::vector<int32_t>& table, int64_t num_computed,
+                            int64_t num_tokens) const {
+  const int64_t needed =
+      std::max<int64_t>(0, blocks_for_tokens(num_tokens) - static_cast<int64_t>(table.size())) +
+      (needs_copy(table, num_computed, num_tokens) ? 1 : 0);
   return needed <= num_free_blocks();
 }
 
@@ -111,13 +121,15 @@ void BlockManager::grow(std::vector<int32_t>& table, int64_t num_computed, int64
     copies.push_back({src, dst});
     ++stats_.cow_copies;
   }
-  while (static_cast<int64_t>(table.size()) < blocks_for_tokens(num_tokens)) table.push_back(take_free_block());
+  while (static_cast<int64_t>(table.size()) < blocks_for_tokens(num_tokens))
+    table.push_back(take_free_block());
 }
 
 int64_t BlockManager::seal(const std::vector<int32_t>& table, const std::vector<int32_t>& tokens,
                            int64_t num_computed, int64_t num_sealed) {
   if (!prefix_caching_) return num_sealed;
-  const int64_t full = std::min<int64_t>(num_computed / block_size_, static_cast<int64_t>(table.size()));
+  const int64_t full =
+      std::min<int64_t>(num_computed / block_size_, static_cast<int64_t>(table.size()));
   for (int64_t i = num_sealed; i < full; ++i) {
     Block& b = blocks_[table[static_cast<std::size_t>(i)]];
     const uint64_t prev = i == 0 ? 0 : blocks_[table[static_cast<std::size_t>(i - 1)]].hash;

@@ -2,16 +2,19 @@
 
 namespace macserve::cache {
 
-KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_blocks, int64_t block_size,
-               MacRingSpec mac)
+KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_blocks,
+               int64_t block_size, MacRingSpec mac)
     : backend_(backend) {
   view_.layout = {num_blocks, c.num_kv_heads, block_size, c.head_dim};
   for (int64_t i = 0; i < c.num_layers; ++i) {
-    view_.k.push_back(backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
-    view_.v.push_back(backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+    view_.k.push_back(
+        backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
+    view_.v.push_back(
+        backend.alloc(backend.kv_dtype(), {num_blocks, c.num_kv_heads, block_size, c.head_dim}));
     bytes_ += static_cast<int64_t>(view_.k.back().nbytes() + view_.v.back().nbytes());
     if (mac.num_slots > 0)
-      view_.mac_rings.push_back(backend.alloc_mac_ring(mac.num_slots, mac.window, c.num_q_heads, c.head_dim, mac.bf16));
+      view_.mac_rings.push_back(
+          backend.alloc_mac_ring(mac.num_slots, mac.window, c.num_q_heads, c.head_dim, mac.bf16));
   }
   ring_bytes_ = mac.num_slots * mac_ring_bytes_per_slot(c, mac);
 }
@@ -19,8 +22,10 @@ KvPool::KvPool(backend::Backend& backend, const ModelConfig& c, int64_t num_bloc
 void KvPool::copy_blocks(const std::vector<BlockCopy>& copies) {
   for (const BlockCopy& c : copies) {
     for (std::size_t l = 0; l < view_.k.size(); ++l) {
-      backend_.copy(view_.k[l].slice_rows(c.src, c.src + 1), view_.k[l].slice_rows(c.dst, c.dst + 1));
-      backend_.copy(view_.v[l].slice_rows(c.src, c.src + 1), view_.v[l].slice_rows(c.dst, c.dst + 1));
+      backend_.copy(view_.k[l].slice_rows(c.src, c.src + 1),
+                    view_.k[l].slice_rows(c.dst, c.dst + 1));
+      backend_.copy(view_.v[l].slice_rows(c.src, c.src + 1),
+                    view_.v[l].slice_rows(c.dst, c.dst + 1));
     }
   }
 }

@@ -17,7 +17,8 @@ int32_t MacState::acquire() {
 }
 
 void MacState::release(int32_t slot) {
-  MACSERVE_CHECK(slot >= 0 && slot < num_slots() && in_use_[slot], "release of MAC slot {} not in use", slot);
+  MACSERVE_CHECK(slot >= 0 && slot < num_slots() && in_use_[slot],
+                 "release of MAC slot {} not in use", slot);
   in_use_[slot] = false;
   free_.push_back(slot);
 }

@@ -4,25 +4,46 @@ namespace macserve::engine {
 
 const char* to_string(FinishReason reason) {
   switch (reason) {
-    case FinishReason::kNone: return "none";
-    case FinishReason::kStop: return "stop";
-    case FinishReason::kLength: return "length";
-    case FinishReason::kAbort: return "abort";
-    case FinishReason::kError: return "error";
+    case FinishReason::kNone:
+      return "none";
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
   }
   return "none";
 }
 
 const char* to_string(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kNone: return "none";
-    case ErrorKind::kInvalidRequest: return "invalid_request";
-    case ErrorKind::kContextLength: return "context_length_exceeded";
-    case ErrorKind::kQueueFull: return "queue_full";
-    case ErrorKind::kUnavailable: return "unavailable";
-    case ErrorKind::kInternal: return "internal";
+    case ErrorKind::kNone:
+      return "none";
+    case ErrorKind::kInvalidRequest:
+      return "invalid_request";
+    case ErrorKind::kContextLength:
+      return "context_length_exceeded";
+    case ErrorKind::kQueueFull:
+      return "queue_full";
+    case ErrorKind::kUnavailable:
+      return "unavailable";
+    case ErrorKind::kInternal:
+      return "internal";
   }
   return "none";
+}
+
+const char* to_string(SchedulingPolicy policy) {
+  switch (policy) {
+    case SchedulingPolicy::kFcfs:
+      return "fcfs";
+    case SchedulingPolicy::kPriority:
+      return "priority";
+  }
+  return "fcfs";
 }
 
 bool ResponseStream::next(RequestOutput& out) {
@@ -68,7 +89,8 @@ void ResponseStream::push(RequestOutput out) {
     std::lock_guard lock(mu_);
     if (done_) return;
     // An error ends the whole request (all n completions) at once.
-    if (out.finished && (--remaining_ == 0 || out.finish_reason == FinishReason::kError)) done_ = true;
+    if (out.finished && (--remaining_ == 0 || out.finish_reason == FinishReason::kError))
+      done_ = true;
     queue_.push_back(std::move(out));
     listener = listener_;
   }

@@ -14,8 +14,10 @@ namespace {
 
 // Elements [first, first + n) of a ring array (bf16 as u16, or f32) as floats, through the
 // backend's copy (a synchronous one on a device: the dump is a debugging aid, run after the step).
-std::vector<float> ring_values(backend::Backend& be, const void* base, bool bf16, int64_t first, int64_t n) {
-  void* p = const_cast<char*>(static_cast<const char*>(base)) + static_cast<std::size_t>(first) * (bf16 ? 2 : 4);
+std::vector<float> ring_values(backend::Backend& be, const void* base, bool bf16, int64_t first,
+                               int64_t n) {
+  void* p = const_cast<char*>(static_cast<const char*>(base)) +
+            static_cast<std::size_t>(first) * (bf16 ? 2 : 4);
   std::vector<float> out(static_cast<std::size_t>(n));
   if (!bf16) {
     be.copy_to_host(Tensor(p, DType::kF32, {n}, be.device()), out.data());
@@ -27,7 +29,9 @@ std::vector<float> ring_values(backend::Backend& be, const void* base, bool bf16
   return out;
 }
 
-nlohmann::json finite_or_null(float v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); }
+nlohmann::json finite_or_null(float v) {
+  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+}
 
 }  // namespace
 
@@ -37,11 +41,15 @@ void ModelRunner::dump_mac(const SchedulerOutput& batch, const models::StepInput
   const int64_t S = in.num_seqs(), Hq = c.num_q_heads, D = c.head_dim, M = mac_.config.window;
   for (int64_t s = 0; s < S; ++s) {
     const Sequence& seq = *batch.seqs[static_cast<std::size_t>(s)].seq;
-    if (seq.arrival_order != 1 || seq.index != 0 || in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode)
+    if (seq.arrival_order != 1 || seq.index != 0 ||
+        in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode)
       continue;
     const int64_t m = in.context_lens[static_cast<std::size_t>(s)] - 1;
-    nlohmann::json line = {{"request", seq.id}, {"step", dump_steps_++}, {"position", m},
-                           {"ring_slot", seq.ring_slot}, {"ring_valid_from", seq.ring_valid_from}};
+    nlohmann::json line = {{"request", seq.id},
+                           {"step", dump_steps_++},
+                           {"position", m},
+                           {"ring_slot", seq.ring_slot},
+                           {"ring_valid_from", seq.ring_valid_from}};
     nlohmann::json layers = nlohmann::json::array();
     for (int64_t l = 0; l < c.num_layers; ++l) {
       // the step's ring row: Hq heads x D, contiguous in q and o, Hq values in lse
@@ -56,8 +64,11 @@ void ModelRunner::dump_mac(const SchedulerOutput& batch, const models::StepInput
       }
       nlohmann::json heads = nlohmann::json::array();
       for (int64_t h = 0; h < Hq; ++h) {
-        const kernels::MacHeadDecision& d = out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)];
-        nlohmann::json head = {{"eligible", bool(d.eligible)}, {"hit", bool(d.hit)}, {"matched", d.matched},
+        const kernels::MacHeadDecision& d =
+            out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)];
+        nlohmann::json head = {{"eligible", bool(d.eligible)},
+                               {"hit", bool(d.hit)},
+                               {"matched", d.matched},
                                {"distance", finite_or_null(d.distance)}};
         if (seq.ring_slot >= 0) {
           const auto at = static_cast<std::ptrdiff_t>(h * D);
@@ -67,8 +78,10 @@ void ModelRunner::dump_mac(const SchedulerOutput& batch, const models::StepInput
         }
         heads.push_back(std::move(head));
       }
-      layers.push_back({{"layer", l}, {"heads", std::move(heads)},
-                        {"kv_tokens_read", out.kv_tokens_read[static_cast<std::size_t>(l * S + s)]}});
+      layers.push_back(
+          {{"layer", l},
+           {"heads", std::move(heads)},
+           {"kv_tokens_read", out.kv_tokens_read[static_cast<std::size_t>(l * S + s)]}});
     }
     line["layers"] = std::move(layers);
     const std::string text = line.dump() + "\n";

@@ -8,7 +8,8 @@
 
 namespace macserve::engine {
 
-ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv, MacRunnerOptions mac)
+ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv,
+                         MacRunnerOptions mac)
     : backend_(backend), model_(model), kv_(kv), mac_(std::move(mac)), audit_rng_(mac_.audit_seed) {
   const auto layers = static_cast<std::size_t>(model.config().num_layers);
   totals_.layer_heads.assign(layers, 0);
@@ -18,7 +19,8 @@ ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache:
   totals_.layer_audit_ref_sq.assign(layers, 0.0);
   if (!mac_.dump_path.empty()) {
     dump_ = std::fopen(mac_.dump_path.c_str(), "w");
-    if (dump_ == nullptr) throw_error(ErrorCode::kInvalidArgument, "cannot write the MAC dump to {}", mac_.dump_path);
+    if (dump_ == nullptr)
+      throw_error(ErrorCode::kInvalidArgument, "cannot write the MAC dump to {}", mac_.dump_path);
   }
 }
 
@@ -39,7 +41,8 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
   models::StepInputs in;
   const int64_t block_size = kv_.view().layout.block_size;
   for (const ScheduledSeq& s : batch.seqs)
-    in.max_blocks_per_seq = std::max<int64_t>(in.max_blocks_per_seq, static_cast<int64_t>(s.seq->block_table.size()));
+    in.max_blocks_per_seq =
+        std::max<int64_t>(in.max_blocks_per_seq, static_cast<int64_t>(s.seq->block_table.size()));
   in.query_start.push_back(0);
   in.mac.enabled = mac_.enabled;
   in.mac.config = mac_.config;
@@ -47,7 +50,8 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
     const Sequence& seq = *s.seq;
     for (int64_t pos = seq.num_computed; pos < seq.num_computed + s.num_new_tokens; ++pos) {
       // -1: sampled by the step in flight, filled in by finalize().
-      in.token_ids.push_back(pos < seq.total_len() ? seq.tokens[static_cast<std::size_t>(pos)] : -1);
+      in.token_ids.push_back(pos < seq.total_len() ? seq.tokens[static_cast<std::size_t>(pos)]
+                                                   : -1);
       in.positions.push_back(static_cast<int32_t>(pos));
       const int32_t block = seq.block_table[static_cast<std::size_t>(pos / block_size)];
       in.slot_mapping.push_back(static_cast<int64_t>(block) * block_size + pos % block_size);
@@ -59,14 +63,22 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
     in.block_tables.insert(in.block_tables.end(), row.begin(), row.end());
     if (s.sample) in.logits_rows.push_back(static_cast<int32_t>(in.token_ids.size()) - 1);
     if (mac_.enabled) {
-      // A decode is one new token after this admission's prefill; anything else is exact.
+      // A decode is one new token after this admission's prefill; other chunks are exact and build
+      // ring rows. Without a ring slot (MAC cannot act on it, or the pool is empty) it is plain.
       const bool decode = s.num_new_tokens == 1 && seq.num_computed >= seq.prefill_end;
-      in.mac.modes.push_back(decode ? kernels::kMacDecode : kernels::kMacExact);
+      const bool ring = seq.ring_slot >= 0;
+      in.mac.modes.push_back(!ring    ? kernels::kMacPlain
+                             : decode ? kernels::kMacDecode
+                                      : kernels::kMacExact);
       in.mac.ring_slots.push_back(seq.ring_slot);
       in.mac.ring_valid_from.push_back(static_cast<int32_t>(seq.ring_valid_from));
       in.mac.rows_from.push_back(static_cast<int32_t>(seq.ring_valid_from));
     }
   }
+  // A step without a ring-holding sequence is a full-attention step (no MAC work at all).
+  if (in.mac.enabled && std::all_of(in.mac.modes.begin(), in.mac.modes.end(),
+                                    [](int8_t m) { return m == kernels::kMacPlain; }))
+    in.mac = {};
   return in;
 }
 
@@ -83,7 +95,7 @@ void ModelRunner::finalize(const SchedulerOutput& batch, models::StepInputs& in)
         in.slot_mapping[static_cast<std::size_t>(t)] = -1;
       }
       if (!in.mac.modes.empty()) {
-        in.mac.modes[s] = kernels::kMacExact;
+        in.mac.modes[s] = kernels::kMacPlain;
         in.mac.ring_slots[s] = -1;
       }
       continue;
@@ -93,7 +105,8 @@ void ModelRunner::finalize(const SchedulerOutput& batch, models::StepInputs& in)
       int32_t& id = in.token_ids[static_cast<std::size_t>(t)];
       if (id >= 0) continue;
       const int64_t pos = first + (t - begin);
-      MACSERVE_CHECK(pos < seq.total_len(), "sequence {}: token at position {} was not sampled", seq.id, pos);
+      MACSERVE_CHECK(pos < seq.total_len(), "sequence {}: token at position {} was not sampled",
+                     seq.id, pos);
       id = seq.tokens[static_cast<std::size_t>(pos)];
     }
   }
@@ -116,20 +129,22 @@ void ModelRunner::reserve_logits(std::size_t n) {
   }
 }
 
-void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in, bool greedy_on_device) {
+void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in,
+                         bool greedy_on_device) {
   MACSERVE_CHECK(!in_flight_, "a step is already in flight");
   kv_.copy_blocks(batch.copies);
-  if (mac_.enabled && mac_.audit_rate > 0.0)
+  if (in.mac.enabled && mac_.audit_rate > 0.0)
     in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
   mac_out_ = {};
-  Tensor logits = model_.forward(in, kv_.view(), mac_.enabled ? &mac_out_ : nullptr);
+  Tensor logits = model_.forward(in, kv_.view(), in.mac.enabled ? &mac_out_ : nullptr);
   greedy_step_ = greedy_on_device && logits.numel() > 0;
   if (greedy_step_) {
     const int64_t rows = logits.dim(0);
     if (rows > greedy_capacity_) {
       release_greedy_host();
       greedy_capacity_ = (rows + 1023) / 1024 * 1024;  // a whole number of 4 KiB pages
-      greedy_host_ = static_cast<int32_t*>(std::aligned_alloc(4096, static_cast<std::size_t>(greedy_capacity_) * 4));
+      greedy_host_ = static_cast<int32_t*>(
+          std::aligned_alloc(4096, static_cast<std::size_t>(greedy_capacity_) * 4));
       MACSERVE_CHECK(greedy_host_ != nullptr, "out of host memory");
       backend_.register_host_buffer(greedy_host_, static_cast<std::size_t>(greedy_capacity_) * 4);
       greedy_dev_ = backend_.alloc(DType::kI32, {greedy_capacity_});
@@ -151,7 +166,7 @@ const std::vector<float>& ModelRunner::wait() {
   MACSERVE_CHECK(in_flight_, "no step in flight");
   in_flight_ = false;
   backend_.synchronize();
-  if (mac_.enabled) {
+  if (in_.mac.enabled) {
     // The telemetry's device -> host copy was enqueued before the logits copy; synchronize() above
     // covered both.
     model_.read_mac_outputs(mac_out_);
@@ -170,14 +185,16 @@ void ModelRunner::account_mac(const SchedulerOutput& batch, const models::StepIn
                               const models::MacStepOutputs& out) {
   const ModelConfig& c = model_.config();
   const int64_t S = in.num_seqs(), Hq = c.num_q_heads;
-  const int64_t kv_token_bytes = 2 * c.head_dim * static_cast<int64_t>(dtype_size(kv_.view().k[0].dtype()));
+  const int64_t kv_token_bytes =
+      2 * c.head_dim * static_cast<int64_t>(dtype_size(kv_.view().k[0].dtype()));
   for (int64_t s = 0; s < S; ++s) {
     if (in.mac.modes[static_cast<std::size_t>(s)] != kernels::kMacDecode) continue;
     MacUsage& u = batch.seqs[static_cast<std::size_t>(s)].seq->mac;
     ++u.decode_steps;
     for (int64_t l = 0; l < c.num_layers; ++l) {
       for (int64_t h = 0; h < Hq; ++h) {
-        const kernels::MacHeadDecision& d = out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)];
+        const kernels::MacHeadDecision& d =
+            out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)];
         ++u.heads;
         u.eligible_heads += d.eligible;
         u.hit_heads += d.hit;
@@ -190,12 +207,16 @@ void ModelRunner::account_mac(const SchedulerOutput& batch, const models::StepIn
         int64_t hits = 0;
         for (int64_t h = g * group; h < (g + 1) * group; ++h)
           hits += out.decisions[static_cast<std::size_t>((l * S + s) * Hq + h)].hit;
-        if (hits == group) ++u.groups_all_hit, ++totals_.groups_all_hit;
-        else if (hits > 0) ++u.groups_mixed, ++totals_.groups_mixed;
-        else ++u.groups_all_miss, ++totals_.groups_all_miss;
+        if (hits == group)
+          ++u.groups_all_hit, ++totals_.groups_all_hit;
+        else if (hits > 0)
+          ++u.groups_mixed, ++totals_.groups_mixed;
+        else
+          ++u.groups_all_miss, ++totals_.groups_all_miss;
       }
       const int64_t read = out.kv_tokens_read[static_cast<std::size_t>(l * S + s)] * kv_token_bytes;
-      const int64_t full = static_cast<int64_t>(in.context_lens[static_cast<std::size_t>(s)]) * c.num_kv_heads * kv_token_bytes;
+      const int64_t full = static_cast<int64_t>(in.context_lens[static_cast<std::size_t>(s)]) *
+                           c.num_kv_heads * kv_token_bytes;
       u.kv_bytes_read += read;
       u.kv_bytes_full += full;
       totals_.kv_bytes_read += read;

@@ -40,14 +40,17 @@ bool RequestSampler::is_plain_argmax(bool suppress_eos) const {
          params_.frequency_penalty == 0.0f && !suppress_eos;
 }
 
-void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
+void RequestSampler::apply_penalties(float* logits, int64_t vocab,
+                                     const std::vector<int32_t>& tokens,
                                      std::size_t prompt_len) const {
   if (params_.repetition_penalty != 1.0f) {  // over prompt and generated tokens
     std::vector<bool> seen(static_cast<std::size_t>(vocab), false);
-    for (int32_t t : tokens) if (t >= 0 && t < vocab) seen[t] = true;
+    for (int32_t t : tokens)
+      if (t >= 0 && t < vocab) seen[t] = true;
     for (int64_t i = 0; i < vocab; ++i) {
       if (!seen[i]) continue;
-      logits[i] = logits[i] > 0 ? logits[i] / params_.repetition_penalty : logits[i] * params_.repetition_penalty;
+      logits[i] = logits[i] > 0 ? logits[i] / params_.repetition_penalty
+                                : logits[i] * params_.repetition_penalty;
     }
   }
   if (params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) {
@@ -60,8 +63,9 @@ void RequestSampler::apply_penalties(float* logits, int64_t vocab, const std::ve
   }
 }
 
-SampleResult RequestSampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& tokens,
-                                    std::size_t prompt_len, bool suppress_eos, int32_t eos_id) {
+SampleResult RequestSampler::sample(float* logits, int64_t vocab,
+                                    const std::vector<int32_t>& tokens, std::size_t prompt_len,
+                                    bool suppress_eos, int32_t eos_id) {
   SampleResult result;
   std::vector<float> raw_logprobs;
   if (params_.logprobs >= 0) raw_logprobs = log_softmax(logits, vocab);
@@ -82,20 +86,26 @@ SampleResult RequestSampler::sample(float* logits, int64_t vocab, const std::vec
     std::iota(order.begin(), order.end(), 0);
     int64_t keep = vocab;
     if (params_.top_k > 0) keep = std::min<int64_t>(keep, params_.top_k);
-    auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+    auto by_logit = [&](int32_t a, int32_t b) {
+      return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
     std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_logit);
     order.resize(static_cast<std::size_t>(keep));
     const float mx = logits[order[0]];
     std::vector<double> probs(order.size());
     double sum = 0.0;
-    for (std::size_t i = 0; i < order.size(); ++i) sum += probs[i] = std::exp(static_cast<double>((logits[order[i]] - mx) * inv_t));
+    for (std::size_t i = 0; i < order.size(); ++i)
+      sum += probs[i] = std::exp(static_cast<double>((logits[order[i]] - mx) * inv_t));
     for (double& p : probs) p /= sum;
     std::size_t n = probs.size();
     if (params_.top_p < 1.0f) {  // smallest prefix whose mass reaches top_p (at least one token)
       double cum = 0.0;
       for (std::size_t i = 0; i < probs.size(); ++i) {
         cum += probs[i];
-        if (cum >= params_.top_p) { n = i + 1; break; }
+        if (cum >= params_.top_p) {
+          n = i + 1;
+          break;
+        }
       }
     }
     if (params_.min_p > 0.0f) {  // drop tokens below min_p x the top probability
@@ -112,7 +122,10 @@ SampleResult RequestSampler::sample(float* logits, int64_t vocab, const std::vec
     result.token = order[n - 1];
     for (std::size_t i = 0; i < n; ++i) {
       acc += probs[i];
-      if (u < acc) { result.token = order[i]; break; }
+      if (u < acc) {
+        result.token = order[i];
+        break;
+      }
     }
   }
   if (params_.logprobs >= 0) {

@@ -7,21 +7,46 @@
 namespace macserve::engine {
 
 bool Scheduler::ranks_before(const Sequence* a, const Sequence* b) const {
-  if (limits_.policy == SchedulingPolicy::kPriority && a->priority != b->priority) return a->priority < b->priority;
+  if (limits_.policy == SchedulingPolicy::kPriority && a->priority != b->priority)
+    return a->priority < b->priority;
   if (a->arrival_order != b->arrival_order) return a->arrival_order < b->arrival_order;
   return a->index < b->index;
 }
 
 void Scheduler::add(Sequence* seq) {
   seq->status = SeqStatus::kWaiting;
-  auto pos = std::upper_bound(waiting_.begin(), waiting_.end(), seq,
-                              [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
+  auto pos =
+      std::upper_bound(waiting_.begin(), waiting_.end(), seq,
+                       [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
   waiting_.insert(pos, seq);
 }
 
 void Scheduler::release_ring(Sequence* seq) {
   if (mac_ != nullptr && seq->ring_slot >= 0) mac_->release(seq->ring_slot);
   seq->ring_slot = -1;
+}
+
+int64_t Scheduler::ring_rows_from(const Sequence& seq) const {
+  const int64_t last_decode =
+      seq.prompt_len + seq.params.max_tokens - 2;  // its token is never computed
+  const int64_t first_match = std::max(ring_policy_.min_context, seq.prefill_end);
+  if (last_decode < first_match) return -1;
+  return std::max<int64_t>(0, first_match - ring_policy_.window);
+}
+
+// Called for every scheduled sequence: a slot when this step computes a row that a later decode
+// can match. Rows before the slot was taken were never built, so they are never candidates.
+void Scheduler::take_ring(Sequence* seq, int64_t num_new_tokens) {
+  if (mac_ == nullptr || seq->ring_slot >= 0 || seq->ring_rows_from < 0) return;
+  if (seq->num_computed + num_new_tokens <= seq->ring_rows_from) return;  // no such row yet
+  if (mac_->num_free() == 0) {
+    if (!seq->ring_missed) ++ring_stats_.misses;
+    seq->ring_missed = true;
+    return;
+  }
+  seq->ring_slot = mac_->acquire();
+  seq->ring_valid_from = std::max(seq->ring_rows_from, seq->num_computed);
+  ++ring_stats_.taken;
 }
 
 void Scheduler::preempt(Sequence* seq) {
@@ -43,26 +68,25 @@ bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) 
   const int64_t start = std::max(cached, seq->num_computed);
   const int64_t n = std::min(seq->total_len() - start, budget);
   const int64_t need = blocks_.prefix_blocks_from_free_list(seq->tokens, cached) +
-                       blocks_.blocks_for_tokens(start + n) - static_cast<int64_t>(seq->block_table.size()) -
-                       cached / bs;
+                       blocks_.blocks_for_tokens(start + n) -
+                       static_cast<int64_t>(seq->block_table.size()) - cached / bs;
   if (need > blocks_.num_free_blocks()) return false;
-  if (mac_ != nullptr && mac_->num_free() == 0) return false;
-  if (cached > 0) {
-    blocks_.acquire_prefix(seq->tokens, cached, seq->block_table);
-    seq->num_computed = cached;
-  }
+  // Every lookup counts as a prefix-cache query, a miss included (hit rate = hits / queries).
+  if (seq->block_table.empty()) blocks_.acquire_prefix(seq->tokens, cached, seq->block_table);
+  if (cached > 0) seq->num_computed = cached;
   if (seq->num_preemptions == 0) seq->num_cached_prompt = std::min(cached, seq->prompt_len);
   blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
-  // This admission's prefill (re)builds ring rows for the last M positions it computes; rows of
-  // prefix-cached positions are not built, so they are not candidates either.
+  // This admission's prefill (re)builds the ring rows its decodes can match (rows of prefix-cached
+  // positions are not built, so they are not candidates either); a ring slot comes with the first
+  // such row.
   seq->prefill_end = seq->total_len();
-  if (mac_ != nullptr) {
-    seq->ring_slot = mac_->acquire();
-    seq->ring_valid_from = std::max<int64_t>({0, seq->total_len() - mac_window_, seq->num_computed});
-  }
+  seq->ring_rows_from = mac_ != nullptr ? ring_rows_from(*seq) : -1;
+  seq->ring_missed = false;
+  take_ring(seq, n);
   seq->status = SeqStatus::kRunning;
-  auto pos = std::upper_bound(running_.begin(), running_.end(), seq,
-                              [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
+  auto pos =
+      std::upper_bound(running_.begin(), running_.end(), seq,
+                       [&](const Sequence* a, const Sequence* b) { return ranks_before(a, b); });
   running_.insert(pos, seq);
   out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len()});
   out.num_batched_tokens += n;
@@ -88,6 +112,7 @@ SchedulerOutput Scheduler::schedule() {
     }
     if (seq->status != SeqStatus::kRunning) continue;
     blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
+    take_ring(seq, n);
     out.seqs.push_back({seq, n, seq->num_computed + n == seq->total_len() + seq->num_pending});
     out.num_batched_tokens += n;
     budget -= n;
@@ -114,7 +139,8 @@ void Scheduler::commit(const SchedulerOutput& out) {
     Sequence* seq = s.seq;
     if (seq->status == SeqStatus::kFinished) continue;  // finished or cancelled after scheduling
     seq->num_computed += s.num_new_tokens;
-    seq->num_sealed_blocks = blocks_.seal(seq->block_table, seq->tokens, seq->num_computed, seq->num_sealed_blocks);
+    seq->num_sealed_blocks =
+        blocks_.seal(seq->block_table, seq->tokens, seq->num_computed, seq->num_sealed_blocks);
   }
 }
 
@@ -122,8 +148,10 @@ void Scheduler::remove(Sequence* seq) {
   blocks_.release(seq->block_table);
   release_ring(seq);
   seq->status = SeqStatus::kFinished;
-  if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end()) running_.erase(it);
-  if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);
+  if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end())
+    running_.erase(it);
+  if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end())
+    waiting_.erase(it);
   for (Sequence* other : waiting_)
     if (other->wait_for == seq) other->wait_for = nullptr;
 }

@@ -1,9 +1,9 @@
 // General paged causal attention: prefill chunks, mixed prefill + decode batches, any block size,
-// head_dim <= 256, any GQA group. One CTA (4 warps) per (token, kv head): the group's queries sit in
-// shared memory, K/V tiles of 32 keys are staged through shared memory as f32, and each warp keeps
-// an online softmax for the q heads it owns (lane j scores key j of the tile; lanes own dims for
-// the output). Exact in f32 apart from the bf16 cache; quadratic in a prefill's length (a tensor-core
-// flash prefill is future work).
+// head_dim <= 256, any GQA group. One CTA (4 warps) per (token, kv head): the group's queries sit
+// in shared memory, K/V tiles of 32 keys are staged through shared memory as f32, and each warp
+// keeps an online softmax for the q heads it owns (lane j scores key j of the tile; lanes own dims
+// for the output). Exact in f32 apart from the bf16 cache; quadratic in a prefill's length (a
+// tensor-core flash prefill is future work).
 #include <cfloat>
 
 #include "../cuda_util.cuh"
@@ -21,8 +21,10 @@ __device__ int find_seq(const int32_t* query_start, int num_seqs, int t) {
   int lo = 0, hi = num_seqs - 1;
   while (lo < hi) {  // last s with query_start[s] <= t
     const int mid = (lo + hi + 1) / 2;
-    if (query_start[mid] <= t) lo = mid;
-    else hi = mid - 1;
+    if (query_start[mid] <= t)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   return lo;
 }
@@ -34,9 +36,9 @@ __global__ void __launch_bounds__(kWarps * 32) general_kernel(PagedAttentionCuda
   const int G = static_cast<int>(p.num_q_heads / L.num_kv_heads);
   const int t = blockIdx.x, kvh = blockIdx.y;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  float* q_s = smem;                      // [G][D]
-  float* k_s = q_s + G * D;               // [kTile][D + 1]
-  float* v_s = k_s + kTile * (D + 1);     // [kTile][D]
+  float* q_s = smem;                   // [G][D]
+  float* k_s = q_s + G * D;            // [kTile][D + 1]
+  float* v_s = k_s + kTile * (D + 1);  // [kTile][D]
 
   const int s = find_seq(p.query_start, static_cast<int>(p.num_seqs), t);
   const int nq = p.query_start[s + 1] - p.query_start[s];
@@ -62,8 +64,8 @@ __global__ void __launch_bounds__(kWarps * 32) general_kernel(PagedAttentionCuda
       float kv = 0.0f, vv = 0.0f;
       if (key < num_keys) {
         const int64_t blk = table[key / L.block_size];
-        const int64_t off = blk * L.num_kv_heads * L.block_size * D + int64_t{kvh} * L.block_size * D +
-                            (key % L.block_size) * D + d;
+        const int64_t off = blk * L.num_kv_heads * L.block_size * D +
+                            int64_t{kvh} * L.block_size * D + (key % L.block_size) * D + d;
         kv = __bfloat162float(kc[off]);
         vv = __bfloat162float(vc[off]);
       }
@@ -111,7 +113,8 @@ __global__ void __launch_bounds__(kWarps * 32) general_kernel(PagedAttentionCuda
 int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream) {
   if (p.num_tokens == 0) return 0;
   const int64_t D = p.layout.head_dim, G = p.num_q_heads / p.layout.num_kv_heads;
-  if (D > 32 * kMaxDimPerLane || G > kWarps * kMaxHeadsPerWarp) return static_cast<int>(cudaErrorInvalidValue);
+  if (D > 32 * kMaxDimPerLane || G > kWarps * kMaxHeadsPerWarp)
+    return static_cast<int>(cudaErrorInvalidValue);
   const size_t smem = sizeof(float) * (G * D + kTile * (D + 1) + kTile * D);
   static bool configured = false;  // raise the dynamic shared-memory limit once
   if (!configured) {

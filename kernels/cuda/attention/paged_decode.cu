@@ -8,8 +8,10 @@ namespace macserve::kernels::cuda {
 namespace {
 
 // One CTA per (sequence, q head), one thread per dim.
-__global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const float* ws_o, const float* ws_lse) {
+__global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const float* ws_o,
+                               const float* ws_lse) {
   const int seq = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+  if (p.skip != nullptr && p.skip[seq] == 1) return;  // a MAC decode row: its splits were not run
   const int D = static_cast<int>(p.layout.head_dim), Hq = static_cast<int>(p.num_q_heads);
   const int64_t base = (static_cast<int64_t>(seq) * Hq + h) * num_splits;
   float M = -INFINITY;
@@ -23,13 +25,15 @@ __global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const
     O += w * ws_o[(base + s) * D + d];
   }
   const int t = p.query_start[seq];
-  detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d, W > 0.0f ? O / W : 0.0f);
+  detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d,
+                W > 0.0f ? O / W : 0.0f);
 }
 
 }  // namespace
 
 bool decode_supported(int64_t head_dim, int64_t group, int64_t block_size) {
-  return (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == decode_detail::kPage;
+  return (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 &&
+         block_size == decode_detail::kPage;
 }
 
 DecodePlan plan_decode(const PagedAttentionCudaParams& p, int64_t max_context_len, int num_sms) {
@@ -52,17 +56,20 @@ DecodePlan plan_decode(const PagedAttentionCudaParams& p, int64_t max_context_le
   return plan;
 }
 
-int paged_decode(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* workspace, Stream stream) {
+int paged_decode(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* workspace,
+                 Stream stream) {
   if (p.num_seqs == 0) return 0;
   const auto st = detail::as_stream(stream);
   float* ws_o = workspace;
-  float* ws_lse = plan.num_splits > 1 ? workspace + p.num_seqs * p.num_q_heads * plan.num_splits * p.layout.head_dim
-                                      : nullptr;
+  float* ws_lse = plan.num_splits > 1
+                      ? workspace + p.num_seqs * p.num_q_heads * plan.num_splits * p.layout.head_dim
+                      : nullptr;
   const int rc = p.layout.head_dim == 64 ? decode_detail::dispatch_d64(p, plan, ws_o, ws_lse, st)
                                          : decode_detail::dispatch_d128(p, plan, ws_o, ws_lse, st);
   if (rc != 0 || plan.num_splits == 1) return rc;
   dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.num_q_heads));
-  combine_kernel<<<grid, static_cast<unsigned>(p.layout.head_dim), 0, st>>>(p, plan.num_splits, ws_o, ws_lse);
+  combine_kernel<<<grid, static_cast<unsigned>(p.layout.head_dim), 0, st>>>(p, plan.num_splits,
+                                                                            ws_o, ws_lse);
   return detail::last_error();
 }
 

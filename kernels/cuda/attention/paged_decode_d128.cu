@@ -3,8 +3,8 @@
 
 namespace macserve::kernels::cuda::decode_detail {
 
-int dispatch_d128(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse,
-                 cudaStream_t st) {
+int dispatch_d128(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o,
+                  float* ws_lse, cudaStream_t st) {
   return dispatch_group<128>(p, plan, ws_o, ws_lse, st);
 }
 

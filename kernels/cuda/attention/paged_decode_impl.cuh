@@ -39,7 +39,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 // Swizzled position of 16-byte chunk c of row r inside a page held in shared memory (kCpr chunks a
 // row). ldmatrix reads one chunk column of 8 consecutive rows at once; without the XOR those rows
@@ -58,17 +60,23 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) 
   const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   if constexpr (kTrans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a)
+                 : "memory");
 }
 // d += a (16x16 bf16, row-major fragment) x b (16x8 bf16, column fragment), fp32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // x and y as bf16 pairs: *hi = (bf16(x), bf16(y)), *lo = the bf16 of what rounding left (hi + lo
@@ -107,7 +115,8 @@ __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag
       x.y *= qscale;
       uint32_t rest;  // the lo term's own remainder, not used
       split_bf16(x.x, x.y, &qa.a[k][2 * half], &qa.a[k][2 * half + 1]);
-      const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half]));
+      const float2 hi =
+          __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half]));
       const float2 mid =
           __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&qa.a[k][2 * half + 1]));
       split_bf16((x.x - hi.x) - mid.x, (x.y - hi.y) - mid.y, &qa.l[k][2 * half], &rest);
@@ -132,15 +141,16 @@ __device__ __forceinline__ void load_queries(const float* q, float qscale, QFrag
 // ldmatrix (V transposed), so the lanes read chunks other lanes copied: __syncwarp orders the ring.
 template <int D, int G, bool kMasked, class Store>
 __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, const int32_t* table,
-                                            const void* k_cache, const void* v_cache, int Hkv, int kvh, int b,
-                                            int e, const int (&lo)[G], Store&& store) {
-  constexpr int kCpr = D / 8;          // 16-byte chunks per row
+                                            const void* k_cache, const void* v_cache, int Hkv,
+                                            int kvh, int b, int e, const int (&lo)[G],
+                                            Store&& store) {
+  constexpr int kCpr = D / 8;  // 16-byte chunks per row
   constexpr int kPasses = kPage * kCpr / 32;
   constexpr int kPageChunks = kPage * kCpr;
-  constexpr int kDt = D / 8;           // 8-dim tiles of the output
+  constexpr int kDt = D / 8;  // 8-dim tiles of the output
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int h = lane / 4, t = lane % 4;
-  const bool live = h < G;             // rows h >= G are padding
+  const bool live = h < G;  // rows h >= G are padding
   const auto* kc = static_cast<const uint4*>(k_cache);
   const auto* vc = static_cast<const uint4*>(v_cache);
   int lo_h = 0;  // this lane's head's lower bound
@@ -169,7 +179,8 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   constexpr int kOff = kCpr >= 8 ? kCpr / 4 : 1;
   int off[kOff];
 #pragma unroll
-  for (int j = 0; j < kOff; ++j) off[j] = swizzle<kCpr>((lane + 32 * j) / kCpr, lane % kCpr) - 32 * j;
+  for (int j = 0; j < kOff; ++j)
+    off[j] = swizzle<kCpr>((lane + 32 * j) / kCpr, lane % kCpr) - 32 * j;
   auto issue = [&](int k) {  // k increases by one from call to call
     if (k % 32 == 0 && k > 0) {
       cur = nxt;
@@ -203,7 +214,8 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   // lower bound, so keys are tested one by one (pages wholly inside skip every test).
   auto page = [&](const uint4* ks, const uint4* vs, int row0, auto check) {
     constexpr bool kCheck = decltype(check)::value;
-    float s[2][4] = {};  // [key tile][c0..c3]: c0, c1 head h keys 2t, 2t+1 (hi and lo); c2, c3 (mid)
+    float s[2][4] =
+        {};  // [key tile][c0..c3]: c0, c1 head h keys 2t, 2t+1 (hi and lo); c2, c3 (mid)
 #pragma unroll
     for (int k = 0; k < D / 16; ++k) {
       uint32_t kb[4];
@@ -271,8 +283,10 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
       }
     }
     __syncwarp();  // the other lanes' copies have landed
-    if (inside) page(ks, ks + kPageChunks, row0, std::false_type{});
-    else page(ks, ks + kPageChunks, row0, std::true_type{});
+    if (inside)
+      page(ks, ks + kPageChunks, row0, std::false_type{});
+    else
+      page(ks, ks + kPageChunks, row0, std::true_type{});
   }
   cp_async_wait<0>();
 
@@ -281,9 +295,9 @@ __device__ __forceinline__ void attend_keys(uint4* smem, const QFrag<D>& qa, con
   l += __shfl_xor_sync(0xffffffffu, l, 2);
   __syncthreads();
   float* red = reinterpret_cast<float*>(smem);
-  float* red_m = red;                       // [kWarps][G]
-  float* red_l = red_m + kWarps * G;        // [kWarps][G]
-  float* red_acc = red_l + kWarps * G;      // [kWarps][G][D]
+  float* red_m = red;                   // [kWarps][G]
+  float* red_l = red_m + kWarps * G;    // [kWarps][G]
+  float* red_acc = red_l + kWarps * G;  // [kWarps][G][D]
   if (live) {
     float* acc = red_acc + (warp * G + h) * D + 2 * t;
 #pragma unroll
@@ -321,56 +335,67 @@ constexpr size_t merge_floats() {
 }
 
 template <int D, int G>
-__global__ void __launch_bounds__(kWarps * 32) decode_kernel(PagedAttentionCudaParams p, int pages_per_split,
-                                                             int num_splits, float* ws_o, float* ws_lse) {
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_kernel(PagedAttentionCudaParams p, int pages_per_split, int num_splits, float* ws_o,
+                  float* ws_lse) {
   static_assert(merge_floats<D, G>() * 4 <= smem_bytes<D>(), "merge area fits the ring");
-  extern __shared__ __align__(128) uint4 smem[];  // attend_keys' ring: 128-byte lines (mac_partial.cuh)
+  extern __shared__ __align__(128)
+      uint4 smem[];  // attend_keys' ring: 128-byte lines (mac_partial.cuh)
   const int split = blockIdx.x, kvh = blockIdx.y, seq = blockIdx.z;
+  if (p.skip != nullptr && p.skip[seq] == 1)
+    return;  // a MAC decode row (whole CTA, before any barrier)
   const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads);
   const int ctx = p.context_lens[seq];
   const int t = p.query_start[seq];
   QFrag<D> qa;
-  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D, p.scale * 1.4426950408889634f, qa);
+  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D,
+                     p.scale * 1.4426950408889634f, qa);
   const int lo[G] = {};
   const int b = split * pages_per_split * kPage;
   const int e = min(ctx, b + pages_per_split * kPage);
-  attend_keys<D, G, false>(smem, qa, p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq, p.k_cache,
-                           p.v_cache, Hkv, kvh, b, e, lo, [&](int g, int d, float o, float lse2) {
-                             const int h = kvh * G + g;
-                             if (num_splits == 1) {
-                               detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d, o);
-                             } else {
-                               const int64_t slot = (static_cast<int64_t>(seq) * Hq + h) * num_splits + split;
-                               ws_o[slot * D + d] = o;
-                               if (d == 0) ws_lse[slot] = lse2;
-                             }
-                           });
+  attend_keys<D, G, false>(
+      smem, qa, p.block_tables + static_cast<int64_t>(seq) * p.max_blocks_per_seq, p.k_cache,
+      p.v_cache, Hkv, kvh, b, e, lo, [&](int g, int d, float o, float lse2) {
+        const int h = kvh * G + g;
+        if (num_splits == 1) {
+          detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d, o);
+        } else {
+          const int64_t slot = (static_cast<int64_t>(seq) * Hq + h) * num_splits + split;
+          ws_o[slot * D + d] = o;
+          if (d == 0) ws_lse[slot] = lse2;
+        }
+      });
 }
 
 template <int D, int G>
-int launch(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse, cudaStream_t st) {
+int launch(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse,
+           cudaStream_t st) {
   constexpr size_t kSmem = smem_bytes<D>();
   static bool configured = false;
   if (!configured) {
-    const cudaError_t e = cudaFuncSetAttribute(decode_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(kSmem));
+    const cudaError_t e = cudaFuncSetAttribute(
+        decode_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem));
     if (e != cudaSuccess) return static_cast<int>(e);
     configured = true;
   }
   dim3 grid(static_cast<unsigned>(plan.num_splits), static_cast<unsigned>(p.layout.num_kv_heads),
             static_cast<unsigned>(p.num_seqs));
-  decode_kernel<D, G><<<grid, kWarps * 32, kSmem, st>>>(p, plan.pages_per_split, plan.num_splits, ws_o, ws_lse);
+  decode_kernel<D, G>
+      <<<grid, kWarps * 32, kSmem, st>>>(p, plan.pages_per_split, plan.num_splits, ws_o, ws_lse);
   return static_cast<int>(cudaGetLastError());
 }
 
 template <int D>
-int dispatch_group(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse,
-                   cudaStream_t st) {
-  return detail::with_group_size(p.num_q_heads / p.layout.num_kv_heads, static_cast<int>(cudaErrorInvalidValue),
-                                 [&](auto g) { return launch<D, decltype(g)::value>(p, plan, ws_o, ws_lse, st); });
+int dispatch_group(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o,
+                   float* ws_lse, cudaStream_t st) {
+  return detail::with_group_size(
+      p.num_q_heads / p.layout.num_kv_heads, static_cast<int>(cudaErrorInvalidValue),
+      [&](auto g) { return launch<D, decltype(g)::value>(p, plan, ws_o, ws_lse, st); });
 }
 
-int dispatch_d64(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse, cudaStream_t st);
-int dispatch_d128(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o, float* ws_lse, cudaStream_t st);
+int dispatch_d64(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o,
+                 float* ws_lse, cudaStream_t st);
+int dispatch_d128(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* ws_o,
+                  float* ws_lse, cudaStream_t st);
 
 }  // namespace macserve::kernels::cuda::decode_detail

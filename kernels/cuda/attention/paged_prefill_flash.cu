@@ -26,13 +26,14 @@ constexpr size_t flash_smem_bytes() {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttentionCudaParams p, int mq) {
+__global__ void __launch_bounds__(kWarps * 32)
+    flash_prefill_kernel(PagedAttentionCudaParams p, int mq) {
   constexpr int NB = D / 32;  // output dims per lane
   extern __shared__ float smem[];
-  float* q_s = smem;                      // [kRows][D], pre-scaled
-  float* k_s = q_s + kRows * D;           // [kTile][D + 1]
-  float* v_s = k_s + kTile * (D + 1);     // [kTile][D]
-  float* p_s = v_s + kTile * D;           // [kRows][kTile]
+  float* q_s = smem;                   // [kRows][D], pre-scaled
+  float* k_s = q_s + kRows * D;        // [kTile][D + 1]
+  float* v_s = k_s + kTile * (D + 1);  // [kTile][D]
+  float* p_s = v_s + kTile * D;        // [kRows][kTile]
   const PagedKvLayout L = p.layout;
   const int G = static_cast<int>(p.num_q_heads / L.num_kv_heads);
   const int kvh = blockIdx.y;
@@ -44,7 +45,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttenti
     if (tile < nt) break;
     tile -= nt;
   }
-  if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] != 0)) return;
+  if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] == 1)) return;
   const int q0 = p.query_start[s], nq = p.query_start[s + 1] - q0;
   const int t_begin = tile * mq, t_end = min(nq, t_begin + mq);
   const int rows = (t_end - t_begin) * G;
@@ -57,7 +58,9 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttenti
     const int r = i / D, d = i % D;
     float v = 0.0f;
     if (r < rows)
-      v = p.q[(static_cast<int64_t>(q0 + t_begin + r / G) * p.num_q_heads + kvh * G + r % G) * D + d] * p.scale;
+      v = p.q[(static_cast<int64_t>(q0 + t_begin + r / G) * p.num_q_heads + kvh * G + r % G) * D +
+              d] *
+          p.scale;
     q_s[i] = v;
   }
   float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][NB];
@@ -83,14 +86,16 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttenti
       const int j = (i * 8) / D, d = (i * 8) % D, key = base + j;
       float kf[8], vf[8];
       if (key < max_keys) {
-        const int64_t off = static_cast<int64_t>(table[key / L.block_size]) * L.num_kv_heads * L.block_size * D +
-                            head_off + static_cast<int64_t>(key % L.block_size) * D + d;
+        const int64_t off =
+            static_cast<int64_t>(table[key / L.block_size]) * L.num_kv_heads * L.block_size * D +
+            head_off + static_cast<int64_t>(key % L.block_size) * D + d;
         const uint4 kr = *reinterpret_cast<const uint4*>(kc + off);
         const uint4 vr = *reinterpret_cast<const uint4*>(vc + off);
         const auto* kb = reinterpret_cast<const __nv_bfloat16*>(&kr);
         const auto* vb = reinterpret_cast<const __nv_bfloat16*>(&vr);
 #pragma unroll
-        for (int e = 0; e < 8; ++e) kf[e] = __bfloat162float(kb[e]), vf[e] = __bfloat162float(vb[e]);
+        for (int e = 0; e < 8; ++e)
+          kf[e] = __bfloat162float(kb[e]), vf[e] = __bfloat162float(vb[e]);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e) kf[e] = 0.0f, vf[e] = 0.0f;
@@ -147,9 +152,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_prefill_kernel(PagedAttenti
     const int row = warp * kRowsPerWarp + rr;
     if (row >= rows) break;
     const float inv = l[rr] > 0.0f ? 1.0f / l[rr] : 0.0f;
-    const int64_t o = (static_cast<int64_t>(q0 + t_begin + row / G) * p.num_q_heads + kvh * G + row % G) * D;
+    const int64_t o =
+        (static_cast<int64_t>(q0 + t_begin + row / G) * p.num_q_heads + kvh * G + row % G) * D;
 #pragma unroll
-    for (int b = 0; b < NB; ++b) detail::store(p.out, p.out_bf16, o + lane + 32 * b, acc[rr][b] * inv);
+    for (int b = 0; b < NB; ++b)
+      detail::store(p.out, p.out_bf16, o + lane + 32 * b, acc[rr][b] * inv);
   }
 }
 
@@ -179,7 +186,8 @@ bool prefill_flash_supported(int64_t head_dim, int64_t group) {
 int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream) {
   if (p.num_tokens == 0) return 0;
   const int64_t G = p.num_q_heads / p.layout.num_kv_heads;
-  if (!prefill_flash_supported(p.layout.head_dim, G)) return static_cast<int>(cudaErrorInvalidValue);
+  if (!prefill_flash_supported(p.layout.head_dim, G))
+    return static_cast<int>(cudaErrorInvalidValue);
   const auto st = detail::as_stream(stream);
   return p.layout.head_dim == 64 ? launch_flash<64>(p, st) : launch_flash<128>(p, st);
 }

@@ -27,8 +27,8 @@ int64_t max_tasks_for(int64_t S, int64_t Hkv, int64_t max_ctx, int32_t chunk, in
   return S * Hkv * ((max_ctx + chunk - 1) / chunk + 3);
 }
 
-WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx, int32_t chunk,
-                   int32_t slots) {
+WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, int64_t max_ctx,
+                   int32_t chunk, int32_t slots) {
   WsLayout w{};
   w.max_tasks = max_tasks_for(S, Hkv, max_ctx, chunk, slots);
   w.slots = slots;
@@ -42,7 +42,8 @@ WsLayout layout_ws(void* base, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, in
   };
   w.task_count = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
   w.task_next = reinterpret_cast<int32_t*>(take(sizeof(int32_t)));
-  w.match_best = reinterpret_cast<unsigned long long*>(take(S * Hq * kMaxMatchSplits * sizeof(unsigned long long)));
+  w.match_best = reinterpret_cast<unsigned long long*>(
+      take(S * Hq * kMaxMatchSplits * sizeof(unsigned long long)));
   w.groups = reinterpret_cast<GroupInfo*>(take(S * Hkv * sizeof(GroupInfo)));
   w.group_reads = reinterpret_cast<int64_t*>(take(S * Hkv * sizeof(int64_t)));
   w.head_start = reinterpret_cast<int32_t*>(take(S * Hq * sizeof(int32_t)));
@@ -62,8 +63,8 @@ int partial_slots_for(int64_t head_dim, int64_t group) {
 
 // The four launches of a decode step; force: the benchmark hook's forced decisions, or null
 // (production).
-int decode_step(const MacCudaParams& p, const MacForceHits* force, const MacWorkspace& ws, int64_t max_context_len,
-                Stream stream) {
+int decode_step(const MacCudaParams& p, const MacForceHits* force, const MacWorkspace& ws,
+                int64_t max_context_len, Stream stream) {
   if (p.num_seqs == 0) return 0;
   const auto st = detail::as_stream(stream);
   const int64_t Hq = p.num_q_heads, Hkv = p.layout.num_kv_heads, D = p.layout.head_dim;
@@ -76,8 +77,9 @@ int decode_step(const MacCudaParams& p, const MacForceHits* force, const MacWork
   w.match_splits = match_splits_for(p);
   if (const int rc = launch_match(p, w, st); rc != 0) return rc;
   if (const int rc = launch_schedule(p, w, force, st); rc != 0) return rc;
-  const int rc = with_head_dim(D, static_cast<int>(cudaErrorInvalidValue),
-                               [&](auto d) { return launch_partials<decltype(d)::value>(p, w, G, st); });
+  const int rc = with_head_dim(D, static_cast<int>(cudaErrorInvalidValue), [&](auto d) {
+    return launch_partials<decltype(d)::value>(p, w, G, st);
+  });
   if (rc != 0) return rc;
   return launch_merge(p, w, st);
 }
@@ -85,22 +87,26 @@ int decode_step(const MacCudaParams& p, const MacForceHits* force, const MacWork
 }  // namespace
 
 bool mac_supported(int64_t head_dim, int64_t group, int64_t block_size) {
-  return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 && block_size == 16;
+  return (head_dim == 32 || head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 &&
+         block_size == 16;
 }
 
-int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads, int64_t head_dim,
-                            int64_t max_context_len, int32_t chunk_tokens) {
+int64_t mac_workspace_bytes(int64_t num_seqs, int64_t num_q_heads, int64_t num_kv_heads,
+                            int64_t head_dim, int64_t max_context_len, int32_t chunk_tokens) {
   const int64_t G = num_q_heads / std::max<int64_t>(num_kv_heads, 1);
   const int32_t slots = chunk_tokens > 0 ? 0 : partial_slots_for(head_dim, G);
-  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len, chunk_tokens, slots).bytes;
+  return layout_ws(nullptr, num_seqs, num_q_heads, num_kv_heads, head_dim, max_context_len,
+                   chunk_tokens, slots)
+      .bytes;
 }
 
-int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
+int mac_decode(const MacCudaParams& p, const MacWorkspace& ws, int64_t max_context_len,
+               Stream stream) {
   return decode_step(p, nullptr, ws, max_context_len, stream);
 }
 
-int mac_decode_forced_hits(const MacCudaParams& p, const MacForceHits& force, const MacWorkspace& ws,
-                           int64_t max_context_len, Stream stream) {
+int mac_decode_forced_hits(const MacCudaParams& p, const MacForceHits& force,
+                           const MacWorkspace& ws, int64_t max_context_len, Stream stream) {
   return decode_step(p, &force, ws, max_context_len, stream);
 }
 

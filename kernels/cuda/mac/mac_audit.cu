@@ -27,7 +27,8 @@ __global__ void __launch_bounds__(kAuditThreads) audit_kernel(MacAuditParams p) 
   sr[threadIdx.x] = ref;
   __syncthreads();
   for (int o = kAuditThreads / 2; o > 0; o >>= 1) {
-    if (threadIdx.x < o) se[threadIdx.x] += se[threadIdx.x + o], sr[threadIdx.x] += sr[threadIdx.x + o];
+    if (threadIdx.x < o)
+      se[threadIdx.x] += se[threadIdx.x + o], sr[threadIdx.x] += sr[threadIdx.x + o];
     __syncthreads();
   }
   if (threadIdx.x == 0) {
@@ -40,7 +41,8 @@ __global__ void __launch_bounds__(kAuditThreads) audit_kernel(MacAuditParams p) 
 
 int mac_audit_accumulate(const MacAuditParams& p, Stream stream) {
   if (p.num_seqs == 0) return 0;
-  audit_kernel<<<static_cast<unsigned>(p.num_seqs), kAuditThreads, 0, detail::as_stream(stream)>>>(p);
+  audit_kernel<<<static_cast<unsigned>(p.num_seqs), kAuditThreads, 0, detail::as_stream(stream)>>>(
+      p);
   return detail::last_error();
 }
 

@@ -45,18 +45,19 @@ constexpr int kMaxMatchSplits = 8;
 // Workspace layout (every part 256-byte aligned).
 struct WsLayout {
   int32_t* task_count;  // [1] tasks of the step (written by the schedule kernel)
-  int32_t* task_next;   // [1] next task to take (zeroed by the schedule kernel, taken by the partials)
+  int32_t*
+      task_next;  // [1] next task to take (zeroed by the schedule kernel, taken by the partials)
   // [S * Hq * kMaxMatchSplits] each match CTA's best candidate, (distance bits << 32) | position
   // (distances are >= 0, so the integer order is the (distance, position) order); ~0: none
   unsigned long long* match_best;
-  int32_t match_splits; // match CTAs per head this step
-  int32_t slots;        // resident partial CTAs (adaptive chunks plan for them)
-  GroupInfo* groups;    // [S * Hkv]
-  int64_t* group_reads; // [S * Hkv]
-  int32_t* head_start;  // [S * Hq]
-  int4* tasks;          // [max_tasks] in run order: {group index, begin, end, slot << 2 | kind}
-  float* part_o;        // [max_tasks, G, D]
-  float* part_lse;      // [max_tasks, G] natural log
+  int32_t match_splits;  // match CTAs per head this step
+  int32_t slots;         // resident partial CTAs (adaptive chunks plan for them)
+  GroupInfo* groups;     // [S * Hkv]
+  int64_t* group_reads;  // [S * Hkv]
+  int32_t* head_start;   // [S * Hq]
+  int4* tasks;           // [max_tasks] in run order: {group index, begin, end, slot << 2 | kind}
+  float* part_o;         // [max_tasks, G, D]
+  float* part_lse;       // [max_tasks, G] natural log
   int64_t max_tasks;
   int64_t bytes;
 };
@@ -67,11 +68,15 @@ __device__ __forceinline__ int64_t token_of(const MacCudaParams& p, int s) {
 }
 
 __device__ __forceinline__ void ring_store(void* base, bool bf16, int64_t i, float v) {
-  if (bf16) static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
-  else static_cast<float*>(base)[i] = v;
+  if (bf16)
+    static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16(v);
+  else
+    static_cast<float*>(base)[i] = v;
 }
 
-__device__ __forceinline__ float bf16_bits_to_float(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
+__device__ __forceinline__ float bf16_bits_to_float(uint32_t bits16) {
+  return __uint_as_float(bits16 << 16);
+}
 
 // Whether sequence s decodes in this launch (context_lens > 0; mixed steps: modes).
 __device__ __forceinline__ bool decodes(const MacCudaParams& p, int s) {
@@ -99,14 +104,19 @@ __device__ __forceinline__ float hit_threshold(const MacCudaParams& p, int D) {
 }
 
 // f(std::integral_constant<int, D>{}) for a head_dim D of 32, 64 or 128, so a kernel templated on D
-// is picked at run time; `otherwise` for any other D. Every launcher templated on D goes through it.
+// is picked at run time; `otherwise` for any other D. Every launcher templated on D goes through
+// it.
 template <class R, class F>
 R with_head_dim(int64_t D, R otherwise, F&& f) {
   switch (D) {
-    case 32: return f(std::integral_constant<int, 32>{});
-    case 64: return f(std::integral_constant<int, 64>{});
-    case 128: return f(std::integral_constant<int, 128>{});
-    default: return otherwise;
+    case 32:
+      return f(std::integral_constant<int, 32>{});
+    case 64:
+      return f(std::integral_constant<int, 64>{});
+    case 128:
+      return f(std::integral_constant<int, 128>{});
+    default:
+      return otherwise;
   }
 }
 
@@ -128,7 +138,8 @@ inline int device_sms() {
 int32_t match_splits_for(const MacCudaParams& p);
 int launch_match(const MacCudaParams& p, const WsLayout& w, cudaStream_t st);
 // mac_schedule.cu; force: the benchmark hook's forced decisions (mac_force_hits_cuda.h), or null.
-int launch_schedule(const MacCudaParams& p, const WsLayout& w, const MacForceHits* force, cudaStream_t st);
+int launch_schedule(const MacCudaParams& p, const WsLayout& w, const MacForceHits* force,
+                    cudaStream_t st);
 // mac_partial.cuh, instantiated for D = 32, 64, 128 by mac_partial_d<D>.cu: the partials and the
 // prefill rows for any group size G of 1 to 8, and the partial kernel's resident CTAs (its grid).
 template <int D>

@@ -13,7 +13,8 @@
 namespace macserve::kernels::cuda::mac_detail {
 namespace {
 
-constexpr int kMatchThreads = 256;  // 32 candidate groups of 8 lanes (16 B each), 4 candidates each per pass
+constexpr int kMatchThreads =
+    256;  // 32 candidate groups of 8 lanes (16 B each), 4 candidates each per pass
 
 // kN (8 or 4) consecutive elements of a ring row as floats (16- or 8-byte loads).
 template <bool kBf16, int kN>
@@ -81,7 +82,8 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, W
   // bound). Each candidate's sum is taken in the same order as one at a time, so decisions do
   // not depend on kU or on the split.
   constexpr int kU = 4;
-  for (int base = lo; base < hi; base += kGroups * kU) {  // uniform trip count: shuffles see full warps
+  for (int base = lo; base < hi;
+       base += kGroups * kU) {  // uniform trip count: shuffles see full warps
     int xs[kU];
     int64_t row[kU];
     bool valid[kU];
@@ -93,13 +95,15 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, W
       acc[j] = 0.0f;
     }
 #pragma unroll
-    for (int j = 0; j < kU; ++j) valid[j] = xs[j] < hi && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
+    for (int j = 0; j < kU; ++j)
+      valid[j] = xs[j] < hi && p.ring.lse[row[j]] > -INFINITY;  // invalid rows never win
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       float v[kU][kElems];
 #pragma unroll
       for (int j = 0; j < kU; ++j)
-        if (c == 0 ? xs[j] < hi : valid[j])  // the first chunk beside the lse load; later ones if still needed
+        if (c == 0 ? xs[j] < hi
+                   : valid[j])  // the first chunk beside the lse load; later ones if still needed
           load_n<kBf16, kElems>(p.ring.q, row[j] * D + c * kChunkDims + lane8 * kElems, v[j]);
 #pragma unroll
       for (int j = 0; j < kU; ++j) {
@@ -158,8 +162,8 @@ int32_t match_splits_for(const MacCudaParams& p) {
   const int sms = device_sms();
   const int64_t heads = std::max<int64_t>(1, p.num_q_heads * p.num_seqs);
   const int64_t by_rows = (p.cfg.window + kMatchThreads / 2 - 1) / (kMatchThreads / 2);
-  return static_cast<int32_t>(
-      std::clamp<int64_t>(std::min<int64_t>((2 * sms + heads - 1) / heads, by_rows), 1, kMaxMatchSplits));
+  return static_cast<int32_t>(std::clamp<int64_t>(
+      std::min<int64_t>((2 * sms + heads - 1) / heads, by_rows), 1, kMaxMatchSplits));
 }
 
 int launch_match(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
@@ -167,8 +171,10 @@ int launch_match(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
                   static_cast<unsigned>(p.num_seqs));
   return with_head_dim(p.layout.head_dim, static_cast<int>(cudaErrorInvalidValue), [&](auto d) {
     constexpr int D = decltype(d)::value;
-    if (p.cfg.ring_bf16) match_kernel<true, D><<<grid, kMatchThreads, 0, st>>>(p, w);
-    else match_kernel<false, D><<<grid, kMatchThreads, 0, st>>>(p, w);
+    if (p.cfg.ring_bf16)
+      match_kernel<true, D><<<grid, kMatchThreads, 0, st>>>(p, w);
+    else
+      match_kernel<false, D><<<grid, kMatchThreads, 0, st>>>(p, w);
     return detail::last_error();
   });
 }

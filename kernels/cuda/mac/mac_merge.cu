@@ -14,8 +14,10 @@ namespace {
 
 template <bool kBf16>
 __device__ __forceinline__ float ring_get(const void* base, int64_t i) {
-  if constexpr (kBf16) return bf16_bits_to_float(static_cast<const uint16_t*>(base)[i]);
-  else return static_cast<const float*>(base)[i];
+  if constexpr (kBf16)
+    return bf16_bits_to_float(static_cast<const uint16_t*>(base)[i]);
+  else
+    return static_cast<const float*>(base)[i];
 }
 
 // One pass over a head's chunk slots [t0, t0 + n): the row part [t0, t0 + n_row) folded into
@@ -29,15 +31,18 @@ __device__ __forceinline__ float ring_get(const void* base, int64_t i) {
 // then meet in shared memory, in lane order, and every thread ends with dim d = t. An empty chunk
 // has lse -inf, o 0, weight 0; a class without any key stays (0, -inf).
 constexpr int kMergeTile = 256;
-constexpr int kMergeLanes = 8;  // slots summed at once: D threads = kMergeLanes x (D / 8) lanes of 8 dims
+constexpr int kMergeLanes =
+    8;  // slots summed at once: D threads = kMergeLanes x (D / 8) lanes of 8 dims
 constexpr int kMergeBatch = 4;  // slots a thread loads before it sums them
 
 struct Acc8 {
   float4 a, b;  // dims [8c, 8c + 4), [8c + 4, 8c + 8)
 };
 __device__ __forceinline__ void fma8(Acc8& acc, float wt, const float4 x, const float4 y) {
-  acc.a.x = fmaf(wt, x.x, acc.a.x), acc.a.y = fmaf(wt, x.y, acc.a.y), acc.a.z = fmaf(wt, x.z, acc.a.z);
-  acc.a.w = fmaf(wt, x.w, acc.a.w), acc.b.x = fmaf(wt, y.x, acc.b.x), acc.b.y = fmaf(wt, y.y, acc.b.y);
+  acc.a.x = fmaf(wt, x.x, acc.a.x), acc.a.y = fmaf(wt, x.y, acc.a.y),
+  acc.a.z = fmaf(wt, x.z, acc.a.z);
+  acc.a.w = fmaf(wt, x.w, acc.a.w), acc.b.x = fmaf(wt, y.x, acc.b.x),
+  acc.b.y = fmaf(wt, y.y, acc.b.y);
   acc.b.z = fmaf(wt, y.z, acc.b.z), acc.b.w = fmaf(wt, y.w, acc.b.w);
 }
 
@@ -45,8 +50,8 @@ __device__ __forceinline__ void fma8(Acc8& acc, float wt, const float4 x, const 
 // loaded before they are summed; the last, partial batch is guarded (its out-of-range entries
 // weigh 0 and load nothing).
 template <bool kGuarded>
-__device__ __forceinline__ void sum_batch(Acc8& acc, float& W, const float4* po, int64_t stride, const float* wts,
-                                          int k0, int end) {
+__device__ __forceinline__ void sum_batch(Acc8& acc, float& W, const float4* po, int64_t stride,
+                                          const float* wts, int k0, int end) {
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   float4 x[kMergeBatch], y[kMergeBatch];
   float wt[kMergeBatch];
@@ -61,15 +66,16 @@ __device__ __forceinline__ void sum_batch(Acc8& acc, float& W, const float4* po,
 #pragma unroll
   for (int u = 0; u < kMergeBatch; ++u) W += wt[u], fma8(acc, wt[u], x[u], y[u]);
 }
-__device__ __forceinline__ void sum_slots(Acc8& acc, float& W, const float4* po, int64_t stride, const float* wts,
-                                          int k0, int end) {
+__device__ __forceinline__ void sum_slots(Acc8& acc, float& W, const float4* po, int64_t stride,
+                                          const float* wts, int k0, int end) {
   for (; k0 + (kMergeBatch - 1) * kMergeLanes < end; k0 += kMergeBatch * kMergeLanes)
     sum_batch<false>(acc, W, po, stride, wts, k0, end);
   if (k0 < end) sum_batch<true>(acc, W, po, stride, wts, k0, end);
 }
 
-__device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, float& lse_x, const WsLayout& w, int t0,
-                                            int n_row, int n, int G, int hl, int D, int d) {
+__device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, float& lse_x,
+                                            const WsLayout& w, int t0, int n_row, int n, int G,
+                                            int hl, int D, int d) {
   __shared__ float wts[kMergeTile];
   __shared__ float warp_mx[2][4];
   __shared__ Acc8 sums[2][kMergeLanes][16];  // [row part | rest][lane r][c]: D / 8 <= 16
@@ -79,8 +85,10 @@ __device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, fl
   float mr = -INFINITY, mx = -INFINITY;
   for (int k = d; k < n; k += D) {
     const float l = w.part_lse[static_cast<int64_t>(t0 + k) * G + hl];
-    if (k < n_row) mr = fmaxf(mr, l);
-    else mx = fmaxf(mx, l);
+    if (k < n_row)
+      mr = fmaxf(mr, l);
+    else
+      mx = fmaxf(mx, l);
   }
   mr = detail::warp_max(mr), mx = detail::warp_max(mx);
   if (D > 32) {
@@ -100,15 +108,19 @@ __device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, fl
     for (int k = d; k < m; k += D) {
       const bool row = base + k < n_row;
       const float ref = row ? mr : mx;
-      wts[k] = (row ? any_r : any_x) ? expf(w.part_lse[static_cast<int64_t>(t0 + base + k) * G + hl] - ref) : 0.0f;
+      wts[k] = (row ? any_r : any_x)
+                   ? expf(w.part_lse[static_cast<int64_t>(t0 + base + k) * G + hl] - ref)
+                   : 0.0f;
     }
     __syncthreads();
     const float4* po =
-        reinterpret_cast<const float4*>(w.part_o + (static_cast<int64_t>(t0 + base) * G + hl) * D) + 2 * c;
+        reinterpret_cast<const float4*>(w.part_o + (static_cast<int64_t>(t0 + base) * G + hl) * D) +
+        2 * c;
     const int64_t stride = static_cast<int64_t>(G) * D / 4;  // float4s from one slot to the next
-    const int split = min(max(n_row - base, 0), m);           // tile entries [0, split) are row-part chunks
+    const int split = min(max(n_row - base, 0), m);  // tile entries [0, split) are row-part chunks
     sum_slots(Or, Wr, po, stride, wts, r, split);
-    sum_slots(Ox, Wx, po, stride, wts, split + (r - split % kMergeLanes + kMergeLanes) % kMergeLanes, m);
+    sum_slots(Ox, Wx, po, stride, wts,
+              split + (r - split % kMergeLanes + kMergeLanes) % kMergeLanes, m);
   }
   sums[0][r][c] = Or, sums[1][r][c] = Ox;
   if (c == 0) wsum[0][r] = Wr, wsum[1][r] = Wx;
@@ -130,7 +142,8 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
   const int h = blockIdx.x, s = blockIdx.y, d = threadIdx.x;
   if (!decodes(p, s)) return;
   const int ctx = p.context_lens[s];
-  const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads), G = Hq / Hkv;
+  const int Hq = static_cast<int>(p.num_q_heads), Hkv = static_cast<int>(p.layout.num_kv_heads),
+            G = Hq / Hkv;
   const int D = static_cast<int>(p.layout.head_dim), M = static_cast<int>(p.cfg.window);
   const int m = ctx - 1, g = h / G, hl = h % G;
   const MacHeadDecision dec = p.decisions[static_cast<int64_t>(s) * Hq + h];
@@ -143,10 +156,12 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
     lse = p.ring.lse[row];
   }
   float o_x, lse_x;
-  fold_chunks(o, lse, o_x, lse_x, w, gi.task_begin, gi.n_row, gi.n_row + gi.n_sink + gi.n_tail, G, hl, D, d);
+  fold_chunks(o, lse, o_x, lse_x, w, gi.task_begin, gi.n_row, gi.n_row + gi.n_sink + gi.n_tail, G,
+              hl, D, d);
   const int64_t qi = (token_of(p, s) * Hq + h) * D + d;
   if (slot >= 0) {
-    __syncthreads();  // row p may share row m's ring slot (p = m - M): every read precedes the write
+    __syncthreads();  // row p may share row m's ring slot (p = m - M): every read precedes the
+                      // write
     const int64_t row = (static_cast<int64_t>(slot) * M + m % M) * Hq + h;
     const bool empty = !(lse > -INFINITY);
     ring_store(p.ring.q, kBf16, row * D + d, p.q_pre[qi]);
@@ -167,8 +182,10 @@ __global__ void merge_kernel(MacCudaParams p, WsLayout w) {
 int launch_merge(const MacCudaParams& p, const WsLayout& w, cudaStream_t st) {
   const dim3 grid(static_cast<unsigned>(p.num_q_heads), static_cast<unsigned>(p.num_seqs));
   const unsigned threads = static_cast<unsigned>(p.layout.head_dim);
-  if (p.cfg.ring_bf16) merge_kernel<true><<<grid, threads, 0, st>>>(p, w);
-  else merge_kernel<false><<<grid, threads, 0, st>>>(p, w);
+  if (p.cfg.ring_bf16)
+    merge_kernel<true><<<grid, threads, 0, st>>>(p, w);
+  else
+    merge_kernel<false><<<grid, threads, 0, st>>>(p, w);
   return detail::last_error();
 }
 

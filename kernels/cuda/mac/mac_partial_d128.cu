@@ -3,7 +3,8 @@
 
 namespace macserve::kernels::cuda::mac_detail {
 
-template int launch_partials<128>(const MacCudaParams& p, const WsLayout& w, int G, cudaStream_t st);
+template int launch_partials<128>(const MacCudaParams& p, const WsLayout& w, int G,
+                                  cudaStream_t st);
 template int launch_rows<128>(const MacPrefillRowsParams& p, int G, cudaStream_t st);
 template int partial_slots<128>(int G);
 

@@ -31,18 +31,21 @@ __device__ __forceinline__ uint32_t hash3(uint32_t a, uint32_t b, uint32_t c) {
 // Benchmark hook (mac_force_hits_cuda.h): an eligible head's decision replaced by a draw with the
 // forced hit rate; a forced hit matches position m - lag when that row is valid.
 __device__ __forceinline__ void force_decision(const MacCudaParams& p, const MacForceHits& force,
-                                               const MatchWindow& win, int s, int h, MacHeadDecision& dec) {
+                                               const MatchWindow& win, int s, int h,
+                                               MacHeadDecision& dec) {
   if (force.hit_rate < 0.0f) return;
   const int Hq = static_cast<int>(p.num_q_heads);
   const int G = Hq / static_cast<int>(p.layout.num_kv_heads);
   const int M = static_cast<int>(p.cfg.window);
   const int m = win.m;
   const uint32_t who = force.clustered ? static_cast<uint32_t>(h / G) : static_cast<uint32_t>(h);
-  const float u = static_cast<float>(hash3(force.seed + static_cast<uint32_t>(m), static_cast<uint32_t>(s), who) >> 8) *
-                  (1.0f / 16777216.0f);
+  const float u =
+      static_cast<float>(
+          hash3(force.seed + static_cast<uint32_t>(m), static_cast<uint32_t>(s), who) >> 8) *
+      (1.0f / 16777216.0f);
   const int x = m - force.lag;
-  const bool ok =
-      x >= win.begin && x < m && p.ring.lse[(static_cast<int64_t>(win.slot) * M + x % M) * Hq + h] > -INFINITY;
+  const bool ok = x >= win.begin && x < m &&
+                  p.ring.lse[(static_cast<int64_t>(win.slot) * M + x % M) * Hq + h] > -INFINITY;
   dec.hit = u < force.hit_rate && ok;
   dec.matched = dec.hit ? x : -1;
 }
@@ -50,7 +53,8 @@ __device__ __forceinline__ void force_decision(const MacCudaParams& p, const Mac
 // Head h of decode sequence s: its decision from the match CTAs' candidates (kForced: then the
 // benchmark hook's draw), and its first needed key. Returns {eligible, hit} for the counters.
 template <bool kForced>
-__device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, int h, const MacForceHits& force) {
+__device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, int h,
+                            const MacForceHits& force) {
   const int Hq = static_cast<int>(p.num_q_heads);
   const int D = static_cast<int>(p.layout.head_dim);
   const int r = static_cast<int>(p.cfg.band), F = static_cast<int>(p.cfg.sink);
@@ -59,7 +63,8 @@ __device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, in
   MacHeadDecision dec{static_cast<int8_t>(win.eligible), 0, -1, INFINITY};
   if (win.eligible) {
     unsigned long long best = ~0ull;
-    const unsigned long long* cand = w.match_best + (static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits;
+    const unsigned long long* cand =
+        w.match_best + (static_cast<int64_t>(s) * Hq + h) * kMaxMatchSplits;
 #pragma unroll
     for (int k = 0; k < kMaxMatchSplits; ++k)
       if (k < w.match_splits) best = min(best, cand[k]);
@@ -85,7 +90,9 @@ __device__ int2 decide_head(const MacCudaParams& p, const WsLayout& w, int s, in
   return make_int2(win.eligible, dec.hit);
 }
 
-__device__ __forceinline__ int chunks_of(int b, int e, int C) { return e > b ? (e - 1) / C - b / C + 1 : 0; }
+__device__ __forceinline__ int chunks_of(int b, int e, int C) {
+  return e > b ? (e - 1) / C - b / C + 1 : 0;
+}
 // A chunk at least C / 2 long is "long": long chunks run before every short one.
 __device__ __forceinline__ int is_long(int len, int C) { return 2 * len >= C ? 1 : 0; }
 __device__ __forceinline__ int long_chunks_of(int b, int e, int C) {
@@ -97,10 +104,12 @@ __device__ __forceinline__ int long_chunks_of(int b, int e, int C) {
 // Chunk j of range [b, e) (cut at multiples of C) of group gi: its partial-output slot is out0 + j
 // (the merge folds a group's slots in order), its place in the run order long_at + (long chunks of
 // the range before it) if it is long, else short_at + (short chunks before it).
-__device__ __forceinline__ void emit_chunk(int4* tasks, int gi, int b, int e, int C, int kind, int j, int out0,
-                                           int long_at, int short_at) {
+__device__ __forceinline__ void emit_chunk(int4* tasks, int gi, int b, int e, int C, int kind,
+                                           int j, int out0, int long_at, int short_at) {
   const int k = b / C + j;
-  const int lo = max(b, k * C), hi = static_cast<int>(min(static_cast<long long>(e), static_cast<long long>(k + 1) * C));
+  const int lo = max(b, k * C),
+            hi =
+                static_cast<int>(min(static_cast<long long>(e), static_cast<long long>(k + 1) * C));
   const int longs_before = j == 0 ? 0 : long_chunks_of(b, k * C, C);
   const int at = is_long(hi - lo, C) ? long_at + longs_before : short_at + j - longs_before;
   tasks[at] = make_int4(gi, lo, hi, ((out0 + j) << 2) | kind);
@@ -112,8 +121,10 @@ __device__ __forceinline__ void emit_chunk(int4* tasks, int gi, int b, int e, in
 struct GroupRanges {
   int ctx = 0, start = 0, E_m = 0, Fp = 0;
 };
-__device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, const WsLayout& w, int gi) {
-  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads), G = Hq / Hkv;
+__device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, const WsLayout& w,
+                                                    int gi) {
+  const int Hkv = static_cast<int>(p.layout.num_kv_heads), Hq = static_cast<int>(p.num_q_heads),
+            G = Hq / Hkv;
   const int s = gi / Hkv, g = gi % Hkv;
   GroupRanges x;
   x.ctx = decodes(p, s) ? p.context_lens[s] : 0;
@@ -122,7 +133,8 @@ __device__ __forceinline__ GroupRanges group_ranges(const MacCudaParams& p, cons
   x.Fp = min(static_cast<int>(p.cfg.sink), x.E_m);
   x.start = x.E_m;
 #pragma unroll 8
-  for (int h = 0; h < G; ++h) x.start = min(x.start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
+  for (int h = 0; h < G; ++h)
+    x.start = min(x.start, w.head_start[static_cast<int64_t>(s) * Hq + g * G + h]);
   return x;
 }
 
@@ -151,7 +163,8 @@ __device__ __forceinline__ int2 block_scan(int2 v, int2* warp_tot) {
 
 // The schedule kernel's body; kForced: the benchmark hook's decisions (force).
 template <bool kForced>
-__device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLayout& w, const MacForceHits& force) {
+__device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLayout& w,
+                                              const MacForceHits& force) {
   __shared__ int2 warp_tot[kScheduleThreads / 32];
   __shared__ int carry, carry_long;
   const int tid = threadIdx.x;
@@ -160,7 +173,8 @@ __device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLa
   __shared__ unsigned long long work;
   __shared__ int longest;
   __shared__ unsigned long long n_heads, n_eligible, n_hits;
-  if (tid == 0) carry = 0, carry_long = 0, work = 0, longest = 0, n_heads = 0, n_eligible = 0, n_hits = 0;
+  if (tid == 0)
+    carry = 0, carry_long = 0, work = 0, longest = 0, n_heads = 0, n_eligible = 0, n_hits = 0;
   __syncthreads();
   {  // every decode head's decision and first key, from its match CTAs
     const int Hq = static_cast<int>(p.num_q_heads);
@@ -207,16 +221,19 @@ __device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLa
     __syncthreads();
     // The long ranges (at most work / longest of them) in equal pieces that fill `rounds` whole
     // rounds of the resident partial CTAs: one round unless there are more than kRoundTokens keys
-    // per CTA, then up to 8 (the sinks and tails, short, run after them). Measured on the H200 (see
-    // docs/perf): a task has ~5-7 us of fixed cost, and long tasks left over for a second round cost
-    // up to a whole task time.
-    const long long slots = max(w.slots, 1), L = max(longest, 1), total = static_cast<long long>(work);
+    // per CTA, then up to 8 (the sinks and tails, short, run after them). Measured on the H200
+    // (docs/perf/log/gpu_runs.md, run 8; docs/perf/mac_gpu.md, "Chunk rules"): a task has ~5-7 us
+    // of fixed cost, and long tasks left over for a second round cost up to a whole task time.
+    const long long slots = max(w.slots, 1), L = max(longest, 1),
+                    total = static_cast<long long>(work);
     const long long n_long = max(1LL, total / L);
-    const long long rounds = min(8LL, max(1LL, (total + slots * kRoundTokens - 1) / (slots * kRoundTokens)));
+    const long long rounds =
+        min(8LL, max(1LL, (total + slots * kRoundTokens - 1) / (slots * kRoundTokens)));
     const long long pieces = max(1LL, rounds * slots / n_long);
     const long long c_long = ((L + pieces - 1) / pieces + 15) / 16 * 16;
     // never more than 2 x rounds x slots chunks, however short the longest row part
-    const long long c_work = ((total + 2 * rounds * slots - 1) / (2 * rounds * slots) + 15) / 16 * 16;
+    const long long c_work =
+        ((total + 2 * rounds * slots - 1) / (2 * rounds * slots) + 15) / 16 * 16;
     C = static_cast<int>(min(max(128LL, max(c_long, c_work)), 1LL << 30));
   }
   // Each group's chunks in order (row part, sink, tail) own partial-output slots [at, at + n); the
@@ -234,16 +251,20 @@ __device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLa
         n_row = chunks_of(x.start, x.E_m, C);
         n_sink = chunks_of(0, x.Fp, C);
         n_tail = chunks_of(x.E_m, x.ctx, C);
-        n_long = long_chunks_of(x.start, x.E_m, C) + long_chunks_of(0, x.Fp, C) + long_chunks_of(x.E_m, x.ctx, C);
+        n_long = long_chunks_of(x.start, x.E_m, C) + long_chunks_of(0, x.Fp, C) +
+                 long_chunks_of(x.E_m, x.ctx, C);
         w.group_reads[gi] = static_cast<int64_t>(x.ctx - x.start) + x.Fp;
       } else {
         w.group_reads[gi] = 0;
       }
     }
     const int n = n_row + n_sink + n_tail;
-    const int2 inc = block_scan(make_int2(n, n_long), warp_tot);  // inclusive, over the round's groups
+    const int2 inc =
+        block_scan(make_int2(n, n_long), warp_tot);  // inclusive, over the round's groups
     const int at = carry + inc.x - n, at_long = carry_long + inc.y - n_long;
-    if (gi < n_groups) w.groups[gi] = GroupInfo{at, n_row, n_sink, n_tail, at_long, at - at_long, x.start, x.E_m, x.Fp, x.ctx};
+    if (gi < n_groups)
+      w.groups[gi] =
+          GroupInfo{at, n_row, n_sink, n_tail, at_long, at - at_long, x.start, x.E_m, x.Fp, x.ctx};
     __syncthreads();
     if (tid == kScheduleThreads - 1) carry += inc.x, carry_long += inc.y;
     __syncthreads();
@@ -258,13 +279,15 @@ __device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLa
       const int short_at = carry_long + f.short_before;
       for (int j = lane; j < n; j += 32) {
         if (j < f.n_row)
-          emit_chunk(w.tasks, gi, f.start, f.e_m, C, kRowPart, j, f.task_begin, f.long_begin, short_at);
+          emit_chunk(w.tasks, gi, f.start, f.e_m, C, kRowPart, j, f.task_begin, f.long_begin,
+                     short_at);
         else if (j < f.n_row + f.n_sink)
-          emit_chunk(w.tasks, gi, 0, f.fp, C, kSink, j - f.n_row, f.task_begin + f.n_row, f.long_begin + l_row,
-                     short_at + f.n_row - l_row);
+          emit_chunk(w.tasks, gi, 0, f.fp, C, kSink, j - f.n_row, f.task_begin + f.n_row,
+                     f.long_begin + l_row, short_at + f.n_row - l_row);
         else
-          emit_chunk(w.tasks, gi, f.e_m, f.ctx, C, kTail, j - f.n_row - f.n_sink, f.task_begin + f.n_row + f.n_sink,
-                     f.long_begin + l_row + l_sink, short_at + f.n_row - l_row + f.n_sink - l_sink);
+          emit_chunk(w.tasks, gi, f.e_m, f.ctx, C, kTail, j - f.n_row - f.n_sink,
+                     f.task_begin + f.n_row + f.n_sink, f.long_begin + l_row + l_sink,
+                     short_at + f.n_row - l_row + f.n_sink - l_sink);
       }
     }
   }
@@ -277,7 +300,8 @@ __device__ __forceinline__ void schedule_body(const MacCudaParams& p, const WsLa
     for (int g = 0; g < Hkv; ++g) total += w.group_reads[s * Hkv + g];
     const bool dec = decodes(p, s);
     const int ctx = p.context_lens[s];
-    if (p.kv_tokens_read != nullptr) p.kv_tokens_read[s] = dec ? total : static_cast<int64_t>(max(ctx, 0)) * Hkv;
+    if (p.kv_tokens_read != nullptr)
+      p.kv_tokens_read[s] = dec ? total : static_cast<int64_t>(max(ctx, 0)) * Hkv;
     if (p.counters != nullptr && dec) {
       atomicAdd(&p.counters->kv_tokens_read, static_cast<unsigned long long>(total));
       atomicAdd(&p.counters->kv_tokens_full, static_cast<unsigned long long>(ctx) * Hkv);
@@ -296,9 +320,12 @@ __global__ void __launch_bounds__(kScheduleThreads)
 
 }  // namespace
 
-int launch_schedule(const MacCudaParams& p, const WsLayout& w, const MacForceHits* force, cudaStream_t st) {
-  if (force != nullptr) schedule_forced_kernel<<<1, kScheduleThreads, 0, st>>>(p, w, *force);
-  else schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
+int launch_schedule(const MacCudaParams& p, const WsLayout& w, const MacForceHits* force,
+                    cudaStream_t st) {
+  if (force != nullptr)
+    schedule_forced_kernel<<<1, kScheduleThreads, 0, st>>>(p, w, *force);
+  else
+    schedule_kernel<<<1, kScheduleThreads, 0, st>>>(p, w);
   return detail::last_error();
 }
 

@@ -39,7 +39,7 @@ class ArgReader {
             std::initializer_list<std::string_view> params);
   bool has(size_t i) const { return bound_[i] != nullptr; }
   const Value& get(size_t i) const;  // TypeError when the argument is missing
-  Value get_or(size_t i, Value fallback) const { return has(i) ? *bound_[i] : fallback; }
+  Value get_or(size_t i, const Value& fallback) const { return has(i) ? *bound_[i] : fallback; }
   int64_t get_int(size_t i, int64_t fallback) const;
   std::string get_string(size_t i, std::string fallback) const;  // requires str (or None)
   bool get_bool(size_t i, bool fallback) const;                  // Python truthiness

@@ -156,7 +156,7 @@ Value filter_truncate(Interpreter&, const Value& v, Arguments& args) {
     if (length_of(v) <= r.get_int(0, 255) + r.get_int(3, 5)) return v;
     raise(ErrorKind::kTypeError, "truncate needs a string, got {}", type_name(v));
   }
-  const std::string s = v.as_string();
+  const std::string& s = v.as_string();
   const int64_t length = r.get_int(0, 255);
   const std::string end = r.get_string(2, "...");
   const int64_t leeway = r.get_int(3, 5);

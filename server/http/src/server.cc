@@ -18,8 +18,10 @@ struct HttpServer::Impl {
   void accept() {
     acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
       if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
-      if (!ec) on_accept(std::move(socket));
-      else spdlog::warn("accept: {}", ec.message());
+      if (!ec)
+        on_accept(std::move(socket));
+      else
+        spdlog::warn("accept: {}", ec.message());
       accept();
     });
   }
@@ -29,9 +31,10 @@ struct HttpServer::Impl {
       // Over the limit: a short 503 written without waiting, then close.
       static const std::string kBody =
           R"({"error":{"message":"too many open connections","type":"service_unavailable","param":null,"code":null}})";
-      static const std::string kBusy = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                       "Connection: close\r\nContent-Length: " +
-                                       std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
+      static const std::string kBusy =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+          "Connection: close\r\nContent-Length: " +
+          std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
       beast::error_code ec;
       socket.non_blocking(true, ec);
       socket.write_some(net::buffer(kBusy), ec);
@@ -40,6 +43,10 @@ struct HttpServer::Impl {
       st.metrics->on_http_response(503);
       return;
     }
+    // SSE chunks are small writes: without TCP_NODELAY, Nagle holds each one back until the
+    // client's delayed ACK (~40 ms on Linux), which would show up in TTFT and every ITL.
+    beast::error_code nodelay_ec;
+    socket.set_option(tcp::no_delay(true), nodelay_ec);
     auto session = std::make_shared<Session>(std::move(socket), st);
     {
       std::lock_guard lock(mu);
@@ -66,19 +73,25 @@ HttpServer::HttpServer(ServeState& state) : impl_(std::make_unique<Impl>(state))
   const HttpOptions& o = state.options;
   beast::error_code ec;
   const auto address = net::ip::make_address(o.host, ec);
-  if (ec) throw_error(ErrorCode::kInvalidArgument, "--host '{}' is not an IP address: {}", o.host, ec.message());
-  if (o.port < 0 || o.port > 65535) throw_error(ErrorCode::kInvalidArgument, "--port {} is out of range", o.port);
+  if (ec)
+    throw_error(ErrorCode::kInvalidArgument, "--host '{}' is not an IP address: {}", o.host,
+                ec.message());
+  if (o.port < 0 || o.port > 65535)
+    throw_error(ErrorCode::kInvalidArgument, "--port {} is out of range", o.port);
   const tcp::endpoint ep(address, static_cast<unsigned short>(o.port));
   m.acceptor.open(ep.protocol(), ec);
   if (!ec) m.acceptor.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) m.acceptor.bind(ep, ec);
   if (!ec) m.acceptor.listen(net::socket_base::max_listen_connections, ec);
-  if (ec) throw_error(ErrorCode::kInvalidArgument, "cannot listen on {}:{}: {}", o.host, o.port, ec.message());
+  if (ec)
+    throw_error(ErrorCode::kInvalidArgument, "cannot listen on {}:{}: {}", o.host, o.port,
+                ec.message());
   m.port = m.acceptor.local_endpoint().port();
   m.signals.async_wait([&m](beast::error_code sec, int signo) {
     if (sec) return;
     spdlog::info("received signal {}: draining (no new requests; running ones finish)", signo);
     m.st.draining.store(true);
+    if (m.st.on_drain) m.st.on_drain();
     beast::error_code ignored;
     m.acceptor.close(ignored);
     {
@@ -106,12 +119,15 @@ int64_t HttpServer::wait_and_drain() {
     std::unique_lock lock(m.mu);
     m.cv.wait(lock, [&] { return m.signalled; });
   }
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double>(m.st.options.drain_timeout));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                         std::chrono::duration<double>(m.st.options.drain_timeout));
   while (m.st.active_generations.load() > 0 && Clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   const int64_t left = m.st.active_generations.load();
-  if (left > 0) spdlog::warn("drain: {} requests still running after {} s; aborting them", left, m.st.options.drain_timeout);
+  if (left > 0)
+    spdlog::warn("drain: {} requests still running after {} s; aborting them", left,
+                 m.st.options.drain_timeout);
   // Let the last responses leave the socket.
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   return left;
@@ -132,7 +148,8 @@ void HttpServer::stop() {
   }
   // Give the closes a moment, then stop the loop whatever is left.
   const auto until = Clock::now() + std::chrono::milliseconds(500);
-  while (m.st.connections.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  while (m.st.connections.load() > 0 && Clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   m.ioc.stop();
   for (auto& t : m.threads) t.join();
   m.threads.clear();

@@ -6,49 +6,23 @@
 #include <ctime>
 #include <random>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
+#include "macserve/openai/request_ids.h"
 namespace macserve::http {
 namespace {
 
+using openai::constant_time_equal;
+using openai::random_hex;
+using openai::usable_request_id;
+
 std::chrono::steady_clock::duration secs(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
 }
 
 std::string_view sv(boost::beast::string_view s) { return {s.data(), s.size()}; }
-
-std::string random_hex(std::size_t bytes) {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^ static_cast<uint64_t>(Clock::now().time_since_epoch().count())};
-  static const char* digits = "0123456789abcdef";
-  std::string s;
-  s.reserve(bytes * 2);
-  for (std::size_t i = 0; i < bytes; i += 8) {
-    uint64_t v = rng();
-    for (std::size_t j = 0; j < 16 && s.size() < bytes * 2; ++j, v >>= 4) s.push_back(digits[v & 15]);
-  }
-  return s;
-}
-
-// X-Request-Id values we take as they are; anything else is replaced (they end up in logs).
-bool usable_request_id(std::string_view id) {
-  if (id.empty() || id.size() > 256) return false;
-  for (char c : id)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.' && c != ':') return false;
-  return true;
-}
-
-// Length-independent comparison of the presented key with the configured one.
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const std::size_t n = std::max(a.size(), b.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
 
 struct Route {
   const char* path;
@@ -56,13 +30,18 @@ struct Route {
   bool needs_auth;
 };
 constexpr Route kRoutes[] = {
-    {"/v1/chat/completions", bhttp::verb::post, true}, {"/v1/completions", bhttp::verb::post, true},
-    {"/v1/models", bhttp::verb::get, true},            {"/tokenize", bhttp::verb::post, true},
-    {"/detokenize", bhttp::verb::post, true},          {"/health", bhttp::verb::get, false},
-    {"/metrics", bhttp::verb::get, false},             {"/version", bhttp::verb::get, false},
+    {"/v1/chat/completions", bhttp::verb::post, true},
+    {"/v1/completions", bhttp::verb::post, true},
+    {"/v1/models", bhttp::verb::get, true},
+    {"/tokenize", bhttp::verb::post, true},
+    {"/detokenize", bhttp::verb::post, true},
+    {"/health", bhttp::verb::get, false},
+    {"/metrics", bhttp::verb::get, false},
+    {"/version", bhttp::verb::get, false},
 };
 
-openai::ApiError api_error(int status, std::string message, std::string type, std::string code = {}) {
+openai::ApiError api_error(int status, std::string message, std::string type,
+                           std::string code = {}) {
   openai::ApiError e;
   e.status = status;
   e.message = std::move(message);
@@ -79,8 +58,9 @@ struct Session::Generation {
   std::unique_ptr<openai::ResponseBuilder> builder;
   std::vector<std::shared_ptr<engine::ResponseStream>> streams;
   std::vector<bool> done;
-  std::vector<std::vector<Clock::time_point>> last_output;  // [request][choice]: for inter-token latency
-  std::vector<std::vector<bool>> finished;                  // [request][choice]
+  std::vector<std::vector<Clock::time_point>>
+      last_output;                          // [request][choice]: for inter-token latency
+  std::vector<std::vector<bool>> finished;  // [request][choice]
   bool abandoned = false;
 
   void cancel_all() {
@@ -98,7 +78,7 @@ struct Session::EventWriter {
   std::deque<std::string> pending;  // event text not written yet
   std::string in_flight;            // being written (kept alive for the write)
   bool writing = false;
-  bool ending = false;              // write the last chunk once pending is empty
+  bool ending = false;  // write the last chunk once pending is empty
   bool ended = false;
 };
 
@@ -145,41 +125,46 @@ void Session::read_next() {
   if (buffer_.size() > 0) return read_request();
   // Idle keep-alive wait for the first bytes of the next request.
   stream_.expires_after(secs(st_.options.keep_alive_timeout));
-  stream_.async_read_some(buffer_.prepare(4096), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-    if (ec) return self->shutdown_socket();
-    self->buffer_.commit(n);
-    self->read_request();
-  });
+  stream_.async_read_some(buffer_.prepare(4096),
+                          [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+                            if (ec) return self->shutdown_socket();
+                            self->buffer_.commit(n);
+                            self->read_request();
+                          });
 }
 
 void Session::read_request() {
   started_ = Clock::now();
   // The whole request (headers and body) must arrive within request_timeout.
   stream_.expires_after(secs(st_.options.request_timeout));
-  bhttp::async_read_header(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
-    if (ec) return self->on_read(ec);
-    auto& req = self->parser_->get();
-    if (req[bhttp::field::expect] == "100-continue" && !self->parser_->is_done()) {
-      auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
-      net::async_write(self->stream_, net::buffer(*cont), [self, cont](beast::error_code wec, std::size_t) {
-        if (wec) return self->shutdown_socket();
+  bhttp::async_read_header(
+      stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+        if (ec) return self->on_read(ec);
+        auto& req = self->parser_->get();
+        if (req[bhttp::field::expect] == "100-continue" && !self->parser_->is_done()) {
+          auto cont = std::make_shared<std::string>("HTTP/1.1 100 Continue\r\n\r\n");
+          net::async_write(
+              self->stream_, net::buffer(*cont), [self, cont](beast::error_code wec, std::size_t) {
+                if (wec) return self->shutdown_socket();
+                bhttp::async_read(
+                    self->stream_, self->buffer_, *self->parser_,
+                    [self](beast::error_code rec, std::size_t) { self->on_read(rec); });
+              });
+          return;
+        }
         bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
                           [self](beast::error_code rec, std::size_t) { self->on_read(rec); });
       });
-      return;
-    }
-    bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
-                      [self](beast::error_code rec, std::size_t) { self->on_read(rec); });
-  });
 }
 
 void Session::on_read(beast::error_code ec) {
   if (closed_) return;
-  if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
-      ec == net::error::operation_aborted)
+  if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
+      ec == net::error::connection_reset || ec == net::error::operation_aborted)
     return shutdown_socket();
   if (ec == beast::error::timeout) {
-    spdlog::debug("{}: request not received within {} s, closing", peer_, st_.options.request_timeout);
+    spdlog::debug("{}: request not received within {} s, closing", peer_,
+                  st_.options.request_timeout);
     return shutdown_socket();
   }
   if (ec) {
@@ -187,22 +172,27 @@ void Session::on_read(beast::error_code ec) {
     const auto& partial = parser_->get();
     method_ = std::string(partial.method_string());
     target_ = std::string(partial.target());
-    request_id_ = usable_request_id(sv(partial["X-Request-Id"])) ? std::string(partial["X-Request-Id"]) : random_hex(16);
+    request_id_ = usable_request_id(sv(partial["X-Request-Id"]))
+                      ? std::string(partial["X-Request-Id"])
+                      : random_hex(16);
     origin_ = std::string(partial[bhttp::field::origin]);
     keep_alive_ = false;
     if (ec == bhttp::error::body_limit)
-      return reply_error(api_error(413, fmt::format("the request body is larger than {} bytes", st_.options.max_body_bytes),
-                                   "invalid_request_error", "request_too_large"));
+      return reply_error(api_error(
+          413, fmt::format("the request body is larger than {} bytes", st_.options.max_body_bytes),
+          "invalid_request_error", "request_too_large"));
     if (ec == bhttp::error::header_limit)
-      return reply_error(api_error(431, fmt::format("the request headers are larger than {} bytes",
-                                                    st_.options.max_header_bytes),
-                                   "invalid_request_error", "headers_too_large"));
-    return reply_error(api_error(400, "malformed HTTP request: " + ec.message(), "invalid_request_error"));
+      return reply_error(api_error(
+          431,
+          fmt::format("the request headers are larger than {} bytes", st_.options.max_header_bytes),
+          "invalid_request_error", "headers_too_large"));
+    return reply_error(
+        api_error(400, "malformed HTTP request: " + ec.message(), "invalid_request_error"));
   }
   handle(parser_->release());
 }
 
-void Session::handle(bhttp::request<bhttp::string_body> req) {
+void Session::handle(const bhttp::request<bhttp::string_body>& req) {
   method_ = std::string(req.method_string());
   target_ = std::string(req.target());
   keep_alive_ = req.keep_alive();
@@ -216,8 +206,10 @@ void Session::handle(bhttp::request<bhttp::string_body> req) {
     // Never with internal details in the answer; they go to the log.
     spdlog::error("{} {} [{}]: {}", method_, path, request_id_, e.what());
     if (gen_) abandon_generation();
-    if (!events_) reply_error(api_error(500, "internal server error", "internal_server_error"));
-    else shutdown_socket();
+    if (!events_)
+      reply_error(api_error(500, "internal server error", "internal_server_error"));
+    else
+      shutdown_socket();
   }
 }
 
@@ -229,21 +221,25 @@ void Session::route(const bhttp::request<bhttp::string_body>& req, const std::st
   for (const Route& r : kRoutes)
     if (path == r.path) route = &r;
   if (route == nullptr)
-    return reply_error(api_error(404, fmt::format("route {} not found", path.substr(0, 200)), "not_found_error"));
+    return reply_error(
+        api_error(404, fmt::format("route {} not found", path.substr(0, 200)), "not_found_error"));
   if (req.method() != route->method) {
     const char* allow = route->method == bhttp::verb::get ? "GET" : "POST";
-    return reply_error(api_error(405, fmt::format("method {} is not allowed on {} (use {})",
-                                                  std::string(req.method_string()).substr(0, 32), path, allow),
-                                 "invalid_request_error", "method_not_allowed"),
-                       {{"Allow", allow}});
+    return reply_error(
+        api_error(405,
+                  fmt::format("method {} is not allowed on {} (use {})",
+                              std::string(req.method_string()).substr(0, 32), path, allow),
+                  "invalid_request_error", "method_not_allowed"),
+        {{"Allow", allow}});
   }
   if (path == "/health") return health();
   if (path == "/metrics") return metrics();
   if (path == "/version") return reply({200, nlohmann::json{{"version", st_.version}}.dump()});
   if (route->needs_auth && !authorized(req))
-    return reply_error(api_error(401, "invalid or missing API key (send Authorization: Bearer <key>)",
-                                 "authentication_error", "invalid_api_key"),
-                       {{"WWW-Authenticate", "Bearer"}});
+    return reply_error(
+        api_error(401, "invalid or missing API key (send Authorization: Bearer <key>)",
+                  "authentication_error", "invalid_api_key"),
+        {{"WWW-Authenticate", "Bearer"}});
   if (st_.engine.load(std::memory_order_acquire) == nullptr)
     return reply_error(api_error(503, "the model is still loading", "service_unavailable"));
   if (st_.draining.load()) {
@@ -252,11 +248,13 @@ void Session::route(const bhttp::request<bhttp::string_body>& req, const std::st
   }
   if (path == "/v1/models") return reply({200, openai::models_list(st_.model)});
   if (path == "/tokenize" || path == "/detokenize") {
-    auto r = path == "/tokenize" ? openai::tokenize(req.body(), st_.model) : openai::detokenize(req.body(), st_.model);
+    auto r = path == "/tokenize" ? openai::tokenize(req.body(), st_.model)
+                                 : openai::detokenize(req.body(), st_.model);
     if (auto* e = std::get_if<openai::ApiError>(&r)) return reply_error(*e);
     return reply({200, std::move(std::get<std::string>(r))});
   }
-  start_generation(path == "/v1/chat/completions" ? openai::Endpoint::kChatCompletions : openai::Endpoint::kCompletions,
+  start_generation(path == "/v1/chat/completions" ? openai::Endpoint::kChatCompletions
+                                                  : openai::Endpoint::kCompletions,
                    req.body());
 }
 
@@ -275,7 +273,8 @@ void Session::health() {
   const double idle = e->seconds_since_progress();
   if (idle > st_.options.health_stall_timeout) {
     spdlog::warn("health: the engine loop made no progress for {:.1f} s", idle);
-    return reply({503, nlohmann::json{{"status", "stalled"}, {"seconds_since_progress", idle}}.dump()});
+    return reply(
+        {503, nlohmann::json{{"status", "stalled"}, {"seconds_since_progress", idle}}.dump()});
   }
   reply({200, R"({"status":"ok"})"});
 }
@@ -324,7 +323,8 @@ void Session::add_common_headers(bhttp::fields& f) const {
 
 void Session::reply(Reply r) {
   if (closed_) return;
-  auto res = std::make_shared<bhttp::response<bhttp::string_body>>(static_cast<bhttp::status>(r.status), 11);
+  auto res = std::make_shared<bhttp::response<bhttp::string_body>>(
+      static_cast<bhttp::status>(r.status), 11);
   add_common_headers(*res);
   if (!r.content_type.empty()) res->set(bhttp::field::content_type, r.content_type);
   for (auto& [k, v] : r.headers) res->set(k, v);
@@ -332,13 +332,15 @@ void Session::reply(Reply r) {
   res->body() = std::move(r.body);
   res->prepare_payload();
   stream_.expires_after(secs(st_.options.write_timeout));
-  bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
-    if (ec) return self->shutdown_socket();
-    self->after_response(res->result_int(), res->keep_alive());
-  });
+  bhttp::async_write(stream_, *res,
+                     [self = shared_from_this(), res](beast::error_code ec, std::size_t) {
+                       if (ec) return self->shutdown_socket();
+                       self->after_response(res->result_int(), res->keep_alive());
+                     });
 }
 
-void Session::reply_error(const openai::ApiError& e, std::vector<std::pair<std::string, std::string>> headers) {
+void Session::reply_error(const openai::ApiError& e,
+                          std::vector<std::pair<std::string, std::string>> headers) {
   Reply r{e.status, e.to_json()};
   r.headers = std::move(headers);
   reply(std::move(r));
@@ -355,8 +357,8 @@ void Session::after_response(int status, bool keep_alive) {
 void Session::log_access(int status) const {
   if (!st_.options.access_log) return;
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
-  spdlog::info("{} \"{} {}\" {} {:.1f} ms request_id={}", peer_, method_.substr(0, 16), target_.substr(0, 200), status,
-               ms, request_id_);
+  spdlog::info("{} \"{} {}\" {} {:.1f} ms request_id={}", peer_, method_.substr(0, 16),
+               target_.substr(0, 200), status, ms, request_id_);
 }
 
 // ---- server-sent events --------------------------------------------------------------------
@@ -376,7 +378,7 @@ void Session::start_events() {
   write_pending();
 }
 
-void Session::queue_event(std::string json) {
+void Session::queue_event(const std::string& json) {
   events_->pending.push_back("data: " + json + "\n\n");
   write_pending();
 }
@@ -407,21 +409,23 @@ void Session::write_pending() {
     for (auto& p : ev.pending) ev.in_flight += p;
     ev.pending.clear();
     ev.writing = true;
-    net::async_write(stream_, bhttp::make_chunk(net::buffer(ev.in_flight)), [self](beast::error_code ec, std::size_t) {
-      if (ec || !self->events_) return self->shutdown_socket();
-      self->events_->writing = false;
-      self->write_pending();
-    });
+    net::async_write(stream_, bhttp::make_chunk(net::buffer(ev.in_flight)),
+                     [self](beast::error_code ec, std::size_t) {
+                       if (ec || !self->events_) return self->shutdown_socket();
+                       self->events_->writing = false;
+                       self->write_pending();
+                     });
     return;
   }
   if (ev.ending && !ev.ended) {
     ev.ended = true;
     ev.writing = true;
     const bool keep_alive = ev.head.keep_alive();
-    net::async_write(stream_, bhttp::make_chunk_last(), [self, keep_alive](beast::error_code ec, std::size_t) {
-      if (ec) return self->shutdown_socket();
-      self->after_response(200, keep_alive);
-    });
+    net::async_write(stream_, bhttp::make_chunk_last(),
+                     [self, keep_alive](beast::error_code ec, std::size_t) {
+                       if (ec) return self->shutdown_socket();
+                       self->after_response(200, keep_alive);
+                     });
   }
 }
 
@@ -435,12 +439,13 @@ void Session::start_generation(openai::Endpoint endpoint, const std::string& bod
   g->id = ++next_generation_id_;
   g->prepared = std::move(std::get<openai::Prepared>(prepared));
   const bool chat = endpoint == openai::Endpoint::kChatCompletions;
-  g->builder = std::make_unique<openai::ResponseBuilder>(g->prepared, st_.model,
-                                                         (chat ? "chatcmpl-" : "cmpl-") + random_hex(12),
-                                                         static_cast<int64_t>(std::time(nullptr)));
+  g->builder = std::make_unique<openai::ResponseBuilder>(
+      g->prepared, st_.model, (chat ? "chatcmpl-" : "cmpl-") + random_hex(12),
+      static_cast<int64_t>(std::time(nullptr)));
   const std::size_t num = g->prepared.requests.size();
   g->done.assign(num, false);
-  g->last_output.assign(num, std::vector<Clock::time_point>(static_cast<std::size_t>(g->prepared.n)));
+  g->last_output.assign(num,
+                        std::vector<Clock::time_point>(static_cast<std::size_t>(g->prepared.n)));
   g->finished.assign(num, std::vector<bool>(static_cast<std::size_t>(g->prepared.n), false));
   gen_ = std::move(g);
   st_.active_generations.fetch_add(1);
@@ -464,17 +469,21 @@ void Session::start_generation(openai::Endpoint endpoint, const std::string& bod
 
 void Session::watch_disconnect() {
   const uint64_t gid = gen_->id;
-  stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), gid](beast::error_code ec) {
+  stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(),
+                                                       gid](beast::error_code ec) {
     if (!self->gen_ || self->gen_->id != gid || self->closed_) return;
     if (ec == net::error::operation_aborted) return;
     // A readiness event can be stale (another I/O thread may have read the bytes that caused it),
     // so peek: 0 bytes is the peer's FIN, EAGAIN is a stale wake-up (watch again), data is a
     // pipelined request (read after this answer).
     char byte = 0;
-    const auto n = ec ? -1 : ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return self->watch_disconnect();
+    const auto n =
+        ec ? -1 : ::recv(self->stream_.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && !ec && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return self->watch_disconnect();
     if (n <= 0) {
-      spdlog::info("{} request_id={}: client disconnected, cancelling", self->peer_, self->request_id_);
+      spdlog::info("{} request_id={}: client disconnected, cancelling", self->peer_,
+                   self->request_id_);
       self->shutdown_socket();
     }
   });
@@ -496,16 +505,19 @@ void Session::on_engine_output(uint64_t gid) {
       const auto c = static_cast<std::size_t>(out.index);
       if (c < g.last_output[r].size()) {
         if (g.last_output[r][c] != Clock::time_point{} && !out.tokens.empty())
-          st_.metrics->observe_inter_token(std::chrono::duration<double>(now - g.last_output[r][c]).count(),
-                                           static_cast<int64_t>(out.tokens.size()));
+          st_.metrics->observe_inter_token(
+              std::chrono::duration<double>(now - g.last_output[r][c]).count(),
+              static_cast<int64_t>(out.tokens.size()), metrics::Frontend::kHttp);
         if (!out.tokens.empty()) g.last_output[r][c] = now;
         if (out.finished) g.finished[r][c] = true;
       }
-      if (out.finished) st_.metrics->on_completion_finished(out);
+      if (out.finished) st_.metrics->on_completion_finished(out, metrics::Frontend::kHttp);
       g.builder->add(r, out, streaming ? &chunks : nullptr);
     }
-    if (done) g.done[r] = true;
-    else all_done = false;
+    if (done)
+      g.done[r] = true;
+    else
+      all_done = false;
   }
   if (const auto& err = g.builder->error()) {
     const openai::ApiError e = *err;
@@ -521,12 +533,12 @@ void Session::on_engine_output(uint64_t gid) {
   }
   if (streaming) {
     if (!chunks.empty() && !events_) start_events();
-    for (auto& c : chunks) queue_event(std::move(c));
+    for (const auto& c : chunks) queue_event(c);
     if (all_done) {
       std::vector<std::string> tail;
       g.builder->finish_stream(&tail);
       if (!events_) start_events();
-      for (auto& c : tail) queue_event(std::move(c));
+      for (const auto& c : tail) queue_event(c);
       queue_event("[DONE]");
       finish_generation();
       end_events();
@@ -555,7 +567,7 @@ void Session::abandon_generation() {
         engine::RequestOutput aborted;
         aborted.finished = true;
         aborted.finish_reason = engine::FinishReason::kAbort;
-        st_.metrics->on_completion_finished(aborted);
+        st_.metrics->on_completion_finished(aborted, metrics::Frontend::kHttp);
       }
   finish_generation();
 }

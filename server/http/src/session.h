@@ -48,7 +48,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_next();
   void read_request();
   void on_read(beast::error_code ec);
-  void handle(bhttp::request<bhttp::string_body> req);
+  void handle(const bhttp::request<bhttp::string_body>& req);
 
   // Routes.
   void route(const bhttp::request<bhttp::string_body>& req, const std::string& path);
@@ -60,14 +60,15 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // Answers.
   void reply(Reply r);
-  void reply_error(const openai::ApiError& e, std::vector<std::pair<std::string, std::string>> headers = {});
+  void reply_error(const openai::ApiError& e,
+                   std::vector<std::pair<std::string, std::string>> headers = {});
   void add_common_headers(bhttp::fields& f) const;
   void after_response(int status, bool keep_alive);
   void log_access(int status) const;
 
   // Server-sent events.
   void start_events();
-  void queue_event(std::string json);  // "data: <json>\n\n"
+  void queue_event(const std::string& json);  // "data: <json>\n\n"
   void end_events();
   void write_pending();
 

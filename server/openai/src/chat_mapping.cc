@@ -1,5 +1,4 @@
 // Chat messages (OpenAI shape) -> chat::ChatMessage -> the model's template -> token ids.
-#include <array>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -9,14 +8,6 @@
 
 namespace macserve::openai::detail {
 namespace {
-
-bool known_role(std::string_view role) {
-  static constexpr std::array<std::string_view, 6> kRoles = {"system", "developer", "user", "assistant", "tool",
-                                                              "function"};
-  for (const auto r : kRoles)
-    if (r == role) return true;
-  return false;
-}
 
 // A content part array: only text parts; their texts are joined with "\n" as vLLM does.
 std::string join_text_parts(const json& parts, const std::string& where) {
@@ -28,8 +19,10 @@ std::string join_text_parts(const json& parts, const std::string& where) {
     const auto type = get_string(part, "type");
     if (!type) fail(fmt::format("Missing required parameter: '{}.type'.", at), at + ".type");
     if (*type != "text")
-      fail(fmt::format("Invalid value '{}' for '{}.type': this model accepts only 'text' content parts.",
-                       sanitize_utf8(*type), at), at + ".type");
+      fail(fmt::format(
+               "Invalid value '{}' for '{}.type': this model accepts only 'text' content parts.",
+               sanitize_utf8(*type), at),
+           at + ".type");
     const auto t = get_string(part, "text");
     if (!t) fail(fmt::format("Missing required parameter: '{}.text'.", at), at + ".text");
     if (k > 0) text += '\n';
@@ -42,27 +35,37 @@ chat::ChatMessage parse_message(const json& m, std::size_t i) {
   const std::string where = fmt::format("messages[{}]", i);
   if (!m.is_object()) fail(fmt::format("Invalid type for '{}': expected an object.", where), where);
   const auto role_it = m.find("role");
-  if (role_it == m.end() || role_it->is_null()) fail(fmt::format("Missing required parameter: '{}.role'.", where), where + ".role");
-  if (!role_it->is_string()) fail(fmt::format("Invalid type for '{}.role': expected a string.", where), where + ".role");
+  if (role_it == m.end() || role_it->is_null())
+    fail(fmt::format("Missing required parameter: '{}.role'.", where), where + ".role");
+  if (!role_it->is_string())
+    fail(fmt::format("Invalid type for '{}.role': expected a string.", where), where + ".role");
   chat::ChatMessage msg;
   msg.role = role_it->get<std::string>();
-  if (!known_role(msg.role))
-    fail(fmt::format("Invalid value '{}' for '{}.role': supported values are 'system', 'developer', 'user', "
-                     "'assistant', 'tool' and 'function'.", sanitize_utf8(msg.role), where), where + ".role");
+  if (!is_known_role(msg.role))
+    fail(
+        fmt::format(
+            "Invalid value '{}' for '{}.role': supported values are 'system', 'developer', 'user', "
+            "'assistant', 'tool' and 'function'.",
+            sanitize_utf8(msg.role), where),
+        where + ".role");
   const auto content = m.find("content");
   if (content == m.end() || content->is_null()) {
     // Assistant turns may carry only tool_calls; transformers then drops the key (None).
-    if (msg.role != "assistant") fail(fmt::format("Missing required parameter: '{}.content'.", where), where + ".content");
+    if (msg.role != "assistant")
+      fail(fmt::format("Missing required parameter: '{}.content'.", where), where + ".content");
     msg.extra["content"] = nullptr;
   } else if (content->is_string()) {
     msg.content = content->get<std::string>();
   } else if (content->is_array()) {
     msg.content = join_text_parts(*content, where + ".content");
   } else {
-    fail(fmt::format("Invalid type for '{}.content': expected a string or an array of content parts.", where),
+    fail(fmt::format(
+             "Invalid type for '{}.content': expected a string or an array of content parts.",
+             where),
          where + ".content");
   }
-  // Other keys (name, tool_calls, tool_call_id, reasoning_content, ...) reach the template as given.
+  // Other keys (name, tool_calls, tool_call_id, reasoning_content, ...) reach the template as
+  // given.
   for (const auto& [key, value] : m.items())
     if (key != "role" && key != "content") msg.extra[key] = value;
   return msg;
@@ -72,9 +75,12 @@ chat::ChatMessage parse_message(const json& m, std::size_t i) {
 
 PromptIds render_chat(const json& body, const ServedModel& model) {
   const auto it = body.find("messages");
-  if (it == body.end() || it->is_null()) fail("Missing required parameter: 'messages'.", "messages");
-  if (!it->is_array()) fail("Invalid type for 'messages': expected an array of messages.", "messages");
-  if (it->empty()) fail("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages");
+  if (it == body.end() || it->is_null())
+    fail("Missing required parameter: 'messages'.", "messages");
+  if (!it->is_array())
+    fail("Invalid type for 'messages': expected an array of messages.", "messages");
+  if (it->empty())
+    fail("Invalid 'messages': empty array. Expected an array with minimum length 1.", "messages");
   std::vector<chat::ChatMessage> messages;
   messages.reserve(it->size());
   for (std::size_t i = 0; i < it->size(); ++i) messages.push_back(parse_message((*it)[i], i));
@@ -87,22 +93,11 @@ PromptIds render_chat(const json& body, const ServedModel& model) {
     extra["tools"] = *tools;
   }
   if (const auto kw = body.find("chat_template_kwargs"); kw != body.end() && !kw->is_null()) {
-    if (!kw->is_object()) fail("Invalid type for 'chat_template_kwargs': expected an object.", "chat_template_kwargs");
+    if (!kw->is_object())
+      fail("Invalid type for 'chat_template_kwargs': expected an object.", "chat_template_kwargs");
     for (const auto& [key, value] : kw->items()) extra[key] = value;
   }
-  if (model.chat_template == nullptr)
-    fail("This model has no chat template, so chat requests cannot be formatted: use /v1/completions with a "
-         "prompt, or start the server with --chat-template.", "messages");
-
-  PromptIds out;
-  try {
-    out.text = chat::apply_chat_template(*model.chat_template, messages, add_generation_prompt, model.bos_token,
-                                         model.eos_token, extra);
-  } catch (const Error& e) {  // raise_exception() in the template, limits, type errors
-    fail(fmt::format("The chat template could not format these messages: {}", sanitize_utf8(e.what())), "messages");
-  }
-  out.ids = model.tokenizer->encode(out.text, add_special);
-  return out;
+  return render_chat_messages(messages, add_generation_prompt, add_special, extra, model);
 }
 
 }  // namespace macserve::openai::detail

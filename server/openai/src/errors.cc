@@ -1,4 +1,6 @@
 // OpenAI's error envelope and the mapping of engine failures onto it.
+#include <utility>
+
 #include "json_fields.h"
 #include "macserve/core/error.h"
 #include "macserve/openai/protocol.h"
@@ -22,11 +24,12 @@ ApiError ApiError::internal() {
 
 ApiError detail::error_from_exception(std::exception_ptr ep) {
   try {
-    std::rethrow_exception(ep);
+    std::rethrow_exception(std::move(ep));
   } catch (const detail::ApiException& e) {
     return e.error;
   } catch (const Error& e) {
-    if (e.code() == ErrorCode::kInvalidArgument) return ApiError::invalid(detail::sanitize_utf8(e.what()));
+    if (e.code() == ErrorCode::kInvalidArgument)
+      return ApiError::invalid(detail::sanitize_utf8(e.what()));
   } catch (...) {
   }
   return ApiError::internal();
@@ -46,7 +49,8 @@ ApiError error_from_engine(const engine::RequestOutput& out) {
   ApiError e;
   switch (out.error_kind) {
     case engine::ErrorKind::kInvalidRequest:
-      e = ApiError::invalid(out.error.empty() ? "Invalid request." : detail::sanitize_utf8(out.error));
+      e = ApiError::invalid(out.error.empty() ? "Invalid request."
+                                              : detail::sanitize_utf8(out.error));
       return e;
     case engine::ErrorKind::kContextLength:
       e = ApiError::invalid(out.error.empty() ? "The request exceeds the model's context length."
@@ -63,7 +67,8 @@ ApiError error_from_engine(const engine::RequestOutput& out) {
       e.status = 503;
       e.type = "server_error";
       e.code = "service_unavailable";
-      e.message = "The server is not accepting requests right now (shutting down). Please retry later.";
+      e.message =
+          "The server is not accepting requests right now (shutting down). Please retry later.";
       return e;
     case engine::ErrorKind::kNone:  // a failure without a kind is treated as internal
     case engine::ErrorKind::kInternal:

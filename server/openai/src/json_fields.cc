@@ -13,22 +13,33 @@ namespace {
 
 const char* type_name(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::object: return "an object";
-    case json::value_t::array: return "an array";
-    case json::value_t::string: return "a string";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a decimal";
-    case json::value_t::binary: return "binary";
-    case json::value_t::discarded: return "nothing";
+    case json::value_t::number_unsigned:
+      return "an integer";
+    case json::value_t::number_float:
+      return "a decimal";
+    case json::value_t::binary:
+      return "binary";
+    case json::value_t::discarded:
+      return "nothing";
   }
   return "an unknown type";
 }
 
 [[noreturn]] void wrong_type(const std::string& what, const char* expected, const json& v) {
-  fail(fmt::format("Invalid type for '{}': expected {}, but got {} instead.", what, expected, type_name(v)), what);
+  fail(fmt::format("Invalid type for '{}': expected {}, but got {} instead.", what, expected,
+                   type_name(v)),
+       what);
 }
 
 // Depth of [ and { outside strings; rejects before nlohmann recurses into a hostile body.
@@ -38,8 +49,10 @@ bool nesting_within(std::string_view body, int max_depth) {
   for (std::size_t i = 0; i < body.size(); ++i) {
     const char c = body[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
@@ -53,12 +66,15 @@ bool nesting_within(std::string_view body, int max_depth) {
 
 // SAX handler building an ordered_json in linear time: members are appended to the underlying
 // vector directly, with a hash index per open object for duplicate keys (last one wins).
+// A false positive of bugprone-exception-escape: nlohmann::json's destructor allocates to flatten
+// nested values (std::bad_alloc there terminates); nothing in this struct throws.
+// NOLINTNEXTLINE(bugprone-exception-escape)
 struct OrderedBuilder {
   using Members = json::object_t::Container;
   struct Frame {
     json* value;
     std::unordered_map<std::string, std::size_t> index;  // objects: key -> member position
-    std::string key;                                      // objects: the key of the next value
+    std::string key;                                     // objects: the key of the next value
   };
   json root;
   std::vector<Frame> stack;
@@ -119,11 +135,6 @@ const json* find_field(const json& obj, const char* key) {
 
 }  // namespace
 
-void fail(std::string message, std::string param) {
-  ApiError e = ApiError::invalid(std::move(message), std::move(param));
-  throw ApiException{std::move(e)};
-}
-
 json parse_body(std::string_view body) {
   if (!nesting_within(body, kMaxJsonDepth))
     fail(fmt::format("The JSON body is nested deeper than {} levels.", kMaxJsonDepth), "");
@@ -141,7 +152,8 @@ json parse_body(std::string_view body) {
     fail("We could not parse the JSON body of your request: " + sanitize_utf8(what), "");
   }
   json& j = builder.root;
-  if (!j.is_object()) fail(fmt::format("The request body must be a JSON object, but got {}.", type_name(j)), "");
+  if (!j.is_object())
+    fail(fmt::format("The request body must be a JSON object, but got {}.", type_name(j)), "");
   return std::move(j);
 }
 
@@ -165,17 +177,23 @@ int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi) {
     const double d = v.get<double>();
     if (!std::isfinite(d) || std::floor(d) != d) wrong_type(what, "an integer", v);
     in_range = d >= -9.2e18 && d <= 9.2e18;
-    x = in_range ? static_cast<int64_t>(d) : (d < 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max());
+    x = in_range
+            ? static_cast<int64_t>(d)
+            : (d < 0 ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max());
   } else {
     wrong_type(what, "an integer", v);
   }
-  if ((!in_range && x > 0) || x > hi)
-    fail(fmt::format("Invalid '{}': integer above maximum value. Expected a value <= {}, but got {} instead.", what,
-                     hi, sanitize_utf8(v.dump())), what);
-  if (!in_range || x < lo)
-    fail(fmt::format("Invalid '{}': integer below minimum value. Expected a value >= {}, but got {} instead.", what,
-                     lo, v.dump()), what);
-  return x;
+  if (!in_range && x > 0)  // beyond int64
+    fail(fmt::format("Invalid '{}': integer above maximum value. Expected a value <= {}, but got "
+                     "{} instead.",
+                     what, hi, sanitize_utf8(v.dump())),
+         what);
+  if (!in_range)
+    fail(fmt::format("Invalid '{}': integer below minimum value. Expected a value >= {}, but got "
+                     "{} instead.",
+                     what, lo, v.dump()),
+         what);
+  return check_int(what, Given<int64_t>{x, sanitize_utf8(v.dump())}, lo, hi);
 }
 
 std::optional<int64_t> get_int(const json& obj, const char* key, int64_t lo, int64_t hi) {
@@ -184,18 +202,12 @@ std::optional<int64_t> get_int(const json& obj, const char* key, int64_t lo, int
   return as_int(*v, key, lo, hi);
 }
 
-std::optional<double> get_number(const json& obj, const char* key, double lo, double hi, bool lo_open) {
+std::optional<double> get_number(const json& obj, const char* key, double lo, double hi,
+                                 bool lo_open) {
   const json* v = find_field(obj, key);
   if (v == nullptr) return std::nullopt;
   if (!v->is_number()) wrong_type(key, "a number", *v);
-  const double d = v->get<double>();
-  if (!std::isfinite(d) || d > hi)
-    fail(fmt::format("Invalid '{}': decimal above maximum value. Expected a value <= {}, but got {} instead.", key, hi,
-                     v->dump()), key);
-  if (d < lo || (lo_open && d == lo))
-    fail(fmt::format("Invalid '{}': decimal below minimum value. Expected a value {} {}, but got {} instead.", key,
-                     lo_open ? ">" : ">=", lo, v->dump()), key);
-  return d;
+  return check_number(key, Given<double>{v->get<double>(), v->dump()}, lo, hi, lo_open);
 }
 
 std::optional<std::string> get_string(const json& obj, const char* key) {
@@ -203,6 +215,24 @@ std::optional<std::string> get_string(const json& obj, const char* key) {
   if (v == nullptr) return std::nullopt;
   if (!v->is_string()) wrong_type(key, "a string", *v);
   return v->get<std::string>();
+}
+
+std::optional<Given<double>> get_given_number(const json& obj, const char* key) {
+  const json* v = find_field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_number()) wrong_type(key, "a number", *v);
+  return Given<double>{v->get<double>(), v->dump()};
+}
+
+Given<int64_t> as_given_int(const json& v, const std::string& what) {
+  return {as_int(v, what, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max()),
+          sanitize_utf8(v.dump())};
+}
+
+std::optional<Given<int64_t>> get_given_int(const json& obj, const char* key) {
+  const json* v = find_field(obj, key);
+  if (v == nullptr) return std::nullopt;
+  return as_given_int(*v, key);
 }
 
 void check_model(const json& body, const ServedModel& model) {
@@ -225,7 +255,11 @@ std::string sanitize_utf8(std::string_view s) {
   std::size_t i = 0;
   while (i < s.size()) {
     const auto b = static_cast<unsigned char>(s[i]);
-    const int n = b < 0x80 ? 1 : (b >= 0xC2 && b <= 0xDF) ? 2 : (b >= 0xE0 && b <= 0xEF) ? 3 : (b >= 0xF0 && b <= 0xF4) ? 4 : 0;
+    const int n = b < 0x80                   ? 1
+                  : (b >= 0xC2 && b <= 0xDF) ? 2
+                  : (b >= 0xE0 && b <= 0xEF) ? 3
+                  : (b >= 0xF0 && b <= 0xF4) ? 4
+                                             : 0;
     int ok = n > 0 ? 1 : 0;  // bytes of the maximal well-formed prefix
     for (int k = 1; k < n && i + k < s.size(); ++k) {
       const auto c = static_cast<unsigned char>(s[i + k]);

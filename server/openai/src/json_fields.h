@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "macserve/openai/protocol.h"
+#include "macserve/openai/request_fields.h"
 
 namespace macserve::openai::detail {
 
@@ -19,12 +20,8 @@ namespace macserve::openai::detail {
 // Python). Built by a linear-time parser (ordered_json's own insert is quadratic in the keys).
 using json = nlohmann::ordered_json;
 
-// Thrown inside this library only; prepare()/tokenize()/detokenize() turn it into their result.
-struct ApiException {
-  ApiError error;
-};
-
-[[noreturn]] void fail(std::string message, std::string param);
+using openai::ApiException;
+using openai::fail;
 
 // Runs f() and turns whatever it throws into the ApiError the public functions return: an
 // ApiException as it is, macserve::Error(kInvalidArgument) as a 400, anything else as a 500.
@@ -51,8 +48,13 @@ std::optional<bool> get_bool(const json& obj, const char* key);
 // must lie in [lo, hi].
 std::optional<int64_t> get_int(const json& obj, const char* key, int64_t lo, int64_t hi);
 // Any finite number in [lo, hi] (open bounds when lo_open/hi_open).
-std::optional<double> get_number(const json& obj, const char* key, double lo, double hi, bool lo_open = false);
+std::optional<double> get_number(const json& obj, const char* key, double lo, double hi,
+                                 bool lo_open = false);
 std::optional<std::string> get_string(const json& obj, const char* key);
+// Type checks only (ranges are checked by request_fields.h): a number / an int64 and its JSON text.
+std::optional<Given<double>> get_given_number(const json& obj, const char* key);
+std::optional<Given<int64_t>> get_given_int(const json& obj, const char* key);
+Given<int64_t> as_given_int(const json& v, const std::string& what);
 // An integer JSON value (`what` names it in errors) in [lo, hi].
 int64_t as_int(const json& v, const std::string& what, int64_t lo, int64_t hi);
 

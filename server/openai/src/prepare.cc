@@ -15,8 +15,6 @@ using detail::get_bool;
 using detail::get_int;
 using detail::json;
 
-constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-constexpr int64_t kMaxN = 128;
 // Completions per request (prompts x n): bounds what one small body can make the server allocate.
 constexpr int64_t kMaxChoices = 4096;
 
@@ -24,27 +22,35 @@ constexpr int64_t kMaxChoices = 4096;
 void parse_endpoint_fields(const json& body, Endpoint endpoint, Prepared& out) {
   if (endpoint == Endpoint::kChatCompletions) {
     out.logprobs = get_bool(body, "logprobs").value_or(false);
-    const auto top = get_int(body, "top_logprobs", 0, 20);
+    const auto top = get_int(body, "top_logprobs", 0, kMaxTopLogprobs);
     if (top && !out.logprobs)
-      fail("Invalid 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is set.", "top_logprobs");
+      fail("Invalid 'top_logprobs': 'logprobs' must be true when 'top_logprobs' is set.",
+           "top_logprobs");
     out.top_logprobs = static_cast<int32_t>(top.value_or(0));
     if (const auto rf = body.find("response_format"); rf != body.end() && !rf->is_null()) {
-      if (!rf->is_object()) fail("Invalid type for 'response_format': expected an object.", "response_format");
+      if (!rf->is_object())
+        fail("Invalid type for 'response_format': expected an object.", "response_format");
       const auto type = detail::get_string(*rf, "type");
       if (type && *type != "text")
         fail(fmt::format("Invalid 'response_format': type '{}' is not supported; only 'text' is.",
-                         detail::sanitize_utf8(*type)), "response_format");
+                         detail::sanitize_utf8(*type)),
+             "response_format");
     }
-    if (const auto tc = body.find("tool_choice"); tc != body.end() && !tc->is_null() && *tc != "none")
-      fail("Invalid 'tool_choice': tool calling is not supported; only 'none' is accepted (tools are shown to the "
-           "model through the chat template, its reply is returned as text).", "tool_choice");
+    if (const auto tc = body.find("tool_choice");
+        tc != body.end() && !tc->is_null() && *tc != "none")
+      fail(
+          "Invalid 'tool_choice': tool calling is not supported; only 'none' is accepted (tools "
+          "are shown to the "
+          "model through the chat template, its reply is returned as text).",
+          "tool_choice");
   } else {
     const auto k = get_int(body, "logprobs", 0, 5);
     out.logprobs = k.has_value();
     out.top_logprobs = static_cast<int32_t>(k.value_or(0));
     out.echo = get_bool(body, "echo").value_or(false);
     if (out.echo && out.logprobs)
-      fail("Invalid 'echo': 'echo' together with 'logprobs' is not supported (no prompt logprobs).", "echo");
+      fail("Invalid 'echo': 'echo' together with 'logprobs' is not supported (no prompt logprobs).",
+           "echo");
     if (const auto suffix = detail::get_string(body, "suffix"); suffix && !suffix->empty())
       fail("Invalid 'suffix': 'suffix' is not supported.", "suffix");
     if (const auto best_of = get_int(body, "best_of", 1, kMaxN); best_of && *best_of != out.n)
@@ -52,44 +58,25 @@ void parse_endpoint_fields(const json& body, Endpoint endpoint, Prepared& out) {
   }
   out.stream = get_bool(body, "stream").value_or(false);
   if (const auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
-    if (!out.stream) fail("Invalid 'stream_options': 'stream_options' is only allowed when 'stream' is true.", "stream_options");
-    if (!so->is_object()) fail("Invalid type for 'stream_options': expected an object.", "stream_options");
+    if (!out.stream)
+      fail("Invalid 'stream_options': 'stream_options' is only allowed when 'stream' is true.",
+           "stream_options");
+    if (!so->is_object())
+      fail("Invalid type for 'stream_options': expected an object.", "stream_options");
     out.include_usage = get_bool(*so, "include_usage").value_or(false);
   }
 }
 
 // max_completion_tokens (preferred, OpenAI's newer name) or max_tokens; nullopt: not given.
-std::optional<std::pair<int64_t, const char*>> parse_max_tokens(const json& body, const ServedModel& model) {
+std::optional<int64_t> parse_max_tokens(const json& body, const ServedModel& model) {
   const char* name = "max_completion_tokens";
-  auto v = get_int(body, name, 1, std::numeric_limits<int64_t>::max());
+  auto v = detail::get_given_int(body, name);
   if (!v) {
     name = "max_tokens";
-    v = get_int(body, name, 1, std::numeric_limits<int64_t>::max());
+    v = detail::get_given_int(body, name);
   }
   if (!v) return std::nullopt;
-  const int64_t cap = model.max_output_tokens > 0 ? model.max_output_tokens
-                      : model.max_model_len > 0   ? model.max_model_len
-                                                  : kInt32Max;
-  if (*v > std::min(cap, kInt32Max))
-    fail(fmt::format("Invalid '{}': integer above maximum value. This model supports at most {} completion tokens, "
-                     "but got {} instead.", name, std::min(cap, kInt32Max), *v), name);
-  return std::make_pair(*v, name);
-}
-
-// prompt_len + max_tokens must fit the context; without an explicit value, whatever fits.
-int32_t resolve_max_tokens(const ServedModel& model, const char* param, int64_t prompt_len,
-                           const std::optional<std::pair<int64_t, const char*>>& requested) {
-  const int64_t ctx = model.max_model_len;
-  if (requested) {
-    if (ctx > 0 && prompt_len + requested->first > ctx)
-      detail::fail_context(model, param, prompt_len, requested->first, true);
-    return static_cast<int32_t>(requested->first);
-  }
-  if (ctx <= 0) return static_cast<int32_t>(model.max_output_tokens > 0 ? std::min(model.max_output_tokens, kInt32Max) : 16);
-  if (prompt_len >= ctx) detail::fail_context(model, param, prompt_len, 0, false);
-  int64_t m = ctx - prompt_len;
-  if (model.max_output_tokens > 0) m = std::min(m, model.max_output_tokens);
-  return static_cast<int32_t>(std::min(m, kInt32Max));
+  return check_max_tokens(*v, name, model);
 }
 
 Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const ServedModel& model) {
@@ -107,28 +94,20 @@ Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const S
 
   const bool chat = endpoint == Endpoint::kChatCompletions;
   std::vector<detail::PromptIds> prompts;
-  if (chat) prompts.push_back(detail::render_chat(body, model));
-  else prompts = detail::parse_prompts(body, model, get_bool(body, "add_special_tokens").value_or(true));
+  if (chat)
+    prompts.push_back(detail::render_chat(body, model));
+  else
+    prompts =
+        detail::parse_prompts(body, model, get_bool(body, "add_special_tokens").value_or(true));
 
   if (static_cast<int64_t>(prompts.size()) * out.n > kMaxChoices)
-    fail(fmt::format("Invalid 'prompt': {} prompts with n = {} ask for more than {} completions in one request.",
-                     prompts.size(), out.n, kMaxChoices), "prompt");
+    fail(fmt::format("Invalid 'prompt': {} prompts with n = {} ask for more than {} completions in "
+                     "one request.",
+                     prompts.size(), out.n, kMaxChoices),
+         "prompt");
   for (auto& prompt : prompts) {
-    engine::Request r;
-    r.params = params;
-    r.params.max_tokens = resolve_max_tokens(model, chat ? "messages" : "prompt",
-                                             static_cast<int64_t>(prompt.ids.size()), requested);
-    if (r.params.min_tokens > r.params.max_tokens)
-      fail(fmt::format("Invalid 'min_tokens': {} is more than the {} completion tokens allowed.", r.params.min_tokens,
-                       r.params.max_tokens), "min_tokens");
-    try {
-      r.params.validate();  // backstop: the engine rejects what its own checks reject
-    } catch (const Error& e) {
-      fail(detail::sanitize_utf8(e.what()), "");
-    }
-    r.prompt_ids = std::move(prompt.ids);
-    r.n = out.n;
-    out.requests.push_back(std::move(r));
+    out.requests.push_back(make_request(std::move(prompt.ids), params, out.n, requested,
+                                        chat ? "messages" : "prompt", model));
     out.prompt_texts.push_back(std::move(prompt.text));
   }
   return out;
@@ -136,7 +115,8 @@ Prepared prepare_or_throw(Endpoint endpoint, std::string_view body_text, const S
 
 }  // namespace
 
-std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body, const ServedModel& model) {
+std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body,
+                                         const ServedModel& model) {
   return detail::guarded<Prepared>([&] { return prepare_or_throw(endpoint, body, model); });
 }
 

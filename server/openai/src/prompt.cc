@@ -1,4 +1,4 @@
-// Completions prompts (string, strings, ids, lists of ids) -> token ids, and the context check.
+// Completions prompts (string, strings, ids, lists of ids) -> token ids.
 #include <limits>
 
 #include <fmt/format.h>
@@ -21,20 +21,7 @@ PromptIds ids_prompt(const json& ids, const ServedModel& model, const std::strin
   return p;
 }
 
-PromptIds text_prompt(std::string text, const ServedModel& model, bool add_special) {
-  PromptIds p;
-  p.ids = model.tokenizer->encode(text, add_special);
-  p.text = std::move(text);
-  return p;
-}
-
 }  // namespace
-
-void check_token_id(int64_t id, const ServedModel& model, const std::string& param) {
-  if (id < 0 || id >= model.tokenizer->vocab_size())
-    fail(fmt::format("Invalid token id {} in '{}': the vocabulary has {} tokens.", id, param,
-                     model.tokenizer->vocab_size()), param);
-}
 
 std::vector<PromptIds> parse_prompts(const json& body, const ServedModel& model, bool add_special) {
   const auto it = body.find("prompt");
@@ -44,8 +31,11 @@ std::vector<PromptIds> parse_prompts(const json& body, const ServedModel& model,
   if (prompt.is_string()) {
     out.push_back(text_prompt(prompt.get<std::string>(), model, add_special));
   } else if (!prompt.is_array()) {
-    fail("Invalid type for 'prompt': expected a string, an array of strings, an array of token ids or an array of "
-         "arrays of token ids.", "prompt");
+    fail(
+        "Invalid type for 'prompt': expected a string, an array of strings, an array of token ids "
+        "or an array of "
+        "arrays of token ids.",
+        "prompt");
   } else if (prompt.empty()) {
     fail("Invalid 'prompt': empty array. Expected at least one prompt.", "prompt");
   } else if (prompt[0].is_number()) {
@@ -53,44 +43,29 @@ std::vector<PromptIds> parse_prompts(const json& body, const ServedModel& model,
   } else if (prompt[0].is_string()) {
     for (std::size_t i = 0; i < prompt.size(); ++i) {
       if (!prompt[i].is_string())
-        fail(fmt::format("Invalid type for 'prompt[{}]': expected a string like the other prompts.", i), "prompt");
+        fail(fmt::format("Invalid type for 'prompt[{}]': expected a string like the other prompts.",
+                         i),
+             "prompt");
       out.push_back(text_prompt(prompt[i].get<std::string>(), model, add_special));
     }
   } else if (prompt[0].is_array()) {
     for (std::size_t i = 0; i < prompt.size(); ++i) {
       const std::string at = fmt::format("prompt[{}]", i);
-      if (!prompt[i].is_array()) fail(fmt::format("Invalid type for '{}': expected an array of token ids.", at), "prompt");
+      if (!prompt[i].is_array())
+        fail(fmt::format("Invalid type for '{}': expected an array of token ids.", at), "prompt");
       out.push_back(ids_prompt(prompt[i], model, at));
     }
   } else {
-    fail("Invalid type for 'prompt[0]': expected a string, a token id or an array of token ids.", "prompt");
+    fail("Invalid type for 'prompt[0]': expected a string, a token id or an array of token ids.",
+         "prompt");
   }
   for (std::size_t i = 0; i < out.size(); ++i)
     if (out[i].ids.empty())
-      fail(out.size() == 1 ? std::string("The prompt is empty: it must contain at least one token.")
-                           : fmt::format("Prompt {} is empty: it must contain at least one token.", i), "prompt");
+      fail(out.size() == 1
+               ? std::string("The prompt is empty: it must contain at least one token.")
+               : fmt::format("Prompt {} is empty: it must contain at least one token.", i),
+           "prompt");
   return out;
-}
-
-void fail_context(const ServedModel& model, const char* param, int64_t prompt_len, int64_t max_tokens,
-                  bool explicit_max_tokens) {
-  const bool chat = std::string_view(param) == "messages";
-  std::string msg;
-  if (explicit_max_tokens) {
-    msg = chat ? fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
-                             "the messages, {} in the completion). Please reduce the length of the messages or "
-                             "completion.", model.max_model_len, prompt_len + max_tokens, prompt_len, max_tokens)
-               : fmt::format("This model's maximum context length is {} tokens. However, you requested {} tokens ({} in "
-                             "your prompt; {} for the completion). Please reduce your prompt; or completion length.",
-                             model.max_model_len, prompt_len + max_tokens, prompt_len, max_tokens);
-  } else {
-    msg = fmt::format("This model's maximum context length is {} tokens. However, your {} resulted in {} tokens, "
-                      "which leaves no room for the completion. Please reduce the length of the {}.",
-                      model.max_model_len, chat ? "messages" : "prompt", prompt_len, chat ? "messages" : "prompt");
-  }
-  ApiError e = ApiError::invalid(std::move(msg), param);
-  e.code = "context_length_exceeded";
-  throw ApiException{std::move(e)};
 }
 
 }  // namespace macserve::openai::detail

@@ -10,14 +10,14 @@ namespace macserve::openai {
 using ojson = nlohmann::ordered_json;
 
 struct ResponseBuilder::Choice {
-  std::string text;                           // generated text so far (without echo)
-  std::vector<engine::GeneratedToken> tokens; // kept for non-streaming logprobs
-  const char* finish_reason = nullptr;        // null while running
-  bool started = false;                       // streaming: role / echo chunk sent
+  std::string text;                            // generated text so far (without echo)
+  std::vector<engine::GeneratedToken> tokens;  // kept for non-streaming logprobs
+  const char* finish_reason = nullptr;         // null while running
+  bool started = false;                        // streaming: role / echo chunk sent
   bool finished = false;
   int64_t num_tokens = 0;
   int64_t completion_tokens = 0;
-  int64_t text_offset = 0;                    // completions logprobs: code points before the next token
+  int64_t text_offset = 0;  // completions logprobs: code points before the next token
 };
 
 namespace {
@@ -25,11 +25,15 @@ namespace {
 // Engine finish reasons -> OpenAI's (abort: vLLM's name for a cancelled or timed-out request).
 const char* finish_reason_name(engine::FinishReason r) {
   switch (r) {
-    case engine::FinishReason::kStop: return "stop";
-    case engine::FinishReason::kLength: return "length";
-    case engine::FinishReason::kAbort: return "abort";
+    case engine::FinishReason::kStop:
+      return "stop";
+    case engine::FinishReason::kLength:
+      return "length";
+    case engine::FinishReason::kAbort:
+      return "abort";
     case engine::FinishReason::kError:
-    case engine::FinishReason::kNone: return nullptr;
+    case engine::FinishReason::kNone:
+      return nullptr;
   }
   return nullptr;
 }
@@ -53,11 +57,14 @@ ojson bytes_json(const std::string& raw) {
 
 ojson chat_logprob_entry(const tokenizer::Tokenizer& tok, int32_t id, float lp) {
   const std::string raw = token_raw(tok, id);
-  return ojson{{"token", detail::sanitize_utf8(raw)}, {"logprob", finite_logprob(lp)}, {"bytes", bytes_json(raw)}};
+  return ojson{{"token", detail::sanitize_utf8(raw)},
+               {"logprob", finite_logprob(lp)},
+               {"bytes", bytes_json(raw)}};
 }
 
 // {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}
-ojson chat_logprobs(const tokenizer::Tokenizer& tok, const std::vector<engine::GeneratedToken>& tokens, int32_t top) {
+ojson chat_logprobs(const tokenizer::Tokenizer& tok,
+                    const std::vector<engine::GeneratedToken>& tokens, int32_t top) {
   ojson content = ojson::array();
   for (const auto& t : tokens) {
     ojson e = chat_logprob_entry(tok, t.id, t.logprob);
@@ -72,8 +79,9 @@ ojson chat_logprobs(const tokenizer::Tokenizer& tok, const std::vector<engine::G
 
 // {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}; the sampled token is
 // always in its top_logprobs entry (vLLM), so logprobs=0 gives one entry per token.
-ojson completion_logprobs(const tokenizer::Tokenizer& tok, const std::vector<engine::GeneratedToken>& tokens,
-                          int32_t top, int64_t* offset) {
+ojson completion_logprobs(const tokenizer::Tokenizer& tok,
+                          const std::vector<engine::GeneratedToken>& tokens, int32_t top,
+                          int64_t* offset) {
   ojson toks = ojson::array(), lps = ojson::array(), tops = ojson::array(), offs = ojson::array();
   for (const auto& t : tokens) {
     const std::string text = detail::sanitize_utf8(token_raw(tok, t.id));
@@ -81,25 +89,30 @@ ojson completion_logprobs(const tokenizer::Tokenizer& tok, const std::vector<eng
     lps.push_back(finite_logprob(t.logprob));
     ojson alts = ojson::object();
     for (std::size_t k = 0; k < t.top.size() && k < static_cast<std::size_t>(top); ++k)
-      alts[detail::sanitize_utf8(token_raw(tok, t.top[k].token))] = finite_logprob(t.top[k].logprob);
+      alts[detail::sanitize_utf8(token_raw(tok, t.top[k].token))] =
+          finite_logprob(t.top[k].logprob);
     if (!alts.contains(text)) alts[text] = finite_logprob(t.logprob);
     tops.push_back(std::move(alts));
     offs.push_back(*offset);
     *offset += detail::count_code_points(text);
   }
-  return ojson{{"tokens", std::move(toks)}, {"token_logprobs", std::move(lps)}, {"top_logprobs", std::move(tops)},
+  return ojson{{"tokens", std::move(toks)},
+               {"token_logprobs", std::move(lps)},
+               {"top_logprobs", std::move(tops)},
                {"text_offset", std::move(offs)}};
 }
 
 }  // namespace
 
-ResponseBuilder::ResponseBuilder(const Prepared& prepared, const ServedModel& model, std::string id, int64_t created)
+ResponseBuilder::ResponseBuilder(const Prepared& prepared, const ServedModel& model, std::string id,
+                                 int64_t created)
     : prepared_(&prepared), model_(&model), id_(std::move(id)), created_(created) {
   const char* prefix = prepared.endpoint == Endpoint::kChatCompletions ? "chatcmpl-" : "cmpl-";
   if (id_.rfind(prefix, 0) != 0) id_ = prefix + id_;
   const int32_t n = std::max(prepared.n, 1);
   choices_.resize(prepared.requests.size() * static_cast<std::size_t>(n));
-  for (const auto& r : prepared.requests) prompt_tokens_.push_back(static_cast<int64_t>(r.prompt_ids.size()));
+  for (const auto& r : prepared.requests)
+    prompt_tokens_.push_back(static_cast<int64_t>(r.prompt_ids.size()));
   for (std::size_t i = 0; i < choices_.size(); ++i) {
     const std::size_t p = i / static_cast<std::size_t>(n);
     if (prepared.echo && p < prepared.prompt_texts.size())
@@ -111,10 +124,12 @@ ResponseBuilder::~ResponseBuilder() = default;
 ResponseBuilder::ResponseBuilder(ResponseBuilder&&) noexcept = default;
 ResponseBuilder& ResponseBuilder::operator=(ResponseBuilder&&) noexcept = default;
 
-void ResponseBuilder::add(size_t request_index, const engine::RequestOutput& out, std::vector<std::string>* chunks) {
+void ResponseBuilder::add(size_t request_index, const engine::RequestOutput& out,
+                          std::vector<std::string>* chunks) {
   const int32_t n = std::max(prepared_->n, 1);
   if (request_index >= prepared_->requests.size() || out.index < 0 || out.index >= n) return;
-  const std::size_t index = request_index * static_cast<std::size_t>(n) + static_cast<std::size_t>(out.index);
+  const std::size_t index =
+      request_index * static_cast<std::size_t>(n) + static_cast<std::size_t>(out.index);
   Choice& c = choices_[index];
   if (c.finished) return;
   if (out.finish_reason == engine::FinishReason::kError) {
@@ -135,7 +150,9 @@ void ResponseBuilder::add(size_t request_index, const engine::RequestOutput& out
     return;
   }
 
-  ojson head = {{"id", id_}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created_},
+  ojson head = {{"id", id_},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created_},
                 {"model", prepared_->model}};
   auto emit = [&](ojson choice) {
     ojson chunk = head;
@@ -146,10 +163,14 @@ void ResponseBuilder::add(size_t request_index, const engine::RequestOutput& out
   if (!c.started) {
     c.started = true;
     if (chat) {
-      emit(ojson{{"index", index}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"logprobs", nullptr},
+      emit(ojson{{"index", index},
+                 {"delta", {{"role", "assistant"}, {"content", ""}}},
+                 {"logprobs", nullptr},
                  {"finish_reason", nullptr}});
     } else if (prepared_->echo && request_index < prepared_->prompt_texts.size()) {
-      emit(ojson{{"index", index}, {"text", prepared_->prompt_texts[request_index]}, {"logprobs", nullptr},
+      emit(ojson{{"index", index},
+                 {"text", prepared_->prompt_texts[request_index]},
+                 {"logprobs", nullptr},
                  {"finish_reason", nullptr}});
     }
   }
@@ -163,10 +184,14 @@ void ResponseBuilder::add(size_t request_index, const engine::RequestOutput& out
   if (chat) {
     ojson delta = ojson::object();
     if (!out.text.empty() || !out.finished) delta["content"] = out.text;
-    emit(ojson{{"index", index}, {"delta", std::move(delta)}, {"logprobs", std::move(lp)},
+    emit(ojson{{"index", index},
+               {"delta", std::move(delta)},
+               {"logprobs", std::move(lp)},
                {"finish_reason", reason_json(c.finish_reason)}});
   } else {
-    emit(ojson{{"index", index}, {"text", out.text}, {"logprobs", std::move(lp)},
+    emit(ojson{{"index", index},
+               {"text", out.text},
+               {"logprobs", std::move(lp)},
                {"finish_reason", reason_json(c.finish_reason)}});
   }
 }
@@ -175,9 +200,13 @@ void ResponseBuilder::finish_stream(std::vector<std::string>* chunks) {
   if (!prepared_->stream || !prepared_->include_usage || chunks == nullptr) return;
   const bool chat = prepared_->endpoint == Endpoint::kChatCompletions;
   const int64_t p = prompt_tokens(), c = completion_tokens();
-  ojson chunk = {{"id", id_}, {"object", chat ? "chat.completion.chunk" : "text_completion"}, {"created", created_},
-                 {"model", prepared_->model}, {"choices", ojson::array()},
-                 {"usage", {{"prompt_tokens", p}, {"completion_tokens", c}, {"total_tokens", p + c}}}};
+  ojson chunk = {
+      {"id", id_},
+      {"object", chat ? "chat.completion.chunk" : "text_completion"},
+      {"created", created_},
+      {"model", prepared_->model},
+      {"choices", ojson::array()},
+      {"usage", {{"prompt_tokens", p}, {"completion_tokens", c}, {"total_tokens", p + c}}}};
   chunks->push_back(detail::dump_any(chunk));
 }
 
@@ -191,22 +220,32 @@ std::string ResponseBuilder::response() const {
     ojson lp = nullptr;
     if (chat) {
       if (prepared_->logprobs) lp = chat_logprobs(tok, c.tokens, prepared_->top_logprobs);
-      choices.push_back(ojson{{"index", i}, {"message", {{"role", "assistant"}, {"content", c.text}}},
-                              {"logprobs", std::move(lp)}, {"finish_reason", reason_json(c.finish_reason)}});
+      choices.push_back(ojson{{"index", i},
+                              {"message", {{"role", "assistant"}, {"content", c.text}}},
+                              {"logprobs", std::move(lp)},
+                              {"finish_reason", reason_json(c.finish_reason)}});
       continue;
     }
     const std::size_t p = i / static_cast<std::size_t>(n);
-    std::string text = prepared_->echo && p < prepared_->prompt_texts.size() ? prepared_->prompt_texts[p] : "";
+    std::string text =
+        prepared_->echo && p < prepared_->prompt_texts.size() ? prepared_->prompt_texts[p] : "";
     int64_t offset = detail::count_code_points(text);
     text += c.text;
-    if (prepared_->logprobs) lp = completion_logprobs(tok, c.tokens, prepared_->top_logprobs, &offset);
-    choices.push_back(ojson{{"index", i}, {"text", std::move(text)}, {"logprobs", std::move(lp)},
+    if (prepared_->logprobs)
+      lp = completion_logprobs(tok, c.tokens, prepared_->top_logprobs, &offset);
+    choices.push_back(ojson{{"index", i},
+                            {"text", std::move(text)},
+                            {"logprobs", std::move(lp)},
                             {"finish_reason", reason_json(c.finish_reason)}});
   }
   const int64_t pt = prompt_tokens(), ct = completion_tokens();
-  const ojson body = {{"id", id_}, {"object", chat ? "chat.completion" : "text_completion"}, {"created", created_},
-                      {"model", prepared_->model}, {"choices", std::move(choices)},
-                      {"usage", {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}};
+  const ojson body = {
+      {"id", id_},
+      {"object", chat ? "chat.completion" : "text_completion"},
+      {"created", created_},
+      {"model", prepared_->model},
+      {"choices", std::move(choices)},
+      {"usage", {{"prompt_tokens", pt}, {"completion_tokens", ct}, {"total_tokens", pt + ct}}}};
   return detail::dump_any(body);
 }
 

@@ -25,6 +25,9 @@ struct AttentionMeta {
   // the backend takes its general path).
   int64_t max_query_len = 0;    // longest run of queries of one sequence (1: a pure decode step)
   int64_t max_context_len = 0;  // longest context_lens entry
+  // MAC steps: [num_seqs] kernels::MacSeqMode in backend memory, or null. paged_attention may leave
+  // the output rows of kMacDecode sequences unwritten (the MAC kernels write them after).
+  const int8_t* skip_mac_decode = nullptr;
 };
 
 class Backend {
@@ -64,14 +67,18 @@ class Backend {
   virtual void unregister_host_buffer(void* p) { (void)p; }
 
   // ---- graphs ----------------------------------------------------------------------------------
-  // Whether the ops this backend enqueues can be captured into a graph and replayed (CUDA graphs).
+  // Whether the ops this backend enqueues can be captured into a graph and replayed (CUDA graphs,
+  // unless BackendOptions::graphs is off).
   // Between begin_capture and end_capture ops are recorded, not run; nothing may allocate or copy
   // to or from the host then. end_capture returns a handle for replay_graph until drop_graph.
   virtual bool supports_graphs() const { return false; }
   virtual void begin_capture() { throw_unsupported("graph capture"); }
   virtual int64_t end_capture() { throw_unsupported("graph capture"); }
   virtual void abort_capture() {}
-  virtual void replay_graph(int64_t handle) { (void)handle; throw_unsupported("graph replay"); }
+  virtual void replay_graph(int64_t handle) {
+    (void)handle;
+    throw_unsupported("graph replay");
+  }
   virtual void drop_graph(int64_t handle) { (void)handle; }
 
   // ---- ops (shapes in kernels/include/macserve/kernels/*.h) -----------------------------------
@@ -84,11 +91,12 @@ class Backend {
                     const Tensor& inv_freq) = 0;
   // The attention prologue of a layer: q_pre (if not null) = q before RoPE, RoPE on q (in place)
   // and k, then k and v into the paged cache at meta.slot_mapping (slots < 0 skipped). Afterwards k
-  // is unspecified (CUDA fuses all of it into one kernel and leaves k unrotated). The default is the
-  // three separate ops (the CPU path).
+  // is unspecified (CUDA fuses all of it into one kernel and leaves k unrotated). The default is
+  // the three separate ops (the CPU path).
   virtual void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre,
                              const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
-                             const Tensor& v_cache, const AttentionMeta& meta, const kernels::PagedKvLayout& layout) {
+                             const Tensor& v_cache, const AttentionMeta& meta,
+                             const kernels::PagedKvLayout& layout) {
     if (q_pre != nullptr) copy(q, *q_pre);
     rope(q, k, positions, inv_freq);
     kv_write(k, v, k_cache, v_cache, meta, layout);
@@ -102,31 +110,34 @@ class Backend {
                                const Tensor& out, const AttentionMeta& meta,
                                const kernels::PagedKvLayout& layout, float scale) = 0;
   // MAC-Attention for the step (kernels/mac_attention.h): exact attention (+ ring rows) for
-  // exact-mode sequences, Match-Amend-Complete for decode-mode ones, in any mix. Every pointer is
-  // backend memory (the host's on the CPU, the device's on CUDA): the per-sequence arrays are
-  // uploaded once per step with the step's metadata, and the outputs stay there until the step's one
-  // telemetry copy (StepExecutor::run), so nothing here synchronises.
+  // exact-mode sequences, Match-Amend-Complete for decode-mode ones, and for plain ones exactly
+  // what paged_attention gives them, in any mix. Every pointer is backend memory (the host's on the
+  // CPU, the device's on CUDA): the per-sequence arrays are uploaded once per step with the step's
+  // metadata, and the outputs stay there until the step's one telemetry copy (StepExecutor::run),
+  // so nothing here synchronises.
   struct MacArgs {
     const kernels::MacConfig* config;
     const kernels::MacRing* ring;
-    const int8_t* modes;             // [num_seqs] kernels::MacSeqMode
-    const int32_t* ring_slots;       // [num_seqs]
-    const int32_t* ring_valid_from;  // [num_seqs]
-    const int32_t* rows_from;        // [num_seqs]
-    int64_t num_decode;              // host fact: sequences in kMacDecode (plans the launches)
+    const int8_t* modes;                  // [num_seqs] kernels::MacSeqMode
+    const int32_t* ring_slots;            // [num_seqs]
+    const int32_t* ring_valid_from;       // [num_seqs]
+    const int32_t* rows_from;             // [num_seqs]
+    int64_t num_decode;                   // host fact: sequences in kMacDecode (plans the launches)
     kernels::MacHeadDecision* decisions;  // [num_seqs, Hq] (required on CUDA: the merge reads it)
     int64_t* kv_tokens_read;              // [num_seqs] or null
     // Audit (null: off): exact attention of the same queries into *audit_exact (f32, shaped as q),
     // then audit_sums[0] += sum |mac - exact|^2 and audit_sums[1] += sum |exact|^2 over the rows of
     // decode sequences, both taken in f32 (so bf16 output rounding is not counted as MAC error).
     const Tensor* audit_exact = nullptr;
-    double* audit_sums = nullptr;         // [2]
-    // Which layer this is (mixes into the benchmark-only forced hit draws, so every layer draws anew).
+    double* audit_sums = nullptr;  // [2]
+    // Which layer this is (mixes into the benchmark-only forced hit draws, so every layer draws
+    // anew).
     int32_t layer = 0;
   };
-  virtual void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache, const Tensor& v_cache,
-                             const Tensor& out, const AttentionMeta& meta, const kernels::PagedKvLayout& layout,
-                             float scale, const MacArgs& mac) = 0;
+  virtual void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache,
+                             const Tensor& v_cache, const Tensor& out, const AttentionMeta& meta,
+                             const kernels::PagedKvLayout& layout, float scale,
+                             const MacArgs& mac) = 0;
   // Why MAC-Attention cannot run here for these shapes, or "" when it can (the engine turns a
   // reason into a startup error instead of failing at the first step).
   virtual std::string mac_unsupported(int64_t head_dim, int64_t group, int64_t block_size) const {
@@ -144,8 +155,24 @@ class Backend {
   virtual void argmax_rows(const Tensor& logits, const Tensor& out) = 0;
 };
 
-std::unique_ptr<Backend> make_cpu_backend();
+// Start-up choices of a backend, for comparisons and benchmarks (the engine fills them from its
+// EngineConfig; nothing in the backend reads the environment).
+struct BackendOptions {
+  bool cpu_blas_gemm =
+      false;  // CPU: linear layers by OpenBLAS sgemm, not the batch-invariant kernel
+  bool cuda_general_attention = false;  // CUDA: every attention step on the general paged kernel
+  bool graphs = true;                   // CUDA: decode steps replayed from graphs (supports_graphs)
+  // CUDA, benchmark only: cuda_set_mac_force_hits(hit rate, clustered) at start (< 0: off).
+  float mac_force_hit_rate = -1.0f;
+  bool mac_force_clustered = false;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(const BackendOptions& options = {});
 // Returns nullptr with `why` filled when CUDA is not built in or no device is present.
-std::unique_ptr<Backend> make_cuda_backend(std::string* why);
+std::unique_ptr<Backend> make_cuda_backend(std::string* why, const BackendOptions& options = {});
+
+// The rotary embedding's inverse frequencies, f32 [head_dim / 2] on `be`: computed on the host as
+// transformers' rope init functions do (kernels::cpu::rope_inv_freq), then copied to the backend.
+Tensor upload_rope_inv_freq(Backend& be, const kernels::RopeFreqParams& p);
 
 }  // namespace macserve::backend

@@ -17,8 +17,8 @@ int cuda_num_sms(Backend& be);
 // (< 0: off, the default), per head or per KV group; a forced hit reuses the row of position
 // m - 64, so the ring must hold valid rows there. Benchmarks call it directly; the server reads
 // env MACSERVE_MAC_FORCE_HITS=RATE[,clustered] once at start-up and the engine calls it.
-// Graphs captured before the call keep the setting they were captured with (Model::set_graphs(false)
-// drops them).
+// Graphs captured before the call keep the setting they were captured with
+// (Model::set_graphs(false) drops them).
 void cuda_set_mac_force_hits(Backend& be, float hit_rate, bool clustered);
 
 }  // namespace macserve::backend

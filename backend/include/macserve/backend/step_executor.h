@@ -99,7 +99,7 @@ class StepExecutor {
   };
   struct GraphKey {
     int64_t batch = 0, width = 0;
-    bool mac = false;
+    bool mac = false, mac_decode = false, mac_plain = false;
     bool operator==(const GraphKey&) const = default;
   };
   struct Graph {

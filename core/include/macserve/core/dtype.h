@@ -8,9 +8,15 @@
 
 namespace macserve {
 
-enum class DType { kF32, kF16, kBF16, kI32, kI64, kU8 };
+// kQ8_0/kQ4_0/kQ4_1: GGUF blocks of 32 elements of a row (layouts in kernels/quant.h), the CPU's
+// weights kept quantized (`--cpu-weights native`).
+enum class DType { kF32, kF16, kBF16, kI32, kI64, kU8, kQ8_0, kQ4_0, kQ4_1 };
 
+// Bytes per element of a plain type; 0 for a block-quantized one (use dtype_bytes).
 std::size_t dtype_size(DType dtype);
+bool is_quantized(DType dtype);
+// Bytes of n elements (n a multiple of the block size for quantized types).
+std::size_t dtype_bytes(DType dtype, int64_t n);
 std::string_view dtype_name(DType dtype);
 
 // IEEE half -> float, exact for every value including subnormals, inf and NaN.

@@ -38,11 +38,11 @@ template <typename... Args>
 }  // namespace macserve
 
 // Throws macserve::Error(kInternal) with the condition text and a formatted message.
-#define MACSERVE_CHECK(cond, ...)                                                         \
-  do {                                                                                    \
-    if (!(cond)) {                                                                        \
-      throw ::macserve::Error(::macserve::ErrorCode::kInternal,                           \
-                              ::fmt::format("check failed: {} ({}:{}): {}", #cond,        \
-                                            __FILE__, __LINE__, ::fmt::format(__VA_ARGS__))); \
-    }                                                                                     \
+#define MACSERVE_CHECK(cond, ...)                                                            \
+  do {                                                                                       \
+    if (!(cond)) {                                                                           \
+      throw ::macserve::Error(::macserve::ErrorCode::kInternal,                              \
+                              ::fmt::format("check failed: {} ({}:{}): {}", #cond, __FILE__, \
+                                            __LINE__, ::fmt::format(__VA_ARGS__)));          \
+    }                                                                                        \
   } while (0)

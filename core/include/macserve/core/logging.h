@@ -5,7 +5,8 @@
 
 namespace macserve {
 
-// level: trace|debug|info|warn|error|off. env: MACSERVE_LOG_LEVEL overrides when set.
+// level: trace|debug|info|warn|error|off (the server's env MACSERVE_LOG_LEVEL overrides
+// --log-level: server/environment.cc).
 void init_logging(const std::string& level = "info");
 
 }  // namespace macserve

@@ -25,15 +25,15 @@ struct ModelConfig {
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling = RopeScaling::kNone;
-  float rope_factor = 1.0f;               // llama3 and linear
-  float rope_low_freq_factor = 1.0f;      // llama3
-  float rope_high_freq_factor = 4.0f;     // llama3
+  float rope_factor = 1.0f;                   // llama3 and linear
+  float rope_low_freq_factor = 1.0f;          // llama3
+  float rope_high_freq_factor = 4.0f;         // llama3
   int64_t rope_original_max_position = 8192;  // llama3
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v biases (Qwen2)
   bool qk_norm = false;         // per-head RMSNorm of q and k before RoPE (Qwen3)
   int64_t bos_token_id = -1;
-  int64_t eos_token_id = -1;    // the first one when config lists several
+  int64_t eos_token_id = -1;  // the first one when config lists several
   std::string torch_dtype = "float32";
 
   // Throws Error(kInvalidModel) naming `source` and the field when something is missing or wrong.

@@ -11,11 +11,12 @@ namespace macserve {
 
 struct VocabData {
   std::string model;  // tokenizer.ggml.model: "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-  std::string pre;    // tokenizer.ggml.pre: pre-tokenizer name ("smollm", "llama-bpe", "qwen2", ...)
+  std::string pre;  // tokenizer.ggml.pre: pre-tokenizer name ("smollm", "llama-bpe", "qwen2", ...)
   std::vector<std::string> tokens;
-  std::vector<float> scores;         // may be empty
-  std::vector<int32_t> token_types;  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
-  std::vector<std::string> merges;   // "left right", byte-level BPE only
+  std::vector<float> scores;  // may be empty
+  std::vector<int32_t>
+      token_types;  // 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte
+  std::vector<std::string> merges;  // "left right", byte-level BPE only
   int64_t bos_id = -1;
   int64_t eos_id = -1;
   int64_t unk_id = -1;

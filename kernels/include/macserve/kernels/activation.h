@@ -23,6 +23,6 @@ struct AddParams {
 namespace cpu {
 void swiglu(const SwigluParams& p);
 void add(const AddParams& p);
-}
+}  // namespace cpu
 
 }  // namespace macserve::kernels

@@ -13,10 +13,13 @@ struct LinearParams {
   int64_t m;
   int64_t n;
   int64_t k;
+  // false: the batch-invariant kernel (a row's result does not depend on the batch); true:
+  // OpenBLAS sgemm, faster for large m but not invariant (kept for comparison).
+  bool use_blas = false;
 };
 
 namespace cpu {
-void linear(const LinearParams& p);  // OpenBLAS sgemm
+void linear(const LinearParams& p);
 }
 
 }  // namespace macserve::kernels

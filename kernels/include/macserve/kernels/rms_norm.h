@@ -5,7 +5,8 @@
 namespace macserve::kernels {
 
 // out = x / sqrt(mean(x^2) + eps) * weight, per row. With `residual` set the kernel first does
-// residual += x and normalises the sum (the fused pre-norm of a decoder layer): out = norm(residual).
+// residual += x and normalises the sum (the fused pre-norm of a decoder layer): out =
+// norm(residual).
 struct RmsNormParams {
   const float* x;       // [num_rows, dim]
   float* residual;      // [num_rows, dim] or nullptr
@@ -38,6 +39,6 @@ struct RmsNormBf16Params {
 namespace cuda {
 // Returns 0 on launch success, else the cudaError_t value.
 int rms_norm_bf16(const RmsNormBf16Params& p, Stream stream);
-}
+}  // namespace cuda
 
 }  // namespace macserve::kernels

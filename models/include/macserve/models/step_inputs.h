@@ -17,24 +17,25 @@ namespace macserve::models {
 // through MAC or runs exact attention, its ring slot, ring_valid_from, and from which position an
 // exact (prefill) chunk writes ring rows.
 struct MacStepInputs {
-  bool enabled = false;                 // attention goes through mac_attention
+  bool enabled = false;  // attention goes through mac_attention
   kernels::MacConfig config;
-  std::vector<int8_t> modes;            // [num_seqs] kernels::MacSeqMode
-  std::vector<int32_t> ring_slots;      // [num_seqs]
-  std::vector<int32_t> ring_valid_from; // [num_seqs]
-  std::vector<int32_t> rows_from;       // [num_seqs]
-  bool audit = false;                   // also run exact attention; report rel. L2 per layer
+  std::vector<int8_t> modes;             // [num_seqs] kernels::MacSeqMode
+  std::vector<int32_t> ring_slots;       // [num_seqs]
+  std::vector<int32_t> ring_valid_from;  // [num_seqs]
+  std::vector<int32_t> rows_from;        // [num_seqs]
+  bool audit = false;                    // also run exact attention; report rel. L2 per layer
 };
 
 struct StepInputs {
-  std::vector<int32_t> token_ids;     // [num_tokens]: each sequence's new tokens, sequence after sequence
+  std::vector<int32_t>
+      token_ids;  // [num_tokens]: each sequence's new tokens, sequence after sequence
   std::vector<int32_t> positions;     // [num_tokens]
   std::vector<int64_t> slot_mapping;  // [num_tokens]: KV slot each token's K/V is written to
   std::vector<int32_t> query_start;   // [num_seqs + 1]
   std::vector<int32_t> context_lens;  // [num_seqs]: KV length after this step
   std::vector<int32_t> block_tables;  // [num_seqs, max_blocks_per_seq], padded with 0
   int64_t max_blocks_per_seq = 0;
-  std::vector<int32_t> logits_rows;   // token rows whose logits are wanted (usually each seq's last)
+  std::vector<int32_t> logits_rows;  // token rows whose logits are wanted (usually each seq's last)
   MacStepInputs mac;
 
   int64_t num_tokens() const { return static_cast<int64_t>(token_ids.size()); }

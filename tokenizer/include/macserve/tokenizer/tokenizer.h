@@ -28,7 +28,7 @@ class Tokenizer {
   // The raw bytes one token stands for (byte-fallback tokens give their byte; byte-level BPE tokens
   // their bytes; SentencePiece '▁' becomes ' '). Used by the incremental detokenizer.
   virtual std::string token_bytes(int32_t id) const = 0;
-  virtual std::string id_to_piece(int32_t id) const = 0;  // the vocabulary string
+  virtual std::string id_to_piece(int32_t id) const = 0;          // the vocabulary string
   virtual int32_t piece_to_id(std::string_view piece) const = 0;  // -1 when absent
   virtual int64_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;  // -1 when none

@@ -20,8 +20,8 @@ struct MacRingSpec {
 
 class KvPool {
  public:
-  KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks, int64_t block_size,
-         MacRingSpec mac = {});
+  KvPool(backend::Backend& backend, const ModelConfig& config, int64_t num_blocks,
+         int64_t block_size, MacRingSpec mac = {});
   const backend::KvCacheView& view() const { return view_; }
   int64_t num_blocks() const { return view_.layout.num_blocks; }
   int64_t bytes() const { return bytes_; }

@@ -1,8 +1,9 @@
-// MacState: host bookkeeping of MAC-Attention ring slots. Each running request holds one slot
-// (a row block of every layer's ring, owned by KvPool) and one integer, ring_valid_from: the first
-// position whose ring row this request wrote. Rows before it belong to a previous owner or were
-// never built, so matching never looks at them. Slot reuse and preemption reset it; re-prefill
-// rebuilds rows. (mac-attention.md Part A #5)
+// MacState: host bookkeeping of the MAC-Attention ring-slot pool. A sequence MAC can act on takes
+// one slot (a row block of every layer's ring, owned by KvPool) when it first computes a row a
+// later decode can match, and one integer, ring_valid_from: the first position whose ring row it
+// wrote with this slot. Rows before it belong to a previous owner or were never built, so matching
+// never looks at them. Finish and preemption give the slot back; re-prefill rebuilds rows; a
+// sequence that finds no free slot runs exact attention. (mac-attention.md Part A #5)
 #pragma once
 
 #include <cstdint>

@@ -29,6 +29,11 @@ enum class ErrorKind {
 };
 const char* to_string(ErrorKind kind);
 
+// The order in which the scheduler admits waiting requests: arrival (fcfs), or `priority` then
+// arrival.
+enum class SchedulingPolicy { kFcfs, kPriority };
+const char* to_string(SchedulingPolicy policy);
+
 struct Request {
   std::string id;
   std::vector<int32_t> prompt_ids;  // already tokenized (BOS included when the model wants it)
@@ -54,18 +59,20 @@ struct MacUsage {
   int64_t groups_all_hit = 0;  // (layer, KV group) pairs whose query heads all hit: K/V read only
   int64_t groups_mixed = 0;    //   near the match; mixed and all-miss groups read the whole context
   int64_t groups_all_miss = 0;
-  int64_t kv_bytes_read = 0;   // K/V bytes the attention read
-  int64_t kv_bytes_full = 0;   // K/V bytes full attention would have read
-  double hit_rate() const { return heads > 0 ? static_cast<double>(hit_heads) / static_cast<double>(heads) : 0.0; }
+  int64_t kv_bytes_read = 0;  // K/V bytes the attention read
+  int64_t kv_bytes_full = 0;  // K/V bytes full attention would have read
+  double hit_rate() const {
+    return heads > 0 ? static_cast<double>(hit_heads) / static_cast<double>(heads) : 0.0;
+  }
 };
 
 struct RequestOutput {
-  int32_t index = 0;                    // which of the request's n completions
-  std::string text;                     // new text since the previous output
-  std::vector<GeneratedToken> tokens;   // new tokens since the previous output
+  int32_t index = 0;                   // which of the request's n completions
+  std::string text;                    // new text since the previous output
+  std::vector<GeneratedToken> tokens;  // new tokens since the previous output
   bool finished = false;
   FinishReason finish_reason = FinishReason::kNone;
-  std::string error;                    // set with kError
+  std::string error;  // set with kError
   ErrorKind error_kind = ErrorKind::kNone;
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
@@ -73,11 +80,11 @@ struct RequestOutput {
   double queue_time = 0.0;
   double time_to_first_token = 0.0;
   double total_time = 0.0;
-  double prefill_time = 0.0;            // first scheduled -> first token
-  double time_per_output_token = 0.0;   // mean over tokens after the first
-  int64_t cached_prompt_tokens = 0;     // prompt tokens served from the prefix cache
+  double prefill_time = 0.0;           // first scheduled -> first token
+  double time_per_output_token = 0.0;  // mean over tokens after the first
+  int64_t cached_prompt_tokens = 0;    // prompt tokens served from the prefix cache
   int64_t num_preemptions = 0;
-  MacUsage mac;                         // filled on the final output
+  MacUsage mac;  // filled on the final output
 };
 
 // Filled by the engine thread, drained by a front-end thread. Ends once all n completions have
@@ -105,9 +112,9 @@ class ResponseStream {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<RequestOutput> queue_;
-  int32_t remaining_;       // completions not finished yet
-  bool done_ = false;       // every completion's final output has been pushed
-  bool drained_ = false;    // ... and taken
+  int32_t remaining_;     // completions not finished yet
+  bool done_ = false;     // every completion's final output has been pushed
+  bool drained_ = false;  // ... and taken
   bool cancelled_ = false;
   std::function<void()> listener_;
 };

@@ -12,7 +12,8 @@ class StopMatcher {
  public:
   explicit StopMatcher(std::vector<std::string> stops) : stops_(std::move(stops)) {}
 
-  // Adds new text; returns the text that is safe to emit. Sets stopped() when a stop string matched.
+  // Adds new text; returns the text that is safe to emit. Sets stopped() when a stop string
+  // matched.
   std::string push(const std::string& delta);
   // The held-back tail, emitted when the request ends for another reason.
   std::string flush();

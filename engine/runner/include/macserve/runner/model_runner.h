@@ -20,11 +20,11 @@
 namespace macserve::engine {
 
 struct MacRunnerOptions {
-  bool enabled = false;        // --attention mac
+  bool enabled = false;  // --attention mac
   kernels::MacConfig config;
-  double audit_rate = 0.0;     // fraction of steps re-run with exact attention
+  double audit_rate = 0.0;  // fraction of steps re-run with exact attention
   uint64_t audit_seed = 0;
-  std::string dump_path;       // JSON lines of the first request's decisions and ring rows
+  std::string dump_path;  // JSON lines of the first request's decisions and ring rows
 };
 
 // Upper bounds of the audit error histogram (relative L2 of one audited step over all layers);
@@ -38,7 +38,8 @@ struct MacTotals {
   int64_t audited_steps = 0;
   // Per audited step: sqrt(sum over layers of err^2 / sum of ref^2), bucketed (non-cumulative
   // counts, std::size(kMacAuditBuckets) + 1 entries) and summed.
-  std::vector<int64_t> audit_step_buckets = std::vector<int64_t>(std::size(kMacAuditBuckets) + 1, 0);
+  std::vector<int64_t> audit_step_buckets =
+      std::vector<int64_t>(std::size(kMacAuditBuckets) + 1, 0);
   double audit_step_sum = 0.0;
   int64_t kv_bytes_read = 0, kv_bytes_full = 0;
   int64_t groups_all_hit = 0, groups_mixed = 0, groups_all_miss = 0;
@@ -46,7 +47,8 @@ struct MacTotals {
 
 class ModelRunner {
  public:
-  ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv, MacRunnerOptions mac = {});
+  ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv,
+              MacRunnerOptions mac = {});
   ~ModelRunner();
 
   // Runs one step (launch + wait); returns host logits [number of sampled sequences, vocab] in
@@ -71,8 +73,10 @@ class ModelRunner {
   const MacTotals& mac_totals() const { return totals_; }
 
  private:
-  void account_mac(const SchedulerOutput& batch, const models::StepInputs& in, const models::MacStepOutputs& out);
-  void dump_mac(const SchedulerOutput& batch, const models::StepInputs& in, const models::MacStepOutputs& out);
+  void account_mac(const SchedulerOutput& batch, const models::StepInputs& in,
+                   const models::MacStepOutputs& out);
+  void dump_mac(const SchedulerOutput& batch, const models::StepInputs& in,
+                const models::MacStepOutputs& out);
 
   backend::Backend& backend_;
   models::Model& model_;

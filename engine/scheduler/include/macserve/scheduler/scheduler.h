@@ -19,8 +19,6 @@
 
 namespace macserve::engine {
 
-enum class SchedulingPolicy { kFcfs, kPriority };
-
 struct ScheduledSeq {
   Sequence* seq;
   int64_t num_new_tokens;
@@ -39,12 +37,29 @@ struct SchedulerLimits {
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
 };
 
+// Which sequences MAC-Attention can act on (mac-attention.md Part A). A decode at position m
+// matches only when m >= min_context, against rows of positions [m - window, m); so a sequence
+// whose last decode (position prompt + max_tokens - 2) stays below min_context never needs a ring,
+// and rows below max(min_context, first decode) - window are never read.
+struct MacRingPolicy {
+  int64_t window = 512;        // M
+  int64_t min_context = 2048;  // gen_min
+};
+
+// Ring-slot pool counters (engine stats / metrics).
+struct MacRingStats {
+  int64_t taken = 0;   // slots handed out
+  int64_t misses = 0;  // sequences that needed a slot and found none (once per admission)
+};
+
 class Scheduler {
  public:
-  // With `mac`, every running sequence holds a MAC ring slot (at most mac->num_slots() run).
+  // With `mac`, a running sequence takes a MAC ring slot from the pool at the first step that
+  // computes a row a later decode can match (policy); without a free slot it runs exact attention
+  // (retrying at later steps) and is counted as a miss.
   Scheduler(cache::BlockManager& blocks, SchedulerLimits limits, cache::MacState* mac = nullptr,
-            int64_t mac_window = 0)
-      : blocks_(blocks), limits_(limits), mac_(mac), mac_window_(mac_window) {}
+            MacRingPolicy policy = {})
+      : blocks_(blocks), limits_(limits), mac_(mac), ring_policy_(policy) {}
 
   void add(Sequence* seq);
   SchedulerOutput schedule();
@@ -57,17 +72,21 @@ class Scheduler {
   const std::deque<Sequence*>& waiting() const { return waiting_; }
   const std::vector<Sequence*>& running() const { return running_; }
   int64_t num_preemptions() const { return num_preemptions_; }
+  const MacRingStats& ring_stats() const { return ring_stats_; }
 
  private:
   bool ranks_before(const Sequence* a, const Sequence* b) const;
   void preempt(Sequence* seq);
   void release_ring(Sequence* seq);
+  int64_t ring_rows_from(const Sequence& seq) const;
+  void take_ring(Sequence* seq, int64_t num_new_tokens);
   bool try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out);
 
   cache::BlockManager& blocks_;
   SchedulerLimits limits_;
   cache::MacState* mac_;
-  int64_t mac_window_;
+  MacRingPolicy ring_policy_;
+  MacRingStats ring_stats_;
   std::deque<Sequence*> waiting_;   // in rank order
   std::vector<Sequence*> running_;  // in rank order
   int64_t num_preemptions_ = 0;

@@ -19,8 +19,9 @@ using Clock = std::chrono::steady_clock;
 enum class SeqStatus { kWaiting, kRunning, kFinished };
 
 struct Sequence {
-  Sequence(std::string request_id, int32_t index, std::vector<int32_t> prompt, sampling::SamplingParams p,
-           std::shared_ptr<ResponseStream> out, const tokenizer::Tokenizer& tok, uint64_t fallback_seed)
+  Sequence(std::string request_id, int32_t index, std::vector<int32_t> prompt,
+           sampling::SamplingParams p, std::shared_ptr<ResponseStream> out,
+           const tokenizer::Tokenizer& tok, uint64_t fallback_seed)
       : id(std::move(request_id)),
         index(index),
         tokens(std::move(prompt)),
@@ -36,8 +37,8 @@ struct Sequence {
   bool is_prefill() const { return num_computed < prompt_len; }
 
   std::string id;
-  int32_t index = 0;              // which of the request's n completions
-  std::vector<int32_t> tokens;    // prompt, then generated tokens
+  int32_t index = 0;            // which of the request's n completions
+  std::vector<int32_t> tokens;  // prompt, then generated tokens
   int64_t prompt_len = 0;
   sampling::SamplingParams params;
   sampling::RequestSampler sampler;
@@ -45,9 +46,9 @@ struct Sequence {
   tokenizer::IncrementalDetokenizer detokenizer;
   StopMatcher stop;
   int32_t priority = 0;
-  uint64_t arrival_order = 0;     // FCFS tie-break
+  uint64_t arrival_order = 0;  // FCFS tie-break
   Clock::time_point deadline = Clock::time_point::max();
-  Sequence* wait_for = nullptr;   // n > 1: siblings start once completion 0 has its prompt cached
+  Sequence* wait_for = nullptr;  // n > 1: siblings start once completion 0 has its prompt cached
 
   SeqStatus status = SeqStatus::kWaiting;
   std::vector<int32_t> block_table;
@@ -64,11 +65,14 @@ struct Sequence {
   bool pending_is_last = false;
   std::vector<sampling::SampleResult> unstreamed;
 
-  // MAC-Attention (mac-attention.md Part A #5).
-  int32_t ring_slot = -1;         // request slot of every layer's ring, while running
-  int64_t ring_valid_from = 0;    // first position whose ring row this admission built
-  int64_t prefill_end = 0;        // total length at (re)admission: later steps are decodes
-  MacUsage mac;                   // telemetry, accumulated over decode steps
+  // MAC-Attention (mac-attention.md Part A #5). A ring slot is taken from the pool at the first
+  // step that computes a position >= ring_rows_from, and given back at finish or preemption.
+  int32_t ring_slot = -1;       // request slot of every layer's ring, while held
+  int64_t ring_valid_from = 0;  // first position whose ring row this sequence built with its slot
+  int64_t ring_rows_from = -1;  // first position a decode of this admission can match; -1: none can
+  bool ring_missed = false;     // needed a slot this admission and found none free (counted once)
+  int64_t prefill_end = 0;      // total length at (re)admission: later steps are decodes
+  MacUsage mac;                 // telemetry, accumulated over decode steps
 
   Clock::time_point arrival = Clock::now();
   Clock::time_point first_scheduled{};

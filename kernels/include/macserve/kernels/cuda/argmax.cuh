@@ -1,6 +1,6 @@
 // Greedy sampling on the GPU: the index of each row's maximum, the lowest index among equal maxima
-// (std::max_element's choice, which the CPU sampler makes), so the token equals the CPU sampler's on
-// the same float32 logits. Plain C++ header; the launcher returns 0 or the cudaError_t value.
+// (std::max_element's choice, which the CPU sampler makes), so the token equals the CPU sampler's
+// on the same float32 logits. Plain C++ header; the launcher returns 0 or the cudaError_t value.
 #pragma once
 
 #include "macserve/kernels/common.h"

@@ -16,8 +16,8 @@
 namespace macserve::kernels::cuda {
 
 struct PagedAttentionCudaParams {
-  const float* q;               // [num_tokens, num_q_heads, head_dim] f32
-  const void* k_cache;          // paged layout, bf16
+  const float* q;       // [num_tokens, num_q_heads, head_dim] f32
+  const void* k_cache;  // paged layout, bf16
   const void* v_cache;
   void* out;                    // [num_tokens, num_q_heads, head_dim] bf16 (out_bf16) or f32
   const int32_t* query_start;   // [num_seqs + 1]
@@ -30,8 +30,10 @@ struct PagedAttentionCudaParams {
   float scale;
   PagedKvLayout layout;
   bool out_bf16;
-  // paged_prefill_flash only: sequences with skip[s] != 0 are not computed (their output rows are
-  // left as they are). MAC mixed steps pass the modes, so decode sequences go to MAC alone.
+  // paged_prefill_flash and paged_decode: sequences with skip[s] == 1 are not computed (their
+  // output rows are left as they are). MAC steps pass their modes (kMacDecode == 1), so decode
+  // sequences go to MAC alone while exact and plain ones are computed here. paged_attention_general
+  // ignores it.
   const int8_t* skip = nullptr;  // [num_seqs] device, or null
 };
 
@@ -56,6 +58,7 @@ bool decode_supported(int64_t head_dim, int64_t group, int64_t block_size);
 DecodePlan plan_decode(const PagedAttentionCudaParams& p, int64_t max_context_len, int num_sms);
 // workspace: >= plan.workspace_floats f32 (may be null when num_splits == 1). One query per
 // sequence: token s is sequence s.
-int paged_decode(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* workspace, Stream stream);
+int paged_decode(const PagedAttentionCudaParams& p, const DecodePlan& plan, float* workspace,
+                 Stream stream);
 
 }  // namespace macserve::kernels::cuda

@@ -1,6 +1,6 @@
 // Benchmark only: MAC-Attention decode on CUDA with forced decisions, to time the kernels at a
-// chosen hit rate on random data (mac_cuda_bench; the backend's cuda_set_mac_force_hits). Production
-// launches (mac_decode, mac_attention_cuda.h) carry none of this.
+// chosen hit rate on random data (mac_cuda_bench; the backend's cuda_set_mac_force_hits).
+// Production launches (mac_decode, mac_attention_cuda.h) carry none of this.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +21,7 @@ struct MacForceHits {
 };
 
 // mac_decode with the decisions forced (returns a cudaError_t value, 0 = ok).
-int mac_decode_forced_hits(const MacCudaParams& p, const MacForceHits& force, const MacWorkspace& ws,
-                           int64_t max_context_len, Stream stream);
+int mac_decode_forced_hits(const MacCudaParams& p, const MacForceHits& force,
+                           const MacWorkspace& ws, int64_t max_context_len, Stream stream);
 
 }  // namespace macserve::kernels::cuda

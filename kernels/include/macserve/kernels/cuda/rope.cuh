@@ -8,10 +8,10 @@
 namespace macserve::kernels::cuda {
 
 struct RopeCudaParams {
-  float* q;                    // [num_tokens, num_q_heads, head_dim] f32, in place
-  float* k;                    // [num_tokens, num_kv_heads, head_dim] f32, in place
-  const int32_t* positions;    // [num_tokens]
-  const float* inv_freq;       // [head_dim / 2]
+  float* q;                  // [num_tokens, num_q_heads, head_dim] f32, in place
+  float* k;                  // [num_tokens, num_kv_heads, head_dim] f32, in place
+  const int32_t* positions;  // [num_tokens]
+  const float* inv_freq;     // [head_dim / 2]
   int64_t num_tokens;
   int64_t num_q_heads;
   int64_t num_kv_heads;
@@ -24,7 +24,7 @@ int rope(const RopeCudaParams& p, Stream stream);
 struct KvWriteCudaParams {
   const float* k;
   const float* v;
-  void* k_cache;                // paged layout (paged_kv.h) bf16
+  void* k_cache;  // paged layout (paged_kv.h) bf16
   void* v_cache;
   const int64_t* slot_mapping;  // [num_tokens]
   int64_t num_tokens;
@@ -37,19 +37,19 @@ int kv_write(const KvWriteCudaParams& p, Stream stream);
 // K and the V of this step into the bf16 paged caches at slot_mapping[t] (nothing for slots < 0:
 // padding rows of a CUDA-graph bucket). k itself is not written back (the cache holds the result).
 struct RopeKvWriteCudaParams {
-  float* q;                    // [num_tokens, num_q_heads, head_dim] f32, rotated in place
-  const float* k;              // [num_tokens, num_kv_heads, head_dim] f32
-  const float* v;              // [num_tokens, num_kv_heads, head_dim] f32
-  void* q_pre;                 // [num_tokens, num_q_heads, head_dim] f32 or bf16, or null
+  float* q;        // [num_tokens, num_q_heads, head_dim] f32, rotated in place
+  const float* k;  // [num_tokens, num_kv_heads, head_dim] f32
+  const float* v;  // [num_tokens, num_kv_heads, head_dim] f32
+  void* q_pre;     // [num_tokens, num_q_heads, head_dim] f32 or bf16, or null
   bool q_pre_bf16;
-  const int32_t* positions;    // [num_tokens]
-  const float* inv_freq;       // [head_dim / 2]
-  void* k_cache;               // paged layout (paged_kv.h) bf16
+  const int32_t* positions;  // [num_tokens]
+  const float* inv_freq;     // [head_dim / 2]
+  void* k_cache;             // paged layout (paged_kv.h) bf16
   void* v_cache;
-  const int64_t* slot_mapping; // [num_tokens]
+  const int64_t* slot_mapping;  // [num_tokens]
   int64_t num_tokens;
   int64_t num_q_heads;
-  PagedKvLayout layout;        // num_kv_heads, block_size, head_dim
+  PagedKvLayout layout;  // num_kv_heads, block_size, head_dim
 };
 int rope_kv_write(const RopeKvWriteCudaParams& p, Stream stream);
 

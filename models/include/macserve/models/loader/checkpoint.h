@@ -2,7 +2,8 @@
 // or sharded), a GGUF file, or made up (`--load-format dummy`). Weights are float32 host tensors
 // under Hugging Face names ("model.layers.3.self_attn.q_proj.weight"), whatever the file stored:
 // F32 safetensors tensors are zero-copy views of the memory map; F16/BF16 are converted and GGUF
-// quantised types are dequantised at load.
+// quantised types are dequantised at load, unless the caller keeps them quantized (keep_quantized:
+// the CPU backend's `--cpu-weights native`, see checkpoint_from_gguf).
 #pragma once
 
 #include <memory>
@@ -22,7 +23,7 @@ LoadFormat parse_load_format(const std::string& name);  // "auto|safetensors|ggu
 
 struct Checkpoint {
   ModelConfig config;
-  std::unordered_map<std::string, Tensor> weights;  // HF names -> float32 host tensors
+  std::unordered_map<std::string, Tensor> weights;  // HF names -> host tensors (f32, or Q* blocks)
   std::string path;                                 // the directory or file it came from
   LoadFormat format = LoadFormat::kAuto;
   // GGUF files carry their tokenizer and chat template; HF directories keep them in files beside
@@ -35,7 +36,7 @@ struct Checkpoint {
 // file holding config.json; weights are random (seeded) with the right shapes.
 // Throws Error(kInvalidModel / kNotFound / kUnsupported) naming the file and tensor.
 Checkpoint load_checkpoint(const std::string& path, LoadFormat format = LoadFormat::kAuto,
-                           uint64_t dummy_seed = 0);
+                           uint64_t dummy_seed = 0, bool keep_quantized = false);
 
 // The tensors (names and shapes) a config requires; loaders check against this list.
 std::unordered_map<std::string, std::vector<int64_t>> expected_weight_shapes(const ModelConfig& c);

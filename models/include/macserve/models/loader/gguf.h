@@ -83,13 +83,20 @@ struct GgufFile {
 // Error(kUnsupported) for GGUF v1, big-endian files and ggml types this build does not know.
 GgufFile parse_gguf(std::span<const uint8_t> file, const std::string& source);
 
+// The tokenizer vocabulary a .gguf file carries (tokenizer.ggml.*), without touching its weights;
+// std::nullopt when it has none. Throws like parse_gguf, Error(kNotFound) for a missing file.
+std::optional<VocabData> read_gguf_vocab(const std::string& path);
+
 // Name of a ggml type id for messages ("Q4_K", or "type 99").
 std::string ggml_type_name(uint32_t type);
 
 // The whole checkpoint from a parsed GGUF: config from metadata, weights dequantised to float32
 // under Hugging Face names (llama q/k rows un-permuted), and the tokenizer vocabulary. `owner`
-// keeps `file` alive for zero-copy F32 views.
+// keeps `file` alive for zero-copy F32 views. With keep_quantized, 2-D Q8_0/Q4_0/Q4_1 tensors (the
+// linear layers and the embedding) stay in their blocks (DType::kQ8_0/kQ4_0/kQ4_1), zero-copy views
+// of `file` unless their rows need un-permuting.
 Checkpoint checkpoint_from_gguf(const GgufFile& gguf, std::span<const uint8_t> file,
-                                const std::shared_ptr<void>& owner, const std::string& source);
+                                const std::shared_ptr<void>& owner, const std::string& source,
+                                bool keep_quantized = false);
 
 }  // namespace macserve::models

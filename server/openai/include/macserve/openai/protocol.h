@@ -35,45 +35,47 @@ ApiError error_from_engine(const engine::RequestOutput& out);
 
 // What the protocol layer needs to know about the model being served.
 struct ServedModel {
-  std::string name;                                  // --served-model-name (the "model" field)
+  std::string name;  // --served-model-name (the "model" field)
   const tokenizer::Tokenizer* tokenizer = nullptr;
   const chat::ChatTemplate* chat_template = nullptr;  // null: chat requests get a 400
-  std::string bos_token, eos_token;                  // strings given to the chat template
-  int64_t max_model_len = 0;                         // prompt + max_tokens must fit
-  int64_t max_output_tokens = 0;                     // cap on max_tokens (0: max_model_len)
-  int64_t created = 0;                               // unix time shown by /v1/models
+  std::string bos_token, eos_token;                   // strings given to the chat template
+  int64_t max_model_len = 0;                          // prompt + max_tokens must fit
+  int64_t max_output_tokens = 0;                      // cap on max_tokens (0: max_model_len)
+  int64_t created = 0;                                // unix time shown by /v1/models
 };
 
 enum class Endpoint { kChatCompletions, kCompletions };
 
 struct Prepared {
   Endpoint endpoint = Endpoint::kCompletions;
-  std::string model;                        // echoed in responses
+  std::string model;  // echoed in responses
   // One engine request per prompt (completions accept a list of prompts); each carries `n`.
   // Choice index of completion i of prompt p = p * n + i. Request ids are left empty: the HTTP
   // layer fills them.
   std::vector<engine::Request> requests;
-  std::vector<std::string> prompt_texts;    // decoded prompts, for `echo`
+  std::vector<std::string> prompt_texts;  // decoded prompts, for `echo`
   int32_t n = 1;
   bool stream = false;
-  bool include_usage = false;               // stream_options.include_usage
-  bool echo = false;                        // completions
-  bool logprobs = false;                    // logprobs asked for
-  int32_t top_logprobs = 0;                 // alternatives per token
+  bool include_usage = false;  // stream_options.include_usage
+  bool echo = false;           // completions
+  bool logprobs = false;       // logprobs asked for
+  int32_t top_logprobs = 0;    // alternatives per token
 };
 
 // Parses and validates a JSON body for the endpoint and maps it onto engine requests (chat:
 // renders the chat template, then tokenizes without adding special tokens). Every problem is an
 // ApiError naming the field: bad JSON, wrong type, out-of-range value, unknown model (404),
 // prompt + max_tokens over the context (400 context_length_exceeded).
-std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body, const ServedModel& model);
+std::variant<Prepared, ApiError> prepare(Endpoint endpoint, std::string_view body,
+                                         const ServedModel& model);
 
 // Builds the response of one prepared request from the engine's outputs.
 class ResponseBuilder {
  public:
   // `id` gets the endpoint's prefix ("chatcmpl-" / "cmpl-") unless it already starts with it.
   // `prepared` and `model` must outlive the builder.
-  ResponseBuilder(const Prepared& prepared, const ServedModel& model, std::string id, int64_t created);
+  ResponseBuilder(const Prepared& prepared, const ServedModel& model, std::string id,
+                  int64_t created);
   ~ResponseBuilder();
   ResponseBuilder(ResponseBuilder&&) noexcept;
   ResponseBuilder& operator=(ResponseBuilder&&) noexcept;
@@ -81,7 +83,8 @@ class ResponseBuilder {
   // Feeds one output of engine request `request_index` (Prepared::requests order). When
   // streaming, appends the chunk JSON texts to send (without "data: " framing); the first output
   // of each choice is preceded by the role chunk (chat) and the echo (completions).
-  void add(size_t request_index, const engine::RequestOutput& out, std::vector<std::string>* chunks);
+  void add(size_t request_index, const engine::RequestOutput& out,
+           std::vector<std::string>* chunks);
   // After every request finished: the usage chunk when include_usage (streaming).
   void finish_stream(std::vector<std::string>* chunks);
   // After every request finished, not streaming: the chat.completion / text_completion object.
