@@ -9,33 +9,23 @@
 // server's env MACSERVE_CPU_GEMM=openblas).
 //
 // Where time goes: decode (small m) is bound by streaming w once per step; the 4-row w tile stays
-// in L1 while all m rows pass over it. Prefill (large m) is compute-bound at roughly half of FMA
-// peak.
+// in L1 while all m rows pass over it. Prefill (large m) is compute-bound: x is blocked into L2 so
+// each weight panel is used by a block of rows at a time (gemm_tile.h, blocked_linear).
 #include "macserve/kernels/gemm.h"
 
 #include <cblas.h>
 
 #include <cmath>
+#include <vector>
 
 #include "gemm_tile.h"
 
 namespace macserve::kernels::cpu {
 namespace {
 
-using detail::kTileM;
-using detail::kTileN;
-using detail::tile;
-
 void linear_invariant(const LinearParams& p) {
-  const int64_t num_tiles = (p.n + kTileN - 1) / kTileN;
-#pragma omp parallel for schedule(static) if (p.n * p.k * p.m > 32768)
-  for (int64_t t = 0; t < num_tiles; ++t) {
-    const int64_t n0 = t * kTileN;
-    const int64_t nt = std::min<int64_t>(kTileN, p.n - n0);
-    for (int64_t m0 = 0; m0 < p.m; m0 += kTileM)
-      tile(p.x + m0 * p.k, p.w + n0 * p.k, p.bias != nullptr ? p.bias + n0 : nullptr,
-           p.y + m0 * p.n + n0, p.n, p.k, nt, std::min<int64_t>(kTileM, p.m - m0));
-  }
+  detail::blocked_linear(p.x, p.bias, p.y, p.m, p.n, p.k,
+                         [&](int64_t n0, int64_t, std::vector<float>&) { return p.w + n0 * p.k; });
 }
 
 void linear_openblas(const LinearParams& p) {

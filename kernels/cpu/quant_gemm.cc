@@ -106,26 +106,17 @@ void dequant_row(const uint8_t* row, int64_t k, float* dst) {
 
 template <QuantFormat F>
 void quant_linear_impl(const QuantLinearParams& p) {
-  using detail::kTileM;
-  using detail::kTileN;
   const int64_t row_bytes = quant_row_bytes(F, p.k);
-  const int64_t num_tiles = (p.n + kTileN - 1) / kTileN;
-#pragma omp parallel if (p.n * p.k * p.m > 32768)
-  {
-    thread_local std::vector<float> scratch;  // [kTileN, k] dequantized weight rows
-    if (scratch.size() < static_cast<size_t>(kTileN * p.k))
-      scratch.resize(static_cast<size_t>(kTileN * p.k));
-    float* w = scratch.data();
-#pragma omp for schedule(static)
-    for (int64_t t = 0; t < num_tiles; ++t) {
-      const int64_t n0 = t * kTileN;
-      const int64_t nt = std::min<int64_t>(kTileN, p.n - n0);
-      for (int64_t j = 0; j < nt; ++j) dequant_row<F>(p.w + (n0 + j) * row_bytes, p.k, w + j * p.k);
-      for (int64_t m0 = 0; m0 < p.m; m0 += kTileM)
-        detail::tile(p.x + m0 * p.k, w, p.bias != nullptr ? p.bias + n0 : nullptr,
-                     p.y + m0 * p.n + n0, p.n, p.k, nt, std::min<int64_t>(kTileM, p.m - m0));
-    }
-  }
+  // Each panel of weight rows is dequantized once into the thread's scratch and then used by
+  // every row of x.
+  detail::blocked_linear(
+      p.x, p.bias, p.y, p.m, p.n, p.k, [&](int64_t n0, int64_t rows, std::vector<float>& scratch) {
+        if (scratch.size() < static_cast<size_t>(rows * p.k))
+          scratch.resize(static_cast<size_t>(rows * p.k));
+        for (int64_t j = 0; j < rows; ++j)
+          dequant_row<F>(p.w + (n0 + j) * row_bytes, p.k, scratch.data() + j * p.k);
+        return static_cast<const float*>(scratch.data());
+      });
 }
 
 }  // namespace

@@ -135,6 +135,77 @@ TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
     }
 }
 
+// Attention rows are bit-identical however the prompt is chunked and whatever shares the step: one
+// 150-token prefill, chunks of 7 (each over the cache the earlier chunks wrote), every token alone
+// as a decode step, and the same next to another sequence. Contexts span several key blocks and
+// query tiles of the kernel.
+TEST(KernelsCpu, PagedAttentionIsChunkAndBatchInvariant) {
+  const int64_t Hq = 6, Hk = 2, D = 24, bs = 8, num_blocks = 48, n = 150;
+  k::PagedKvLayout L{num_blocks, Hk, bs, D};
+  auto kc = randn(num_blocks * Hk * bs * D, 40), vc = randn(num_blocks * Hk * bs * D, 41);
+  auto q = randn(n * Hq * D, 42), q_other = randn(5 * Hq * D, 43);
+  const int64_t max_blocks = 24;
+  std::vector<int32_t> table(2 * max_blocks);  // sequence 0, then the neighbour
+  for (int64_t b = 0; b < 2 * max_blocks; ++b)
+    table[b] = static_cast<int32_t>((b * 7) % num_blocks);  // scattered pages
+  // Runs tokens [t0, t1) of the sequence as one step (context t1), optionally after the neighbour's
+  // 5 tokens (context 60); returns the sequence's rows.
+  auto run = [&](int64_t t0, int64_t t1, bool neighbour) {
+    std::vector<float> qq(q_other.begin(), q_other.begin() + (neighbour ? 5 * Hq * D : 0));
+    qq.insert(qq.end(), q.begin() + t0 * Hq * D, q.begin() + t1 * Hq * D);
+    std::vector<int32_t> qs = {0}, ctx, tbl;
+    if (neighbour) {
+      qs.push_back(5), ctx.push_back(60);
+      tbl.insert(tbl.end(), table.begin() + max_blocks, table.end());
+    }
+    qs.push_back(qs.back() + static_cast<int32_t>(t1 - t0)),
+        ctx.push_back(static_cast<int32_t>(t1));
+    tbl.insert(tbl.begin(), table.begin(), table.begin() + max_blocks);
+    if (neighbour) std::rotate(tbl.begin(), tbl.begin() + max_blocks, tbl.end());
+    std::vector<float> out(qq.size(), NAN);
+    k::PagedAttentionParams p{qq.data(),  kc.data(),  vc.data(),  out.data(),
+                              qs.data(),  ctx.data(), tbl.data(), static_cast<int64_t>(ctx.size()),
+                              max_blocks, Hq,         0.2f,       L};
+    k::cpu::paged_attention(p);
+    return std::vector<float>(out.end() - (t1 - t0) * Hq * D, out.end());
+  };
+  const auto whole = run(0, n, false);
+  std::vector<float> chunked, alone, mixed;
+  for (int64_t t0 = 0; t0 < n; t0 += 7) {
+    const auto c = run(t0, std::min(t0 + 7, n), false);
+    chunked.insert(chunked.end(), c.begin(), c.end());
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    const auto a = run(t, t + 1, false), m = run(t, t + 1, true);
+    alone.insert(alone.end(), a.begin(), a.end());
+    mixed.insert(mixed.end(), m.begin(), m.end());
+  }
+  const std::size_t bytes = whole.size() * sizeof(float);
+  EXPECT_EQ(std::memcmp(whole.data(), chunked.data(), bytes), 0);
+  EXPECT_EQ(std::memcmp(whole.data(), alone.data(), bytes), 0);
+  EXPECT_EQ(std::memcmp(whole.data(), mixed.data(), bytes), 0);
+  // and the last row against softmax in double
+  const int64_t t = n - 1;
+  for (int64_t h = 0; h < Hq; ++h) {
+    std::vector<double> w(n);
+    double mx = -1e300, sum = 0;
+    for (int64_t j = 0; j < n; ++j) {
+      const int64_t slot = int64_t(table[j / bs]) * bs + j % bs;
+      double dot = 0;
+      for (int64_t d = 0; d < D; ++d)
+        dot += double(q[(t * Hq + h) * D + d]) * kc[L.offset(slot, h / 3) + d];
+      mx = std::max(mx, w[j] = dot * 0.2);
+    }
+    for (double& x : w) sum += (x = std::exp(x - mx));
+    for (int64_t d = 0; d < D; ++d) {
+      double o = 0;
+      for (int64_t j = 0; j < n; ++j)
+        o += w[j] / sum * vc[L.offset(int64_t(table[j / bs]) * bs + j % bs, h / 3) + d];
+      EXPECT_NEAR(whole[(t * Hq + h) * D + d], o, 1e-5) << "head " << h << " dim " << d;
+    }
+  }
+}
+
 TEST(KernelsCpu, KvWriteScattersToSlotsAndSkipsNegative) {
   k::PagedKvLayout L{4, 2, 2, 3};
   std::vector<float> kc(4 * 2 * 2 * 3, -1.0f), vc = kc;
@@ -179,6 +250,19 @@ TEST(KernelsCpu, LinearIsBatchInvariantAndAccurate) {
         ASSERT_EQ(std::memcmp(y.data() + (M - 1) * N, alone.data(), N * sizeof(float)), 0);
       }
     }
+  }
+}
+
+// Large m runs blocked (x in row blocks, weights in panels per thread: gemm_tile.h); every row must
+// still equal that row computed alone, across block and panel edges and partial tiles.
+TEST(KernelsCpu, BlockedLinearEqualsEveryRowAlone) {
+  const int64_t M = 200, N = 517, K = 1536;  // 30-row x blocks at K 1536; 130 tiles, last partial
+  auto w = randn(N * K, 23), x = randn(M * K, 24), b = randn(N, 25);
+  std::vector<float> y(M * N, NAN), alone(N, NAN);
+  k::cpu::linear({x.data(), w.data(), b.data(), y.data(), M, N, K});
+  for (int64_t r = 0; r < M; ++r) {
+    k::cpu::linear({x.data() + r * K, w.data(), b.data(), alone.data(), 1, N, K});
+    ASSERT_EQ(std::memcmp(y.data() + r * N, alone.data(), N * sizeof(float)), 0) << "row " << r;
   }
 }
 

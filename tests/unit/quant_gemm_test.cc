@@ -139,16 +139,21 @@ TEST_P(QuantGemm, IsTheF32KernelOverItsDequantizedRows) {
 // (the threaded path included: m * n * k above the kernel's threading threshold).
 TEST_P(QuantGemm, IsBatchInvariant) {
   const QuantFormat f = GetParam();
-  const int64_t n = 96, kdim = 576, big = 67;
-  const auto w = random_blocks(f, n, kdim, 31);
-  const auto x = randn(static_cast<std::size_t>(big * kdim), 32);
-  const auto all = run(f, x, w, nullptr, big, n, kdim);
-  for (const int64_t m : {1, 2, 3, 4, 8, 31}) {
-    for (int64_t start = 0; start + m <= big; start += 13) {
-      const std::vector<float> part(x.begin() + start * kdim, x.begin() + (start + m) * kdim);
-      const auto y = run(f, part, w, nullptr, m, n, kdim);
-      ASSERT_EQ(0, std::memcmp(y.data(), &all[start * n], y.size() * sizeof(float)))
-          << "m " << m << " at " << start;
+  struct Shape {
+    int64_t n, kdim, big;
+  };
+  // The second shape runs blocked: 30-row x blocks at k 1536, several weight panels per thread.
+  for (const Shape s : {Shape{96, 576, 67}, Shape{130, 1536, 95}}) {
+    const auto w = random_blocks(f, s.n, s.kdim, 31);
+    const auto x = randn(static_cast<std::size_t>(s.big * s.kdim), 32);
+    const auto all = run(f, x, w, nullptr, s.big, s.n, s.kdim);
+    for (const int64_t m : {1, 2, 3, 4, 8, 31}) {
+      for (int64_t start = 0; start + m <= s.big; start += 13) {
+        const std::vector<float> part(x.begin() + start * s.kdim, x.begin() + (start + m) * s.kdim);
+        const auto y = run(f, part, w, nullptr, m, s.n, s.kdim);
+        ASSERT_EQ(0, std::memcmp(y.data(), &all[start * s.n], y.size() * sizeof(float)))
+            << "k " << s.kdim << " m " << m << " at " << start;
+      }
     }
   }
 }
