@@ -1,6 +1,7 @@
-// MAC-Attention on the CPU in float32: the oracle for the CUDA kernels. Straightforward loops,
-// double accumulation for distances and softmax sums, one (sequence, head) at a time, so results
-// never depend on batch composition.
+// MAC-Attention on the CPU in float32: the oracle for the CUDA kernels. Decode: straightforward
+// loops with double accumulation for distances and softmax sums, one (sequence, head) at a time.
+// Prefill chunks: the blocked float kernel of paged attention for the outputs and the direct ring
+// rows. Results never depend on batch composition.
 #include "macserve/kernels/mac_attention.h"
 
 #include <algorithm>
@@ -8,6 +9,8 @@
 #include <cstring>
 #include <limits>
 #include <vector>
+
+#include "attention_rows.h"
 
 namespace macserve::kernels::cpu {
 namespace {
@@ -246,30 +249,70 @@ int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t 
   return first_read;
 }
 
-// Exact attention for one token of an exact-mode sequence, plus its ring row when asked.
-void exact_token(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t t,
-                 int64_t h, Scratch& sc) {
+// Exact-mode sequences (prefill chunks): exact attention for every token and, for the chunk's
+// last positions, the ring row built directly over [min(F, E), E), E = max(pos + 1 - r, 0). Both
+// go through the blocked float kernel of paged attention (attention_rows.h), a tile of tokens times
+// the q heads of one kv head per call, so a chunk's outputs are bit for bit what --attention full
+// computes and its direct rows cost no more than the attention they sit beside.
+void exact_sequences(const MacAttentionParams& p, const RingIndex& ring) {
+  using detail::kQueryTile;
   const PagedKvLayout& L = p.layout;
   const int64_t D = L.head_dim;
-  const int64_t n = p.query_start[s + 1] - p.query_start[s];
-  const int64_t pos = p.context_lens[s] - n + (t - p.query_start[s]);
-  const int64_t kvh = h / (p.num_q_heads / L.num_kv_heads);
-  const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
-  const float* q_post = p.q_post + (t * p.num_q_heads + h) * D;
-  float* out = p.out + (t * p.num_q_heads + h) * D;
-  float lse;
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, pos + 1, p.scale, out, &lse);
-  const int64_t slot = p.ring_slots != nullptr ? p.ring_slots[s] : -1;
-  // Only the chunk's last M positions: an earlier one's row slot is rewritten by a later token of
-  // the same chunk (and writing both would race between threads).
-  if (slot < 0 || p.rows_from == nullptr || pos < p.rows_from[s] ||
-      pos < p.context_lens[s] - p.cfg.window)
-    return;
-  // Prefill row built directly: keys [min(F, E), E), E = max(pos + 1 - r, 0).
-  const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(p.cfg.sink, E), E, p.scale,
-             sc.state.data(), &lse);
-  write_row(ring, slot, pos, h, p.q_pre + (t * p.num_q_heads + h) * D, sc.state.data(), lse);
+  const int64_t group = p.num_q_heads / L.num_kv_heads;
+  struct Item {
+    int64_t s, t0, t1, g;
+  };
+  std::vector<Item> items;
+  for (int64_t s = 0; s < p.num_seqs; ++s) {
+    if (p.modes[s] != kMacExact) continue;
+    for (int64_t t0 = p.query_start[s]; t0 < p.query_start[s + 1]; t0 += kQueryTile)
+      for (int64_t g = 0; g < L.num_kv_heads; ++g)
+        items.push_back({s, t0, std::min<int64_t>(p.query_start[s + 1], t0 + kQueryTile), g});
+  }
+  const auto num_items = static_cast<int64_t>(items.size());
+#pragma omp parallel if (num_items > 1)
+  {
+    std::vector<detail::AttentionRow> rows;
+    std::vector<float> scratch, direct;  // direct: per direct row, D floats of o then its lse
+    struct Pending {
+      int64_t pos, h;
+      const float* q_pre;
+    };
+    std::vector<Pending> pending;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < num_items; ++i) {
+      const Item& it = items[i];
+      const int64_t s = it.s;
+      const int64_t n = p.query_start[s + 1] - p.query_start[s];
+      const int64_t pos0 = p.context_lens[s] - n - p.query_start[s];
+      const int64_t slot = p.ring_slots != nullptr ? p.ring_slots[s] : -1;
+      rows.clear();
+      pending.clear();
+      direct.assign(static_cast<std::size_t>((it.t1 - it.t0) * group * (D + 1)), 0.0f);
+      for (int64_t t = it.t0; t < it.t1; ++t) {
+        const int64_t pos = pos0 + t;
+        // Only the chunk's last M positions: an earlier one's row slot is rewritten by a later
+        // token of the same chunk.
+        const bool row = slot >= 0 && p.rows_from != nullptr && pos >= p.rows_from[s] &&
+                         pos >= p.context_lens[s] - p.cfg.window;
+        const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
+        for (int64_t h = it.g * group; h < (it.g + 1) * group; ++h) {
+          const float* q = p.q_post + (t * p.num_q_heads + h) * D;
+          rows.push_back({q, p.out + (t * p.num_q_heads + h) * D, nullptr, 0, pos + 1});
+          if (!row) continue;
+          float* o = direct.data() + static_cast<int64_t>(pending.size()) * (D + 1);
+          rows.push_back({q, o, o + D, std::min(p.cfg.sink, E), E});
+          pending.push_back({pos, h, p.q_pre + (t * p.num_q_heads + h) * D});
+        }
+      }
+      detail::attend_rows(p.k_cache, p.v_cache, p.block_tables + s * p.max_blocks_per_seq, L, it.g,
+                          p.scale, rows, scratch);
+      for (std::size_t r = 0; r < pending.size(); ++r) {
+        const float* o = direct.data() + static_cast<int64_t>(r) * (D + 1);
+        write_row(ring, slot, pending[r].pos, pending[r].h, pending[r].q_pre, o, o[D]);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -285,6 +328,7 @@ void mac_attention(const MacAttentionParams& p) {
       seq_of[t] = static_cast<int32_t>(s);
   // first key read per (seq, head) for decode sequences, for the KV-bytes telemetry
   std::vector<int64_t> first_read(static_cast<std::size_t>(p.num_seqs * p.num_q_heads), 0);
+  exact_sequences(p, ring);
   const int64_t work = num_tokens * p.num_q_heads;
 #pragma omp parallel
   {
@@ -296,9 +340,7 @@ void mac_attention(const MacAttentionParams& p) {
       const int32_t s = seq_of[t];
       if (p.modes[s] == kMacDecode)
         first_read[s * p.num_q_heads + h] = decode_head(p, ring, s, h, sc);
-      else if (p.modes[s] == kMacExact)
-        exact_token(p, ring, s, t, h, sc);
-      // kMacPlain: the backend runs the plain paged kernel for it
+      // kMacExact: exact_sequences above; kMacPlain: the backend runs the plain paged kernel
     }
   }
   if (p.kv_tokens_read == nullptr) return;

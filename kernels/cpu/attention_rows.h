@@ -1,0 +1,35 @@
+// Blocked float32 attention over one kv head for a set of query rows, each with its own key range:
+// the loop behind the CPU paged attention kernel and MAC's exact prefill (outputs and direct ring
+// rows). Keys are visited in blocks of kKeyBlock aligned at key 0; each row updates its online
+// softmax once per block (block max, one rescale, then the block's weights in key order), so a
+// row's operations depend only on its query and its key range, never on the rows computed with it:
+// prefill chunks of any size and decode batches give bit-identical rows. All rows of a call read
+// each key block while it sits in L1.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "macserve/kernels/paged_kv.h"
+
+namespace macserve::kernels::cpu::detail {
+
+constexpr int64_t kKeyBlock = 32;
+// Query tokens per call in the kernels that use attend_rows (times the q heads of one kv head).
+constexpr int64_t kQueryTile = 16;
+
+struct AttentionRow {
+  const float* q;  // D floats (post-RoPE)
+  float* out;      // D floats: the normalised output, zeros for an empty range
+  float* lse;      // natural-log sum of exp of the scores (-inf when empty), or null
+  int64_t begin;   // keys [begin, end)
+  int64_t end;
+};
+
+// block_table maps key j to cache slot block_table[j / block_size] * block_size + j % block_size.
+// scratch: the calling thread's (grown as needed).
+void attend_rows(const float* k_cache, const float* v_cache, const int32_t* block_table,
+                 const PagedKvLayout& layout, int64_t kv_head, float scale,
+                 std::vector<AttentionRow>& rows, std::vector<float>& scratch);
+
+}  // namespace macserve::kernels::cpu::detail
