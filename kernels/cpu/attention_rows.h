@@ -24,6 +24,12 @@ struct AttentionRow {
   float* lse;      // natural-log sum of exp of the scores (-inf when empty), or null
   int64_t begin;   // keys [begin, end)
   int64_t end;
+  // Optionally also the state over the prefix [begin, prefix_end), prefix_end <= end, taken on the
+  // way (bit for bit what a row [begin, prefix_end) of its own gives, at the cost of at most one
+  // partial key block): MAC's direct ring row of a prefill token is its output row's prefix.
+  float* prefix_out = nullptr;
+  float* prefix_lse = nullptr;
+  int64_t prefix_end = 0;
 };
 
 // block_table maps key j to cache slot block_table[j / block_size] * block_size + j % block_size.

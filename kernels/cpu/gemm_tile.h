@@ -100,12 +100,25 @@ inline int64_t x_block_rows(int64_t k) {
 
 // y[m, n] = x[m, k] w[n, k]^T (+ bias). panel(n0, rows, scratch) returns rows x k floats of w
 // starting at row n0: a pointer into the weights, or into scratch after dequantizing (scratch is
-// the calling thread's own). Small m (decode) keeps one-tile panels: a weight tile is then read
-// once and used at once, which is what a memory-bound step wants.
+// the calling thread's own). Small m (decode) takes one weight tile at a time: read once, used at
+// once, which is what a memory-bound step wants.
 template <class Panel>
 void blocked_linear(const float* x, const float* bias, float* y, int64_t m, int64_t n, int64_t k,
                     Panel&& panel) {
   const int64_t num_tiles = (n + kTileN - 1) / kTileN;
+  if (m <= kTileM) {  // decode: one tile of weights at a time, streamed once
+#pragma omp parallel if (n * k * m > 32768)
+    {
+      thread_local std::vector<float> scratch;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < num_tiles; ++t) {
+        const int64_t n0 = t * kTileN;
+        const int64_t nt = std::min<int64_t>(kTileN, n - n0);
+        tile(x, panel(n0, nt, scratch), bias != nullptr ? bias + n0 : nullptr, y + n0, n, k, nt, m);
+      }
+    }
+    return;
+  }
   const int64_t mb = x_block_rows(k);
 #pragma omp parallel if (n * k * m > 32768)
   {
@@ -117,7 +130,7 @@ void blocked_linear(const float* x, const float* bias, float* y, int64_t m, int6
     const int64_t tile_bytes = int64_t{4} * kTileN * k;
     const int64_t my_tiles = t_end - t_begin;
     int64_t panel_tiles = 1;
-    if (m > kTileM && my_tiles > 0) {
+    if (my_tiles > 0) {
       const int64_t panels = (my_tiles * tile_bytes + kPanelBytes - 1) / kPanelBytes;
       panel_tiles = (my_tiles + panels - 1) / panels;
     }

@@ -296,13 +296,18 @@ void exact_sequences(const MacAttentionParams& p, const RingIndex& ring) {
         const bool row = slot >= 0 && p.rows_from != nullptr && pos >= p.rows_from[s] &&
                          pos >= p.context_lens[s] - p.cfg.window;
         const int64_t E = std::max<int64_t>(pos + 1 - p.cfg.band, 0);
+        const int64_t row_begin = std::min(p.cfg.sink, E);
         for (int64_t h = it.g * group; h < (it.g + 1) * group; ++h) {
           const float* q = p.q_post + (t * p.num_q_heads + h) * D;
           rows.push_back({q, p.out + (t * p.num_q_heads + h) * D, nullptr, 0, pos + 1});
           if (!row) continue;
           float* o = direct.data() + static_cast<int64_t>(pending.size()) * (D + 1);
-          rows.push_back({q, o, o + D, std::min(p.cfg.sink, E), E});
           pending.push_back({pos, h, p.q_pre + (t * p.num_q_heads + h) * D});
+          if (row_begin == 0) {  // [0, E) is a prefix of the output's keys: taken on the way
+            rows.back().prefix_out = o, rows.back().prefix_lse = o + D, rows.back().prefix_end = E;
+          } else {
+            rows.push_back({q, o, o + D, row_begin, E});
+          }
         }
       }
       detail::attend_rows(p.k_cache, p.v_cache, p.block_tables + s * p.max_blocks_per_seq, L, it.g,
