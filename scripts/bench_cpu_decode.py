@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU decode throughput against the memory-bandwidth floor (performance goal C1).
 
-A batch-1 decode step reads every weight once (float32 on the CPU backend), so the floor is
+A batch-1 decode step reads every weight once (as loaded: float32, or the GGUF blocks with
+--cpu-weights native, the default for quantized files), so the floor is
 tokens/s = bandwidth / weight_bytes (KV reads are negligible at these lengths). Runs
 `macserve generate` greedy with --ignore-eos for N tokens per model, parses its statistics line,
 and appends rows to docs/perf/cpu_decode.csv with the command, commit and date.
@@ -51,7 +52,7 @@ def main():
         for model in models:
             tps, wbytes, cmd = run(args.binary, model, args.tokens, "It is a truth universally acknowledged")
             floor = args.bandwidth_gbs * 1e9 / wbytes
-            name = "SmolLM2-135M-Instruct (GGUF Q4_1 -> f32)" if model == "default" else os.path.basename(model)
+            name = "SmolLM2-135M-Instruct (GGUF, weights as loaded)" if model == "default" else os.path.basename(model)
             row = [datetime.date.today().isoformat(), commit, name, args.tokens, f"{tps:.1f}", wbytes,
                    f"{floor:.1f}", f"{tps / floor:.3f}", os.environ.get("OMP_NUM_THREADS", os.cpu_count()), cmd]
             w.writerow(row)
