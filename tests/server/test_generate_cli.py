@@ -36,6 +36,28 @@ def test_generate_stats_json_counts_every_step(tmp_path):
         assert sum(mac["layer_hits"]) == mac["hit_heads"], (run, mac)
 
 
+@pytest.mark.timeout(300)
+def test_generate_mac_below_min_context_equals_full(tmp_path):
+    """A request whose prompt plus output stays below --mac-min-context takes MAC's plain path: the
+    same token ids as --attention full, and no MAC head decisions at all."""
+    require_tiny()
+    ids = {}
+    for attention in ("full", "mac"):
+        stats = tmp_path / f"{attention}.json"
+        out = subprocess.run(
+            [str(srvutil.binary_path()), "generate", "--model", str(srvutil.TINY_MODEL), "--prompt",
+             "Once upon a time there was a little", "--max-tokens", "48", "--ignore-eos", "--attention",
+             attention, "--mac-min-context", "2048", "--stats-json", str(stats)],
+            capture_output=True, text=True, timeout=240)
+        assert out.returncode == 0, out.stderr[-2000:]
+        j = json.loads(stats.read_text())
+        ids[attention] = j["completion_ids"]
+        if attention == "mac":
+            assert j["mac"]["heads"] == 0 and j["mac"]["kv_bytes_read"] == 0, j["mac"]
+    assert len(ids["full"]) == 48
+    assert ids["mac"] == ids["full"]
+
+
 def test_generate_bad_stats_path_fails_cleanly(tmp_path):
     require_tiny()
     out = subprocess.run(
