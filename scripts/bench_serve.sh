@@ -66,13 +66,20 @@ run() {  # run NAME ARGS...: one macserve-bench invocation, its command line kep
   "$BENCH" "${common[@]}" "$@" $EXTRA 2>>"$log" | tee -a "$log"
 }
 
-IFS=, read -r -a concs <<<"$CONCURRENCY"
-for c in "${concs[@]}"; do
-  n=${NUM_PROMPTS:-$((c * 10 > 16 ? c * 10 : 16))}
-  run "random ${RANDOM_IN}/${RANDOM_OUT} c$c" --dataset-name random --random-input-len "$RANDOM_IN" \
-    --random-output-len "$RANDOM_OUT" --ignore-eos --num-prompts "$n" --max-concurrency "$c" \
-    --result-filename "random-${RANDOM_IN}-${RANDOM_OUT}-c$c.json"
-done
+# random_sweep IN OUT CONCURRENCIES PROMPTS_PER_CONC MIN_PROMPTS: the random dataset at each
+# concurrency of the comma list, NUM_PROMPTS (or PER x concurrency, at least MIN) prompts each.
+random_sweep() {
+  local in=$1 out=$2 per=$4 min=$5 c n cs
+  IFS=, read -r -a cs <<<"$3"
+  for c in "${cs[@]}"; do
+    n=${NUM_PROMPTS:-$((c * per > min ? c * per : min))}
+    run "random ${in}/${out} c$c" --dataset-name random --random-input-len "$in" \
+      --random-output-len "$out" --ignore-eos --num-prompts "$n" --max-concurrency "$c" \
+      --result-filename "random-${in}-${out}-c$c.json"
+  done
+}
+
+random_sweep "$RANDOM_IN" "$RANDOM_OUT" "$CONCURRENCY" 10 16
 
 sharegpt_out=()
 [ -n "$SHAREGPT_OUT" ] && sharegpt_out=(--sharegpt-output-len "$SHAREGPT_OUT")
@@ -80,15 +87,7 @@ run "sharegpt rates $SHAREGPT_RATES" --dataset-name sharegpt --dataset-path "$SH
   --num-prompts "$SHAREGPT_PROMPTS" --request-rate "$SHAREGPT_RATES" "${sharegpt_out[@]}" \
   --result-filename "sharegpt.json"
 
-if [ "${SKIP_LONG:-0}" != 1 ]; then
-  IFS=, read -r -a lconcs <<<"$LONG_CONCURRENCY"
-  for c in "${lconcs[@]}"; do
-    n=${NUM_PROMPTS:-$((c * 2 > 4 ? c * 2 : 4))}
-    run "random ${LONG_IN}/${LONG_OUT} c$c" --dataset-name random --random-input-len "$LONG_IN" \
-      --random-output-len "$LONG_OUT" --ignore-eos --num-prompts "$n" --max-concurrency "$c" \
-      --result-filename "random-${LONG_IN}-${LONG_OUT}-c$c.json"
-  done
-fi
+[ "${SKIP_LONG:-0}" = 1 ] || random_sweep "$LONG_IN" "$LONG_OUT" "$LONG_CONCURRENCY" 2 4
 
 if [ "${SKIP_NEEDLE:-0}" != 1 ]; then
   run "long-context needle $NEEDLE_IN" --dataset-name long-context --long-context-input-len "$NEEDLE_IN" \
