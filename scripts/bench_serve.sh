@@ -45,7 +45,7 @@ EXTRA=${EXTRA:-}
 [ -x "$BENCH" ] || { echo "bench_serve: no macserve-bench at $BENCH (ninja -C build macserve-bench)" >&2; exit 1; }
 mkdir -p "$OUT_DIR"
 common=(--backend "$BACKEND" --base-url "$BASE_URL" --tokenizer "$TOKENIZER" --save-result --result-dir "$OUT_DIR"
-        --percentile-metrics ttft,tpot,itl,e2el --metric-percentiles 50,90,99 --num-warmups 2 --disable-tqdm)
+        --percentile-metrics ttft,tpot,itl,e2el --metric-percentiles 50,90,99 --disable-tqdm)
 [ -n "${MODEL:-}" ] && common+=(--model "$MODEL")
 [ -n "$LABEL" ] && common+=(--label "$LABEL")
 commit=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -66,32 +66,34 @@ run() {  # run NAME ARGS...: one macserve-bench invocation, its command line kep
   "$BENCH" "${common[@]}" "$@" $EXTRA 2>>"$log" | tee -a "$log"
 }
 
-# random_sweep IN OUT CONCURRENCIES PROMPTS_PER_CONC MIN_PROMPTS: the random dataset at each
-# concurrency of the comma list, NUM_PROMPTS (or PER x concurrency, at least MIN) prompts each.
+# random_sweep IN OUT CONCURRENCIES PROMPTS_PER_CONC MIN_PROMPTS WARMUPS: the random dataset at
+# each concurrency of the comma list, NUM_PROMPTS (or PER x concurrency, at least MIN) prompts each.
 random_sweep() {
-  local in=$1 out=$2 per=$4 min=$5 c n cs
+  local in=$1 out=$2 per=$4 min=$5 warmups=$6 c n cs
   IFS=, read -r -a cs <<<"$3"
   for c in "${cs[@]}"; do
     n=${NUM_PROMPTS:-$((c * per > min ? c * per : min))}
     run "random ${in}/${out} c$c" --dataset-name random --random-input-len "$in" \
       --random-output-len "$out" --ignore-eos --num-prompts "$n" --max-concurrency "$c" \
-      --result-filename "random-${in}-${out}-c$c.json"
+      --num-warmups "$warmups" --result-filename "random-${in}-${out}-c$c.json"
   done
 }
 
-random_sweep "$RANDOM_IN" "$RANDOM_OUT" "$CONCURRENCY" 10 16
+random_sweep "$RANDOM_IN" "$RANDOM_OUT" "$CONCURRENCY" 10 16 2
 
 sharegpt_out=()
 [ -n "$SHAREGPT_OUT" ] && sharegpt_out=(--sharegpt-output-len "$SHAREGPT_OUT")
 run "sharegpt rates $SHAREGPT_RATES" --dataset-name sharegpt --dataset-path "$SHAREGPT" \
   --num-prompts "$SHAREGPT_PROMPTS" --request-rate "$SHAREGPT_RATES" "${sharegpt_out[@]}" \
-  --result-filename "sharegpt.json"
+  --num-warmups 2 --result-filename "sharegpt.json"
 
-[ "${SKIP_LONG:-0}" = 1 ] || random_sweep "$LONG_IN" "$LONG_OUT" "$LONG_CONCURRENCY" 2 4
+# One long prompt per concurrency slot and no warm-up (the server is warm by now): a 32K prefill
+# takes seconds, and the point is the prefill queueing and the decode at long context.
+[ "${SKIP_LONG:-0}" = 1 ] || random_sweep "$LONG_IN" "$LONG_OUT" "$LONG_CONCURRENCY" 1 2 0
 
 if [ "${SKIP_NEEDLE:-0}" != 1 ]; then
   run "long-context needle $NEEDLE_IN" --dataset-name long-context --long-context-input-len "$NEEDLE_IN" \
-    --num-prompts 8 --max-concurrency 4 --result-filename "needle-${NEEDLE_IN}.json"
+    --num-prompts 8 --max-concurrency 4 --num-warmups 2 --result-filename "needle-${NEEDLE_IN}.json"
 fi
 
 echo "== client overhead" | tee -a "$log"

@@ -1,0 +1,150 @@
+// The linear layers of one Llama-3.1-8B decoder layer (and its lm_head) at decode batch sizes:
+// cuBLAS (what CudaBackend runs for m > 16: Q, K and V as three GEMMs, gate/up then the SwiGLU
+// kernel) against the small-m kernels (Q, K, V in one launch, SwiGLU in the gate/up epilogue).
+// Each weight set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every
+// launch reads its weights from memory). Time per launch: median of CUDA-graph replays. Achieved
+// bandwidth counts the weight bytes only. Prints CSV on stdout; report, never gate.
+//   linear_gpu_bench [peak TB/s for the fraction column, default 4.52 (H200 reads)]
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cuda_bench_util.h"
+#include "macserve/kernels/cuda/elementwise.cuh"
+#include "macserve/kernels/cuda/linear.cuh"
+
+namespace kc = macserve::kernels::cuda;
+
+namespace {
+
+void check(int rc, const char* what) {
+  if (rc != 0) {
+    std::fprintf(stderr, "%s failed: %s\n", what, cudaGetErrorString(static_cast<cudaError_t>(rc)));
+    std::exit(1);
+  }
+}
+
+void check_cublas(cublasStatus_t s) {
+  if (s != CUBLAS_STATUS_SUCCESS) {
+    std::fprintf(stderr, "cuBLAS error %d\n", static_cast<int>(s));
+    std::exit(1);
+  }
+}
+
+struct Op {
+  std::string name;
+  std::vector<int64_t> n;  // output rows of each projection (gate_up: {2 * inter})
+  int64_t k;
+  bool swiglu;
+};
+
+// y[m, n] = x[m, k] w[n, k]^T through cuBLAS, as CudaBackend calls it.
+void cublas_linear(cublasHandle_t h, const void* x, const void* w, float* y, int64_t m, int64_t n,
+                   int64_t k) {
+  const float alpha = 1.0f, beta = 0.0f;
+  check_cublas(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                            static_cast<int>(k), &alpha, w, CUDA_R_16BF, static_cast<int>(k), x,
+                            CUDA_R_16BF, static_cast<int>(k), &beta, y, CUDA_R_32F,
+                            static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double peak_tbps = argc > 1 ? std::atof(argv[1]) : 4.52;
+  cudaDeviceProp prop{};
+  CK(cudaGetDeviceProperties(&prop, 0));
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cublasHandle_t h;
+  check_cublas(cublasCreate(&h));
+  check_cublas(cublasSetStream(h, st));
+  void* ws = nullptr;
+  CK(cudaMalloc(&ws, size_t{32} << 20));
+  check_cublas(cublasSetWorkspace(h, ws, size_t{32} << 20));
+
+  const int64_t hidden = 4096, inter = 14336, vocab = 128256;
+  const std::vector<Op> ops = {{"qkv", {4096, 1024, 1024}, hidden, false},
+                               {"o_proj", {4096}, hidden, false},
+                               {"gate_up_swiglu", {2 * inter}, hidden, true},
+                               {"down_proj", {hidden}, inter, false},
+                               {"lm_head", {vocab}, hidden, false}};
+  const int64_t max_m = kc::kSmallMMaxRows;
+  std::printf("# %s, %d SMs, L2 %d MB; peak for frac: %.2f TB/s\n", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20, peak_tbps);
+  std::printf(
+      "op,m,n,k,weight_mb,cublas_us,small_m_us,cublas_tbps,small_m_tbps,small_m_frac,"
+      "speedup\n");
+  for (const Op& op : ops) {
+    int64_t rows = 0;
+    for (int64_t n : op.n) rows += n;
+    const size_t wbytes = static_cast<size_t>(rows * op.k) * 2;
+    const int copies =
+        static_cast<int>(std::max<size_t>(2, (size_t{4} * prop.l2CacheSize + wbytes - 1) / wbytes));
+    std::vector<void*> w(static_cast<size_t>(copies));
+    for (void*& p : w) {
+      CK(cudaMalloc(&p, wbytes));
+      check(kc::fill_uniform(p, rows * op.k, true, reinterpret_cast<uintptr_t>(p), 0.05f, st),
+            "fill");
+    }
+    void *x = nullptr, *act = nullptr;
+    float* y = nullptr;
+    CK(cudaMalloc(&x, static_cast<size_t>(max_m * op.k) * 2));
+    CK(cudaMalloc(&y, static_cast<size_t>(max_m * rows) * 4));
+    CK(cudaMalloc(&act, static_cast<size_t>(max_m * rows) * 2));
+    check(kc::fill_uniform(x, max_m * op.k, true, 7, 1.0f, st), "fill");
+    for (int64_t m : {1, 2, 4, 8, 16}) {
+      int i = 0;
+      const auto cublas_step = [&] {
+        const auto* wb = static_cast<const char*>(w[static_cast<size_t>(i++ % copies)]);
+        int64_t off = 0;
+        for (int64_t n : op.n) {
+          cublas_linear(h, x, wb + off * op.k * 2, y + m * off, m, n, op.k);
+          off += n;
+        }
+        if (op.swiglu) check(kc::swiglu({y, act, m, op.n[0] / 2, true}, st), "swiglu");
+      };
+      const auto small_step = [&] {
+        const auto* wb = static_cast<const char*>(w[static_cast<size_t>(i++ % copies)]);
+        if (op.swiglu) {
+          check(kc::linear_swiglu_small_m({x, m, op.k, wb, op.n[0] / 2, act, true}, st), "swiglu");
+          return;
+        }
+        kc::SmallMLinearCudaParams p{x, m, op.k, static_cast<int>(op.n.size()), {}};
+        int64_t off = 0;
+        for (size_t j = 0; j < op.n.size(); ++j) {
+          p.proj[j] = {wb + off * op.k * 2, nullptr, y + m * off, op.n[j]};
+          off += op.n[j];
+        }
+        check(kc::linear_small_m(p, st), "linear_small_m");
+      };
+      for (int r = 0; r < 3; ++r) cublas_step(), small_step();  // cuBLAS plans, first launches
+      CK(cudaStreamSynchronize(st));
+      const int steps = 2 * copies;
+      const float cub =
+          median_graph_step_us(st, steps, 15, cudaStreamCaptureModeGlobal, cublas_step);
+      const float sm = median_graph_step_us(st, steps, 15, cudaStreamCaptureModeGlobal, small_step);
+      const double gb = static_cast<double>(wbytes) / 1e9;
+      std::printf("%s,%lld,%lld,%lld,%.1f,%.2f,%.2f,%.3f,%.3f,%.3f,%.2f\n", op.name.c_str(),
+                  static_cast<long long>(m), static_cast<long long>(rows),
+                  static_cast<long long>(op.k), static_cast<double>(wbytes) / 1e6, cub, sm,
+                  gb / (cub * 1e-6) / 1e3, gb / (sm * 1e-6) / 1e3,
+                  gb / (sm * 1e-6) / 1e3 / peak_tbps, cub / sm);
+      std::fflush(stdout);
+    }
+    for (void* p : w) CK(cudaFree(p));
+    CK(cudaFree(x));
+    CK(cudaFree(y));
+    CK(cudaFree(act));
+  }
+  check_cublas(cublasDestroy(h));
+  CK(cudaFree(ws));
+  return 0;
+}
