@@ -2,8 +2,10 @@
 # The GPU benchmarks, on a machine with an NVIDIA GPU, after scripts/build.sh (or any build with
 # CUDA and MACSERVE_BENCH on). Each writes its CSV under docs/perf/, replacing the last results;
 # the pages that read them: docs/perf/gpu.md and docs/perf/mac_gpu.md. Report, never gate.
-#   scripts/bench_gpu.sh [decode] [llama8b] [engine] [mac] [mac_e2e]     (default: all of them)
+#   scripts/bench_gpu.sh [decode] [linear] [llama8b] [engine] [mac] [mac_e2e]   (default: all)
 # decode   decode_bench: the paged decode kernel's bandwidth        -> gpu_decode.csv
+# linear   linear_gpu_bench: an 8B layer's linear layers at m 1-16,
+#          cuBLAS vs the small-m kernels                             -> gpu_linear.csv
 # llama8b  llama_gpu_bench: the Llama-3.1-8B-shaped dummy model's decode steps and prefill, then
 #          its prefill on the general attention kernel               -> gpu_llama8b.csv,
 #                                                                       gpu_llama8b_prefill_general.csv
@@ -23,7 +25,7 @@ PERF=${PERF_DIR:-$ROOT/docs/perf}
 CONFIG=${CONFIG_DIR:-$ROOT/configs/llama-3.1-8b}
 SHARED=${MACSERVE_SHARED_DIR:-$ROOT/../shared}
 WHAT=("$@")
-((${#WHAT[@]})) || WHAT=(decode llama8b engine mac mac_e2e)
+((${#WHAT[@]})) || WHAT=(decode linear llama8b engine mac mac_e2e)
 
 need() {  # the binaries a benchmark runs
   for b in "$@"; do
@@ -53,6 +55,10 @@ for w in "${WHAT[@]}"; do
       need decode_bench
       say "decode_bench -> $PERF/gpu_decode.csv"
       "$BIN/decode_bench" > "$PERF/gpu_decode.csv" ;;
+    linear)
+      need linear_gpu_bench
+      say "linear_gpu_bench -> $PERF/gpu_linear.csv"
+      "$BIN/linear_gpu_bench" > "$PERF/gpu_linear.csv" ;;
     llama8b)
       need llama_gpu_bench
       say "llama_gpu_bench $CONFIG -> $PERF/gpu_llama8b.csv"
@@ -77,7 +83,7 @@ for w in "${WHAT[@]}"; do
       say "llama_gpu_bench $CONFIG mac -> $PERF/mac_gpu_e2e.csv"
       "$BIN/llama_gpu_bench" "$CONFIG" mac > "$PERF/mac_gpu_e2e.csv" ;;
     *)
-      echo "usage: scripts/bench_gpu.sh [decode] [llama8b] [engine] [mac] [mac_e2e]" >&2
+      echo "usage: scripts/bench_gpu.sh [decode] [linear] [llama8b] [engine] [mac] [mac_e2e]" >&2
       exit 2 ;;
   esac
 done

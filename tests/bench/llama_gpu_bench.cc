@@ -1,8 +1,8 @@
 // Llama-3.1-8B-shaped model with dummy weights on the CUDA backend: batch-1 time per output token
-// at 4K and 128K context, batch-64 step time at 4K context, each against its byte floor, and the
-// GPU idle time between steps. The KV cache holds random bf16 values (no prefill is run: the
-// decode step's cost depends only on the context length). Model-level (StepInputs -> logits on the
-// host), so the scheduler and sampler are not included. Prints CSV on stdout.
+// at 4K and 128K context, batch-16 and batch-64 step time at 4K context, each against its byte
+// floor, and the GPU idle time between steps. The KV cache holds random bf16 values (no prefill is
+// run: the decode step's cost depends only on the context length). Model-level (StepInputs ->
+// logits on the host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
 //   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full
 //   attention vs MAC-Attention
@@ -240,8 +240,8 @@ int main(int argc, char** argv) {
     int64_t batch, ctx;
   };
   const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";
-  for (Scenario s :
-       {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072}, Scenario{"b64_4k", 64, 4096}})
+  for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072},
+                     Scenario{"b16_4k", 16, 4096}, Scenario{"b64_4k", 64, 4096}})
     for (int graphs : {0, 1}) {
       if (prefill_only) break;
       model->set_graphs(graphs !=
