@@ -10,11 +10,12 @@ and appends rows to docs/perf/cpu_decode.csv with the command, commit and date.
     python3 scripts/bench_cpu_decode.py [--tokens 128] [--bandwidth-gbs 22] [MODEL ...]
 """
 import argparse
-import csv
 import datetime
 import os
 import re
 import subprocess
+
+import results_csv
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -41,14 +42,10 @@ def main():
     args = ap.parse_args()
     shared = os.environ.get("MACSERVE_SHARED_DIR", os.path.join(ROOT, "..", "shared"))
     models = args.models or [os.path.join(shared, "models", "tiny-llama-sp"), "default"]
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["date", "commit", "model", "tokens", "decode_tok_s", "weight_bytes", "floor_tok_s",
-                        "ratio_to_floor", "threads", "command"])
+    commit = results_csv.commit()
+    header = ["date", "commit", "model", "tokens", "decode_tok_s", "weight_bytes", "floor_tok_s",
+              "ratio_to_floor", "threads", "command"]
+    with results_csv.appending(args.out, header) as w:
         for model in models:
             tps, wbytes, cmd = run(args.binary, model, args.tokens, "It is a truth universally acknowledged")
             floor = args.bandwidth_gbs * 1e9 / wbytes

@@ -14,11 +14,12 @@ taken back to back).
                                          [--binary build/bin/macserve] [--label NAME]
 """
 import argparse
-import csv
 import datetime
 import os
 import re
 import subprocess
+
+import results_csv
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TEXTS = ["GPL-3", "GFDL-1.3", "Apache-2.0", "MPL-2.0", "LGPL-2.1"]
@@ -53,14 +54,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "docs", "perf", "cpu_prefill.csv"))
     args = ap.parse_args()
     text = corpus()
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["date", "commit", "label", "attention", "prompt_tokens", "ttft_s", "prompt_tok_s",
-                        "decode_tok_s", "maxrss_kb", "threads", "load_before", "command"])
+    commit = results_csv.commit()
+    header = ["date", "commit", "label", "attention", "prompt_tokens", "ttft_s", "prompt_tok_s",
+              "decode_tok_s", "maxrss_kb", "threads", "load_before", "command"]
+    with results_csv.appending(args.out, header) as w:
         for n in (int(x) for x in args.tokens.split(",")):
             chars = int(n * CHARS_PER_TOKEN)
             prompt = (text * (chars // len(text) + 1))[:chars]

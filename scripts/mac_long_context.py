@@ -10,13 +10,14 @@ Inputs come from Debian packages: apt-get install bible-kjv jargon-text.
     python3 scripts/mac_long_context.py --out docs/perf/mac_cpu_long_context.csv
 """
 import argparse
-import csv
 import datetime
 import gzip
 import json
 import os
 import subprocess
 import tempfile
+
+import results_csv
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -77,15 +78,11 @@ def main():
     # model -> (input character counts, context cap, --mac-min-context)
     plans = {"tiny-llama-sp": ([6000], 2048, 512), "default": ([args.smollm2_chars], 8192, 1024)}
     args.max_model_len = {}
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
-    new = not os.path.exists(args.out)
-    with open(args.out, "a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["date", "commit", "model", "source", "prompt_tokens", "attention", "threshold",
-                        "min_context", "hit_rate", "hit_rate_per_layer", "kv_read_fraction",
-                        "agree_prefix", "agree_fraction", "audit_rel_l2_per_layer", "command"])
+    commit = results_csv.commit()
+    header = ["date", "commit", "model", "source", "prompt_tokens", "attention", "threshold",
+              "min_context", "hit_rate", "hit_rate_per_layer", "kv_read_fraction", "agree_prefix",
+              "agree_fraction", "audit_rel_l2_per_layer", "command"]
+    with results_csv.appending(args.out, header) as w:
         for name in args.models.split(","):
             chars_list, ctx, min_ctx = plans[name]
             model = name if name == "default" else os.path.join(shared, "models", name)
