@@ -5,7 +5,7 @@
 #   scripts/bench_gpu.sh [decode] [linear] [llama8b] [engine] [mac] [mac_e2e]   (default: all)
 # decode   decode_bench: the paged decode kernel's bandwidth        -> gpu_decode.csv
 # linear   linear_gpu_bench: an 8B layer's linear layers at m 1-16,
-#          cuBLAS vs the small-m kernels                             -> gpu_linear.csv
+#          through cuBLAS, achieved bandwidth                        -> gpu_linear.csv
 # llama8b  llama_gpu_bench: the Llama-3.1-8B-shaped dummy model's decode steps and prefill, then
 #          its prefill on the general attention kernel               -> gpu_llama8b.csv,
 #                                                                       gpu_llama8b_prefill_general.csv

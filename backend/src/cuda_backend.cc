@@ -1,7 +1,5 @@
-// CudaBackend: bf16 weights and KV cache, f32 residual stream, one compute stream. Linear layers
-// of up to 16 rows (decode steps) go to the small-m kernels of kernels/cuda/linear_small_m.cu (Q, K
-// and V in one launch, SwiGLU fused into the gate/up projection), larger ones to cuBLAS (bf16 in,
-// f32 accumulate and out); every other op is a kernel of kernels/cuda. Host <->
+// CudaBackend: bf16 weights and KV cache, f32 residual stream, one compute stream. GEMMs go to
+// cuBLAS (bf16 in, f32 accumulate and out); every other op is a kernel of kernels/cuda. Host <->
 // device copies of step inputs go through a pinned staging arena so they stay asynchronous; the one
 // synchronisation per step is the copy of the logits to the host.
 #include <cublas_v2.h>
@@ -21,7 +19,6 @@
 #include "macserve/kernels/cuda/argmax.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/elementwise.cuh"
-#include "macserve/kernels/cuda/linear.cuh"
 #include "macserve/kernels/cuda/rms_norm.cuh"
 #include "macserve/kernels/cuda/rope.cuh"
 
@@ -306,13 +303,18 @@ class CudaBackend final : public Backend {
     expect(y, DType::kF32, "linear out");
     const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / k;
     if (m == 0) return;
-    const void* xb = bf16_input(x);
-    if (bias != nullptr) expect(*bias, DType::kBF16, "linear bias");
-    if (kc::small_m_supported(m, k, xb, w.data())) {
-      kc::SmallMLinearCudaParams p{xb, m, k, 1, {}};
-      p.proj[0] = {w.data(), bias != nullptr ? bias->data() : nullptr, y.data_as<float>(), n};
-      check_launch(kc::linear_small_m(p, stream_), "linear_small_m");
-      return;
+    const void* xb = x.data();
+    if (x.dtype() == DType::kF32) {  // callers normally pass bf16 activations; convert otherwise
+      if (x_scratch_.numel() < x.numel()) {
+        if (any_graph()) retired_.push_back(x_scratch_);  // captured graphs still point at it
+        x_scratch_ = alloc(DType::kBF16, {x.numel()});
+      }
+      check_launch(
+          kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_),
+          "convert");
+      xb = x_scratch_.data();
+    } else {
+      expect(x, DType::kBF16, "linear x");
     }
     // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B with
     // A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
@@ -323,43 +325,10 @@ class CudaBackend final : public Backend {
                      CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F,
                      static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
         "cublasGemmEx");
-    if (bias != nullptr)
+    if (bias != nullptr) {
+      expect(*bias, DType::kBF16, "linear bias");
       check_launch(kc::add_bias(y.data_as<float>(), bias->data(), m, n, stream_), "add_bias");
-  }
-
-  void linear_group(const Tensor& x, std::span<const Projection> projections) override {
-    const int64_t k = x.dim(-1), m = x.numel() / k;
-    const bool one_launch = projections.size() <= 3 && m >= 1 && m <= kc::kSmallMMaxRows &&
-                            std::all_of(projections.begin(), projections.end(),
-                                        [&](const Projection& p) { return p.w->dim(1) == k; });
-    if (!one_launch) return Backend::linear_group(x, projections);
-    const void* xb = bf16_input(x);
-    kc::SmallMLinearCudaParams params{xb, m, k, static_cast<int>(projections.size()), {}};
-    for (std::size_t i = 0; i < projections.size(); ++i) {
-      const Projection& p = projections[i];
-      expect(*p.w, DType::kBF16, "linear weight");
-      expect(*p.y, DType::kF32, "linear out");
-      if (p.bias != nullptr) expect(*p.bias, DType::kBF16, "linear bias");
-      if (!kc::small_m_supported(m, k, xb, p.w->data()))
-        return Backend::linear_group(x, projections);
-      params.proj[i] = {p.w->data(), p.bias != nullptr ? p.bias->data() : nullptr,
-                        p.y->data_as<float>(), p.w->dim(0)};
     }
-    check_launch(kc::linear_small_m(params, stream_), "linear_small_m");
-  }
-
-  void linear_swiglu(const Tensor& x, const Tensor& w_gate_up, const Tensor& gate_up,
-                     const Tensor& act) override {
-    const int64_t k = w_gate_up.dim(1), m = x.numel() / k, inter = w_gate_up.dim(0) / 2;
-    expect(w_gate_up, DType::kBF16, "linear weight");
-    const void* xb = m >= 1 && m <= kc::kSmallMMaxRows ? bf16_input(x) : nullptr;
-    if (xb == nullptr || !kc::small_m_supported(m, k, xb, w_gate_up.data()))
-      return Backend::linear_swiglu(x, w_gate_up, gate_up, act);
-    MACSERVE_CHECK(act.numel() == m * inter, "linear_swiglu: act shape");
-    check_launch(
-        kc::linear_swiglu_small_m(
-            {xb, m, k, w_gate_up.data(), inter, act.data(), act.dtype() == DType::kBF16}, stream_),
-        "linear_swiglu_small_m");
   }
 
   void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
@@ -516,20 +485,6 @@ class CudaBackend final : public Backend {
   bool any_graph() const {
     return std::any_of(graphs_.begin(), graphs_.end(),
                        [](cudaGraphExec_t x) { return x != nullptr; });
-  }
-  // x as bf16: itself, or (callers normally pass bf16 activations) its conversion in x_scratch_.
-  const void* bf16_input(const Tensor& x) {
-    if (x.dtype() != DType::kF32) {
-      expect(x, DType::kBF16, "linear x");
-      return x.data();
-    }
-    if (x_scratch_.numel() < x.numel()) {
-      if (any_graph()) retired_.push_back(x_scratch_);  // captured graphs still point at it
-      x_scratch_ = alloc(DType::kBF16, {x.numel()});
-    }
-    check_launch(kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_),
-                 "convert");
-    return x_scratch_.data();
   }
 
   struct PlanKey {

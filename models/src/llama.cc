@@ -4,7 +4,6 @@
 // step's upload, workspace, MAC telemetry and CUDA graphs are the StepExecutor's (Model::forward).
 #include "macserve/models/llama.h"
 
-#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -179,11 +178,9 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
     else
       be_.rms_norm(proj, &residual, L.input_norm, h, c.rms_norm_eps);
     // Q, K, V projections (+ biases for Qwen2).
-    const bool b = c.attention_bias;
-    const std::array<backend::Backend::Projection, 3> qkv{{{&L.wq, b ? &L.bq : nullptr, &q},
-                                                           {&L.wk, b ? &L.bk : nullptr, &k},
-                                                           {&L.wv, b ? &L.bv : nullptr, &v}}};
-    be_.linear_group(h, qkv);
+    be_.linear(h, L.wq, c.attention_bias ? &L.bq : nullptr, q);
+    be_.linear(h, L.wk, c.attention_bias ? &L.bk : nullptr, k);
+    be_.linear(h, L.wv, c.attention_bias ? &L.bv : nullptr, v);
     // Qwen3: RMSNorm over each head's vector of q and k, before RoPE.
     if (c.qk_norm) {
       be_.rms_norm(q, nullptr, L.q_norm, q, c.rms_norm_eps);
@@ -199,7 +196,8 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
     // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
     be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);
-    be_.linear_swiglu(h, L.w_gate_up, gate_up, act);
+    be_.linear(h, L.w_gate_up, nullptr, gate_up);
+    be_.swiglu(gate_up, act);
     be_.linear(act, L.w_down, nullptr, proj);
   }
   // Final residual add + norm, then logits only for the rows that will be sampled.

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <memory>
-#include <span>
 #include <string>
 
 #include "macserve/core/tensor.h"
@@ -88,24 +87,6 @@ class Backend {
   virtual void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight,
                         const Tensor& out, float eps) = 0;
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
-  // Projections of one input (a layer's Q, K and V): y = x w^T (+ bias) for each. CUDA runs them as
-  // one kernel for decode-sized batches; the default is one linear per projection.
-  struct Projection {
-    const Tensor* w;
-    const Tensor* bias;  // or nullptr
-    const Tensor* y;
-  };
-  virtual void linear_group(const Tensor& x, std::span<const Projection> projections) {
-    for (const Projection& p : projections) linear(x, *p.w, p.bias, *p.y);
-  }
-  // The SwiGLU MLP's first half: act = silu(x w_gate^T) * (x w_up^T) with w_gate_up = [gate; up].
-  // gate_up ([rows, 2 * inter] f32) is scratch that the default (linear, then swiglu) writes; CUDA
-  // fuses the activation into the projection for decode-sized batches and leaves it untouched.
-  virtual void linear_swiglu(const Tensor& x, const Tensor& w_gate_up, const Tensor& gate_up,
-                             const Tensor& act) {
-    linear(x, w_gate_up, nullptr, gate_up);
-    swiglu(gate_up, act);
-  }
   virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
                     const Tensor& inv_freq) = 0;
   // The attention prologue of a layer: q_pre (if not null) = q before RoPE, RoPE on q (in place)
