@@ -7,6 +7,7 @@ format follows --out's extension (.png by default; .svg and .pdf work too).
     python3 scripts/plot_bench.py docs/perf/serving/random-*.json --out docs/perf/serving/random.png
 """
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -57,9 +58,9 @@ def load(paths):
     runs = []
     for p in paths:
         try:
-            with open(p) as f:
+            with (gzip.open(p, "rt") if p.endswith(".gz") else open(p)) as f:
                 r = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, EOFError, json.JSONDecodeError) as e:
             sys.exit(f"plot_bench: {p}: {e}")
         if "requests" not in r or "output_throughput" not in r:
             sys.exit(f"plot_bench: {p}: not a macserve-bench result (--save-result) file")
@@ -69,7 +70,7 @@ def load(paths):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", nargs="+", help="macserve-bench --save-result JSON files")
+    ap.add_argument("results", nargs="+", help="macserve-bench --save-result JSON files (or .json.gz)")
     ap.add_argument("--out", required=True, help="image file (.png, .svg or .pdf)")
     ap.add_argument("--title", default="", help="title above the three panels")
     a = ap.parse_args()
