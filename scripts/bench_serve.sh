@@ -17,7 +17,8 @@
 # env: BASE_URL (http://127.0.0.1:8000), TOKENIZER (required: the served model's directory,
 # tokenizer file or .gguf), MODEL (default: the server's first), BENCH (build/bin/macserve-bench),
 # BACKEND (openai), OUT_DIR (docs/perf/serving), NUM_PROMPTS (per point; default 10 x concurrency,
-# at least 16, for the long sweep 1 x concurrency, at least 2), SHAREGPT (../shared/data/sharegpt_format_sample.json), SHAREGPT_PROMPTS (100),
+# at least 16; for the long sweep 1 x concurrency, at least 2), SHAREGPT
+# (../shared/data/sharegpt_format_sample.json), SHAREGPT_PROMPTS (100),
 # SHAREGPT_OUT (fixed output length; default each reply's), LABEL, EXTRA (more macserve-bench flags),
 # COMMIT (recorded in each result; default the checkout's), SEED (the first run's seed, 0).
 set -euo pipefail
