@@ -56,7 +56,7 @@ for t in json.load(sys.stdin)["tests"]:
 print("\n".join(seen))')
 ((${#TESTS[@]})) && [ -n "${TESTS[0]}" ] || { echo "gpu_bundle: no tests labelled gpu in $B (built without CUDA?)" >&2; exit 1; }
 BENCHES=()
-((BENCH)) && BENCHES=(decode_bench linear_gpu_bench llama_gpu_bench mac_cuda_bench engine_bench)
+((BENCH)) && BENCHES=(decode_bench linear_gpu_bench prefill_attention_bench llama_gpu_bench mac_cuda_bench engine_bench)
 ((SERVE)) && BENCHES+=(macserve macserve-bench)
 
 STAGE=$(mktemp -d)

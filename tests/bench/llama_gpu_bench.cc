@@ -253,11 +253,19 @@ int main(int argc, char** argv) {
                   r.pipelined_ms, r.idle_ms, r.idle_ms / r.step_ms, floor_ms, r.step_ms / floor_ms);
       std::fflush(stdout);
     }
-  // Prefill: one sequence's 2048-token chunk after 0 / 2048 tokens of prior context (flash prefill
-  // kernel; eager launches). Time per chunk, median of 5, CUDA events.
+  // Prefill: one sequence's chunk of 2048 or 8192 tokens after 0 to 122,880 tokens of prior
+  // context (flash prefill kernel; eager launches). Time per chunk, median of 5, CUDA events.
   std::printf("scenario,prior_context,chunk,ms,tokens_per_s\n");
-  for (int64_t prior : {0, 2048}) {
-    const int64_t chunk = 2048, ctx = prior + chunk, pages = (ctx + bs - 1) / bs;
+  for (const auto& [chunk, prior] : std::vector<std::pair<int64_t, int64_t>>{{2048, 0},
+                                                                             {2048, 2048},
+                                                                             {2048, 8192},
+                                                                             {2048, 32768},
+                                                                             {2048, 122880},
+                                                                             {8192, 0},
+                                                                             {8192, 8192},
+                                                                             {8192, 32768},
+                                                                             {8192, 122880}}) {
+    const int64_t ctx = prior + chunk, pages = (ctx + bs - 1) / bs;
     models::StepInputs in;
     in.max_blocks_per_seq = pages;
     in.query_start = {0, static_cast<int32_t>(chunk)};

@@ -373,5 +373,106 @@ TEST(CudaOps, FlashPrefillChunksWithPriorContext) {
   EXPECT_LT(run_attention_case(*gpu, c).rel, kBf16Tol);
 }
 
+// Long-context chunks on the flash prefill kernel: a 2048-query chunk after 14,000 prior tokens
+// and a 700-query chunk after 9,000 beside it (Llama-3.1-8B's heads: Hq 32, Hkv 8, head_dim 128),
+// then Hkv 4 with a 1,500-query chunk after 20,000; bf16 and f32 outputs against the CPU oracle,
+// and two more f32 runs bit for bit equal to the first.
+TEST(CudaOps, FlashPrefillLongContext) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  for (int64_t hkv : {8, 4}) {
+    AttentionCase c;
+    c.num_q_heads = 32;
+    c.num_kv_heads = hkv;
+    c.head_dim = 128;
+    c.num_queries = hkv == 8 ? std::vector<int32_t>{2048, 700} : std::vector<int32_t>{1500};
+    c.context_lens = hkv == 8 ? std::vector<int32_t>{16048, 9700} : std::vector<int32_t>{21500};
+    c.seed = static_cast<uint64_t>(hkv);
+    c.f32_check = true;
+    c.repeats = 2;
+    const AttentionResult r = run_attention_case(*gpu, c);
+    EXPECT_LT(r.rel, kBf16Tol) << "Hkv " << hkv;
+    EXPECT_LT(r.rel_f32, kBf16Tol) << "Hkv " << hkv;
+    EXPECT_EQ(r.repeat_mismatches, 0) << "Hkv " << hkv;
+    std::printf("flash prefill long context Hkv %lld: rel_l2 bf16 out %.2e, f32 out %.2e\n",
+                static_cast<long long>(hkv), r.rel, r.rel_f32);
+  }
+}
+
+// A prefill row's result depends on its own query and keys only: a 300-token prompt computed as one
+// chunk, as chunks of 1, 37, 64, 100 and 98 queries (each step attending to what the earlier chunks
+// wrote), and as one chunk beside another sequence in the same step gives the same f32 bits in
+// every row (issue 25's deterministic mode relies on it).
+TEST(CudaOps, FlashPrefillRowsAreChunkAndBatchInvariant) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  for (int64_t G : {1, 4, 6}) {
+    const int64_t Hkv = 2, Hq = Hkv * G, D = 128, bs = 16, N = 300, other = 123;
+    const int64_t blocks = (N + bs - 1) / bs + (other + bs - 1) / bs;
+    const kernels::PagedKvLayout layout{blocks, Hkv, bs, D};
+    Tensor kc = gpu->alloc(DType::kBF16, {blocks, Hkv, bs, D});
+    Tensor vc = gpu->alloc(DType::kBF16, {blocks, Hkv, bs, D});
+    backend::cuda_fill_uniform(*gpu, kc, 11 + G, 1.5f);
+    backend::cuda_fill_uniform(*gpu, vc, 12 + G, 1.0f);
+    // Sequence 0 (ours) takes the blocks in reverse order, the other one the blocks after them.
+    const int64_t nb0 = (N + bs - 1) / bs, nb1 = blocks - nb0;
+    const int64_t max_blocks = std::max(nb0, nb1);
+    std::vector<int32_t> tables(static_cast<std::size_t>(2 * max_blocks), 0);
+    for (int64_t b = 0; b < nb0; ++b) tables[b] = static_cast<int32_t>(nb0 - 1 - b);
+    for (int64_t b = 0; b < nb1; ++b) tables[max_blocks + b] = static_cast<int32_t>(nb0 + b);
+    const std::vector<float> qh = randn(static_cast<std::size_t>((N + other) * Hq * D), 40 + G);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+    // One step: sequences `seqs` (0 = ours, 1 = the other), chunk [begin, end) of each.
+    struct Chunk {
+      int64_t seq, begin, end;
+    };
+    auto step = [&](const std::vector<Chunk>& chunks) {
+      std::vector<int32_t> qs{0}, cl, tb;
+      int64_t rows = 0;
+      for (const Chunk& ch : chunks) {
+        qs.push_back(static_cast<int32_t>(qs.back() + ch.end - ch.begin));
+        cl.push_back(static_cast<int32_t>(ch.end));
+        tb.insert(tb.end(), tables.begin() + ch.seq * max_blocks,
+                  tables.begin() + (ch.seq + 1) * max_blocks);
+        rows += ch.end - ch.begin;
+      }
+      std::vector<float> qrows;
+      for (const Chunk& ch : chunks) {
+        const int64_t first = ch.seq == 0 ? ch.begin : N + ch.begin;
+        qrows.insert(qrows.end(), qh.begin() + first * Hq * D,
+                     qh.begin() + (first + ch.end - ch.begin) * Hq * D);
+      }
+      backend::AttentionMeta m;
+      m.query_start = to_device_raw(*gpu, qs, DType::kI32);
+      m.context_lens = to_device_raw(*gpu, cl, DType::kI32);
+      m.block_tables = to_device_raw(*gpu, tb, DType::kI32);
+      m.num_seqs = static_cast<int64_t>(chunks.size());
+      m.max_blocks_per_seq = max_blocks;
+      m.max_query_len = 0;  // never the decode kernel, even for a chunk of one
+      Tensor qd = to_device(*gpu, qrows, DType::kF32, {rows, Hq, D});
+      Tensor od = gpu->alloc(DType::kF32, {rows, Hq, D});
+      poison(*gpu, od);
+      gpu->paged_attention(qd, kc, vc, od, m, layout, scale);
+      return to_host(*gpu, od);
+    };
+    const std::vector<float> whole = step({{0, 0, N}});
+    std::vector<float> chunked;
+    int64_t at = 0;
+    for (int64_t len : {1, 37, 64, 100, 98}) {
+      const std::vector<float> part = step({{0, at, at + len}});
+      chunked.insert(chunked.end(), part.begin(), part.end());
+      at += len;
+    }
+    ASSERT_EQ(at, N);
+    std::vector<float> batched = step({{1, 0, other}, {0, 0, N}});
+    batched.erase(batched.begin(), batched.begin() + other * Hq * D);
+    EXPECT_EQ(std::memcmp(whole.data(), chunked.data(), whole.size() * sizeof(float)), 0)
+        << "G " << G << ": chunked rows differ from the whole prompt's";
+    EXPECT_EQ(std::memcmp(whole.data(), batched.data(), whole.size() * sizeof(float)), 0)
+        << "G " << G << ": rows beside another sequence differ";
+    // Outputs start as NaN (poison): every row must have been written.
+    EXPECT_TRUE(std::all_of(whole.begin(), whole.end(), [](float x) { return std::isfinite(x); }))
+        << "G " << G;
+  }
+}
+
 }  // namespace
 }  // namespace macserve::testing

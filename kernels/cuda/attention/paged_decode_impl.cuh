@@ -20,6 +20,7 @@
 #include <type_traits>
 
 #include "../cuda_util.cuh"
+#include "../mma.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 
 namespace macserve::kernels::cuda::decode_detail {
@@ -33,51 +34,12 @@ constexpr size_t smem_bytes() {
   return size_t{kWarps} * kStages * 2 * kPage * D * 2;  // K and V pages in bf16
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-// Swizzled position of 16-byte chunk c of row r inside a page held in shared memory (kCpr chunks a
-// row). ldmatrix reads one chunk column of 8 consecutive rows at once; without the XOR those rows
-// would fall in the same banks (rows are 64-256 bytes apart). The XOR stays inside the row, so a
-// warp's cp.async of whole rows still covers every bank once.
-template <int kCpr>
-__device__ __forceinline__ int swizzle(int r, int c) {
-  static_assert(kCpr == 4 || kCpr == 8 || kCpr == 16, "head_dim 32, 64 or 128");
-  return r * kCpr + (c ^ (kCpr >= 8 ? (r & 7) : ((r >> 1) & 3)));
-}
-
-// Four 8x8 b16 matrices from shared memory (lane i addresses row i % 8 of matrix i / 8), transposed
-// on the way when kTrans.
-template <bool kTrans>
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
-  const unsigned a = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  if constexpr (kTrans)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a)
-                 : "memory");
-}
-// d += a (16x16 bf16, row-major fragment) x b (16x8 bf16, column fragment), fp32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using detail::cp_async16;
+using detail::cp_async_commit;
+using detail::cp_async_wait;
+using detail::ldmatrix_x4;
+using detail::mma_bf16;
+using detail::swizzle;
 
 // x and y as bf16 pairs: *hi = (bf16(x), bf16(y)), *lo = the bf16 of what rounding left (hi + lo
 // keeps ~16 significant bits).
