@@ -418,7 +418,8 @@ class CudaBackend final : public Backend {
                                              layout.block_size);
     if (!decode) {
       if (!force_general_ &&
-          kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads))
+          kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads,
+                                      layout.block_size))
         check_launch(kc::paged_prefill_flash(p, stream_), "paged_prefill_flash");
       else
         check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");

@@ -39,10 +39,12 @@ struct PagedAttentionCudaParams {
 
 int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);
 
-// Flash-style prefill (paged_prefill_flash.cu): any step (prefill chunks with prior context, mixed
-// batches), head_dim 64 or 128, group size 1-8, any block size. Tiles of up to 64 (query, q head)
-// rows x 32 keys in shared memory with an online softmax: K/V are read once per tile of queries.
-bool prefill_flash_supported(int64_t head_dim, int64_t group);
+// Flash prefill on the tensor cores (paged_prefill_flash.cu): any step (prefill chunks with prior
+// context, mixed batches), head_dim 64 or 128, group size 1-8, block size a power of two. Tiles of
+// 128 (query, q head) rows x 32 or 64 keys, bf16 operands with fp32 accumulation and an online
+// softmax: K/V are read once per tile of queries. A row's result does not depend on the chunking
+// or the rest of the batch.
+bool prefill_flash_supported(int64_t head_dim, int64_t group, int64_t block_size);
 int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream);
 
 // Work partition of one decode step, shared by every layer.
