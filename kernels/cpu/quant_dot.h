@@ -296,6 +296,113 @@ inline void quant_tile(const QuantTile& t) {
     }
   }
 }
+
+// The AVX-512 twin of quant_tile for NT = 2 (prefill): one zmm holds the same block of both weight
+// rows (row 0 in the low 256 bits, row 1 in the high), so each instruction does the work of two
+// ymm ones; every 256-bit half runs exactly quant_tile's per-lane arithmetic, so the bits are the
+// same. AVX-512 has no sign_epi8: Q8_0 and Q4_0 negate with a mask instead, which differs from
+// sign_epi8 only where the other factor is 0 (|w| = 0 or |x| = 0), so every product is the same.
+// GCC 12 flags the "undefined" upper halves its own AVX-512 intrinsics create (GCC bug 105593).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+template <QuantFormat F, int MT>
+[[gnu::target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]] void quant_tile_zmm(
+    const QuantTile& t) {
+  constexpr int64_t kBytes = quant_block_bytes(F);
+  constexpr int kNib = F == QuantFormat::kQ4_1 ? 4 : 2;
+  const int64_t nb = t.x.k / kQuantBlock;
+  const uint8_t* w0 = t.w;
+  const uint8_t* w1 = t.w + (t.nt > 1 ? t.w_stride : 0);
+  const int8_t* xq[MT];
+  const float* xd[MT];
+  const float* xs[MT];
+  for (int i = 0; i < MT; ++i) {
+    const int64_t r = i < t.mt ? i : 0;
+    xq[i] = t.x.q + r * t.x.k;
+    xd[i] = t.x.d + r * nb * 8;
+    xs[i] = t.x.s + r * nb;
+  }
+  __m512 acc[MT];
+  __m128 macc[MT];  // Q4_1: lane 2j + 1 sums s_x * m_w of weight row j
+  for (int i = 0; i < MT; ++i) {
+    acc[i] = _mm512_setzero_ps();
+    macc[i] = _mm_setzero_ps();
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const __m512i zero = _mm512_setzero_si512();
+  // Lanes 0-7: row 0's scale, 8-15: row 1's, from the header vector below.
+  const __m512i scale_idx = F == QuantFormat::kQ4_1
+                                ? _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2)
+                                : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const int64_t ahead = 2 * t.w_stride;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* b0 = w0 + b * kBytes;
+    const uint8_t* b1 = w1 + b * kBytes;
+    _mm_prefetch(reinterpret_cast<const char*>(b0 + ahead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b1 + ahead), _MM_HINT_T0);
+    __m128 hdr;  // Q4_1 [d0, m0, d1, m1], others [d0, d1, 0, 0]
+    if constexpr (F == QuantFormat::kQ4_1) {
+      int32_t h0, h1;
+      std::memcpy(&h0, b0, 4);
+      std::memcpy(&h1, b1, 4);
+      hdr = _mm_cvtph_ps(_mm_setr_epi32(h0, h1, 0, 0));
+    } else {
+      int16_t h0, h1;
+      std::memcpy(&h0, b0, 2);
+      std::memcpy(&h1, b1, 2);
+      hdr = _mm_cvtph_ps(_mm_setr_epi16(h0, h1, 0, 0, 0, 0, 0, 0));
+    }
+    const __m512 dw = _mm512_permutexvar_ps(scale_idx, _mm512_zextps128_ps512(hdr));
+    __m512i wv, wsign;
+    if constexpr (F == QuantFormat::kQ8_0) {
+      wsign = _mm512_inserti64x4(
+          _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b0 + 2))),
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b1 + 2)), 1);
+      wv = _mm512_abs_epi8(wsign);
+    } else {
+      const __m512i raw = _mm512_inserti64x4(
+          _mm512_zextsi256_si512(_mm256_broadcastsi128_si256(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(b0 + kNib)))),
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b1 + kNib))),
+          1);
+      wv = _mm512_and_si512(_mm512_mask_blend_epi32(0xf0f0, raw, _mm512_srli_epi16(raw, 4)), low4);
+      if constexpr (F == QuantFormat::kQ4_0) wv = _mm512_sub_epi8(wv, _mm512_set1_epi8(8));
+    }
+    for (int i = 0; i < MT; ++i) {
+      const __m512i xv = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + b * 32)));
+      const __m512 dx = _mm512_broadcast_f32x8(_mm256_loadu_ps(xd[i] + b * 8));
+      __m512i lanes;
+      if constexpr (F == QuantFormat::kQ8_0)
+        lanes = _mm512_dpbusd_epi32(zero, wv,
+                                    _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wsign), zero, xv));
+      else if constexpr (F == QuantFormat::kQ4_0)
+        lanes = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(xv),
+                                    _mm512_mask_sub_epi8(wv, _mm512_movepi8_mask(xv), zero, wv));
+      else
+        lanes = _mm512_dpbusd_epi32(zero, wv, xv);
+      acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), _mm512_mul_ps(dx, dw), acc[i]);
+      if constexpr (F == QuantFormat::kQ4_1)
+        macc[i] = _mm_fmadd_ps(_mm_set1_ps(xs[i][b]), hdr, macc[i]);
+    }
+  }
+  for (int64_t i = 0; i < t.mt; ++i) {
+    alignas(16) float mterm[4];
+    _mm_store_ps(mterm, macc[i]);
+    const __m256 halves[2] = {_mm512_castps512_ps256(acc[i]), _mm512_extractf32x8_ps(acc[i], 1)};
+    for (int64_t j = 0; j < t.nt; ++j) {
+      float s = hsum(halves[j]);
+      if constexpr (F == QuantFormat::kQ4_1) s += mterm[2 * j + 1];
+      if (t.bias != nullptr) s += t.bias[j];
+      t.y[i * t.ldy + j] = s;
+    }
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 }  // namespace macserve::kernels::cpu::detail

@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "macserve/kernels/quant.h"
@@ -87,17 +88,20 @@ void dequant_row(const uint8_t* row, int64_t k, float* dst) {
 }
 
 // Tile shapes: decode (m <= kDecodeMaxM) takes kDecodeTileN weight rows and all m rows of x per
-// tile, so each weight block is loaded once per step; prefill takes kPrefillTileM x rows by
-// kPrefillTileN weight rows (8 accumulators either way, within AVX2's 16 registers).
+// tile, so each weight block is loaded once per step; prefill takes up to prefill_m x rows by
+// kPrefillTileN weight rows: 4 with ymm registers (8 accumulators within AVX2's 16 registers), 8
+// with AVX-512's 32 zmm (8 accumulators of two rows each), which unpacks each weight block once per
+// 8 x rows.
 constexpr int kDecodeTileN = 4;
 constexpr int64_t kDecodeMaxM = 3;
-constexpr int kPrefillTileM = 4;
 constexpr int kPrefillTileN = 2;
+constexpr int kMaxPrefillTileM = 8;
 
 using TileFn = void (*)(const detail::QuantTile&);
 struct TileSet {
-  TileFn decode[kDecodeMaxM];     // [mt - 1]: mt x kDecodeTileN tiles
-  TileFn prefill[kPrefillTileM];  // [mt - 1]: mt x kPrefillTileN tiles
+  TileFn decode[kDecodeMaxM];        // [mt - 1]: mt x kDecodeTileN tiles
+  int64_t prefill_m;                 // x rows per prefill tile
+  TileFn prefill[kMaxPrefillTileM];  // [mt - 1] for mt <= prefill_m: mt x kPrefillTileN tiles
 };
 
 // One entry point per ISA and tile shape. flatten inlines the tile and its Dot into the
@@ -127,27 +131,35 @@ struct AvxVnniTiles {
 template <QuantFormat F>
 struct Avx512VnniTiles {
   template <int MT, int NT>
-  [[gnu::target("avx512vnni,avx512vl"), gnu::flatten]] static void run(const detail::QuantTile& t) {
-    detail::quant_tile<F, detail::DotAvx512Vnni, MT, NT>(t);
+  [[gnu::target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni"), gnu::flatten]] static void run(
+      const detail::QuantTile& t) {
+    if constexpr (NT == 2)
+      detail::quant_tile_zmm<F, MT>(t);
+    else
+      detail::quant_tile<F, detail::DotAvx512Vnni, MT, NT>(t);
   }
 };
 #endif
 
-template <class T>
-constexpr TileSet make_tile_set() {
+template <class T, int... M>
+constexpr TileSet make_tile_set(std::integer_sequence<int, M...> /*prefill_m*/) {
   return {{&T::template run<1, kDecodeTileN>, &T::template run<2, kDecodeTileN>,
            &T::template run<3, kDecodeTileN>},
-          {&T::template run<1, kPrefillTileN>, &T::template run<2, kPrefillTileN>,
-           &T::template run<3, kPrefillTileN>, &T::template run<4, kPrefillTileN>}};
+          sizeof...(M),
+          {&T::template run<M + 1, kPrefillTileN>...}};
 }
 
 template <QuantFormat F>
 const TileSet& tile_set(QuantDotIsa isa) {
-  static constexpr TileSet kScalar = make_tile_set<ScalarTiles<F>>();
+  static constexpr TileSet kScalar =
+      make_tile_set<ScalarTiles<F>>(std::make_integer_sequence<int, 4>{});
 #ifdef MACSERVE_QDOT_AVX2
-  static constexpr TileSet kAvx2 = make_tile_set<Avx2Tiles<F>>();
-  static constexpr TileSet kAvxVnni = make_tile_set<AvxVnniTiles<F>>();
-  static constexpr TileSet kAvx512Vnni = make_tile_set<Avx512VnniTiles<F>>();
+  static constexpr TileSet kAvx2 =
+      make_tile_set<Avx2Tiles<F>>(std::make_integer_sequence<int, 4>{});
+  static constexpr TileSet kAvxVnni =
+      make_tile_set<AvxVnniTiles<F>>(std::make_integer_sequence<int, 4>{});
+  static constexpr TileSet kAvx512Vnni =
+      make_tile_set<Avx512VnniTiles<F>>(std::make_integer_sequence<int, kMaxPrefillTileM>{});
 #endif
   switch (isa) {
     case QuantDotIsa::kAuto:
@@ -178,7 +190,9 @@ bool cpu_has_avx_vnni() {  // CPUID.(EAX=7, ECX=1):EAX bit 4
 }
 bool cpu_has_avx512_vnni() {  // the OS saving AVX-512 state included
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512vnni") != 0 && __builtin_cpu_supports("avx512vl") != 0;
+  return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+         __builtin_cpu_supports("avx512dq") != 0 && __builtin_cpu_supports("avx512vl") != 0 &&
+         __builtin_cpu_supports("avx512vnni") != 0;
 }
 #else
 constexpr bool kBuiltWithAvx2 = false;
@@ -237,7 +251,7 @@ void run_tiles(const QuantLinearParams& p, const detail::QuantizedX& x, const Ti
   // ~kXBlockBytes of int8 (L2) that pass over every tile of the panel.
   const int64_t num_tiles = (p.n + kPrefillTileN - 1) / kPrefillTileN;
   const int64_t mb =
-      std::max<int64_t>(detail::kXBlockBytes / p.k / kPrefillTileM * kPrefillTileM, kPrefillTileM);
+      std::max<int64_t>(detail::kXBlockBytes / p.k / ts.prefill_m * ts.prefill_m, ts.prefill_m);
 #pragma omp parallel if (p.n * p.k * p.m > 32768)
   {
     const int64_t threads = omp_get_num_threads();
@@ -253,8 +267,8 @@ void run_tiles(const QuantLinearParams& p, const detail::QuantizedX& x, const Ti
         for (int64_t t = p0; t < p1; ++t) {
           const int64_t n0 = t * kPrefillTileN;
           const int64_t nt = std::min<int64_t>(kPrefillTileN, p.n - n0);
-          for (int64_t i = m0; i < m1; i += kPrefillTileM) {
-            const int64_t mt = std::min<int64_t>(kPrefillTileM, m1 - i);
+          for (int64_t i = m0; i < m1; i += ts.prefill_m) {
+            const int64_t mt = std::min<int64_t>(ts.prefill_m, m1 - i);
             tile(ts.prefill[mt - 1], n0, nt, i, mt);
           }
         }
