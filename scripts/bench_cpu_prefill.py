@@ -70,7 +70,6 @@ def main():
                 w.writerow([datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"), commit,
                             args.label, attention, toks, f"{ttft:.2f}", f"{toks / ttft:.1f}", f"{decode:.1f}",
                             rss, os.environ.get("OMP_NUM_THREADS", os.cpu_count()), load, cmd])
-                f.flush()
                 print(f"{args.label or commit} {attention} {toks} tokens: TTFT {ttft:.2f} s "
                       f"({toks / ttft:.1f} prompt tok/s), decode {decode:.1f} tok/s, RSS {rss} kB, "
                       f"load {load}")

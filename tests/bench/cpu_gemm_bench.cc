@@ -1,7 +1,9 @@
 // CPU linear layers against this machine's FMA peak: a probe measures the peak (independent AVX2
 // FMA chains on every OpenMP thread), then the batch-invariant kernels run SmolLM2-135M's linear
 // shapes at prefill sizes m = 512 / 2048 (the default chunk) with f32 and Q4_1 weights, and decode
-// (m = 1) as GB/s of weights streamed. Prints CSV on stdout; results in docs/perf/cpu.md.
+// (m = 1) as GB/s of weights streamed. Q4_1 rows: "q4_1" is the integer-dot kernel quant_linear
+// picks on this CPU (VNNI where present), "q4_1_avx2" the AVX2 one. Prints CSV on stdout; results
+// in docs/perf/cpu.md.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -9,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "macserve/kernels/gemm.h"
@@ -97,16 +100,23 @@ int main() {
             k::cpu::linear({x.data(), w.data(), nullptr, y.data(), m, s.n, s.kdim});
           },
           reps);
-      const double tq = time_best(
-          [&] {
-            k::cpu::quant_linear(
-                {x.data(), wq.data(), nullptr, y.data(), m, s.n, s.kdim, k::QuantFormat::kQ4_1});
-          },
-          reps);
+      // Quantized weights: the ISA quant_linear picks on this CPU, and the AVX2 kernel that stays
+      // for CPUs without VNNI (same results bit for bit).
+      const auto time_q = [&](k::QuantDotIsa isa) {
+        return time_best(
+            [&] {
+              k::cpu::quant_linear({x.data(), wq.data(), nullptr, y.data(), m, s.n, s.kdim,
+                                    k::QuantFormat::kQ4_1, isa});
+            },
+            reps);
+      };
+      const double tq = time_q(k::QuantDotIsa::kAuto);
+      const double tq2 = time_q(k::QuantDotIsa::kAvx2);
       std::printf("f32,%ld,%ld,%ld,%.4f,%.2f,%.3f,%.2f\n", m, s.n, s.kdim, t32 * 1e3,
                   flops / t32 / 1e9, flops / t32 / 1e9 / peak, w.size() * 4.0 / t32 / 1e9);
-      std::printf("q4_1,%ld,%ld,%ld,%.4f,%.2f,%.3f,%.2f\n", m, s.n, s.kdim, tq * 1e3,
-                  flops / tq / 1e9, flops / tq / 1e9 / peak, wq.size() / tq / 1e9);
+      for (const auto& [name, tq_] : {std::pair{"q4_1", tq}, std::pair{"q4_1_avx2", tq2}})
+        std::printf("%s,%ld,%ld,%ld,%.4f,%.2f,%.3f,%.2f\n", name, m, s.n, s.kdim, tq_ * 1e3,
+                    flops / tq_ / 1e9, flops / tq_ / 1e9 / peak, wq.size() / tq_ / 1e9);
     }
   }
   return 0;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
@@ -31,6 +32,11 @@ nlohmann::json reference() {
 
 // Logits are O(10-30); float32 sums in another order differ by ~1e-4 relative.
 constexpr double kLogitTol = 3e-3;
+// Native (8-bit activations) vs f32 logits: bounds at about twice the measured worst (see
+// NativeQuantizedWeightsStayCloseToTheF32Path).
+constexpr double kNativeMaxAbs = 1.5;
+constexpr double kNativeRelL2 = 0.02;
+constexpr int kNativeGreedyMisses = 1;  // per prompt, of 7-30 completion tokens (measured: 0)
 
 TEST(SmolLM2, GreedyAndLogitsMatchTransformers) {
   MACSERVE_REQUIRE_PATH(gguf_path());
@@ -51,12 +57,19 @@ TEST(SmolLM2, GreedyAndLogitsMatchTransformers) {
 }
 
 // `--cpu-weights native` (Q4_1/Q8_0 blocks multiplied in place) against the f32 path on the same
-// file. Both paths see the same weight values (a 4- or 8-bit integer times an fp16 scale is exact
-// in float32, so `q * d + m` rounds once whether fused or not) and sum them in the same fixed
-// order, so the logits are bit-identical: measured max |diff| 0 over every position and vocabulary
-// entry. Greedy tokens are then the reference's (checked as the argmax of each completion
-// position).
-TEST(SmolLM2, NativeQuantizedWeightsMatchTheF32Path) {
+// file. Both see the same weight values, but the native kernels quantize each activation row to 8
+// bits (a scale per 4 elements) before the integer dot products (kernels/cpu/quant_dot.h), so the
+// logits differ by that rounding. Measured over the reference's three prompts and their greedy
+// completions (every position, every vocabulary entry): max |diff| 0.39-0.74 on logits of
+// magnitude 10-30, relative L2 0.0073-0.0105 per prompt; teacher-forced greedy (the native argmax
+// at each completion position) 63 of 63 tokens as the reference. With one scale per 32 elements
+// (llama.cpp's Q8 activations) it was 1.4-1.8 and 0.025-0.028, with one near-tie flipped
+// (completion token 5 of "The capital of France is") and "What is the capital of France?" answered
+// in bad French instead of "The capital of France is Paris." (tests/server/test_openai_sdk.py);
+// hence the groups of 4. Free-running native greedy can still leave the f32/transformers goldens at
+// a near-tie; those goldens (GreedyAndLogitsMatchTransformers) stay on the f32 path, which is
+// unchanged.
+TEST(SmolLM2, NativeQuantizedWeightsStayCloseToTheF32Path) {
   MACSERVE_REQUIRE_PATH(gguf_path());
   const auto ref = reference();
   ModelHarness f32(gguf_path(), 512), native(gguf_path(), 512, 16, 7, /*keep_quantized=*/true);
@@ -69,16 +82,37 @@ TEST(SmolLM2, NativeQuantizedWeightsMatchTheF32Path) {
     ids.insert(ids.end(), greedy.begin(), greedy.end() - 1);
     const auto a = f32.prefill(ids), b = native.prefill(ids);
     ASSERT_EQ(a.size(), b.size());
-    double worst = 0;
+    double worst = 0, diff2 = 0, ref2 = 0;
     for (std::size_t r = 0; r < a.size(); ++r)
-      for (std::size_t v = 0; v < a[r].size(); ++v)
-        worst = std::max(worst, std::abs(static_cast<double>(a[r][v]) - b[r][v]));
-    EXPECT_EQ(worst, 0.0) << "prompt: " << s["prompt"];
+      for (std::size_t v = 0; v < a[r].size(); ++v) {
+        const double d = static_cast<double>(a[r][v]) - b[r][v];
+        worst = std::max(worst, std::abs(d));
+        diff2 += d * d;
+        ref2 += static_cast<double>(a[r][v]) * a[r][v];
+      }
+    const double rel_l2 = std::sqrt(diff2 / ref2);
+    std::printf("native vs f32: max |diff| %.4f, rel L2 %.3g over %zu positions\n", worst, rel_l2,
+                a.size());
+    EXPECT_GT(worst, 0.0) << "the native path quantizes activations: some difference";
+    EXPECT_LT(worst, kNativeMaxAbs) << "prompt: " << s["prompt"];
+    EXPECT_LT(rel_l2, kNativeRelL2) << "prompt: " << s["prompt"];
+    // Teacher-forced greedy: the native argmax at each completion position.
+    int agree = 0;
     for (std::size_t i = 0; i < greedy.size(); ++i) {
       const auto& row = b[prompt_len - 1 + i];
-      EXPECT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), greedy[i])
-          << "completion token " << i;
+      const auto top = std::max_element(row.begin(), row.end()) - row.begin();
+      agree += top == greedy[i];
+      if (top != greedy[i]) {  // how close a call it was, on both paths
+        const auto& fr = a[prompt_len - 1 + i];
+        std::printf(
+            "  completion token %zu: native picks %ld (f32 logit %.3f, native %.3f) over %d "
+            "(f32 %.3f, native %.3f)\n",
+            i, static_cast<long>(top), fr[top], row[top], greedy[i], fr[greedy[i]], row[greedy[i]]);
+      }
     }
+    std::printf("native greedy: %d of %zu completion tokens as the reference\n", agree,
+                greedy.size());
+    EXPECT_GE(agree, static_cast<int>(greedy.size()) - kNativeGreedyMisses) << s["prompt"];
   }
 }
 
