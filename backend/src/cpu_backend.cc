@@ -15,6 +15,7 @@
 #include "macserve/kernels/mac_attention.h"
 #include "macserve/kernels/quant.h"
 #include "macserve/kernels/rms_norm.h"
+#include "macserve/kernels/rope.h"
 
 namespace macserve::backend {
 namespace {
@@ -126,6 +127,23 @@ class CpuBackend final : public Backend {
     const int64_t head_dim = q.dim(-1);
     k::cpu::rope({f32(q), f32(kt), positions.data_as<int32_t>(), f32(inv_freq), positions.numel(),
                   q.dim(-2), kt.dim(-2), head_dim});
+  }
+  void rope_kv_write(const Tensor& qkv, const Tensor& q, const Tensor* q_pre, const QkNorm* qk_norm,
+                     const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
+                     const Tensor& v_cache, const AttentionMeta& meta,
+                     const k::PagedKvLayout& layout) override {
+    const int64_t T = positions.numel(), D = layout.head_dim, Hq = q.dim(-2);
+    MACSERVE_CHECK(q.dim(-1) == D && D % 2 == 0 && D <= 1024 &&
+                       qkv.numel() == T * (Hq + 2 * layout.num_kv_heads) * D &&
+                       q.numel() == T * Hq * D && meta.slot_mapping.numel() == T,
+                   "rope_kv_write shapes: qkv {}, q {}, {} tokens, head_dim {}", qkv.shape_string(),
+                   q.shape_string(), T, D);
+    if (q_pre != nullptr) MACSERVE_CHECK(q_pre->numel() == q.numel(), "q_pre shape");
+    k::cpu::rope_kv_write(
+        {f32(qkv), f32(q), q_pre ? f32(*q_pre) : nullptr,
+         qk_norm ? f32(*qk_norm->q_weight) : nullptr, qk_norm ? f32(*qk_norm->k_weight) : nullptr,
+         qk_norm ? qk_norm->eps : 0.0f, positions.data_as<int32_t>(), f32(inv_freq), f32(k_cache),
+         f32(v_cache), meta.slot_mapping.data_as<int64_t>(), T, Hq, layout});
   }
   void swiglu(const Tensor& gate_up, const Tensor& out) override {
     const int64_t inter = gate_up.dim(-1) / 2;

@@ -342,28 +342,36 @@ class CudaBackend final : public Backend {
         "rope");
   }
 
-  void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre,
+  void rope_kv_write(const Tensor& qkv, const Tensor& q, const Tensor* q_pre, const QkNorm* qk_norm,
                      const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
                      const Tensor& v_cache, const AttentionMeta& meta,
                      const kernels::PagedKvLayout& layout) override {
+    expect(qkv, DType::kF32, "rope qkv");
     expect(q, DType::kF32, "rope q");
-    expect(k, DType::kF32, "rope k");
-    expect(v, DType::kF32, "rope v");
     expect(k_cache, DType::kBF16, "k_cache");
-    MACSERVE_CHECK(q.dim(-1) == layout.head_dim && k.dim(-2) == layout.num_kv_heads,
-                   "rope_kv_write shapes");
-    MACSERVE_CHECK(meta.slot_mapping.numel() == positions.numel(), "slot_mapping/positions size");
+    const int64_t T = positions.numel(), D = layout.head_dim, Hq = q.dim(-2);
+    MACSERVE_CHECK(q.dim(-1) == D && D % 2 == 0 &&
+                       qkv.numel() == T * (Hq + 2 * layout.num_kv_heads) * D &&
+                       q.numel() == T * Hq * D,
+                   "rope_kv_write shapes: qkv {}, q {}, {} tokens, head_dim {}", qkv.shape_string(),
+                   q.shape_string(), T, D);
+    MACSERVE_CHECK(meta.slot_mapping.numel() == T, "slot_mapping/positions size");
     if (q_pre != nullptr)
       MACSERVE_CHECK(q_pre->numel() == q.numel() &&
                          (q_pre->dtype() == DType::kF32 || q_pre->dtype() == DType::kBF16),
                      "q_pre shape/dtype");
+    if (qk_norm != nullptr) {
+      expect(*qk_norm->q_weight, DType::kBF16, "q_norm weight");
+      expect(*qk_norm->k_weight, DType::kBF16, "k_norm weight");
+    }
     check_launch(
-        kc::rope_kv_write({q.data_as<float>(), k.data_as<float>(), v.data_as<float>(),
-                           q_pre ? q_pre->data() : nullptr, q_pre && q_pre->dtype() == DType::kBF16,
-                           positions.data_as<int32_t>(), inv_freq.data_as<float>(), k_cache.data(),
-                           v_cache.data(), meta.slot_mapping.data_as<int64_t>(), positions.numel(),
-                           q.dim(-2), layout},
-                          stream_),
+        kc::rope_kv_write(
+            {qkv.data_as<float>(), q.data_as<float>(), q_pre ? q_pre->data() : nullptr,
+             q_pre && q_pre->dtype() == DType::kBF16, qk_norm ? qk_norm->q_weight->data() : nullptr,
+             qk_norm ? qk_norm->k_weight->data() : nullptr, qk_norm ? qk_norm->eps : 0.0f,
+             positions.data_as<int32_t>(), inv_freq.data_as<float>(), k_cache.data(),
+             v_cache.data(), meta.slot_mapping.data_as<int64_t>(), T, Hq, layout},
+            stream_),
         "rope_kv_write");
   }
 

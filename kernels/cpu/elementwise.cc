@@ -16,6 +16,13 @@ void embedding(const EmbeddingParams& p) {
   }
 }
 
+void rms_norm_row(const float* x, const float* weight, float* out, int64_t dim, float eps) {
+  double sum_sq = 0.0;  // double: the oracle should not depend on summation order
+  for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+  const float inv = 1.0f / std::sqrt(static_cast<float>(sum_sq / dim) + eps);
+  for (int64_t i = 0; i < dim; ++i) out[i] = weight[i] * (x[i] * inv);
+}
+
 void rms_norm(const RmsNormParams& p) {
 #pragma omp parallel for if (p.num_rows > 4)
   for (int64_t r = 0; r < p.num_rows; ++r) {
@@ -27,10 +34,7 @@ void rms_norm(const RmsNormParams& p) {
       for (int64_t i = 0; i < p.dim; ++i) res[i] += x[i];
       src = res;
     }
-    double sum_sq = 0.0;  // double: the oracle should not depend on summation order
-    for (int64_t i = 0; i < p.dim; ++i) sum_sq += static_cast<double>(src[i]) * src[i];
-    const float inv = 1.0f / std::sqrt(static_cast<float>(sum_sq / p.dim) + p.eps);
-    for (int64_t i = 0; i < p.dim; ++i) out[i] = p.weight[i] * (src[i] * inv);
+    rms_norm_row(src, p.weight, out, p.dim, p.eps);
   }
 }
 

@@ -68,21 +68,21 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be)
     Layer& L = layers_[static_cast<std::size_t>(i)];
     L.input_norm = take(ckpt, p + "input_layernorm.weight", be);
     L.post_attn_norm = take(ckpt, p + "post_attention_layernorm.weight", be);
-    L.wq = take(ckpt, p + "self_attn.q_proj.weight", be);
-    L.wk = take(ckpt, p + "self_attn.k_proj.weight", be);
-    L.wv = take(ckpt, p + "self_attn.v_proj.weight", be);
-    L.wo = take(ckpt, p + "self_attn.o_proj.weight", be);
-    if (c.attention_bias) {
-      L.bq = take(ckpt, p + "self_attn.q_proj.bias", be);
-      L.bk = take(ckpt, p + "self_attn.k_proj.bias", be);
-      L.bv = take(ckpt, p + "self_attn.v_proj.bias", be);
-    }
+    const std::string attn = p + "self_attn.";
+    L.w_qkv =
+        fuse_rows({take_host(ckpt, attn + "q_proj.weight"), take_host(ckpt, attn + "k_proj.weight"),
+                   take_host(ckpt, attn + "v_proj.weight")});
+    if (c.attention_bias)
+      L.b_qkv =
+          fuse_rows({take_host(ckpt, attn + "q_proj.bias"), take_host(ckpt, attn + "k_proj.bias"),
+                     take_host(ckpt, attn + "v_proj.bias")});
+    L.wo = take(ckpt, attn + "o_proj.weight", be);
     if (c.qk_norm) {
-      L.q_norm = take(ckpt, p + "self_attn.q_norm.weight", be);
-      L.k_norm = take(ckpt, p + "self_attn.k_norm.weight", be);
+      L.q_norm = take(ckpt, attn + "q_norm.weight", be);
+      L.k_norm = take(ckpt, attn + "k_norm.weight", be);
     }
-    L.w_gate_up = fuse_gate_up(take_host(ckpt, p + "mlp.gate_proj.weight"),
-                               take_host(ckpt, p + "mlp.up_proj.weight"));
+    L.w_gate_up = fuse_rows(
+        {take_host(ckpt, p + "mlp.gate_proj.weight"), take_host(ckpt, p + "mlp.up_proj.weight")});
     L.w_down = take(ckpt, p + "mlp.down_proj.weight", be);
   }
   final_norm_ = take(ckpt, "model.norm.weight", be);
@@ -108,9 +108,8 @@ void LlamaModel::declare_buffers() {
   const int64_t Hq = c.num_q_heads, Hkv = c.num_kv_heads, D = c.head_dim;
   buf_.residual = add_buffer(Rows::kTokens, DType::kF32, {c.hidden_size});
   buf_.normed = add_buffer(Rows::kTokens, act, {c.hidden_size});
+  buf_.qkv = add_buffer(Rows::kTokens, DType::kF32, {(Hq + 2 * Hkv) * D});
   buf_.q = add_buffer(Rows::kTokens, DType::kF32, {Hq, D});
-  buf_.k = add_buffer(Rows::kTokens, DType::kF32, {Hkv, D});
-  buf_.v = add_buffer(Rows::kTokens, DType::kF32, {Hkv, D});
   buf_.attn = add_buffer(Rows::kTokens, act, {Hq, D});
   buf_.proj = add_buffer(Rows::kTokens, DType::kF32, {c.hidden_size});
   buf_.gate_up = add_buffer(Rows::kTokens, DType::kF32, {2 * c.intermediate_size});
@@ -121,15 +120,33 @@ void LlamaModel::declare_buffers() {
   buf_.logits = add_buffer(Rows::kLogits, DType::kF32, {c.vocab_size});
 }
 
-// [inter, hidden] x 2 -> [2 * inter, hidden]: one GEMM computes gate and up side by side. Fused on
-// the host (float32, or the two tensors' blocks when both are kept in the same quantized format),
-// then uploaded in the backend's weight dtype.
-Tensor LlamaModel::fuse_gate_up(const Tensor& gate_in, const Tensor& up_in) {
-  const bool same = gate_in.dtype() == up_in.dtype();
-  const Tensor gate = same ? gate_in : to_f32(gate_in), up = same ? up_in : to_f32(up_in);
-  Tensor host = Tensor::empty_host(gate.dtype(), {2 * gate.dim(0), gate.dim(1)});
-  std::memcpy(host.data(), gate.data(), gate.nbytes());
-  std::memcpy(host.data_as<uint8_t>() + gate.nbytes(), up.data(), up.nbytes());
+// Stacks the rows of host tensors ([n_i, hidden] weights or [n_i] biases) into one
+// [sum n_i, ...] tensor, so that one GEMM computes them side by side (gate | up, q | k | v). Fused
+// on the host (float32, or the tensors' blocks when all are kept in the same quantized format: the
+// CPU's quantized GEMM is bit-identical to the f32 one over the dequantized rows), then uploaded in
+// the backend's weight dtype.
+Tensor LlamaModel::fuse_rows(const std::vector<Tensor>& parts_in) {
+  bool same = true;
+  for (const Tensor& t : parts_in) {
+    same = same && t.dtype() == parts_in[0].dtype();
+    MACSERVE_CHECK(t.rank() == parts_in[0].rank() &&
+                       t.numel() / t.dim(0) == parts_in[0].numel() / parts_in[0].dim(0),
+                   "fuse_rows: {} does not stack onto {}", t.shape_string(),
+                   parts_in[0].shape_string());
+  }
+  std::vector<Tensor> parts;
+  std::vector<int64_t> shape = parts_in[0].shape();
+  shape[0] = 0;
+  for (const Tensor& t : parts_in) {
+    parts.push_back(same ? t : to_f32(t));
+    shape[0] += t.dim(0);
+  }
+  Tensor host = Tensor::empty_host(parts[0].dtype(), shape);
+  std::size_t offset = 0;
+  for (const Tensor& t : parts) {
+    std::memcpy(host.data_as<uint8_t>() + offset, t.data(), t.nbytes());
+    offset += t.nbytes();
+  }
   return be_.upload_weight(host);
 }
 
@@ -137,8 +154,8 @@ int64_t LlamaModel::weight_bytes() const {
   int64_t total = embed_.nbytes() + final_norm_.nbytes();
   if (!config_.tie_word_embeddings) total += lm_head_.nbytes();
   for (const Layer& L : layers_) {
-    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.wq, &L.wk, &L.wv, &L.wo, &L.bq,
-                            &L.bk, &L.bv, &L.q_norm, &L.k_norm, &L.w_gate_up, &L.w_down})
+    for (const Tensor* t : {&L.input_norm, &L.post_attn_norm, &L.w_qkv, &L.b_qkv, &L.wo, &L.q_norm,
+                            &L.k_norm, &L.w_gate_up, &L.w_down})
       if (t->defined()) total += static_cast<int64_t>(t->nbytes());
   }
   return total;
@@ -164,7 +181,7 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
   const ModelConfig& c = config_;
   const int64_t T = step.num_tokens;
   const Tensor &residual = step.buffer(buf_.residual), &h = step.buffer(buf_.normed);
-  const Tensor &q = step.buffer(buf_.q), &k = step.buffer(buf_.k), &v = step.buffer(buf_.v);
+  const Tensor &qkv = step.buffer(buf_.qkv), &q = step.buffer(buf_.q);
   const Tensor &attn = step.buffer(buf_.attn), &proj = step.buffer(buf_.proj);
   const Tensor &gate_up = step.buffer(buf_.gate_up), &act = step.buffer(buf_.act);
 
@@ -177,20 +194,16 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
       be_.rms_norm(residual, nullptr, L.input_norm, h, c.rms_norm_eps);
     else
       be_.rms_norm(proj, &residual, L.input_norm, h, c.rms_norm_eps);
-    // Q, K, V projections (+ biases for Qwen2).
-    be_.linear(h, L.wq, c.attention_bias ? &L.bq : nullptr, q);
-    be_.linear(h, L.wk, c.attention_bias ? &L.bk : nullptr, k);
-    be_.linear(h, L.wv, c.attention_bias ? &L.bv : nullptr, v);
-    // Qwen3: RMSNorm over each head's vector of q and k, before RoPE.
-    if (c.qk_norm) {
-      be_.rms_norm(q, nullptr, L.q_norm, q, c.rms_norm_eps);
-      be_.rms_norm(k, nullptr, L.k_norm, k, c.rms_norm_eps);
-    }
-    // Rotary position embedding, then this step's K/V into the paged cache; MAC matches the query
-    // before RoPE (after q_norm for Qwen3), so it keeps a copy (one fused kernel on CUDA).
-    be_.rope_kv_write(q, k, v, step.mac ? &step.buffer(buf_.q_pre) : nullptr, step.meta.positions,
-                      inv_freq_, kv.k[static_cast<std::size_t>(i)],
-                      kv.v[static_cast<std::size_t>(i)], step.meta, kv.layout);
+    // Q, K and V projections in one GEMM (+ biases for Qwen2): rows [q | k | v].
+    be_.linear(h, L.w_qkv, c.attention_bias ? &L.b_qkv : nullptr, qkv);
+    // Out of the fused rows (one kernel on CUDA): Qwen3's RMSNorm over each head of q and k, the
+    // rotary position embedding, this step's K/V into the paged cache and the rotated q for
+    // attention; MAC matches the query before RoPE (after q_norm for Qwen3), so it keeps a copy.
+    const backend::Backend::QkNorm qk_norm{&L.q_norm, &L.k_norm, c.rms_norm_eps};
+    be_.rope_kv_write(qkv, q, step.mac ? &step.buffer(buf_.q_pre) : nullptr,
+                      c.qk_norm ? &qk_norm : nullptr, step.meta.positions, inv_freq_,
+                      kv.k[static_cast<std::size_t>(i)], kv.v[static_cast<std::size_t>(i)],
+                      step.meta, kv.layout);
     // Causal attention over the paged cache: prefill chunks exact, decodes through MAC when on.
     attention(i, step, kv, q, attn);
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);

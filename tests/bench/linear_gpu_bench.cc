@@ -1,9 +1,9 @@
 // The linear layers of one Llama-3.1-8B decoder layer (and its lm_head) at decode batch sizes, as
-// CudaBackend runs them: cuBLAS GEMMs (bf16 in, f32 out; Q, K and V as three GEMMs, gate/up then
-// the SwiGLU kernel). Each weight set is replicated so the copies a graph cycles through exceed 4x
-// the L2 cache (every launch reads its weights from memory). Time per launch: median of CUDA-graph
-// replays. Achieved bandwidth counts the weight bytes only. Prints CSV on stdout; report, never
-// gate.
+// CudaBackend runs them: cuBLAS GEMMs (bf16 in, f32 out; Q, K and V fused into one GEMM, gate/up
+// then the SwiGLU kernel; qkv_3gemm is the former three Q, K, V GEMMs, for comparison). Each weight
+// set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every launch reads
+// its weights from memory). Time per launch: median of CUDA-graph replays. Achieved bandwidth
+// counts the weight bytes only. Prints CSV on stdout; report, never gate.
 //   linear_gpu_bench [peak TB/s for the fraction column, default 4.52 (H200 reads; H100: 3.35)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -69,7 +69,8 @@ int main(int argc, char** argv) {
   check_cublas(cublasSetWorkspace(h, ws, size_t{32} << 20));
 
   const int64_t hidden = 4096, inter = 14336, vocab = 128256;
-  const std::vector<Op> ops = {{"qkv", {4096, 1024, 1024}, hidden, false},
+  const std::vector<Op> ops = {{"qkv", {4096 + 1024 + 1024}, hidden, false},
+                               {"qkv_3gemm", {4096, 1024, 1024}, hidden, false},
                                {"o_proj", {4096}, hidden, false},
                                {"gate_up_swiglu", {2 * inter}, hidden, true},
                                {"down_proj", {hidden}, inter, false},

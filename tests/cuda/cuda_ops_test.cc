@@ -190,27 +190,30 @@ TEST(CudaOps, KvWriteScattersIntoThePagedCache) {
   }
 }
 
-// The fused RoPE + KV write + q_pre capture against the CPU's three separate ops (copy, rope,
-// kv_write): Llama-like, GQA and Qwen3-like shapes (head_dim 128 with Hq * D != hidden), a padding
-// token (slot -1), q_pre in f32 and bf16, q_pre and q poisoned-free inputs but outputs checked
-// everywhere (q_pre poisoned first; the cache outside this step's slots must stay untouched).
+// The fused attention prologue on [q | k | v] rows against the CPU oracle run as the decoder ran
+// before the Q/K/V GEMMs were fused: split buffers, Qwen3's per-head rms_norm of q and k, the q_pre
+// copy, rope, kv_write. Llama-like, GQA and Qwen3-like shapes (head_dim 128 with Hq * D != hidden,
+// with the norm), a padding token (slot -1), q_pre in f32 and bf16; q and q_pre poisoned first,
+// qkv must stay as it was, and the cache outside this step's slots untouched.
 TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
   MACSERVE_REQUIRE_CUDA(gpu);
   auto cpu = backend::make_cpu_backend();
   struct Shape {
     int64_t T, Hq, Hkv, D;
-    bool pre_bf16;
+    bool pre_bf16, norm;
   };
-  for (const Shape& sh :
-       {Shape{1, 9, 3, 64, false}, Shape{37, 8, 2, 64, true}, Shape{70, 32, 8, 128, false},
-        Shape{5, 16, 8, 128, true}, Shape{33, 32, 4, 128, false}}) {
+  for (const Shape& sh : {Shape{1, 9, 3, 64, false, false}, Shape{37, 8, 2, 64, true, false},
+                          Shape{70, 32, 8, 128, false, false}, Shape{5, 16, 8, 128, true, true},
+                          Shape{33, 32, 4, 128, false, true}, Shape{1, 32, 8, 128, false, true},
+                          Shape{12, 14, 2, 64, true, true}}) {
     const int64_t T = sh.T, Hq = sh.Hq, Hkv = sh.Hkv, D = sh.D, bs = 16;
+    const int64_t width = (Hq + 2 * Hkv) * D;
     const int64_t num_blocks = (T + 2 * bs) / bs + 1;
     const kernels::PagedKvLayout layout{num_blocks, Hkv, bs, D};
     std::vector<float> freq(D / 2);
     kernels::cpu::rope_inv_freq(
         {D, 1000000.0f, kernels::RopeScalingType::kNone, 1.0f, 1.0f, 1.0f, 0}, freq.data());
-    std::mt19937 rng(static_cast<uint32_t>(T * 131 + D));
+    std::mt19937 rng(static_cast<uint32_t>(T * 131 + D + sh.norm));
     std::vector<int32_t> pos(T);
     for (auto& p : pos) p = static_cast<int32_t>(rng() % 40000);
     std::vector<int64_t> slots(num_blocks * bs);
@@ -218,43 +221,64 @@ TEST(CudaOps, FusedRopeKvWriteMatchesSeparateOps) {
     std::shuffle(slots.begin(), slots.end(), rng);
     slots.resize(T);
     if (T > 3) slots[T / 2] = -1;  // padding row: no KV write
-    const auto q = randn(T * Hq * D, T + 1), k = randn(T * Hkv * D, T + 2),
-               v = randn(T * Hkv * D, T + 3);
+    const auto qkv = randn(T * width, T + 1, 2.0f);
+    const auto qn = round_bf16(randn(D, T + 4, 0.5f)), kn = round_bf16(randn(D, T + 5, 0.5f));
     const std::vector<int64_t> cshape{num_blocks, Hkv, bs, D};
     Tensor kc = gpu->alloc(DType::kBF16, cshape), vc = gpu->alloc(DType::kBF16, cshape);
     backend::cuda_fill_uniform(*gpu, kc, 21, 1.0f);
     backend::cuda_fill_uniform(*gpu, vc, 22, 1.0f);
     const auto kc0 = to_host(*gpu, kc), vc0 = to_host(*gpu, vc);
-    Tensor qg = to_device(*gpu, q, DType::kF32, {T, Hq, D});
+    Tensor qkvg = to_device(*gpu, qkv, DType::kF32, {T, width});
+    Tensor qg = gpu->alloc(DType::kF32, {T, Hq, D});
     Tensor qpre = gpu->alloc(sh.pre_bf16 ? DType::kBF16 : DType::kF32, {T, Hq, D});
+    poison(*gpu, qg);
     poison(*gpu, qpre);
+    Tensor qng = gpu->upload_weight(host_tensor(qn, {D})),
+           kng = gpu->upload_weight(host_tensor(kn, {D}));
+    const backend::Backend::QkNorm gnorm{&qng, &kng, 1e-6f};
     backend::AttentionMeta meta;
     meta.slot_mapping = to_device_raw(*gpu, slots, DType::kI64);
-    gpu->rope_kv_write(qg, to_device(*gpu, k, DType::kF32, {T, Hkv, D}),
-                       to_device(*gpu, v, DType::kF32, {T, Hkv, D}), &qpre,
+    gpu->rope_kv_write(qkvg, qg, &qpre, sh.norm ? &gnorm : nullptr,
                        to_device_raw(*gpu, pos, DType::kI32),
                        to_device(*gpu, freq, DType::kF32, {D / 2}), kc, vc, meta, layout);
-    // CPU oracle: the same three steps in float32.
+    // CPU oracle: the separate steps in float32 on split buffers.
+    std::vector<float> q(T * Hq * D), k(T * Hkv * D), v(T * Hkv * D);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = qkv.data() + t * width;
+      std::copy(row, row + Hq * D, q.begin() + t * Hq * D);
+      std::copy(row + Hq * D, row + (Hq + Hkv) * D, k.begin() + t * Hkv * D);
+      std::copy(row + (Hq + Hkv) * D, row + width, v.begin() + t * Hkv * D);
+    }
     Tensor qh = host_tensor(q, {T, Hq, D}), kh = host_tensor(k, {T, Hkv, D}),
            vh = host_tensor(v, {T, Hkv, D});
+    if (sh.norm) {
+      cpu->rms_norm(qh, nullptr, host_tensor(qn, {D}), qh, 1e-6f);
+      cpu->rms_norm(kh, nullptr, host_tensor(kn, {D}), kh, 1e-6f);
+    }
+    auto vec = [](const Tensor& t) {
+      return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel());
+    };
+    const auto pre_f32 = vec(qh);
     Tensor ph = Tensor::empty_host(DType::kI32, {T});
     std::copy(pos.begin(), pos.end(), ph.data_as<int32_t>());
+    cpu->rope(qh, kh, ph, host_tensor(freq, {D / 2}));
     Tensor kch = host_tensor(kc0, cshape), vch = host_tensor(vc0, cshape);
-    Tensor qpre_h = Tensor::empty_host(DType::kF32, {T, Hq, D});
     Tensor sh_h = Tensor::empty_host(DType::kI64, {T});
     std::copy(slots.begin(), slots.end(), sh_h.data_as<int64_t>());
     backend::AttentionMeta hmeta;
     hmeta.slot_mapping = sh_h;
-    cpu->rope_kv_write(qh, kh, vh, &qpre_h, ph, host_tensor(freq, {D / 2}), kch, vch, hmeta,
-                       layout);
-    auto vec = [](const Tensor& t) {
-      return std::vector<float>(t.data_as<float>(), t.data_as<float>() + t.numel());
-    };
+    cpu->kv_write(kh, vh, kch, vch, hmeta, layout);
     const std::string what = "T " + std::to_string(T) + " Hq " + std::to_string(Hq) + " Hkv " +
-                             std::to_string(Hkv) + " D " + std::to_string(D);
+                             std::to_string(Hkv) + " D " + std::to_string(D) + " norm " +
+                             std::to_string(sh.norm);
     EXPECT_LT(rel_l2(to_host(*gpu, qg), vec(qh)), 1e-5) << what;
-    const auto pre_ref = sh.pre_bf16 ? round_bf16(q) : q;
-    EXPECT_EQ(rel_l2(to_host(*gpu, qpre), pre_ref), 0.0) << what;
+    // q_pre: a copy of the input rows (bit-equal after the bf16 rounding), or of the normed ones.
+    const auto pre_ref = sh.pre_bf16 ? round_bf16(pre_f32) : pre_f32;
+    if (sh.norm)
+      EXPECT_LT(rel_l2(to_host(*gpu, qpre), pre_ref), sh.pre_bf16 ? kBf16Tol : 1e-5) << what;
+    else
+      EXPECT_EQ(rel_l2(to_host(*gpu, qpre), pre_ref), 0.0) << what;
+    EXPECT_EQ(rel_l2(to_host(*gpu, qkvg), qkv), 0.0) << what << ": qkv is only read";
     // The cache: bf16 of the CPU's f32 result; untouched slots (and the padding row's) bit-equal.
     auto kref = round_bf16(vec(kch)), vref = round_bf16(vec(vch));
     const auto kgot = to_host(*gpu, kc), vgot = to_host(*gpu, vc);

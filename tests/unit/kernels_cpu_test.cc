@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -17,6 +18,13 @@
 namespace k = macserve::kernels;
 
 namespace {
+
+// Whether a[0, n) and b[0, n) hold the same bits (NaNs included).
+bool same_bits(const float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (std::bit_cast<uint32_t>(a[i]) != std::bit_cast<uint32_t>(b[i])) return false;
+  return true;
+}
 
 std::vector<float> randn(std::size_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
@@ -208,8 +216,8 @@ TEST(KernelsCpu, PagedAttentionIsChunkAndBatchInvariant) {
 
 TEST(KernelsCpu, KvWriteScattersToSlotsAndSkipsNegative) {
   k::PagedKvLayout L{4, 2, 2, 3};
-  std::vector<float> kc(4 * 2 * 2 * 3, -1.0f), vc = kc;
-  auto kk = randn(2 * 2 * 3, 13), vv = randn(2 * 2 * 3, 14);
+  std::vector<float> kc(std::size_t{4} * 2 * 2 * 3, -1.0f), vc = kc;
+  auto kk = randn(std::size_t{2} * 2 * 3, 13), vv = randn(std::size_t{2} * 2 * 3, 14);
   std::vector<int64_t> slots = {5, -1};
   k::cpu::kv_write({kk.data(), vv.data(), kc.data(), vc.data(), slots.data(), 2, L});
   for (int64_t h = 0; h < 2; ++h)
@@ -220,6 +228,67 @@ TEST(KernelsCpu, KvWriteScattersToSlotsAndSkipsNegative) {
   int untouched = 0;
   for (float x : kc) untouched += x == -1.0f;
   EXPECT_EQ(untouched, static_cast<int>(kc.size()) - 6);
+}
+
+// The attention prologue on fused [q | k | v] rows against what the decoder ran before the Q/K/V
+// GEMMs were fused: per-head rms_norm of q and k (Qwen3) in place on split buffers, the q_pre
+// copy, rope, kv_write. Bit-identical, with and without the norm and q_pre, a padding token, and
+// token counts on both sides of the OpenMP threshold.
+TEST(KernelsCpu, RopeKvWriteOnFusedRowsMatchesSeparateOps) {
+  struct Shape {
+    int64_t T, Hq, Hkv, D;
+    bool norm, pre;
+  };
+  for (const Shape& sh : {Shape{1, 9, 3, 64, false, true}, Shape{3, 4, 4, 8, true, false},
+                          Shape{37, 8, 2, 64, false, false}, Shape{20, 16, 8, 128, true, true},
+                          Shape{9, 6, 2, 10, true, true}}) {
+    const int64_t T = sh.T, Hq = sh.Hq, Hkv = sh.Hkv, D = sh.D, bs = 4;
+    const int64_t width = (Hq + 2 * Hkv) * D, num_blocks = T / bs + 2;
+    const k::PagedKvLayout L{num_blocks, Hkv, bs, D};
+    const auto seed = static_cast<uint32_t>(T * 31 + D);
+    const auto qkv = randn(T * width, seed), qn = randn(D, seed + 1), kn = randn(D, seed + 2);
+    std::vector<float> inv(D / 2);
+    k::cpu::rope_inv_freq({D, 1000000.0f}, inv.data());
+    std::vector<int32_t> pos(T);
+    std::vector<int64_t> slots(T);
+    for (int64_t t = 0; t < T; ++t) {
+      pos[t] = static_cast<int32_t>(t * 977 % 30000);
+      slots[t] = (t * 5 + 3) % (num_blocks * bs);  // distinct: 5 is coprime to num_blocks * bs
+    }
+    if (T > 2) slots[1] = -1;  // padding row: no KV write
+    // Before: split copies of the rows, then the separate ops.
+    std::vector<float> q(T * Hq * D), kk(T * Hkv * D), vv(T * Hkv * D);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = qkv.data() + t * width;
+      std::copy(row, row + Hq * D, q.begin() + t * Hq * D);
+      std::copy(row + Hq * D, row + (Hq + Hkv) * D, kk.begin() + t * Hkv * D);
+      std::copy(row + (Hq + Hkv) * D, row + width, vv.begin() + t * Hkv * D);
+    }
+    const std::vector<float> cache0 = randn(num_blocks * Hkv * bs * D, seed + 3);
+    std::vector<float> kc = cache0, vc = cache0, pre(q.size(), NAN);
+    if (sh.norm) {
+      k::cpu::rms_norm({q.data(), nullptr, qn.data(), q.data(), T * Hq, D, 1e-6f});
+      k::cpu::rms_norm({kk.data(), nullptr, kn.data(), kk.data(), T * Hkv, D, 1e-6f});
+    }
+    if (sh.pre) pre = q;
+    k::cpu::rope({q.data(), kk.data(), pos.data(), inv.data(), T, Hq, Hkv, D});
+    k::cpu::kv_write({kk.data(), vv.data(), kc.data(), vc.data(), slots.data(), T, L});
+    // After: one call on the fused rows (outputs poisoned).
+    std::vector<float> q2(q.size(), NAN), pre2(q.size(), NAN), kc2 = cache0, vc2 = cache0;
+    k::cpu::rope_kv_write({qkv.data(), q2.data(), sh.pre ? pre2.data() : nullptr,
+                           sh.norm ? qn.data() : nullptr, sh.norm ? kn.data() : nullptr, 1e-6f,
+                           pos.data(), inv.data(), kc2.data(), vc2.data(), slots.data(), T, Hq, L});
+    const auto bits_equal = [](const std::vector<float>& a, const std::vector<float>& b) {
+      return a.size() == b.size() && same_bits(a.data(), b.data(), static_cast<int64_t>(a.size()));
+    };
+    EXPECT_TRUE(bits_equal(q2, q)) << "T " << T << " D " << D << " norm " << sh.norm;
+    EXPECT_TRUE(bits_equal(kc2, kc)) << "T " << T << " D " << D << " norm " << sh.norm;
+    EXPECT_TRUE(bits_equal(vc2, vc)) << "T " << T << " D " << D << " norm " << sh.norm;
+    if (sh.pre) {
+      EXPECT_TRUE(bits_equal(pre2, pre)) << "T " << T << " D " << D;
+    }
+    EXPECT_FALSE(bits_equal(kc2, cache0)) << "the test must write the cache";
+  }
 }
 
 }  // namespace
@@ -262,7 +331,7 @@ TEST(KernelsCpu, BlockedLinearEqualsEveryRowAlone) {
   k::cpu::linear({x.data(), w.data(), b.data(), y.data(), M, N, K});
   for (int64_t r = 0; r < M; ++r) {
     k::cpu::linear({x.data() + r * K, w.data(), b.data(), alone.data(), 1, N, K});
-    ASSERT_EQ(std::memcmp(y.data() + r * N, alone.data(), N * sizeof(float)), 0) << "row " << r;
+    ASSERT_TRUE(same_bits(y.data() + r * N, alone.data(), N)) << "row " << r;
   }
 }
 

@@ -59,6 +59,11 @@ class GraphCountingBackend final : public Backend {
     ADD_FAILURE();
   }
   void rope(const Tensor&, const Tensor&, const Tensor&, const Tensor&) override { ADD_FAILURE(); }
+  void rope_kv_write(const Tensor&, const Tensor&, const Tensor*, const QkNorm*, const Tensor&,
+                     const Tensor&, const Tensor&, const Tensor&, const AttentionMeta&,
+                     const kernels::PagedKvLayout&) override {
+    ADD_FAILURE();
+  }
   void swiglu(const Tensor&, const Tensor&) override { ADD_FAILURE(); }
   void add(const Tensor&, const Tensor&, const Tensor&) override { ADD_FAILURE(); }
   void kv_write(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const AttentionMeta&,

@@ -89,18 +89,22 @@ class Backend {
   virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& y) = 0;
   virtual void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
                     const Tensor& inv_freq) = 0;
-  // The attention prologue of a layer: q_pre (if not null) = q before RoPE, RoPE on q (in place)
-  // and k, then k and v into the paged cache at meta.slot_mapping (slots < 0 skipped). Afterwards k
-  // is unspecified (CUDA fuses all of it into one kernel and leaves k unrotated). The default is
-  // the three separate ops (the CPU path).
-  virtual void rope_kv_write(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* q_pre,
-                             const Tensor& positions, const Tensor& inv_freq, const Tensor& k_cache,
-                             const Tensor& v_cache, const AttentionMeta& meta,
-                             const kernels::PagedKvLayout& layout) {
-    if (q_pre != nullptr) copy(q, *q_pre);
-    rope(q, k, positions, inv_freq);
-    kv_write(k, v, k_cache, v_cache, meta, layout);
-  }
+  // Qwen3's RMSNorm over each head's vector of q and of k, before RoPE.
+  struct QkNorm {
+    const Tensor* q_weight;  // [head_dim]
+    const Tensor* k_weight;  // [head_dim]
+    float eps;
+  };
+  // The attention prologue of a layer, on the rows of the fused Q/K/V projection (one GEMM):
+  // qkv [num_tokens, (Hq + 2 * Hkv) * head_dim] f32, each row [q heads | k heads | v heads], only
+  // read. Per token: the per-head norm of q and k (qk_norm not null), q_pre (not null) = q before
+  // RoPE, the rotated q into q [num_tokens, Hq, head_dim] f32 (what attention reads), and the
+  // rotated k and the v into the paged cache at meta.slot_mapping (slots < 0 skipped). One kernel
+  // on CUDA; on the CPU the same float ops as rms_norm, copy, rope and kv_write on split buffers.
+  virtual void rope_kv_write(const Tensor& qkv, const Tensor& q, const Tensor* q_pre,
+                             const QkNorm* qk_norm, const Tensor& positions, const Tensor& inv_freq,
+                             const Tensor& k_cache, const Tensor& v_cache,
+                             const AttentionMeta& meta, const kernels::PagedKvLayout& layout) = 0;
   virtual void swiglu(const Tensor& gate_up, const Tensor& out) = 0;
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache,

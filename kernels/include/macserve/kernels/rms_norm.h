@@ -19,7 +19,10 @@ struct RmsNormParams {
 
 namespace cpu {
 void rms_norm(const RmsNormParams& p);
-}
+// One row of rms_norm without the residual (out may alias x). The fused attention prologue
+// (rope_kv_write) normalises Qwen3's q and k heads with it, so both give the same bits.
+void rms_norm_row(const float* x, const float* weight, float* out, int64_t dim, float eps);
+}  // namespace cpu
 
 }  // namespace macserve::kernels
 

@@ -18,20 +18,21 @@ class LlamaModel final : public Model {
  private:
   struct Layer {
     Tensor input_norm, post_attn_norm;  // [hidden]
-    Tensor wq, wk, wv, wo;              // [q_size|kv_size, hidden], wo [hidden, q_size]
-    Tensor bq, bk, bv;                  // Qwen2 only
+    Tensor w_qkv;                       // [q_size + 2 * kv_size, hidden]: q, k, then v rows
+    Tensor b_qkv;                       // [q_size + 2 * kv_size], Qwen2 only
+    Tensor wo;                          // [hidden, q_size]
     Tensor q_norm, k_norm;              // [head_dim], Qwen3 only
     Tensor w_gate_up;                   // [2 * intermediate, hidden]: gate rows then up rows
     Tensor w_down;                      // [hidden, intermediate]
   };
   // Workspace buffer ids (DeviceStep::buffer): per token, then per logits row.
   struct Buffers {
-    int residual, normed, q, k, v, attn, proj, gate_up, act;
+    int residual, normed, qkv, q, attn, proj, gate_up, act;  // q: rotated, out of qkv
     int q_pre, audit;  // MAC: pre-RoPE queries; exact attention for the audit
     int last_hidden, logits;
   };
 
-  Tensor fuse_gate_up(const Tensor& gate, const Tensor& up);
+  Tensor fuse_rows(const std::vector<Tensor>& parts);
   void declare_buffers();
   Tensor run_layers(const backend::DeviceStep& step, const KvCacheView& kv) override;
   void attention(int64_t layer, const backend::DeviceStep& step, const KvCacheView& kv,

@@ -32,16 +32,19 @@ struct KvWriteCudaParams {
 };
 int kv_write(const KvWriteCudaParams& p, Stream stream);
 
-// The fused attention prologue of a decoder layer, one kernel: for each token, optionally copies q
-// before RoPE to q_pre (what MAC-Attention matches on), rotates q in place, and writes the rotated
-// K and the V of this step into the bf16 paged caches at slot_mapping[t] (nothing for slots < 0:
-// padding rows of a CUDA-graph bucket). k itself is not written back (the cache holds the result).
+// The fused attention prologue of a decoder layer, one kernel over the rows of the fused Q/K/V
+// projection (each [q heads | k heads | v heads], only read): for each token, Qwen3's per-head
+// RMSNorm of q and k (when q_norm is set), q before RoPE to q_pre (what MAC-Attention matches on),
+// the rotated q into q, and the rotated K and the V into the bf16 paged caches at slot_mapping[t]
+// (nothing for slots < 0: padding rows of a CUDA-graph bucket).
 struct RopeKvWriteCudaParams {
-  float* q;        // [num_tokens, num_q_heads, head_dim] f32, rotated in place
-  const float* k;  // [num_tokens, num_kv_heads, head_dim] f32
-  const float* v;  // [num_tokens, num_kv_heads, head_dim] f32
-  void* q_pre;     // [num_tokens, num_q_heads, head_dim] f32 or bf16, or null
+  const float* qkv;  // [num_tokens, (num_q_heads + 2 * num_kv_heads) * head_dim] f32
+  float* q;          // [num_tokens, num_q_heads, head_dim] f32 out: the rotated q
+  void* q_pre;       // [num_tokens, num_q_heads, head_dim] f32 or bf16, or null
   bool q_pre_bf16;
+  const void* q_norm;  // [head_dim] bf16, or null: no per-head norm (k_norm null too)
+  const void* k_norm;  // [head_dim] bf16
+  float eps;
   const int32_t* positions;  // [num_tokens]
   const float* inv_freq;     // [head_dim / 2]
   void* k_cache;             // paged layout (paged_kv.h) bf16
