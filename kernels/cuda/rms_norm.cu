@@ -1,7 +1,11 @@
-// RMSNorm (optionally fused with the residual add) for bf16 rows: one block per row, float32
-// accumulation, a warp-shuffle + shared-memory reduction.
+// RMSNorm (optionally fused with the residual add): one block per row, float32 accumulation, a
+// warp-shuffle + shared-memory reduction. f32 rows of up to 8192 elements (a multiple of 4, 16-byte
+// aligned) are held in registers: every load of the row is issued before the first use, so a
+// batch-1 decode step's norm costs one round trip to memory instead of one per loop iteration.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 #include "macserve/kernels/cuda/rms_norm.cuh"
 #include "macserve/kernels/rms_norm.h"
@@ -77,12 +81,71 @@ __global__ void rms_norm_mixed_kernel(RmsNormCudaParams p) {
   }
 }
 
+constexpr int kMaxChunks = 8;  // float4 per thread: rows up to kThreads * 4 * 8 = 8192
+
+// rms_norm_mixed_kernel with the row in registers (dim a multiple of 4, at most 8192; x, residual
+// and out 16-byte aligned rows). Loads first (x and the residual), then the sums, then the stores:
+// `out` may alias x, and each thread reads exactly the elements it writes.
+__global__ void rms_norm_mixed_rows_kernel(RmsNormCudaParams p) {
+  const int64_t row = blockIdx.x;
+  const int n4 = static_cast<int>(p.dim / 4);
+  const auto* x = reinterpret_cast<const float4*>(p.x + row * p.dim);
+  auto* res = p.residual ? reinterpret_cast<float4*>(p.residual + row * p.dim) : nullptr;
+  float4 v[kMaxChunks], r[kMaxChunks];
+#pragma unroll
+  for (int c = 0; c < kMaxChunks; ++c) {
+    const int i = static_cast<int>(threadIdx.x) + c * kThreads;
+    if (i < n4) {
+      v[c] = x[i];
+      if (res != nullptr) r[c] = res[i];
+    }
+  }
+  float sum_sq = 0.0f;
+#pragma unroll
+  for (int c = 0; c < kMaxChunks; ++c) {
+    const int i = static_cast<int>(threadIdx.x) + c * kThreads;
+    if (i < n4) {
+      if (res != nullptr) {
+        v[c] = make_float4(v[c].x + r[c].x, v[c].y + r[c].y, v[c].z + r[c].z, v[c].w + r[c].w);
+        res[i] = v[c];
+      }
+      sum_sq += v[c].x * v[c].x + v[c].y * v[c].y + v[c].z * v[c].z + v[c].w * v[c].w;
+    }
+  }
+  const float inv = rsqrtf(block_sum(sum_sq) / static_cast<float>(p.dim) + p.eps);
+  const auto* w = static_cast<const __nv_bfloat162*>(p.weight);
+#pragma unroll
+  for (int c = 0; c < kMaxChunks; ++c) {
+    const int i = static_cast<int>(threadIdx.x) + c * kThreads;
+    if (i < n4) {
+      const float2 w01 = __bfloat1622float2(w[2 * i]), w23 = __bfloat1622float2(w[2 * i + 1]);
+      const float4 o = make_float4(w01.x * (v[c].x * inv), w01.y * (v[c].y * inv),
+                                   w23.x * (v[c].z * inv), w23.y * (v[c].w * inv));
+      if (p.out_bf16) {
+        auto* out = static_cast<__nv_bfloat162*>(p.out) + row * p.dim / 2;
+        out[2 * i] = __floats2bfloat162_rn(o.x, o.y);
+        out[2 * i + 1] = __floats2bfloat162_rn(o.z, o.w);
+      } else {
+        reinterpret_cast<float4*>(static_cast<float*>(p.out) + row * p.dim)[i] = o;
+      }
+    }
+  }
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
 }  // namespace
 
 int rms_norm(const RmsNormCudaParams& p, Stream stream) {
   if (p.num_rows == 0) return 0;
-  rms_norm_mixed_kernel<<<static_cast<unsigned>(p.num_rows), kThreads, 0,
-                          static_cast<cudaStream_t>(stream)>>>(p);
+  const auto st = static_cast<cudaStream_t>(stream);
+  const bool rows_in_registers = p.dim % 4 == 0 && p.dim <= kThreads * 4 * kMaxChunks &&
+                                 aligned16(p.x) && aligned16(p.out) && aligned16(p.weight) &&
+                                 (p.residual == nullptr || aligned16(p.residual));
+  if (rows_in_registers)
+    rms_norm_mixed_rows_kernel<<<static_cast<unsigned>(p.num_rows), kThreads, 0, st>>>(p);
+  else
+    rms_norm_mixed_kernel<<<static_cast<unsigned>(p.num_rows), kThreads, 0, st>>>(p);
   return static_cast<int>(cudaGetLastError());
 }
 

@@ -4,6 +4,8 @@
 // run: the decode step's cost depends only on the context length). Model-level (StepInputs ->
 // logits on the host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
+//   llama_gpu_bench [config dir] b1_4k|b1_128k|b16_4k|b64_4k: that decode scenario alone, with
+//   graphs, and no prefill rows (one step's kernels for a profiler such as nsys)
 //   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full
 //   attention vs MAC-Attention
 //     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid
@@ -239,11 +241,13 @@ int main(int argc, char** argv) {
     const char* name;
     int64_t batch, ctx;
   };
-  const bool prefill_only = argc > 2 && std::string(argv[2]) == "prefill";
+  const std::string only = argc > 2 ? argv[2] : "";
+  const bool prefill_only = only == "prefill";
   for (Scenario s : {Scenario{"b1_4k", 1, 4096}, Scenario{"b1_128k", 1, 131072},
                      Scenario{"b16_4k", 16, 4096}, Scenario{"b64_4k", 64, 4096}})
     for (int graphs : {0, 1}) {
       if (prefill_only) break;
+      if (!only.empty() && (only != s.name || graphs == 0)) continue;
       model->set_graphs(graphs !=
                         0);  // decode steps replayed from CUDA graphs (1) or eager launches (0)
       const Result r = run(*be, *model, kv, s.batch, s.ctx, pool);
@@ -255,6 +259,7 @@ int main(int argc, char** argv) {
     }
   // Prefill: one sequence's chunk of 2048 or 8192 tokens after 0 to 122,880 tokens of prior
   // context (flash prefill kernel; eager launches). Time per chunk, median of 5, CUDA events.
+  if (!only.empty() && !prefill_only) return 0;
   std::printf("scenario,prior_context,chunk,ms,tokens_per_s\n");
   for (const auto& [chunk, prior] : std::vector<std::pair<int64_t, int64_t>>{{2048, 0},
                                                                              {2048, 2048},
