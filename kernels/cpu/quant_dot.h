@@ -143,6 +143,23 @@ struct QuantTile {
   int64_t ldy;
 };
 
+// Step 1's output for the MT x rows of a SIMD tile: quants, group scales and block sums of row i
+// (rows past mt repeat row 0, as the tiles compute but do not store them). nb: blocks per row.
+template <int MT>
+struct TileXRows {
+  const int8_t* q[MT];
+  const float* d[MT];
+  const float* s[MT];
+  TileXRows(const QuantTile& t, int64_t nb) {
+    for (int i = 0; i < MT; ++i) {
+      const int64_t r = i < t.mt ? i : 0;
+      q[i] = t.x.q + r * t.x.k;
+      d[i] = t.x.d + r * nb * 8;
+      s[i] = t.x.s + r * nb;
+    }
+  }
+};
+
 // Scalar twin of step 2-4 (the reference the SIMD tiles must match bit for bit; the kernel where
 // the library is built without AVX2).
 template <QuantFormat F>
@@ -215,15 +232,7 @@ inline void quant_tile(const QuantTile& t) {
   const int64_t nb = t.x.k / kQuantBlock;
   const uint8_t* wr[NT];
   for (int j = 0; j < NT; ++j) wr[j] = t.w + (j < t.nt ? j : 0) * t.w_stride;
-  const int8_t* xq[MT];
-  const float* xd[MT];
-  const float* xs[MT];
-  for (int i = 0; i < MT; ++i) {
-    const int64_t r = i < t.mt ? i : 0;
-    xq[i] = t.x.q + r * t.x.k;
-    xd[i] = t.x.d + r * nb * 8;
-    xs[i] = t.x.s + r * nb;
-  }
+  const TileXRows<MT> x(t, nb);
   __m256 acc[MT][NT];
   __m256 macc[MT];  // Q4_1: lane 2j + 1 sums s_x * m_w of weight row j
   for (int i = 0; i < MT; ++i) {
@@ -267,8 +276,8 @@ inline void quant_tile(const QuantTile& t) {
       }
     }
     for (int i = 0; i < MT; ++i) {
-      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + b * 32));
-      const __m256 dx = _mm256_loadu_ps(xd[i] + b * 8);  // the block's 8 group scales
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q[i] + b * 32));
+      const __m256 dx = _mm256_loadu_ps(x.d[i] + b * 8);  // the block's 8 group scales
       __m256i xa = xv;
       if constexpr (F == QuantFormat::kQ4_0) xa = _mm256_abs_epi8(xv);
       for (int j = 0; j < NT; ++j) {
@@ -282,7 +291,7 @@ inline void quant_tile(const QuantTile& t) {
         acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_mul_ps(dx, dw[j]), acc[i][j]);
       }
       if constexpr (F == QuantFormat::kQ4_1)
-        macc[i] = _mm256_fmadd_ps(_mm256_set1_ps(xs[i][b]), hdr, macc[i]);
+        macc[i] = _mm256_fmadd_ps(_mm256_set1_ps(x.s[i][b]), hdr, macc[i]);
     }
   }
   for (int64_t i = 0; i < t.mt; ++i) {
@@ -315,15 +324,7 @@ template <QuantFormat F, int MT>
   const int64_t nb = t.x.k / kQuantBlock;
   const uint8_t* w0 = t.w;
   const uint8_t* w1 = t.w + (t.nt > 1 ? t.w_stride : 0);
-  const int8_t* xq[MT];
-  const float* xd[MT];
-  const float* xs[MT];
-  for (int i = 0; i < MT; ++i) {
-    const int64_t r = i < t.mt ? i : 0;
-    xq[i] = t.x.q + r * t.x.k;
-    xd[i] = t.x.d + r * nb * 8;
-    xs[i] = t.x.s + r * nb;
-  }
+  const TileXRows<MT> x(t, nb);
   __m512 acc[MT];
   __m128 macc[MT];  // Q4_1: lane 2j + 1 sums s_x * m_w of weight row j
   for (int i = 0; i < MT; ++i) {
@@ -372,8 +373,8 @@ template <QuantFormat F, int MT>
     }
     for (int i = 0; i < MT; ++i) {
       const __m512i xv = _mm512_broadcast_i64x4(
-          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[i] + b * 32)));
-      const __m512 dx = _mm512_broadcast_f32x8(_mm256_loadu_ps(xd[i] + b * 8));
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q[i] + b * 32)));
+      const __m512 dx = _mm512_broadcast_f32x8(_mm256_loadu_ps(x.d[i] + b * 8));
       __m512i lanes;
       if constexpr (F == QuantFormat::kQ8_0)
         lanes = _mm512_dpbusd_epi32(zero, wv,
@@ -385,7 +386,7 @@ template <QuantFormat F, int MT>
         lanes = _mm512_dpbusd_epi32(zero, wv, xv);
       acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(lanes), _mm512_mul_ps(dx, dw), acc[i]);
       if constexpr (F == QuantFormat::kQ4_1)
-        macc[i] = _mm_fmadd_ps(_mm_set1_ps(xs[i][b]), hdr, macc[i]);
+        macc[i] = _mm_fmadd_ps(_mm_set1_ps(x.s[i][b]), hdr, macc[i]);
     }
   }
   for (int64_t i = 0; i < t.mt; ++i) {

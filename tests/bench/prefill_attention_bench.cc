@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -17,6 +16,7 @@
 #include "cuda_bench_util.h"
 #include "macserve/backend/backend.h"
 #include "macserve/backend/cuda_backend.h"
+#include "macserve/core/dtype.h"
 #include "macserve/kernels/cuda/attention.cuh"
 
 using namespace macserve;
@@ -55,10 +55,7 @@ std::vector<float> bf16_to_host(backend::Backend& gpu, const Tensor& t) {
   std::vector<uint16_t> raw(static_cast<std::size_t>(t.numel()));
   gpu.copy_to_host(t, raw.data());
   std::vector<float> out(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i) {
-    const uint32_t bits = static_cast<uint32_t>(raw[i]) << 16;
-    std::memcpy(&out[i], &bits, sizeof(float));
-  }
+  std::transform(raw.begin(), raw.end(), out.begin(), bf16_to_float);
   return out;
 }
 
