@@ -166,6 +166,7 @@ std::unique_ptr<backend::Backend> make_backend(const EngineConfig& cfg) {
   options.cpu_blas_gemm = cfg.cpu_gemm == CpuGemm::kOpenblas;
   options.cuda_general_attention = cfg.cuda_attention == CudaAttention::kGeneral;
   options.graphs = cfg.cuda_graphs;
+  options.deterministic = cfg.deterministic;
   options.mac_force_hit_rate = cfg.mac_force_hit_rate;
   options.mac_force_clustered = cfg.mac_force_clustered;
   switch (cfg.device) {

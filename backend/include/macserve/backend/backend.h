@@ -166,6 +166,10 @@ struct BackendOptions {
       false;  // CPU: linear layers by OpenBLAS sgemm, not the batch-invariant kernel
   bool cuda_general_attention = false;  // CUDA: every attention step on the general paged kernel
   bool graphs = true;                   // CUDA: decode steps replayed from graphs (supports_graphs)
+  // --deterministic: a row's results do not depend on the batch, its place in it, the prefill
+  // chunking or the prefix cache (CUDA: fixed-order GEMMs and one attention kernel for prefill and
+  // decode; the CPU backend is batch-invariant already).
+  bool deterministic = false;
   // CUDA, benchmark only: cuda_set_mac_force_hits(hit rate, clustered) at start (< 0: off).
   float mac_force_hit_rate = -1.0f;
   bool mac_force_clustered = false;

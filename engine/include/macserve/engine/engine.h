@@ -60,6 +60,9 @@ struct EngineConfig {
   int64_t max_queued_requests = 1024;
   int64_t max_model_len = 0;  // 0: the model's max_position_embeddings
   bool enable_prefix_caching = true;
+  // --deterministic: every token's logits are bit-identical whatever else is in its steps (batch
+  // size and neighbours, prefill chunk sizes, prefix-cache hits); BackendOptions::deterministic.
+  bool deterministic = false;
   SchedulingPolicy scheduling_policy = SchedulingPolicy::kFcfs;
   // On: step N+1 is scheduled and its inputs built while the device runs step N, and
   // step N's text is detokenized and streamed while step N+1 runs; outputs are identical. A
