@@ -19,6 +19,7 @@
 #include "macserve/kernels/cuda/argmax.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/elementwise.cuh"
+#include "macserve/kernels/cuda/linear.cuh"
 #include "macserve/kernels/cuda/rms_norm.cuh"
 #include "macserve/kernels/cuda/rope.cuh"
 
@@ -39,6 +40,8 @@ void expect(const Tensor& t, DType d, const char* what) {
 
 constexpr size_t kStagingBytes = size_t{32} << 20;  // pinned arena for step inputs and logits
 constexpr size_t kCublasWorkspace = size_t{32} << 20;
+// --deterministic: MAC's split-KV chunks, in keys, fixed rather than sized from the step's work.
+constexpr int32_t kDeterministicMacChunk = 1024;
 constexpr int64_t kUploadChunk = int64_t{64} << 20;  // f32 elements per weight upload chunk
 
 class CudaBackend final : public Backend {
@@ -46,7 +49,8 @@ class CudaBackend final : public Backend {
   CudaBackend(int device, const BackendOptions& options)
       : device_(device),
         force_general_(options.cuda_general_attention),
-        use_graphs_(options.graphs) {
+        use_graphs_(options.graphs),
+        deterministic_(options.deterministic) {
     check_cuda(cudaSetDevice(device), "cudaSetDevice");
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
     check_cuda(cudaDeviceGetAttribute(&num_sms_, cudaDevAttrMultiProcessorCount, device),
@@ -59,6 +63,7 @@ class CudaBackend final : public Backend {
     mac_ = std::make_unique<CudaMac>(*this, stream_);
     if (options.mac_force_hit_rate >= 0.0f)
       mac_->set_force_hits(options.mac_force_hit_rate, options.mac_force_clustered);
+    if (deterministic_) mac_->set_fixed_chunk_tokens(kDeterministicMacChunk);
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
@@ -316,19 +321,38 @@ class CudaBackend final : public Backend {
     } else {
       expect(x, DType::kBF16, "linear x");
     }
-    // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B with
-    // A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
-    const float alpha = 1.0f, beta = 0.0f;
-    check_cublas(
-        cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
-                     static_cast<int>(k), &alpha, w.data(), CUDA_R_16BF, static_cast<int>(k), xb,
-                     CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F,
-                     static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
-        "cublasGemmEx");
+    if (deterministic_) {
+      linear_fixed(xb, w, y, m, n, k);
+    } else {
+      // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B
+      // with A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
+      const float alpha = 1.0f, beta = 0.0f;
+      check_cublas(
+          cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                       static_cast<int>(k), &alpha, w.data(), CUDA_R_16BF, static_cast<int>(k), xb,
+                       CUDA_R_16BF, static_cast<int>(k), &beta, y.data(), CUDA_R_32F,
+                       static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+          "cublasGemmEx");
+    }
     if (bias != nullptr) {
       expect(*bias, DType::kBF16, "linear bias");
       check_launch(kc::add_bias(y.data_as<float>(), bias->data(), m, n, stream_), "add_bias");
     }
+  }
+
+  // --deterministic's GEMM (linear.cuh): one summation order per output whatever m is.
+  void linear_fixed(const void* xb, const Tensor& w, const Tensor& y, int64_t m, int64_t n,
+                    int64_t k) {
+    const int64_t need = kc::linear_fixed_workspace_floats(m, n, k);
+    if (need > linear_ws_.numel()) {  // the eager step before a capture grows it (step_executor)
+      MACSERVE_CHECK(!capturing_, "linear workspace growth during graph capture");
+      if (any_graph()) retired_.push_back(linear_ws_);  // captured graphs still point at it
+      linear_ws_ = alloc(DType::kF32, {std::max(need, 2 * linear_ws_.numel())});
+    }
+    check_launch(
+        kc::linear_fixed({xb, w.data(), y.data_as<float>(), m, n, k},
+                         linear_ws_.defined() ? linear_ws_.data_as<float>() : nullptr, stream_),
+        "linear_fixed");
   }
 
   void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
@@ -421,7 +445,11 @@ class CudaBackend final : public Backend {
                                    layout,
                                    out.dtype() == DType::kBF16};
     p.skip = meta.skip_mac_decode;
+    // --deterministic: decode rows take the prefill kernel too, whose rows are bit-identical
+    // whatever the chunking and the batch (the split-KV decode kernel's splits follow the batch,
+    // and its numerics differ from the prefill kernel's, which a recomputed or cached row meets).
     const bool decode = meta.max_query_len == 1 && meta.max_context_len > 0 && !force_general_ &&
+                        !deterministic_ &&
                         kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads,
                                              layout.block_size);
     if (!decode) {
@@ -512,6 +540,8 @@ class CudaBackend final : public Backend {
   void* cublas_ws_ = nullptr;
   bool force_general_ = false;  // BackendOptions::cuda_general_attention
   bool use_graphs_ = true;      // BackendOptions::graphs
+  bool deterministic_ = false;  // BackendOptions::deterministic
+  Tensor linear_ws_;            // f32 segment sums of linear_fixed
   Tensor upload_scratch_, x_scratch_, workspace_;
   PlanKey plan_key_;
   bool capturing_ = false;

@@ -121,7 +121,7 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     const PlanKey key{S, meta.max_context_len, Hq, Hkv, D};
     if (!(key == plan_key_)) {
       workspace_bytes_ =
-          kc::mac_workspace_bytes(S, Hq, Hkv, D, meta.max_context_len, 0);  // adaptive chunks
+          kc::mac_workspace_bytes(S, Hq, Hkv, D, meta.max_context_len, chunk_tokens_);
       plan_key_ = key;
     }
     const Tensor ws = grow(workspace_, DType::kU8, workspace_bytes_, capturing, graphs_exist,
@@ -146,8 +146,8 @@ void CudaMac::attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_ca
     p.ring = *mac.ring;
     p.decisions = mac.decisions;
     p.kv_tokens_read = mac.kv_tokens_read;
-    p.chunk_tokens = 0;           // adaptive: from the step's real work, on the device
-    p.token_index = query_start;  // token query_start[s] is decode sequence s's one query
+    p.chunk_tokens = chunk_tokens_;  // 0: adaptive, from the step's real work, on the device
+    p.token_index = query_start;     // token query_start[s] is decode sequence s's one query
     p.modes = mac.modes;
     const kc::MacWorkspace w{ws.data(), workspace_bytes_};
     if (force_.hit_rate >= 0.0f) {  // benchmark only (set_force_hits)

@@ -33,6 +33,9 @@ class CudaMac {
   // off), per head or per KV group (clustered); forced hits match position m - 64. While on, decode
   // steps launch the kernels' benchmark hook (mac_force_hits_cuda.h) instead of mac_decode.
   void set_force_hits(float hit_rate, bool clustered);
+  // --deterministic: the split-KV partials cut every sequence's ranges into chunks of this many
+  // keys (a multiple of 16), not into sizes chosen from the whole step's work.
+  void set_fixed_chunk_tokens(int32_t tokens) { chunk_tokens_ = tokens; }
 
  private:
   Tensor grow(Tensor& buf, DType dtype, int64_t numel, bool capturing, bool graphs_exist,
@@ -51,6 +54,7 @@ class CudaMac {
   Tensor audit_out_;  // f32 MAC output of an audited step (converted to the bf16 out after)
   PlanKey plan_key_;
   int64_t workspace_bytes_ = 0;
+  int32_t chunk_tokens_ = 0;  // 0: adaptive (mac_attention_cuda.h)
 };
 
 }  // namespace macserve::backend

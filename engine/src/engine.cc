@@ -97,6 +97,15 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
   plan.ring_slots = !mac.enabled             ? 0
                     : cfg.mac_ring_slots < 0 ? -1
                                              : std::min(cfg.mac_ring_slots, cfg.max_num_seqs);
+  // --deterministic: a sequence that found no free slot would decode exactly instead of through
+  // MAC, which would make its tokens depend on the other requests; so every sequence gets one.
+  const bool slot_each = cfg.deterministic && mac.enabled && can_be_long;
+  if (slot_each && cfg.mac_ring_slots >= 0 && cfg.mac_ring_slots < cfg.max_num_seqs)
+    throw_error(ErrorCode::kInvalidArgument,
+                "--deterministic with MAC attention needs a ring slot for every sequence: "
+                "--mac-ring-slots {} is below --max-num-seqs {} (use auto)",
+                cfg.mac_ring_slots, cfg.max_num_seqs);
+  if (slot_each) plan.ring_slots = cfg.max_num_seqs;
   if (plan.ring_slots < 0 && !can_be_long) plan.ring_slots = 0;
   plan.kv_tokens = cfg.kv_cache_tokens;
   if (plan.kv_tokens <= 0) {
@@ -125,8 +134,8 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
     plan.kv_tokens =
         std::min(cfg.max_num_seqs * max_model_len, std::max(budget / token_bytes, max_model_len));
   }
-  if (cfg.mac_ring_slots < 0 &&
-      plan.ring_slots != 0) {  // auto: no more than the KV pool can make long
+  if (cfg.mac_ring_slots < 0 && plan.ring_slots != 0 &&
+      !slot_each) {  // auto: no more than the KV pool can make long
     const int64_t fit = std::min(cfg.max_num_seqs, plan.kv_tokens / min_context);
     plan.ring_slots = plan.ring_slots < 0 ? fit : std::min(plan.ring_slots, fit);
   }
@@ -273,7 +282,8 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
                 "--max-num-seqs and --max-num-batched-tokens must be positive");
   scheduler_ = std::make_unique<Scheduler>(
       *blocks_,
-      SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy},
+      SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy,
+                      cfg.deterministic},
       mac_state_.get(), MacRingPolicy{mac.config.window, mac.config.gen_min});
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
   async_ = auto_on_off(cfg.async_scheduling, backend_->device() != Device::kCpu);

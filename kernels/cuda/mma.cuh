@@ -22,11 +22,11 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Swizzled position of 16-byte chunk c of row r inside a page held in shared memory (kCpr chunks a
 // row). ldmatrix reads one chunk column of 8 consecutive rows at once; without the XOR those rows
-// would fall in the same banks (rows are 64-256 bytes apart). The XOR stays inside the row, so a
+// would fall in the same banks (rows are 64-512 bytes apart). The XOR stays inside the row, so a
 // warp's cp.async of whole rows still covers every bank once.
 template <int kCpr>
 __device__ __forceinline__ int swizzle(int r, int c) {
-  static_assert(kCpr == 4 || kCpr == 8 || kCpr == 16, "head_dim 32, 64 or 128");
+  static_assert(kCpr == 4 || kCpr == 8 || kCpr == 16 || kCpr == 32, "rows of 64-512 bytes");
   return r * kCpr + (c ^ (kCpr >= 8 ? (r & 7) : ((r >> 1) & 3)));
 }
 

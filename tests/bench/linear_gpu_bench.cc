@@ -1,6 +1,8 @@
 // The linear layers of one Llama-3.1-8B decoder layer (and its lm_head) at decode batch sizes, as
 // CudaBackend runs them: cuBLAS GEMMs (bf16 in, f32 out; Q, K and V fused into one GEMM, gate/up
-// then the SwiGLU kernel; qkv_3gemm is the former three Q, K, V GEMMs, for comparison). Each weight
+// then the SwiGLU kernel; qkv_3gemm is the former three Q, K, V GEMMs, for comparison), and the
+// same GEMMs through --deterministic's fixed-order kernel (linear.cuh; fixed_us, and fixed_ratio =
+// fixed_us / us); m up to 2048 (a prefill chunk; TFLOP/s there, lm_head only to 64). Each weight
 // set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every launch reads
 // its weights from memory). Time per launch: median of CUDA-graph replays. Achieved bandwidth
 // counts the weight bytes only. Prints CSV on stdout; report, never gate.
@@ -17,6 +19,7 @@
 
 #include "cuda_bench_util.h"
 #include "macserve/kernels/cuda/elementwise.cuh"
+#include "macserve/kernels/cuda/linear.cuh"
 
 namespace kc = macserve::kernels::cuda;
 
@@ -75,10 +78,10 @@ int main(int argc, char** argv) {
                                {"gate_up_swiglu", {2 * inter}, hidden, true},
                                {"down_proj", {hidden}, inter, false},
                                {"lm_head", {vocab}, hidden, false}};
-  const int64_t max_m = 16;
+  const int64_t max_m = 2048;
   std::printf("# %s, %d SMs, L2 %d MB; peak for frac: %.2f TB/s\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, peak_tbps);
-  std::printf("op,m,n,k,weight_mb,us,tbps,frac_of_peak\n");
+  std::printf("op,m,n,k,weight_mb,us,tbps,frac_of_peak,tflops,fixed_us,fixed_ratio\n");
   for (const Op& op : ops) {
     int64_t rows = 0;
     for (int64_t n : op.n) rows += n;
@@ -97,27 +100,46 @@ int main(int argc, char** argv) {
     CK(cudaMalloc(&y, static_cast<size_t>(max_m * rows) * 4));
     CK(cudaMalloc(&act, static_cast<size_t>(max_m * rows) * 2));
     check(kc::fill_uniform(x, max_m * op.k, true, 7, 1.0f, st), "fill");
-    for (int64_t m : {1, 2, 4, 8, 16}) {
+    for (int64_t m : {1, 2, 4, 8, 16, 64, 256, 2048}) {
+      if (op.name == "lm_head" && m > 64) break;  // only sampled rows reach the lm_head
       int i = 0;
-      const auto cublas_step = [&] {
-        const auto* wb = static_cast<const char*>(w[static_cast<size_t>(i++ % copies)]);
-        int64_t off = 0;
-        for (int64_t n : op.n) {
-          cublas_linear(h, x, wb + off * op.k * 2, y + m * off, m, n, op.k);
-          off += n;
-        }
-        if (op.swiglu) check(kc::swiglu({y, act, m, op.n[0] / 2, true}, st), "swiglu");
+      int64_t ws_floats = 0;
+      for (int64_t n : op.n)
+        ws_floats = std::max(ws_floats, kc::linear_fixed_workspace_floats(m, n, op.k));
+      float* ws_fixed = nullptr;
+      if (ws_floats > 0) CK(cudaMalloc(&ws_fixed, static_cast<size_t>(ws_floats) * 4));
+      const auto make_step = [&](bool fixed) {
+        return [&, fixed] {
+          const auto* wb = static_cast<const char*>(w[static_cast<size_t>(i++ % copies)]);
+          int64_t off = 0;
+          for (int64_t n : op.n) {
+            if (fixed)
+              check(
+                  kc::linear_fixed({x, wb + off * op.k * 2, y + m * off, m, n, op.k}, ws_fixed, st),
+                  "linear_fixed");
+            else
+              cublas_linear(h, x, wb + off * op.k * 2, y + m * off, m, n, op.k);
+            off += n;
+          }
+          if (op.swiglu) check(kc::swiglu({y, act, m, op.n[0] / 2, true}, st), "swiglu");
+        };
       };
-      for (int r = 0; r < 3; ++r) cublas_step();  // cuBLAS plans, first launches
-      CK(cudaStreamSynchronize(st));
-      const int steps = 2 * copies;
-      const float cub =
-          median_graph_step_us(st, steps, 15, cudaStreamCaptureModeGlobal, cublas_step);
+      float us[2];
+      for (int fixed = 0; fixed < 2; ++fixed) {
+        const auto step = make_step(fixed == 1);
+        for (int r = 0; r < 3; ++r) step();  // cuBLAS plans, first launches
+        CK(cudaStreamSynchronize(st));
+        us[fixed] = median_graph_step_us(st, 2 * copies, 15, cudaStreamCaptureModeGlobal, step);
+      }
+      if (ws_fixed != nullptr) CK(cudaFree(ws_fixed));
+      const float cub = us[0];
       const double gb = static_cast<double>(wbytes) / 1e9;
-      std::printf("%s,%lld,%lld,%lld,%.1f,%.2f,%.3f,%.3f\n", op.name.c_str(),
+      const double tflops = 2.0 * static_cast<double>(m * rows * op.k) / (cub * 1e-6) / 1e12;
+      std::printf("%s,%lld,%lld,%lld,%.1f,%.2f,%.3f,%.3f,%.1f,%.2f,%.3f\n", op.name.c_str(),
                   static_cast<long long>(m), static_cast<long long>(rows),
                   static_cast<long long>(op.k), static_cast<double>(wbytes) / 1e6, cub,
-                  gb / (cub * 1e-6) / 1e3, gb / (cub * 1e-6) / 1e3 / peak_tbps);
+                  gb / (cub * 1e-6) / 1e3, gb / (cub * 1e-6) / 1e3 / peak_tbps, tflops, us[1],
+                  us[1] / cub);
       std::fflush(stdout);
     }
     for (void* p : w) CK(cudaFree(p));

@@ -6,6 +6,8 @@
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
 //   llama_gpu_bench [config dir] b1_4k|b1_128k|b16_4k|b64_4k: that decode scenario alone, with
 //   graphs, and no prefill rows (one step's kernels for a profiler such as nsys)
+//   --deterministic anywhere: every run above with BackendOptions::deterministic (--deterministic
+//   of macserve: fixed-order GEMMs, prefill kernel for decode rows)
 //   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full
 //   attention vs MAC-Attention
 //     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid
@@ -190,10 +192,20 @@ int run_mac(backend::Backend& be, models::Model& model, const models::KvCacheVie
 }  // namespace
 
 int main(int argc, char** argv) {
+  backend::BackendOptions options;
+  {  // --deterministic, wherever it is; the positional arguments close up behind it
+    int out = 1;
+    for (int i = 1; i < argc; ++i) {
+      if (std::strcmp(argv[i], "--deterministic") == 0)
+        options.deterministic = true;
+      else
+        argv[out++] = argv[i];
+    }
+    argc = out;
+  }
   const std::string cfg =
       argc > 1 ? argv[1] : std::string(MACSERVE_SOURCE_DIR) + "/configs/llama-3.1-8b";
   std::string why;
-  backend::BackendOptions options;
   // env: MACSERVE_CUDA_ATTENTION=general runs every attention step on the general kernel (the
   // comparison in docs/perf/gpu.md), as it does for `macserve`.
   const char* attention = std::getenv("MACSERVE_CUDA_ATTENTION");

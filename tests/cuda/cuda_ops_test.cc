@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
+#include <utility>
 
 #include "attention_case.h"
 #include "macserve/kernels/rope.h"
@@ -99,6 +101,86 @@ TEST(CudaOps, LinearWithAndWithoutBias) {
           << s.m << "x" << s.n << "x" << s.k << " bias " << with_bias;
     }
   }
+}
+
+// Rows of x computed as a batch of m (at an offset into a 2048-row chunk) against the same rows in
+// the 2048-row chunk: how many rows differ in any bit, and the rel. L2 of rows 0-3 of the chunk
+// against the CPU oracle. Shapes: the 8B model's fused QKV and down projection, k = 264 (a last
+// half k16 step), k = 172 (not a multiple of 8: the scalar path).
+struct RowInvariance {
+  int64_t differing_rows = 0, compared_rows = 0;
+  double worst_rel_l2 = 0.0;
+};
+RowInvariance linear_rows_vs_chunk(backend::Backend& gpu, int64_t n, int64_t k) {
+  const int64_t M = 2048;
+  const auto x = round_bf16(randn(static_cast<std::size_t>(M * k), n + k));
+  const auto wv = round_bf16(randn(static_cast<std::size_t>(n * k), n + k + 1, 0.05f));
+  const Tensor w = gpu.upload_weight(host_tensor(wv, {n, k}));
+  auto run = [&](int64_t first, int64_t m) {
+    const std::vector<float> xs(x.begin() + first * k, x.begin() + (first + m) * k);
+    Tensor y = gpu.alloc(DType::kF32, {m, n});
+    poison(gpu, y);
+    gpu.linear(to_device(gpu, xs, DType::kBF16, {m, k}), w, nullptr, y);
+    return to_host(gpu, y);
+  };
+  const std::vector<float> chunk = run(0, M);
+  RowInvariance r;
+  for (int64_t m : {1, 2, 5, 16, 17, 33, 64, 65, 300}) {
+    const int64_t first = (m * 37 + 11) % (M - m);
+    const std::vector<float> got = run(first, m);
+    for (int64_t i = 0; i < m; ++i) {
+      r.differing_rows += std::memcmp(got.data() + i * n, chunk.data() + (first + i) * n,
+                                      static_cast<std::size_t>(n) * sizeof(float)) != 0;
+      ++r.compared_rows;
+    }
+  }
+  auto cpu = backend::make_cpu_backend();
+  const int64_t rows = 4;
+  Tensor ref = Tensor::empty_host(DType::kF32, {rows, n});
+  cpu->linear(host_tensor(std::vector<float>(x.begin(), x.begin() + rows * k), {rows, k}),
+              host_tensor(wv, {n, k}), nullptr, ref);
+  r.worst_rel_l2 =
+      rel_l2(std::vector<float>(chunk.begin(), chunk.begin() + rows * n),
+             std::vector<float>(ref.data_as<float>(), ref.data_as<float>() + rows * n));
+  return r;
+}
+
+// --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
+// share the launch or where it sits among them.
+TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
+  MACSERVE_REQUIRE_CUDA(probe);
+  backend::BackendOptions options;
+  options.deterministic = true;
+  std::string why;
+  auto gpu = backend::make_cuda_backend(&why, options);
+  ASSERT_TRUE(gpu) << why;
+  for (auto [n, k] :
+       {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}, {1000, 264}, {100, 172}}) {
+    const RowInvariance r = linear_rows_vs_chunk(*gpu, n, k);
+    std::printf("deterministic n %lld k %lld: %lld of %lld rows differ, rel L2 %.2e\n",
+                static_cast<long long>(n), static_cast<long long>(k),
+                static_cast<long long>(r.differing_rows), static_cast<long long>(r.compared_rows),
+                r.worst_rel_l2);
+    EXPECT_EQ(r.differing_rows, 0) << n << " x " << k;
+    EXPECT_LT(r.worst_rel_l2, 1e-5) << n << " x " << k;
+  }
+}
+
+// The default path (cuBLAS, kernel chosen by m) is not batch-invariant: the reason --deterministic
+// exists. Asserted so a cuBLAS that became invariant (making the flag's GEMM cost needless) shows.
+TEST(CudaOps, DefaultLinearRowsDependOnTheBatch) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  int64_t differing = 0;
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}}) {
+    const RowInvariance r = linear_rows_vs_chunk(*gpu, n, k);
+    std::printf("default (cuBLAS) n %lld k %lld: %lld of %lld rows differ, rel L2 %.2e\n",
+                static_cast<long long>(n), static_cast<long long>(k),
+                static_cast<long long>(r.differing_rows), static_cast<long long>(r.compared_rows),
+                r.worst_rel_l2);
+    EXPECT_LT(r.worst_rel_l2, 1e-4) << n << " x " << k;
+    differing += r.differing_rows;
+  }
+  EXPECT_GT(differing, 0) << "cuBLAS gave every row the same bits at every batch size";
 }
 
 TEST(CudaOps, RopeLlama3AtLongPositions) {

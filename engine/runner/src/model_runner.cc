@@ -65,11 +65,9 @@ models::StepInputs ModelRunner::prepare(const SchedulerOutput& batch) const {
     if (mac_.enabled) {
       // A decode is one new token after this admission's prefill; other chunks are exact and build
       // ring rows. Without a ring slot (MAC cannot act on it, or the pool is empty) it is plain.
-      const bool decode = s.num_new_tokens == 1 && seq.num_computed >= seq.prefill_end;
-      const bool ring = seq.ring_slot >= 0;
-      in.mac.modes.push_back(!ring    ? kernels::kMacPlain
-                             : decode ? kernels::kMacDecode
-                                      : kernels::kMacExact);
+      in.mac.modes.push_back(seq.ring_slot < 0                      ? kernels::kMacPlain
+                             : seq.mac_decode_row(s.num_new_tokens) ? kernels::kMacDecode
+                                                                    : kernels::kMacExact);
       in.mac.ring_slots.push_back(seq.ring_slot);
       in.mac.ring_valid_from.push_back(static_cast<int32_t>(seq.ring_valid_from));
       in.mac.rows_from.push_back(static_cast<int32_t>(seq.ring_valid_from));

@@ -53,6 +53,7 @@ void Scheduler::preempt(Sequence* seq) {
   blocks_.release(seq->block_table);
   release_ring(seq);
   seq->num_computed = 0;
+  seq->num_exact_kv = 0;
   seq->num_sealed_blocks = 0;
   ++seq->num_preemptions;
   running_.erase(std::find(running_.begin(), running_.end(), seq));
@@ -73,7 +74,7 @@ bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) 
   if (need > blocks_.num_free_blocks()) return false;
   // Every lookup counts as a prefix-cache query, a miss included (hit rate = hits / queries).
   if (seq->block_table.empty()) blocks_.acquire_prefix(seq->tokens, cached, seq->block_table);
-  if (cached > 0) seq->num_computed = cached;
+  if (cached > 0) seq->num_computed = seq->num_exact_kv = cached;
   if (seq->num_preemptions == 0) seq->num_cached_prompt = std::min(cached, seq->prompt_len);
   blocks_.grow(seq->block_table, seq->num_computed, seq->num_computed + n, out.copies);
   // This admission's prefill (re)builds the ring rows its decodes can match (rows of prefix-cached
@@ -138,9 +139,12 @@ void Scheduler::commit(const SchedulerOutput& out) {
   for (const ScheduledSeq& s : out.seqs) {
     Sequence* seq = s.seq;
     if (seq->status == SeqStatus::kFinished) continue;  // finished or cancelled after scheduling
+    if (!seq->mac_decode_row(s.num_new_tokens) && seq->num_exact_kv == seq->num_computed)
+      seq->num_exact_kv += s.num_new_tokens;
     seq->num_computed += s.num_new_tokens;
+    const int64_t sealable = limits_.deterministic ? seq->num_exact_kv : seq->num_computed;
     seq->num_sealed_blocks =
-        blocks_.seal(seq->block_table, seq->tokens, seq->num_computed, seq->num_sealed_blocks);
+        blocks_.seal(seq->block_table, seq->tokens, sealable, seq->num_sealed_blocks);
   }
 }
 

@@ -35,6 +35,9 @@ struct SchedulerLimits {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
+  // --deterministic: the prefix cache gets only blocks whose K/V came from exact rows (a MAC
+  // decode row's K/V differs from what a prefill computes for the same token).
+  bool deterministic = false;
 };
 
 // Which sequences MAC-Attention can act on (mac-attention.md Part A). A decode at position m

@@ -33,6 +33,11 @@ struct Sequence {
         stop(params.stop) {}
 
   int64_t total_len() const { return static_cast<int64_t>(tokens.size()); }
+  // Whether a step computing `num_new_tokens` tokens of it now runs them as a MAC decode: one new
+  // token after this admission's prefill, with a ring slot (else the row is exact).
+  bool mac_decode_row(int64_t num_new_tokens) const {
+    return ring_slot >= 0 && num_new_tokens == 1 && num_computed >= prefill_end;
+  }
   int64_t num_generated() const { return total_len() - prompt_len; }
   bool is_prefill() const { return num_computed < prompt_len; }
 
@@ -53,6 +58,7 @@ struct Sequence {
   SeqStatus status = SeqStatus::kWaiting;
   std::vector<int32_t> block_table;
   int64_t num_computed = 0;       // tokens whose K/V are in the cache
+  int64_t num_exact_kv = 0;       // leading ones of them that no MAC decode row computed
   int64_t num_sealed_blocks = 0;  // leading blocks registered in the prefix cache
   int64_t num_cached_prompt = 0;  // prompt tokens served by the prefix cache (first admission)
   int64_t num_preemptions = 0;

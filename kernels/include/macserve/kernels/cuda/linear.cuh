@@ -1,0 +1,33 @@
+// The fixed-order linear layer of --deterministic: y[m, n] = x[m, k] w[n, k]^T with bf16 inputs
+// and f32 outputs, where every output is summed in one order whatever m is. Plain C++ (no CUDA
+// headers), so host code built by the C++ compiler can include it.
+//
+// The order: k is cut into segments of kLinearSegment from 0. Within a segment the sum starts at
+// +0 and takes steps of 16 upwards, one tensor-core mma.sync m16n8k16 (fp32 accumulate) per step,
+// with w's rows always the instruction's A operand and x's rows its B columns; the output is then
+// s_0 + s_1 + ... in segment order. Launch shapes (chosen by m) change which other rows share an
+// instruction and whether segments run in one CTA or in parallel, never the operations a given
+// output sees, so a row's bits are the same alone, in any batch and at any place in a prefill
+// chunk. (cuBLAS picks its kernel, tile and split-k by m, which is why the default path is not
+// invariant.) k not a multiple of 8 (rows not made of 16-byte chunks; the smallest test models
+// only) takes one fmaf chain per output over k instead: also chosen by k alone.
+#pragma once
+
+#include "macserve/kernels/common.h"
+
+namespace macserve::kernels::cuda {
+
+constexpr int64_t kLinearSegment = 1024;
+
+struct LinearFixedParams {
+  const void* x;  // [m, k] bf16, 16-byte aligned
+  const void* w;  // [n, k] bf16, 16-byte aligned
+  float* y;       // [m, n] f32
+  int64_t m, n, k;
+};
+// f32 scratch that linear_fixed needs for this shape (segments computed in parallel; 0: none).
+int64_t linear_fixed_workspace_floats(int64_t m, int64_t n, int64_t k);
+// m, n, k at least 1; `workspace` holds linear_fixed_workspace_floats(m, n, k) floats.
+int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream);
+
+}  // namespace macserve::kernels::cuda
