@@ -54,6 +54,9 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
       ->capture_default_str();
   cmd.add_flag("!--no-enable-prefix-caching", cfg.enable_prefix_caching,
                "Turn the prefix cache off");
+  cmd.add_flag("--deterministic", cfg.deterministic,
+               "Bit-identical logits per request whatever its batch, prefill chunking or prefix "
+               "cache hits (seeded sampling reproducible); costs throughput on CUDA");
   add_enum_option(cmd, "--scheduling-policy", cfg.scheduling_policy, "fcfs|priority");
   add_enum_option(cmd, "--async-scheduling", cfg.async_scheduling,
                   "Schedule step N+1 while the device runs step N: auto (on for CUDA), on, off");

@@ -24,6 +24,23 @@ inline std::string fixtures_dir() {
   return std::string(MACSERVE_SOURCE_DIR) + "/tests/fixtures";
 }
 
+// The repo's configs/ (config.json of real shapes for --load-format dummy); env
+// MACSERVE_CONFIGS_DIR points elsewhere. On a machine that has a copy of the tree but not the one
+// the build was configured from, ./configs (tests run from the repo root there).
+inline std::string configs_dir() {
+  if (const char* env = std::getenv("MACSERVE_CONFIGS_DIR")) return env;
+  const std::string src = std::string(MACSERVE_SOURCE_DIR) + "/configs";
+  return std::filesystem::exists(src) ? src : std::string("configs");
+}
+
+// The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF): env MACSERVE_DEFAULT_MODEL, else
+// where scripts/fetch_default_model.sh puts it.
+inline std::string default_model_path() {
+  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL")) return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }
 
 }  // namespace macserve::testing

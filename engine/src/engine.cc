@@ -172,7 +172,12 @@ models::LoadFormat to_models(LoadFormat f) {
 // Device choice: the backend named by --device, with the start-up switches of EngineConfig.
 std::unique_ptr<backend::Backend> make_backend(const EngineConfig& cfg) {
   backend::BackendOptions options;
-  options.cpu_blas_gemm = cfg.cpu_gemm == CpuGemm::kOpenblas;
+  // OpenBLAS picks its blocking by the matrix shape, so a row's bits would depend on the batch.
+  options.cpu_blas_gemm = cfg.cpu_gemm == CpuGemm::kOpenblas && !cfg.deterministic;
+  if (cfg.deterministic && cfg.cpu_gemm == CpuGemm::kOpenblas)
+    spdlog::warn(
+        "MACSERVE_CPU_GEMM=openblas is ignored under --deterministic (it is not batch-invariant); "
+        "the CPU uses its invariant GEMM");
   options.cuda_general_attention = cfg.cuda_attention == CudaAttention::kGeneral;
   options.graphs = cfg.cuda_graphs;
   options.deterministic = cfg.deterministic;
@@ -284,7 +289,7 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
       *blocks_,
       SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy,
                       cfg.deterministic},
-      mac_state_.get(), MacRingPolicy{mac.config.window, mac.config.gen_min});
+      mac_state_.get(), MacRingPolicy{mac.config.window, mac.config.gen_min, cfg.deterministic});
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
   async_ = auto_on_off(cfg.async_scheduling, backend_->device() != Device::kCpu);
   // auto = on for device backends (on the H200: exact against the CPU sampler under the same loop,
@@ -314,6 +319,10 @@ void EngineImpl::log_ready(const std::string& path, const MacRunnerOptions& mac,
         mac.audit_rate);
   else
     spdlog::info("attention: full");
+  if (cfg.deterministic)
+    spdlog::info(
+        "deterministic mode: on (each request's logits are bit-identical whatever its batch, "
+        "prefill chunking or prefix-cache hits)");
 }
 
 std::unique_ptr<Engine> Engine::create(const EngineConfig& config) {

@@ -1,13 +1,16 @@
 // The engine on a tiny real model: batched equals alone (also under heavy preemption and with
 // chunked prefill at several chunk sizes), prefix caching, cancellation, seeds across batch
 // compositions, n > 1, back-pressure, stop strings, deadlines, and no leaked blocks afterwards;
-// all of it with async scheduling off and on.
+// all of it with async scheduling off and on. Deterministic mode (--deterministic): the same token
+// ids and logprob bits alone, in batches, under every chunk budget and from the prefix cache, with
+// full attention and MAC (models/determinism_checks.h, shared with the GPU test).
 #include <gtest/gtest.h>
 
 #include <random>
 #include <thread>
 
 #include "macserve/engine/engine.h"
+#include "models/determinism_checks.h"
 #include "models/engine_harness.h"
 #include "test_paths.h"
 
@@ -306,6 +309,78 @@ TEST_P(EngineTest, SubmitBatchMatchesAloneAndFailsOnlyTheBadRequest) {
   EXPECT_TRUE(eng->submit_batch({}).empty());
   expect_idle(*eng);
 }
+
+// Deterministic mode on the CPU, whose backend is batch-invariant by design; the GPU twin is
+// tests/cuda/cuda_determinism_test.cc.
+EngineConfig deterministic_config(const std::string& attention) {
+  EngineConfig c;
+  c.model_path = model_dir();
+  c.max_model_len = 1024;
+  c.kv_cache_tokens = 16384;
+  c.attention = engine::parse_enum<engine::AttentionMode>(attention, "--attention");
+  // MAC scaled to the tiny model, so that decodes hit (mac_engine_test.cc).
+  c.mac_window = 64;
+  c.mac_band = 16;
+  c.mac_min_context = 0;
+  c.mac_threshold = 0.2f;
+  return c;
+}
+
+// Parameter: the attention mode.
+class DeterministicEngine : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    if (!exists(model_dir())) GTEST_SKIP() << "test model not found: " << model_dir();
+  }
+};
+
+TEST_P(DeterministicEngine, AloneBatchedChunkedAndCachedGiveTheSameBits) {
+  determinism::check_invariance(deterministic_config(GetParam()), determinism::Plan{});
+}
+
+// MACSERVE_CPU_GEMM=openblas is a benchmark switch whose bits depend on the shapes; under
+// --deterministic the engine keeps the invariant kernel, so the outputs have its bits.
+TEST(DeterministicEngineCpu, OpenblasSwitchIsIgnored) {
+  if (!exists(model_dir())) GTEST_SKIP() << "test model not found: " << model_dir();
+  EngineConfig c = deterministic_config("full");
+  auto invariant = Engine::create(c);
+  c.cpu_gemm = engine::CpuGemm::kOpenblas;
+  auto blas = Engine::create(c);
+  c.deterministic = true;
+  auto ignored = Engine::create(c);
+  determinism::Plan plan;
+  plan.target_max_tokens = 8;
+  int64_t blas_differs = 0;
+  for (const Request& r : determinism::make_targets(plan, determinism::prompt_vocab(*invariant))) {
+    const auto want = determinism::run_alone(*invariant, r);
+    determinism::expect_identical(determinism::run_alone(*ignored, r), want, r.id);
+    blas_differs += determinism::diff(determinism::run_alone(*blas, r), want).logprobs;
+  }
+  EXPECT_GT(blas_differs, 0) << "OpenBLAS should change some bits, or this test shows nothing";
+}
+
+// The embedded default model (SmolLM2-135M, Q4_1 weights multiplied in their blocks), with fewer
+// and shorter requests than the tiny model: 30 layers of width 576 on two CPU cores.
+TEST(DeterministicEngineCpu, SmolLM2GivesTheSameBits) {
+  MACSERVE_REQUIRE_PATH(default_model_path());
+  EngineConfig c = deterministic_config("full");
+  c.model_path = default_model_path();
+  determinism::Plan plan;
+  plan.num_targets = 1;
+  plan.target_prompt_min = 270;
+  plan.target_prompt_max = 290;
+  plan.target_max_tokens = 8;
+  plan.neighbour_prompt_max = 40;
+  plan.neighbour_max_tokens = 8;
+  plan.long_neighbour_every = 0;
+  plan.batch_sizes = {1, 7};
+  determinism::check_invariance(c, plan);
+}
+
+INSTANTIATE_TEST_SUITE_P(Attention, DeterministicEngine, ::testing::Values("full", "mac"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           return std::string(i.param);
+                         });
 
 INSTANTIATE_TEST_SUITE_P(AsyncScheduling, EngineTest,
                          ::testing::Values("off", "on", "on_device_greedy"),

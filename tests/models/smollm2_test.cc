@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -19,11 +18,7 @@
 namespace macserve::testing {
 namespace {
 
-std::string gguf_path() {
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+std::string gguf_path() { return default_model_path(); }
 
 nlohmann::json reference() {
   std::ifstream f(fixtures_dir() + "/smollm2/reference.json");

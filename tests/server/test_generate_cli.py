@@ -91,3 +91,32 @@ def test_bad_enum_flag_lists_the_names():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert "--attention" in out.stderr and "mac" in out.stderr and "full" in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.timeout(300)
+def test_generate_deterministic_is_accepted_logged_and_keeps_the_cpu_text(tmp_path):
+    """--deterministic: generate takes it and says so at start-up; the CPU backend is batch-invariant
+    already, so the text and token ids equal those without the flag. With MACSERVE_CPU_GEMM=openblas
+    (not invariant) it warns that the switch is ignored and still gives the invariant kernel's
+    output. serve lists the flag too."""
+    require_tiny()
+    runs = {}
+    for name, flags, extra_env in (("default", [], {}), ("deterministic", ["--deterministic"], {}),
+                                   ("openblas", ["--deterministic"], {"MACSERVE_CPU_GEMM": "openblas"})):
+        stats = tmp_path / f"{name}.json"
+        out = subprocess.run(
+            [str(srvutil.binary_path()), "generate", "--model", str(srvutil.TINY_MODEL), "--prompt",
+             "Once upon a time there was", "--max-tokens", "32", "--ignore-eos", *flags, "--stats-json",
+             str(stats)], capture_output=True, text=True, timeout=240, env=dict(os.environ, **extra_env))
+        assert out.returncode == 0, out.stderr[-2000:]
+        runs[name] = (out.stdout, json.loads(stats.read_text())["completion_ids"], out.stderr)
+    assert "deterministic mode: on" in runs["deterministic"][2], runs["deterministic"][2][-2000:]
+    assert "deterministic mode" not in runs["default"][2], runs["default"][2][-2000:]
+    assert "ignored under --deterministic" in runs["openblas"][2], runs["openblas"][2][-2000:]
+    assert len(runs["default"][1]) == 32
+    for name in ("deterministic", "openblas"):
+        assert runs[name][1] == runs["default"][1], name
+        assert runs[name][0] == runs["default"][0], name
+    helped = subprocess.run([str(srvutil.binary_path()), "serve", "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert helped.returncode == 0 and "--deterministic" in helped.stdout, helped.stdout[-2000:]

@@ -21,8 +21,8 @@ class SchedulerTable : public ::testing::Test {
   }
   // With a MAC ring-slot pool of `slots` (window M, min context gen_min).
   void make_mac(int64_t num_blocks, int64_t block_size, SchedulerLimits limits, int64_t slots,
-                MacRingPolicy policy) {
-    blocks_ = std::make_unique<cache::BlockManager>(num_blocks, block_size, false);
+                MacRingPolicy policy, bool prefix_caching = false) {
+    blocks_ = std::make_unique<cache::BlockManager>(num_blocks, block_size, prefix_caching);
     rings_ = std::make_unique<cache::MacState>(slots);
     sched_ = std::make_unique<Scheduler>(*blocks_, limits, rings_.get(), policy);
   }
@@ -187,6 +187,24 @@ TEST_F(SchedulerTable, RingSlotsOnlyWhereAndWhenMacCanAct) {
 
 // One slot for two long sequences: the second runs without (a miss, counted once however many
 // steps it retries) and takes the slot the step after the first one finished.
+// --deterministic under MAC (window 4, min context 0, blocks of 4): the repeated 17-token prompt
+// finds 16 tokens cached, but its first ring row is position 13, so the hit stops at 12 and the
+// prefill builds rows 13-16 as an uncached prefill does; otherwise the ring starts at 16.
+TEST_F(SchedulerTable, DeterministicPrefixHitStopsBeforeTheFirstRingRow) {
+  for (const bool rebuild : {false, true}) {
+    SCOPED_TRACE(rebuild ? "rebuild_cached_rows" : "default");
+    make_mac(64, 4, {8, 100}, 4, {4, 0, rebuild}, /*prefix_caching=*/true);
+    add("a", 17, 3);
+    expect_table({"a:17*", "a:1*", "a:1*", ""});
+    Sequence* b = add("b", 17, 3);
+    EXPECT_EQ(step(), rebuild ? "b:5*" : "b:1*");
+    EXPECT_EQ(b->num_cached_prompt, rebuild ? 12 : 16);
+    EXPECT_EQ(b->ring_valid_from, rebuild ? 13 : 16);
+    expect_table({"b:1*", "b:1*", ""});
+    expect_drained();
+  }
+}
+
 TEST_F(SchedulerTable, RingPoolExhaustionIsAMissAndTheSlotIsTakenWhenFreed) {
   make_mac(64, 4, {8, 100}, 1, {4, 0});
   Sequence* a = add("a", 4, 3);

@@ -26,12 +26,23 @@ void Scheduler::release_ring(Sequence* seq) {
   seq->ring_slot = -1;
 }
 
-int64_t Scheduler::ring_rows_from(const Sequence& seq) const {
+// For an admission whose prefill ends at `prefill_end`.
+int64_t Scheduler::ring_rows_from(const Sequence& seq, int64_t prefill_end) const {
   const int64_t last_decode =
       seq.prompt_len + seq.params.max_tokens - 2;  // its token is never computed
-  const int64_t first_match = std::max(ring_policy_.min_context, seq.prefill_end);
+  const int64_t first_match = std::max(ring_policy_.min_context, prefill_end);
   if (last_decode < first_match) return -1;
   return std::max<int64_t>(0, first_match - ring_policy_.window);
+}
+
+// The cached prefix an admission may take: all of it, or under rebuild_cached_rows the whole
+// blocks before its first ring row (so the prefill builds every row a decode can match).
+int64_t Scheduler::usable_cached_tokens(const Sequence& seq) const {
+  const int64_t cached = blocks_.cached_prefix_tokens(seq.tokens);
+  if (mac_ == nullptr || !ring_policy_.rebuild_cached_rows) return cached;
+  const int64_t rows_from = ring_rows_from(seq, seq.total_len());
+  if (rows_from < 0) return cached;
+  return std::min(cached, rows_from / blocks_.block_size() * blocks_.block_size());
 }
 
 // Called for every scheduled sequence: a slot when this step computes a row that a later decode
@@ -65,7 +76,7 @@ void Scheduler::preempt(Sequence* seq) {
 // blocks. Returns false (changing nothing) when the blocks are not there.
 bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) {
   const int64_t bs = blocks_.block_size();
-  const int64_t cached = seq->block_table.empty() ? blocks_.cached_prefix_tokens(seq->tokens) : 0;
+  const int64_t cached = seq->block_table.empty() ? usable_cached_tokens(*seq) : 0;
   const int64_t start = std::max(cached, seq->num_computed);
   const int64_t n = std::min(seq->total_len() - start, budget);
   const int64_t need = blocks_.prefix_blocks_from_free_list(seq->tokens, cached) +
@@ -81,7 +92,7 @@ bool Scheduler::try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out) 
   // positions are not built, so they are not candidates either); a ring slot comes with the first
   // such row.
   seq->prefill_end = seq->total_len();
-  seq->ring_rows_from = mac_ != nullptr ? ring_rows_from(*seq) : -1;
+  seq->ring_rows_from = mac_ != nullptr ? ring_rows_from(*seq, seq->prefill_end) : -1;
   seq->ring_missed = false;
   take_ring(seq, n);
   seq->status = SeqStatus::kRunning;

@@ -47,6 +47,10 @@ struct SchedulerLimits {
 struct MacRingPolicy {
   int64_t window = 512;        // M
   int64_t min_context = 2048;  // gen_min
+  // --deterministic: a prefix-cache hit stops at the block holding the first row a decode can
+  // match, so the prefill builds every such row as it would without the hit (the rows of cached
+  // positions are never built): MAC's matches, and so the outputs, do not depend on the cache.
+  bool rebuild_cached_rows = false;
 };
 
 // Ring-slot pool counters (engine stats / metrics).
@@ -81,7 +85,8 @@ class Scheduler {
   bool ranks_before(const Sequence* a, const Sequence* b) const;
   void preempt(Sequence* seq);
   void release_ring(Sequence* seq);
-  int64_t ring_rows_from(const Sequence& seq) const;
+  int64_t ring_rows_from(const Sequence& seq, int64_t prefill_end) const;
+  int64_t usable_cached_tokens(const Sequence& seq) const;
   void take_ring(Sequence* seq, int64_t num_new_tokens);
   bool try_admit(Sequence* seq, int64_t& budget, SchedulerOutput& out);
 
