@@ -2,15 +2,17 @@
 # The GPU benchmarks, on a machine with an NVIDIA GPU, after scripts/build.sh (or any build with
 # CUDA and MACSERVE_BENCH on). Each writes its CSV under docs/perf/, replacing the last results;
 # the pages that read them: docs/perf/gpu.md and docs/perf/mac_gpu.md. Report, never gate.
-#   scripts/bench_gpu.sh [decode] [linear] [prefill] [llama8b] [engine] [mac] [mac_e2e]
-#   (default: all)
+#   scripts/bench_gpu.sh [decode] [linear] [prefill] [llama8b] [deterministic] [engine] [mac]
+#   [mac_e2e] (default: all)
 # decode   decode_bench: the paged decode kernel's bandwidth        -> gpu_decode.csv
-# linear   linear_gpu_bench: an 8B layer's linear layers at m 1-16,
-#          through cuBLAS, achieved bandwidth                        -> gpu_linear.csv
+# linear   linear_gpu_bench: an 8B layer's linear layers at m 1-2048 through cuBLAS (achieved
+#          bandwidth, TFLOP/s) and the fixed-order GEMM of --deterministic -> gpu_linear.csv
 # prefill  prefill_attention_bench: the prefill attention kernel's TFLOP/s against the CUDA-core
 #          kernel it replaced, chunk 2K/8K x prior 0-128K             -> gpu_prefill_attention.csv
 # llama8b  llama_gpu_bench: the Llama-3.1-8B-shaped dummy model's decode steps and its prefill
 #          chunks of 2K/8K after 0-120K prior tokens                 -> gpu_llama8b.csv
+# deterministic  the same with --deterministic (docs/perf/deterministic.md)
+#                                                                    -> gpu_llama8b_deterministic.csv
 # engine   engine_bench on the 8B dummy (4K-token cached prompts, 128 greedy tokens, batch 1/16/64):
 #          async scheduling off/on, then device sampling on/off      -> engine_gpu.csv,
 #                                                                       engine_gpu_device_sampling.csv
@@ -27,7 +29,7 @@ PERF=${PERF_DIR:-$ROOT/docs/perf}
 CONFIG=${CONFIG_DIR:-$ROOT/configs/llama-3.1-8b}
 SHARED=${MACSERVE_SHARED_DIR:-$ROOT/../shared}
 WHAT=("$@")
-((${#WHAT[@]})) || WHAT=(decode linear prefill llama8b engine mac mac_e2e)
+((${#WHAT[@]})) || WHAT=(decode linear prefill llama8b deterministic engine mac mac_e2e)
 
 need() {  # the binaries a benchmark runs
   for b in "$@"; do
@@ -69,6 +71,10 @@ for w in "${WHAT[@]}"; do
       need llama_gpu_bench
       say "llama_gpu_bench $CONFIG -> $PERF/gpu_llama8b.csv"
       "$BIN/llama_gpu_bench" "$CONFIG" > "$PERF/gpu_llama8b.csv" ;;
+    deterministic)
+      need llama_gpu_bench
+      say "llama_gpu_bench $CONFIG --deterministic -> $PERF/gpu_llama8b_deterministic.csv"
+      "$BIN/llama_gpu_bench" "$CONFIG" --deterministic > "$PERF/gpu_llama8b_deterministic.csv" ;;
     engine)
       need engine_bench
       [ -f "$SHARED/tokenizers/llama3.1/tokenizer.json" ] || { say "no Llama 3.1 tokenizer in $SHARED/tokenizers/llama3.1"; exit 1; }
@@ -87,7 +93,7 @@ for w in "${WHAT[@]}"; do
       say "llama_gpu_bench $CONFIG mac -> $PERF/mac_gpu_e2e.csv"
       "$BIN/llama_gpu_bench" "$CONFIG" mac > "$PERF/mac_gpu_e2e.csv" ;;
     *)
-      echo "usage: scripts/bench_gpu.sh [decode] [linear] [prefill] [llama8b] [engine] [mac] [mac_e2e]" >&2
+      echo "usage: scripts/bench_gpu.sh [decode] [linear] [prefill] [llama8b] [deterministic] [engine] [mac] [mac_e2e]" >&2
       exit 2 ;;
   esac
 done

@@ -7,10 +7,10 @@
 // rows. w and x tiles of kBk columns go through a kStages-deep cp.async ring in shared memory,
 // rows swizzled (detail::swizzle) so ldmatrix is free of bank conflicts; columns and rows past the
 // matrix edges are zero-filled, and k16 steps past k are not issued at all (an extra mma of zeros
-// would turn an accumulator of -0 into +0). Tiles never straddle a segment (kLinearSegment is a multiple
-// of every kBk), so a segment ends after some tile; its sum then joins the output's running total.
-// Mode says where the segment sums go (kSplit: segments in parallel, added up in segment order by
-// reduce_segments_kernel).
+// would turn an accumulator of -0 into +0). Tiles never straddle a segment (kLinearSegment is a
+// multiple of every kBk), so a segment ends after some tile; its sum then joins the output's
+// running total. Mode says where the segment sums go (kSplit: segments in parallel, added up in
+// segment order by reduce_segments_kernel).
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -41,7 +41,7 @@ struct Gemm {
 };
 
 template <int kWarpsN, int kWarpsM, int kTn, int kTm, int kBk, int kStages, int kMode>
-__global__ void __launch_bounds__(32 * kWarpsN* kWarpsM)
+__global__ void __launch_bounds__(32 * kWarpsN * kWarpsM)
     linear_fixed_kernel(LinearFixedParams p, float* segment_out) {
   using T = Gemm<kWarpsN, kWarpsM, kTn, kTm, kBk, kStages, kMode>;
   extern __shared__ __align__(128) uint16_t smem[];
@@ -133,8 +133,8 @@ __global__ void __launch_bounds__(32 * kWarpsN* kWarpsM)
       for (int j = 0; j < kTm; j += 2) {
         uint32_t b[4];
         detail::ldmatrix_x4<false>(
-            b, xs + detail::swizzle<T::kCpr>(8 * (kTm * wm + j + mi / 2) + mr, 2 * kk + mi % 2) *
-                        8);
+            b,
+            xs + detail::swizzle<T::kCpr>(8 * (kTm * wm + j + mi / 2) + mr, 2 * kk + mi % 2) * 8);
 #pragma unroll
         for (int ti = 0; ti < kTn; ++ti) {
           detail::mma_bf16(acc[ti][j], a[ti], b[0], b[1]);
@@ -208,28 +208,28 @@ int launch(const LinearFixedParams& p, float* workspace, Stream stream) {
   return detail::last_error();
 }
 
-// Decode-sized m: one segment a CTA (n / 128 x segments CTAs stream the weights) unless the
-// segment sums would take more than kMaxSegmentBytes (the lm_head); then every CTA walks all of k
-// (n / 128 CTAs are plenty there), its running total in y. Tiles measured on the H100 (docs/perf/deterministic.md).
+// Segments in parallel (one a CTA, so that enough CTAs stream the weights at decode-sized m or
+// fill the GPU at a few hundred rows) wherever their sums take at most kMaxSegmentBytes; else (the
+// lm_head, prefill chunks) every CTA walks all of k, its running total in y. Tiles measured on the
+// H100 (docs/perf/deterministic.md).
 constexpr int64_t kMaxSegmentBytes = int64_t{64} << 20;
 
-bool small_m_split(const LinearFixedParams& p) {
-  const int64_t segments = segments_of(p.k);
-  return segments > 1 && segments * p.m * p.n * 4 <= kMaxSegmentBytes;
+bool split_fits(int64_t m, int64_t n, int64_t k) {
+  const int64_t segments = segments_of(k);
+  return segments > 1 && segments * m * n * 4 <= kMaxSegmentBytes;
 }
 
-template <int kTm, int kBk, int kStages>
-int launch_small(const LinearFixedParams& p, float* workspace, Stream stream) {
-  if (small_m_split(p)) return launch<4, 1, 2, kTm, kBk, kStages, kSplit>(p, workspace, stream);
-  return launch<4, 1, 2, kTm, kBk, kStages, kOutput>(p, workspace, stream);
+template <int kWarpsN, int kWarpsM, int kTn, int kTm, int kBk, int kStages>
+int launch_either(const LinearFixedParams& p, float* workspace, Stream stream) {
+  if (split_fits(p.m, p.n, p.k))
+    return launch<kWarpsN, kWarpsM, kTn, kTm, kBk, kStages, kSplit>(p, workspace, stream);
+  return launch<kWarpsN, kWarpsM, kTn, kTm, kBk, kStages, kOutput>(p, workspace, stream);
 }
 
 }  // namespace
 
 int64_t linear_fixed_workspace_floats(int64_t m, int64_t n, int64_t k) {
-  if (m > 64 || k % 8 != 0) return 0;
-  const LinearFixedParams p{nullptr, nullptr, nullptr, m, n, k};
-  return small_m_split(p) ? segments_of(k) * m * n : 0;
+  return k % 8 == 0 && split_fits(m, n, k) ? segments_of(k) * m * n : 0;
 }
 
 int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream) {
@@ -245,12 +245,12 @@ int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream) {
     return static_cast<int>(cudaErrorMisalignedAddress);
   if (linear_fixed_workspace_floats(p.m, p.n, p.k) > 0 && workspace == nullptr)
     return static_cast<int>(cudaErrorInvalidValue);
-  if (p.m <= 16) return launch_small<2, 128, 3>(p, workspace, stream);
-  if (p.m <= 32) return launch_small<4, 64, 4>(p, workspace, stream);
-  if (p.m <= 64) return launch_small<8, 64, 4>(p, workspace, stream);
-  // Prefill chunks: 128 x 128 output tiles, 8 warps of 64 x 32, the running total in y (no
-  // workspace, which would take segments x m x n floats here).
-  return launch<2, 4, 4, 4, 64, 3, kOutput>(p, workspace, stream);
+  // Decode-sized m: 128 w rows a CTA (4 warps of 32), all of x's rows.
+  if (p.m <= 16) return launch_either<4, 1, 2, 2, 128, 3>(p, workspace, stream);
+  if (p.m <= 32) return launch_either<4, 1, 2, 4, 64, 4>(p, workspace, stream);
+  if (p.m <= 64) return launch_either<4, 1, 2, 8, 64, 4>(p, workspace, stream);
+  // Larger: 128 x 128 output tiles, 8 warps of 64 x 32.
+  return launch_either<2, 4, 4, 4, 64, 3>(p, workspace, stream);
 }
 
 }  // namespace macserve::kernels::cuda
