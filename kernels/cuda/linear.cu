@@ -59,24 +59,22 @@ __global__ void __launch_bounds__(32 * kWarpsN * kWarpsM)
   const int t_end = kSplitK ? min(all_tiles, t_begin + T::kTilesPerSegment) : all_tiles;
   const int tiles = t_end - t_begin;
 
+  // Rows [row0, row0 + rows) of `src` (`limit` rows), columns [k0, k0 + kBk), into `dst`.
+  auto load_rows = [&](uint16_t* dst, const uint16_t* src, int64_t row0, int rows, int64_t limit,
+                       int64_t k0) {
+    for (int j = tid; j < rows * T::kCpr; j += T::kThreads) {
+      const int r = j / T::kCpr, c = j % T::kCpr;
+      const int64_t row = row0 + r, col = k0 + 8 * c;
+      const bool in = row < limit && col < K;
+      detail::cp_async16_or_zero(dst + detail::swizzle<T::kCpr>(r, c) * 8,
+                                 in ? src + row * K + col : src, in);
+    }
+  };
   auto load = [&](int i) {  // tile t_begin + i into ring slot i % kStages
     uint16_t* ws = smem + (i % kStages) * T::kStageElems;
-    uint16_t* xs = ws + T::kBn * kBk;
     const int64_t k0 = static_cast<int64_t>(t_begin + i) * kBk;
-    for (int j = tid; j < T::kBn * T::kCpr; j += T::kThreads) {
-      const int r = j / T::kCpr, c = j % T::kCpr;
-      const int64_t row = n0 + r, col = k0 + 8 * c;
-      const bool in = row < p.n && col < K;
-      detail::cp_async16_or_zero(ws + detail::swizzle<T::kCpr>(r, c) * 8,
-                                 in ? w + row * K + col : w, in);
-    }
-    for (int j = tid; j < T::kBm * T::kCpr; j += T::kThreads) {
-      const int r = j / T::kCpr, c = j % T::kCpr;
-      const int64_t row = m0 + r, col = k0 + 8 * c;
-      const bool in = row < p.m && col < K;
-      detail::cp_async16_or_zero(xs + detail::swizzle<T::kCpr>(r, c) * 8,
-                                 in ? x + row * K + col : x, in);
-    }
+    load_rows(ws, w, n0, T::kBn, p.n, k0);
+    load_rows(ws + T::kBn * kBk, x, m0, T::kBm, p.m, k0);
   };
 
   float acc[kTn][kTm][4];
