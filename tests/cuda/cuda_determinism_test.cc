@@ -26,18 +26,10 @@ engine::DeviceChoice device() {
                                                             : engine::DeviceChoice::kCuda;
 }
 
-// MAC scaled to small contexts so that decodes hit (cuda_engine_test.cc).
+// determinism::small_model_config on the GPU.
 EngineConfig config(const std::string& model_path, const std::string& attention) {
-  EngineConfig c;
-  c.model_path = model_path;
+  EngineConfig c = determinism::small_model_config(model_path, attention);
   c.device = device();
-  c.max_model_len = 1024;
-  c.kv_cache_tokens = 16384;
-  c.attention = engine::parse_enum<engine::AttentionMode>(attention, "--attention");
-  c.mac_window = 64;
-  c.mac_band = 16;
-  c.mac_min_context = 0;
-  c.mac_threshold = 0.2f;
   return c;
 }
 

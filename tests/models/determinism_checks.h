@@ -8,7 +8,7 @@
 //   earlier request's prompt with part of its output (a longer cached prefix, partly written by
 //   decode steps), and a prompt that shares half an earlier one and goes on with new tokens. Under
 //   MAC-Attention this holds because deterministic mode stops a hit before the first ring row
-//   (MacRingPolicy::rebuild_cached_rows; a prefill builds no ring row for a cached position).
+//   (MacRingPolicy::deterministic; a prefill builds no ring row for a cached position).
 // With full attention, the extended prompt's outputs must also equal the rest of the earlier
 // request's: a row computed by a prefill has the bits of the same row computed by a decode step.
 // (Not under MAC: there the earlier request's ring rows of its output came from decode steps, the
@@ -103,6 +103,23 @@ inline std::vector<Trace> run_batch(engine::Engine& eng, const std::vector<engin
 
 inline Trace run_alone(engine::Engine& eng, const engine::Request& r) {
   return run_batch(eng, {r}).front();
+}
+
+// The engine settings of the checks on the small models (the tiny ones, SmolLM2): a context of
+// 1024 and a KV pool for 64 requests of the default plan, MAC scaled to short contexts so that
+// decodes hit (as in mac_engine_test.cc). Device: the CPU unless the caller sets another.
+inline engine::EngineConfig small_model_config(const std::string& model_path,
+                                               const std::string& attention) {
+  engine::EngineConfig c;
+  c.model_path = model_path;
+  c.max_model_len = 1024;
+  c.kv_cache_tokens = 16384;
+  c.attention = engine::parse_enum<engine::AttentionMode>(attention, "--attention");
+  c.mac_window = 64;
+  c.mac_band = 16;
+  c.mac_min_context = 0;
+  c.mac_threshold = 0.2f;
+  return c;
 }
 
 // The sizes of the scenarios; the defaults fit the tiny models on two CPU cores.

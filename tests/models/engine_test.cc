@@ -313,17 +313,7 @@ TEST_P(EngineTest, SubmitBatchMatchesAloneAndFailsOnlyTheBadRequest) {
 // Deterministic mode on the CPU, whose backend is batch-invariant by design; the GPU twin is
 // tests/cuda/cuda_determinism_test.cc.
 EngineConfig deterministic_config(const std::string& attention) {
-  EngineConfig c;
-  c.model_path = model_dir();
-  c.max_model_len = 1024;
-  c.kv_cache_tokens = 16384;
-  c.attention = engine::parse_enum<engine::AttentionMode>(attention, "--attention");
-  // MAC scaled to the tiny model, so that decodes hit (mac_engine_test.cc).
-  c.mac_window = 64;
-  c.mac_band = 16;
-  c.mac_min_context = 0;
-  c.mac_threshold = 0.2f;
-  return c;
+  return determinism::small_model_config(model_dir(), attention);
 }
 
 // Parameter: the attention mode.
