@@ -287,8 +287,7 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
                 "--max-num-seqs and --max-num-batched-tokens must be positive");
   scheduler_ = std::make_unique<Scheduler>(
       *blocks_,
-      SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy,
-                      cfg.deterministic},
+      SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy},
       mac_state_.get(), MacRingPolicy{mac.config.window, mac.config.gen_min, cfg.deterministic});
   runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
   async_ = auto_on_off(cfg.async_scheduling, backend_->device() != Device::kCpu);

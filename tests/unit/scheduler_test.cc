@@ -185,14 +185,12 @@ TEST_F(SchedulerTable, RingSlotsOnlyWhereAndWhenMacCanAct) {
   expect_drained();
 }
 
-// One slot for two long sequences: the second runs without (a miss, counted once however many
-// steps it retries) and takes the slot the step after the first one finished.
 // --deterministic under MAC (window 4, min context 0, blocks of 4): the repeated 17-token prompt
 // finds 16 tokens cached, but its first ring row is position 13, so the hit stops at 12 and the
 // prefill builds rows 13-16 as an uncached prefill does; otherwise the ring starts at 16.
 TEST_F(SchedulerTable, DeterministicPrefixHitStopsBeforeTheFirstRingRow) {
   for (const bool rebuild : {false, true}) {
-    SCOPED_TRACE(rebuild ? "rebuild_cached_rows" : "default");
+    SCOPED_TRACE(rebuild ? "deterministic" : "default");
     make_mac(64, 4, {8, 100}, 4, {4, 0, rebuild}, /*prefix_caching=*/true);
     add("a", 17, 3);
     expect_table({"a:17*", "a:1*", "a:1*", ""});
@@ -205,6 +203,8 @@ TEST_F(SchedulerTable, DeterministicPrefixHitStopsBeforeTheFirstRingRow) {
   }
 }
 
+// One slot for two long sequences: the second runs without (a miss, counted once however many
+// steps it retries) and takes the slot the step after the first one finished.
 TEST_F(SchedulerTable, RingPoolExhaustionIsAMissAndTheSlotIsTakenWhenFreed) {
   make_mac(64, 4, {8, 100}, 1, {4, 0});
   Sequence* a = add("a", 4, 3);

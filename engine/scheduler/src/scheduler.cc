@@ -35,11 +35,11 @@ int64_t Scheduler::ring_rows_from(const Sequence& seq, int64_t prefill_end) cons
   return std::max<int64_t>(0, first_match - ring_policy_.window);
 }
 
-// The cached prefix an admission may take: all of it, or under rebuild_cached_rows the whole
-// blocks before its first ring row (so the prefill builds every row a decode can match).
+// The cached prefix an admission may take: all of it, or under MacRingPolicy::deterministic the
+// whole blocks before its first ring row (so the prefill builds every row a decode can match).
 int64_t Scheduler::usable_cached_tokens(const Sequence& seq) const {
   const int64_t cached = blocks_.cached_prefix_tokens(seq.tokens);
-  if (mac_ == nullptr || !ring_policy_.rebuild_cached_rows) return cached;
+  if (mac_ == nullptr || !ring_policy_.deterministic) return cached;
   const int64_t rows_from = ring_rows_from(seq, seq.total_len());
   if (rows_from < 0) return cached;
   return std::min(cached, rows_from / blocks_.block_size() * blocks_.block_size());
@@ -153,7 +153,7 @@ void Scheduler::commit(const SchedulerOutput& out) {
     if (!seq->mac_decode_row(s.num_new_tokens) && seq->num_exact_kv == seq->num_computed)
       seq->num_exact_kv += s.num_new_tokens;
     seq->num_computed += s.num_new_tokens;
-    const int64_t sealable = limits_.deterministic ? seq->num_exact_kv : seq->num_computed;
+    const int64_t sealable = ring_policy_.deterministic ? seq->num_exact_kv : seq->num_computed;
     seq->num_sealed_blocks =
         blocks_.seal(seq->block_table, seq->tokens, sealable, seq->num_sealed_blocks);
   }

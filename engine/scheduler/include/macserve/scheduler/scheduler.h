@@ -35,9 +35,6 @@ struct SchedulerLimits {
   int64_t max_num_seqs = 64;
   int64_t max_num_batched_tokens = 2048;
   SchedulingPolicy policy = SchedulingPolicy::kFcfs;
-  // --deterministic: the prefix cache gets only blocks whose K/V came from exact rows (a MAC
-  // decode row's K/V differs from what a prefill computes for the same token).
-  bool deterministic = false;
 };
 
 // Which sequences MAC-Attention can act on (mac-attention.md Part A). A decode at position m
@@ -47,10 +44,12 @@ struct SchedulerLimits {
 struct MacRingPolicy {
   int64_t window = 512;        // M
   int64_t min_context = 2048;  // gen_min
-  // --deterministic: a prefix-cache hit stops at the block holding the first row a decode can
-  // match, so the prefill builds every such row as it would without the hit (the rows of cached
-  // positions are never built): MAC's matches, and so the outputs, do not depend on the cache.
-  bool rebuild_cached_rows = false;
+  // --deterministic, so that MAC's matches and outputs do not depend on the prefix cache:
+  // - a hit stops at the block holding the first row a decode can match, so the prefill builds
+  //   every such row as it would without the hit (the rows of cached positions are never built);
+  // - only blocks whose K/V no MAC decode row computed are sealed (a MAC decode row's K/V differs
+  //   from what a prefill computes for the same token).
+  bool deterministic = false;
 };
 
 // Ring-slot pool counters (engine stats / metrics).
