@@ -343,16 +343,21 @@ class CudaBackend final : public Backend {
   // --deterministic's GEMM (linear.cuh): one summation order per output whatever m is.
   void linear_fixed(const void* xb, const Tensor& w, const Tensor& y, int64_t m, int64_t n,
                     int64_t k) {
-    const int64_t need = kc::linear_fixed_workspace_floats(m, n, k);
-    if (need > linear_ws_.numel()) {  // the eager step before a capture grows it (step_executor)
-      MACSERVE_CHECK(!capturing_, "linear workspace growth during graph capture");
-      if (any_graph()) retired_.push_back(linear_ws_);  // captured graphs still point at it
-      linear_ws_ = alloc(DType::kF32, {std::max(need, 2 * linear_ws_.numel())});
+    float* ws = grow_workspace(linear_ws_, kc::linear_fixed_workspace_floats(m, n, k), "linear");
+    check_launch(kc::linear_fixed({xb, w.data(), y.data_as<float>(), m, n, k}, ws, stream_),
+                 "linear_fixed");
+  }
+
+  // An f32 workspace of at least `floats` (null while none is needed), grown to twice its size when
+  // short. The eager step before a capture grows it (step_executor); graphs captured before keep
+  // pointing at the old buffer, so it is retired rather than freed.
+  float* grow_workspace(Tensor& ws, int64_t floats, const char* what) {
+    if (floats > ws.numel()) {
+      MACSERVE_CHECK(!capturing_, "{} workspace growth during graph capture", what);
+      if (any_graph()) retired_.push_back(ws);
+      ws = alloc(DType::kF32, {std::max(floats, 2 * ws.numel())});
     }
-    check_launch(
-        kc::linear_fixed({xb, w.data(), y.data_as<float>(), m, n, k},
-                         linear_ws_.defined() ? linear_ws_.data_as<float>() : nullptr, stream_),
-        "linear_fixed");
+    return ws.defined() ? ws.data_as<float>() : nullptr;
   }
 
   void rope(const Tensor& q, const Tensor& k, const Tensor& positions,
@@ -445,17 +450,23 @@ class CudaBackend final : public Backend {
                                    layout,
                                    out.dtype() == DType::kBF16};
     p.skip = meta.skip_mac_decode;
-    // --deterministic: decode rows take the prefill kernel too, whose rows are bit-identical
-    // whatever the chunking and the batch (the split-KV decode kernel's splits follow the batch,
-    // and its numerics differ from the prefill kernel's, which a recomputed or cached row meets).
+    const int64_t group = p.num_q_heads / layout.num_kv_heads;
+    // --deterministic: fixed key segments for every row (attention.cuh, paged_attention_fixed), so
+    // a decode row, a prefill row, a recomputed or a cached one meet the same computation (the
+    // split-KV decode kernel's splits follow the batch, and its numerics differ from the prefill
+    // kernel's).
+    if (deterministic_ && !force_general_ &&
+        kc::prefill_flash_supported(layout.head_dim, group, layout.block_size)) {
+      float* ws = grow_workspace(workspace_, kc::fixed_attention_workspace_floats(p), "attention");
+      check_launch(kc::paged_attention_fixed(p, meta.max_query_len, ws, stream_),
+                   "paged_attention_fixed");
+      return;
+    }
     const bool decode = meta.max_query_len == 1 && meta.max_context_len > 0 && !force_general_ &&
                         !deterministic_ &&
-                        kc::decode_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads,
-                                             layout.block_size);
+                        kc::decode_supported(layout.head_dim, group, layout.block_size);
     if (!decode) {
-      if (!force_general_ &&
-          kc::prefill_flash_supported(layout.head_dim, p.num_q_heads / layout.num_kv_heads,
-                                      layout.block_size))
+      if (!force_general_ && kc::prefill_flash_supported(layout.head_dim, group, layout.block_size))
         check_launch(kc::paged_prefill_flash(p, stream_), "paged_prefill_flash");
       else
         check_launch(kc::paged_attention_general(p, stream_), "paged_attention_general");
@@ -468,16 +479,8 @@ class CudaBackend final : public Backend {
       plan_ = kc::plan_decode(p, meta.max_context_len, num_sms_);
       plan_key_ = key;
     }
-    if (plan_.workspace_floats > workspace_.numel()) {
-      MACSERVE_CHECK(!capturing_, "decode workspace growth during graph capture");
-      if (any_graph()) retired_.push_back(workspace_);  // captured graphs still point at it
-      workspace_ =
-          alloc(DType::kF32, {std::max<int64_t>(plan_.workspace_floats, 2 * workspace_.numel())});
-    }
-    check_launch(
-        kc::paged_decode(p, plan_, workspace_.defined() ? workspace_.data_as<float>() : nullptr,
-                         stream_),
-        "paged_decode");
+    float* ws = grow_workspace(workspace_, plan_.workspace_floats, "decode");
+    check_launch(kc::paged_decode(p, plan_, ws, stream_), "paged_decode");
   }
 
   void mac_attention(const Tensor& q, const Tensor& q_pre, const Tensor& k_cache,

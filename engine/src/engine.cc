@@ -75,6 +75,19 @@ struct MemoryPlan {
   int64_t ring_slots = 0;  // MAC ring slots (0 with MAC off)
 };
 
+// --deterministic's attention scratch on the GPU (kernels/cuda/attention.cuh,
+// paged_attention_fixed): the running output of a prefill chunk's rows and one softmax state per
+// 1024-key segment of every one-query row at full length; twice that, since the backend grows its
+// workspace by doubling.
+int64_t deterministic_workspace_bytes(const EngineConfig& cfg, const ModelConfig& mc,
+                                      int64_t max_model_len) {
+  constexpr int64_t kSegmentKeys = 1024;  // kernels::cuda::kFixedSegmentKeys
+  const int64_t segments = (max_model_len + kSegmentKeys - 1) / kSegmentKeys;
+  const int64_t floats = cfg.max_num_batched_tokens * mc.num_q_heads * mc.head_dim +
+                         cfg.max_num_seqs * mc.num_q_heads * segments * (mc.head_dim + 2);
+  return 2 * floats * 4;
+}
+
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the
 // KV pool and the rings together: 1 GiB on the CPU; on a GPU, --gpu-memory-utilization of its
 // memory less what is in use now (weights, workspaces, other processes) and a reserve for the
@@ -114,7 +127,8 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
       const int64_t total = be.total_memory_bytes();
       const int64_t reserve =
           cfg.max_num_batched_tokens * (6 * mc.hidden_size + 6 * mc.intermediate_size) * 4 +
-          cfg.max_num_seqs * mc.vocab_size * 4 * 2 + (int64_t{512} << 20);
+          cfg.max_num_seqs * mc.vocab_size * 4 * 2 + (int64_t{512} << 20) +
+          (cfg.deterministic ? deterministic_workspace_bytes(cfg, mc, max_model_len) : 0);
       const int64_t used = total - free;
       budget = std::max<int64_t>(
           static_cast<int64_t>(cfg.gpu_memory_utilization * static_cast<double>(total)) - used -

@@ -147,13 +147,20 @@ RowInvariance linear_rows_vs_chunk(backend::Backend& gpu, int64_t n, int64_t k) 
 
 // --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
 // share the launch or where it sits among them.
-TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
-  MACSERVE_REQUIRE_CUDA(probe);
+// A CUDA backend with --deterministic (BackendOptions::deterministic).
+std::unique_ptr<backend::Backend> deterministic_cuda_backend() {
   backend::BackendOptions options;
   options.deterministic = true;
   std::string why;
-  auto gpu = backend::make_cuda_backend(&why, options);
-  ASSERT_TRUE(gpu) << why;
+  auto be = backend::make_cuda_backend(&why, options);
+  EXPECT_TRUE(be) << why;
+  return be;
+}
+
+TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
+  MACSERVE_REQUIRE_CUDA(probe);
+  auto gpu = deterministic_cuda_backend();
+  ASSERT_TRUE(gpu);
   for (auto [n, k] :
        {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}, {1000, 264}, {100, 172}}) {
     const RowInvariance r = linear_rows_vs_chunk(*gpu, n, k);
@@ -505,79 +512,211 @@ TEST(CudaOps, FlashPrefillLongContext) {
   }
 }
 
+// Rows of one prompt computed in different steps: each step is a list of chunks [begin, end) of
+// sequence 0 (the prompt, N tokens) or 1 (another one), and returns the f32 output rows of
+// sequence 0's chunks in order. The cache is filled once; a step reads it (queries are the
+// prompt's fixed rows), so steps are independent of each other.
+class PromptRows {
+ public:
+  struct Chunk {
+    int64_t seq, begin, end;
+  };
+  PromptRows(backend::Backend& be, int64_t G, int64_t D, int64_t N, int64_t other)
+      : be_(be), Hq_(2 * G), D_(D), N_(N), layout_{0, 2, 16, D} {
+    const int64_t bs = layout_.block_size, Hkv = layout_.num_kv_heads;
+    const int64_t nb0 = (N + bs - 1) / bs, nb1 = (other + bs - 1) / bs;
+    layout_.num_blocks = nb0 + nb1;
+    kc_ = be.alloc(DType::kBF16, {layout_.num_blocks, Hkv, bs, D});
+    vc_ = be.alloc(DType::kBF16, {layout_.num_blocks, Hkv, bs, D});
+    backend::cuda_fill_uniform(be, kc_, 11 + G, 1.5f);
+    backend::cuda_fill_uniform(be, vc_, 12 + G, 1.0f);
+    // Sequence 0 takes the blocks in reverse order, the other one the blocks after them.
+    max_blocks_ = std::max(nb0, nb1);
+    tables_.assign(static_cast<std::size_t>(2 * max_blocks_), 0);
+    for (int64_t b = 0; b < nb0; ++b) tables_[b] = static_cast<int32_t>(nb0 - 1 - b);
+    for (int64_t b = 0; b < nb1; ++b) tables_[max_blocks_ + b] = static_cast<int32_t>(nb0 + b);
+    q_ = randn(static_cast<std::size_t>((N + other) * Hq_ * D), 40 + G);
+  }
+
+  // max_query_len as the engine passes it: 0 (not known), or 1 for a decode-only step.
+  std::vector<float> step(const std::vector<Chunk>& chunks, int64_t max_query_len = 0) {
+    std::vector<int32_t> qs{0}, cl, tb;
+    std::vector<float> qrows;
+    int64_t rows = 0, max_ctx = 0;
+    for (const Chunk& ch : chunks) {
+      qs.push_back(static_cast<int32_t>(qs.back() + ch.end - ch.begin));
+      cl.push_back(static_cast<int32_t>(ch.end));
+      tb.insert(tb.end(), tables_.begin() + ch.seq * max_blocks_,
+                tables_.begin() + (ch.seq + 1) * max_blocks_);
+      rows += ch.end - ch.begin;
+      max_ctx = std::max(max_ctx, ch.end);
+      const int64_t first = (ch.seq == 0 ? 0 : N_) + ch.begin;
+      qrows.insert(qrows.end(), q_.begin() + first * Hq_ * D_,
+                   q_.begin() + (first + ch.end - ch.begin) * Hq_ * D_);
+    }
+    backend::AttentionMeta m;
+    m.query_start = to_device_raw(be_, qs, DType::kI32);
+    m.context_lens = to_device_raw(be_, cl, DType::kI32);
+    m.block_tables = to_device_raw(be_, tb, DType::kI32);
+    m.num_seqs = static_cast<int64_t>(chunks.size());
+    m.max_blocks_per_seq = max_blocks_;
+    m.max_query_len = max_query_len;
+    m.max_context_len = max_ctx;
+    Tensor qd = to_device(be_, qrows, DType::kF32, {rows, Hq_, D_});
+    Tensor od = be_.alloc(DType::kF32, {rows, Hq_, D_});
+    poison(be_, od);
+    be_.paged_attention(qd, kc_, vc_, od, m, layout_, 1.0f / std::sqrt(static_cast<float>(D_)));
+    const std::vector<float> all = to_host(be_, od);
+    std::vector<float> ours;
+    int64_t at = 0;
+    for (const Chunk& ch : chunks) {
+      const int64_t n = (ch.end - ch.begin) * Hq_ * D_;
+      if (ch.seq == 0) ours.insert(ours.end(), all.begin() + at, all.begin() + at + n);
+      at += n;
+    }
+    return ours;
+  }
+  // The prompt's rows in chunks of `lens`, one step each.
+  std::vector<float> chunked(const std::vector<int64_t>& lens) {
+    std::vector<float> out;
+    int64_t at = 0;
+    for (int64_t len : lens) {
+      const std::vector<float> part = step({{0, at, at + len}});
+      out.insert(out.end(), part.begin(), part.end());
+      at += len;
+    }
+    EXPECT_EQ(at, N_);
+    return out;
+  }
+  int64_t row_floats() const { return Hq_ * D_; }
+
+ private:
+  backend::Backend& be_;
+  int64_t Hq_, D_, N_;
+  kernels::PagedKvLayout layout_;
+  Tensor kc_, vc_;
+  int64_t max_blocks_ = 0;
+  std::vector<int32_t> tables_;
+  std::vector<float> q_;
+};
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
 // A prefill row's result depends on its own query and keys only: a 300-token prompt computed as one
 // chunk, as chunks of 1, 37, 64, 100 and 98 queries (each step attending to what the earlier chunks
 // wrote), and as one chunk beside another sequence in the same step gives the same f32 bits in
-// every row (issue 25's deterministic mode relies on it).
+// every row (the flash kernel's rows; --deterministic builds on it below).
 TEST(CudaOps, FlashPrefillRowsAreChunkAndBatchInvariant) {
   MACSERVE_REQUIRE_CUDA(gpu);
   for (int64_t G : {1, 4, 6}) {
-    const int64_t Hkv = 2, Hq = Hkv * G, D = 128, bs = 16, N = 300, other = 123;
-    const int64_t blocks = (N + bs - 1) / bs + (other + bs - 1) / bs;
-    const kernels::PagedKvLayout layout{blocks, Hkv, bs, D};
-    Tensor kc = gpu->alloc(DType::kBF16, {blocks, Hkv, bs, D});
-    Tensor vc = gpu->alloc(DType::kBF16, {blocks, Hkv, bs, D});
-    backend::cuda_fill_uniform(*gpu, kc, 11 + G, 1.5f);
-    backend::cuda_fill_uniform(*gpu, vc, 12 + G, 1.0f);
-    // Sequence 0 (ours) takes the blocks in reverse order, the other one the blocks after them.
-    const int64_t nb0 = (N + bs - 1) / bs, nb1 = blocks - nb0;
-    const int64_t max_blocks = std::max(nb0, nb1);
-    std::vector<int32_t> tables(static_cast<std::size_t>(2 * max_blocks), 0);
-    for (int64_t b = 0; b < nb0; ++b) tables[b] = static_cast<int32_t>(nb0 - 1 - b);
-    for (int64_t b = 0; b < nb1; ++b) tables[max_blocks + b] = static_cast<int32_t>(nb0 + b);
-    const std::vector<float> qh = randn(static_cast<std::size_t>((N + other) * Hq * D), 40 + G);
-    const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-    // One step: sequences `seqs` (0 = ours, 1 = the other), chunk [begin, end) of each.
-    struct Chunk {
-      int64_t seq, begin, end;
-    };
-    auto step = [&](const std::vector<Chunk>& chunks) {
-      std::vector<int32_t> qs{0}, cl, tb;
-      int64_t rows = 0;
-      for (const Chunk& ch : chunks) {
-        qs.push_back(static_cast<int32_t>(qs.back() + ch.end - ch.begin));
-        cl.push_back(static_cast<int32_t>(ch.end));
-        tb.insert(tb.end(), tables.begin() + ch.seq * max_blocks,
-                  tables.begin() + (ch.seq + 1) * max_blocks);
-        rows += ch.end - ch.begin;
-      }
-      std::vector<float> qrows;
-      for (const Chunk& ch : chunks) {
-        const int64_t first = ch.seq == 0 ? ch.begin : N + ch.begin;
-        qrows.insert(qrows.end(), qh.begin() + first * Hq * D,
-                     qh.begin() + (first + ch.end - ch.begin) * Hq * D);
-      }
-      backend::AttentionMeta m;
-      m.query_start = to_device_raw(*gpu, qs, DType::kI32);
-      m.context_lens = to_device_raw(*gpu, cl, DType::kI32);
-      m.block_tables = to_device_raw(*gpu, tb, DType::kI32);
-      m.num_seqs = static_cast<int64_t>(chunks.size());
-      m.max_blocks_per_seq = max_blocks;
-      m.max_query_len = 0;  // never the decode kernel, even for a chunk of one
-      Tensor qd = to_device(*gpu, qrows, DType::kF32, {rows, Hq, D});
-      Tensor od = gpu->alloc(DType::kF32, {rows, Hq, D});
-      poison(*gpu, od);
-      gpu->paged_attention(qd, kc, vc, od, m, layout, scale);
-      return to_host(*gpu, od);
-    };
-    const std::vector<float> whole = step({{0, 0, N}});
-    std::vector<float> chunked;
-    int64_t at = 0;
-    for (int64_t len : {1, 37, 64, 100, 98}) {
-      const std::vector<float> part = step({{0, at, at + len}});
-      chunked.insert(chunked.end(), part.begin(), part.end());
-      at += len;
-    }
-    ASSERT_EQ(at, N);
-    std::vector<float> batched = step({{1, 0, other}, {0, 0, N}});
-    batched.erase(batched.begin(), batched.begin() + other * Hq * D);
-    EXPECT_EQ(std::memcmp(whole.data(), chunked.data(), whole.size() * sizeof(float)), 0)
+    const int64_t N = 300, other = 123;
+    PromptRows pr(*gpu, G, 128, N, other);
+    const std::vector<float> whole = pr.step({{0, 0, N}});
+    EXPECT_TRUE(same_bits(whole, pr.chunked({1, 37, 64, 100, 98})))
         << "G " << G << ": chunked rows differ from the whole prompt's";
-    EXPECT_EQ(std::memcmp(whole.data(), batched.data(), whole.size() * sizeof(float)), 0)
+    EXPECT_TRUE(same_bits(whole, pr.step({{1, 0, other}, {0, 0, N}})))
         << "G " << G << ": rows beside another sequence differ";
     // Outputs start as NaN (poison): every row must have been written.
     EXPECT_TRUE(std::all_of(whole.begin(), whole.end(), [](float x) { return std::isfinite(x); }))
         << "G " << G;
+  }
+}
+
+// --deterministic's attention (fixed 1024-key segments) against the CPU oracle: mixed steps with
+// long prefill chunks and one-query rows (segment edges at 1023/1024/1025 keys), and decode-only
+// steps up to 20,000 keys, with bf16 and f32 outputs; repeats bit for bit equal.
+TEST(CudaOps, DeterministicAttentionMatchesTheOracle) {
+  MACSERVE_REQUIRE_CUDA(probe);
+  auto gpu = deterministic_cuda_backend();
+  ASSERT_TRUE(gpu);
+  struct Shape {
+    int64_t hq, hkv, d;
+  };
+  for (Shape sh : {Shape{32, 8, 128}, Shape{16, 2, 64}, Shape{8, 8, 128}}) {
+    for (bool decode : {false, true}) {
+      AttentionCase c;
+      c.num_q_heads = sh.hq;
+      c.num_kv_heads = sh.hkv;
+      c.head_dim = sh.d;
+      c.num_queries = decode ? std::vector<int32_t>{1, 1, 1, 1, 1, 1}
+                             : std::vector<int32_t>{1, 700, 1, 33, 1, 2000};
+      c.context_lens = decode ? std::vector<int32_t>{1, 1023, 1024, 1025, 9000, 20000}
+                              : std::vector<int32_t>{5000, 3100, 1, 1024, 1025, 2100};
+      c.seed = static_cast<uint64_t>(sh.hq + sh.d + decode);
+      c.f32_check = true;
+      c.repeats = 2;
+      const AttentionResult r = run_attention_case(*gpu, c);
+      const std::string what = "Hq " + std::to_string(sh.hq) + " Hkv " + std::to_string(sh.hkv) +
+                               " D " + std::to_string(sh.d) + (decode ? " decode" : " mixed");
+      EXPECT_LT(r.rel, kBf16Tol) << what;
+      EXPECT_LT(r.rel_f32, kBf16Tol) << what;
+      EXPECT_EQ(r.repeat_mismatches, 0) << what;
+      std::printf("deterministic attention %s: rel_l2 bf16 out %.2e, f32 out %.2e\n", what.c_str(),
+                  r.rel, r.rel_f32);
+    }
+  }
+  // 64 decode rows of 5,000-9,000 keys with Hkv 8: fewer segment slots than segments, so each
+  // split CTA computes several segments in turn.
+  AttentionCase c;
+  c.num_q_heads = 32;
+  c.num_kv_heads = 8;
+  c.num_queries.assign(64, 1);
+  for (int i = 0; i < 64; ++i) c.context_lens.push_back(5000 + 61 * i);
+  c.f32_check = true;
+  const AttentionResult r = run_attention_case(*gpu, c);
+  EXPECT_LT(r.rel, kBf16Tol);
+  EXPECT_LT(r.rel_f32, kBf16Tol);
+  std::printf("deterministic attention, 64 decode rows: rel_l2 bf16 out %.2e, f32 out %.2e\n",
+              r.rel, r.rel_f32);
+}
+
+// Under --deterministic a row's bits are the same however it is computed: a 2,600-token prompt
+// (three key segments) as one chunk, in chunks of 1000/1/1/598/1000 (one-query chunks take the
+// split path), beside another sequence, and row by row as decode steps beside another sequence's
+// decode row (the split path and its combine) at the segment edges and elsewhere.
+TEST(CudaOps, DeterministicAttentionRowsAreInvariant) {
+  MACSERVE_REQUIRE_CUDA(probe);
+  auto gpu = deterministic_cuda_backend();
+  ASSERT_TRUE(gpu);
+  struct Shape {
+    int64_t g, d;
+  };
+  for (Shape sh : {Shape{1, 128}, Shape{4, 128}, Shape{8, 128}, Shape{4, 64}}) {
+    const int64_t N = 2600, other = 1500;
+    PromptRows pr(*gpu, sh.g, sh.d, N, other);
+    const std::string what = "G " + std::to_string(sh.g) + " D " + std::to_string(sh.d);
+    const std::vector<float> whole = pr.step({{0, 0, N}});
+    EXPECT_TRUE(std::all_of(whole.begin(), whole.end(), [](float x) { return std::isfinite(x); }))
+        << what;
+    EXPECT_TRUE(same_bits(whole, pr.chunked({1000, 1, 1, 598, 1000})))
+        << what << ": chunked rows differ from the whole prompt's";
+    EXPECT_TRUE(same_bits(whole, pr.step({{1, 0, other}, {0, 0, N}})))
+        << what << ": rows beside another sequence differ";
+    const int64_t rf = pr.row_floats();
+    int64_t differing = 0;
+    for (int64_t i : {0, 1, 700, 1022, 1023, 1024, 1025, 2047, 2048, 2049, 2599}) {
+      const std::vector<float> row = pr.step({{1, i % other, i % other + 1}, {0, i, i + 1}}, 1);
+      const std::vector<float> want(whole.begin() + i * rf, whole.begin() + (i + 1) * rf);
+      if (!same_bits(row, want)) {
+        ++differing;
+        ADD_FAILURE() << what << ": decode row " << i << " differs from the prompt's";
+      }
+    }
+    // Among 1,100 other decode rows: one segment slot per (row, kv head), which walks them all.
+    for (int64_t i : {1025, 2599}) {
+      std::vector<PromptRows::Chunk> chunks;
+      for (int64_t j = 0; j < 1100; ++j) chunks.push_back({1, j % other, j % other + 1});
+      chunks.push_back({0, i, i + 1});
+      const std::vector<float> want(whole.begin() + i * rf, whole.begin() + (i + 1) * rf);
+      if (!same_bits(pr.step(chunks, 1), want)) {
+        ++differing;
+        ADD_FAILURE() << what << ": decode row " << i << " among 1,100 differs from the prompt's";
+      }
+    }
+    std::printf("deterministic rows %s: %lld decode rows differ\n", what.c_str(),
+                static_cast<long long>(differing));
   }
 }
 

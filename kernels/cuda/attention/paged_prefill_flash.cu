@@ -1,4 +1,5 @@
-// Flash attention on the tensor cores for prefill chunks and mixed steps over the paged bf16 cache.
+// Flash attention on the tensor cores for prefill chunks and mixed steps over the paged bf16 cache,
+// and --deterministic's attention for every step (paged_attention_fixed).
 //
 // CTA = 4 warps = one (tile of 128 (query, q head) rows of one sequence, kv head). The rows of a
 // tile are the G query heads of 128 / G consecutive queries (GQA packing: every K/V tile read
@@ -15,6 +16,16 @@
 // last query_len positions of context_len keys). Key tiles start at key 0 for every row and a
 // row's masked keys add exact zeros, so a row's result depends on its own query and keys only: the
 // same bits whatever the chunking, the batch or the row's place in its tile.
+//
+// Fixed key segments (--deterministic): keys are cut at every multiple of kFixedSegmentKeys. A
+// row's online softmax restarts at each segment, and the segments' states (max, sum, unnormalised
+// output) are folded in segment order by one function (fold_weights, fold_value). Prefill rows
+// (kFold) fold as they go, the running output in an f32 scratch row between segments; decode rows
+// (one query: kSplit) compute their segments in parallel CTAs of one warp and a combine kernel
+// folds the saved states. A segment's state is the same bits in both (the same tile loop from the
+// segment's first key), and so is the fold: a row's result does not depend on which path it took,
+// on the batch, or on the chunking, while a decode row's keys are spread over the GPU.
+#include <algorithm>
 #include <cmath>
 
 #include "../cuda_util.cuh"
@@ -24,19 +35,31 @@
 namespace macserve::kernels::cuda {
 namespace {
 
-constexpr int kWarps = 4;
-constexpr int kWarpRows = 32;              // two m16 row tiles per warp share every K/V fragment
-constexpr int kRows = kWarps * kWarpRows;  // (query, q head) rows per CTA
-// Keys per tile: 32 at head_dim 128 keeps the scores, the output and the fragments of two row
-// tiles within 255 registers (64 spills).
-template <int D>
-constexpr int kKeys = D == 128 ? 32 : 64;
 constexpr int kStages = 3;  // K/V tiles in flight
 constexpr float kLog2e = 1.4426950408889634f;
-
+// Keys per tile: 32 at head_dim 128 keeps the scores, the output and the fragments of two row
+// tiles within 255 registers.
 template <int D>
+constexpr int kKeys = D == 128 ? 32 : 64;
+
+enum class Mode {
+  kPlain,  // one online softmax over all of a row's keys (the default prefill path)
+  kFold,   // fixed segments folded in order, rows of sequences with more than one query
+  kSplit,  // fixed segments, one state per segment saved for the combine: one-query sequences
+};
+
+// Launch shape of a mode: warps per CTA and m16 row tiles per warp. A row's arithmetic does not
+// depend on either (every row is its own mma row, its own softmax).
+template <Mode M>
+constexpr int kWarpsOf = M == Mode::kSplit ? 1 : 4;
+template <Mode M>
+constexpr int kRowTilesOf = M == Mode::kSplit ? 1 : 2;
+template <Mode M>
+constexpr int kRowsOf = kWarpsOf<M> * 16 * kRowTilesOf<M>;  // (query, q head) rows per CTA
+
+template <int D, Mode M>
 constexpr size_t flash_smem_bytes() {
-  return (size_t{kRows} * D + size_t{kStages} * 2 * kKeys<D> * D) * sizeof(__nv_bfloat16);
+  return (size_t{kRowsOf<M>} * D + size_t{kStages} * 2 * kKeys<D> * D) * sizeof(__nv_bfloat16);
 }
 
 __device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
@@ -45,38 +68,81 @@ __device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
   return y;
 }
 
+// The fold of a segment's state (m_seg, l_seg, o_seg) into a row's running one: the weights of
+// both, the running max and sum updated. Explicit roundings, so that the fold path and the
+// combine kernel compile to the same arithmetic.
+struct FoldWeights {
+  float run, seg;
+};
+__device__ __forceinline__ FoldWeights fold_weights(float& m_run, float& l_run, float m_seg,
+                                                    float l_seg) {
+  const float mx = fmaxf(m_run, m_seg);
+  const FoldWeights w{fast_exp2(__fsub_rn(m_run, mx)), fast_exp2(__fsub_rn(m_seg, mx))};
+  m_run = mx;
+  l_run = __fmaf_rn(l_run, w.run, __fmul_rn(l_seg, w.seg));
+  return w;
+}
+__device__ __forceinline__ float fold_value(float run, float seg, FoldWeights w) {
+  return __fmaf_rn(run, w.run, __fmul_rn(seg, w.seg));
+}
+
+// --deterministic's scratch: the running output of kFold rows, the saved segments of kSplit rows.
+struct FixedArgs {
+  float* fold_o = nullptr;   // [num_tokens, num_q_heads, head_dim]
+  float* part_o = nullptr;   // [num_seqs, num_q_heads, max_segments, head_dim]
+  float* part_ml = nullptr;  // [num_seqs, num_q_heads, max_segments, 2]: max, sum
+  int max_segments = 0;
+};
+
+__device__ __forceinline__ int num_queries(const PagedAttentionCudaParams& p, int s) {
+  return p.query_start[s + 1] - p.query_start[s];
+}
+
 // Which sequence and tile a CTA computes: tiles are numbered sequence after sequence, and the
 // grid runs them last to first (a sequence's last tiles see the most keys: the longest CTAs start
 // first). False when the CTA has no tile (the grid is an upper bound) or its sequence is skipped.
 struct TileRef {
   int seq, tile;
 };
+template <Mode M>
 __device__ bool find_tile(const PagedAttentionCudaParams& p, int mq, TileRef* ref) {
-  int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x), s = 0;
-  for (; s < p.num_seqs; ++s) {
-    const int nt = (p.query_start[s + 1] - p.query_start[s] + mq - 1) / mq;
-    if (tile < nt) break;
-    tile -= nt;
+  if constexpr (M == Mode::kSplit) {  // one sequence per grid column, one query each
+    const int s = static_cast<int>(blockIdx.x);
+    if (num_queries(p, s) != 1 || (p.skip != nullptr && p.skip[s] == 1)) return false;
+    *ref = {s, 0};
+    return true;
+  } else {
+    int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x), s = 0;
+    for (; s < p.num_seqs; ++s) {
+      const int nt = (num_queries(p, s) + mq - 1) / mq;
+      if (tile < nt) break;
+      tile -= nt;
+    }
+    if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] == 1)) return false;
+    if (M == Mode::kFold && num_queries(p, s) == 1) return false;  // kSplit's
+    *ref = {s, tile};
+    return true;
   }
-  if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] == 1)) return false;
-  *ref = {s, tile};
-  return true;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kWarps * 32, 2)
-    flash_prefill_kernel(PagedAttentionCudaParams p, int mq, int block_shift) {
+template <int D, Mode M>
+__global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
+    flash_prefill_kernel(PagedAttentionCudaParams p, FixedArgs f, int mq, int block_shift) {
+  constexpr int kW = kWarpsOf<M>, kMt = kRowTilesOf<M>, kRows = kRowsOf<M>;
+  constexpr int kWarpRows = 16 * kMt;
   constexpr int kKt = kKeys<D>;
   constexpr int kCpr = D / 8;   // 16-byte chunks per Q/K/V row
   constexpr int kKs = D / 16;   // k steps of Q K^T
   constexpr int kSt = kKt / 8;  // score n-tiles per key tile
   constexpr int kOt = D / 8;    // output n-tiles
+  constexpr int kSegTiles = kFixedSegmentKeys / kKt;
+  static_assert(kFixedSegmentKeys % kKt == 0);
   extern __shared__ __align__(128) unsigned char smem_raw[];
   auto* q_s = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [kRows][D], swizzled
   __nv_bfloat16* kv_s = q_s + kRows * D;                   // per stage: K then V, [kKt][D]
 
   TileRef ref{};
-  if (!find_tile(p, mq, &ref)) return;
+  if (!find_tile<M>(p, mq, &ref)) return;
   const PagedKvLayout L = p.layout;
   const int G = static_cast<int>(p.num_q_heads / L.num_kv_heads);
   const int kvh = static_cast<int>(blockIdx.y), s = ref.seq;
@@ -96,7 +162,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
   // The tile's queries times scale * log2 e, rounded to bf16, into shared memory (zero rows past
   // `rows`).
   const float qscale = p.scale * kLog2e;
-  for (int i = static_cast<int>(threadIdx.x); i < kRows * kCpr; i += kWarps * 32) {
+  for (int i = static_cast<int>(threadIdx.x); i < kRows * kCpr; i += kW * 32) {
     const int r = i / kCpr, c = i % kCpr;
     uint4 packed = make_uint4(0, 0, 0, 0);
     if (r < rows) {
@@ -110,11 +176,12 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     }
     *reinterpret_cast<uint4*>(q_s + detail::swizzle<kCpr>(r, c) * 8) = packed;
   }
-  // This lane's four rows: g + 8h of row tile mt of the warp. Padding rows (past `rows`) see key
-  // 0 only, so every row has a finite maximum from the first tile on.
-  int nk[2][2];
+  // This lane's rows: g + 8h of row tile mt of the warp, and the keys each sees. Padding rows
+  // (past `rows`) see key 0 only, so every row has a finite maximum from the first tile on
+  // (kPlain; the segment modes never use a row past its keys).
+  int nk[kMt][2];
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
@@ -133,7 +200,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     __nv_bfloat16* ks = kv_s + (it % kStages) * 2 * kKt * D;
     __nv_bfloat16* vs = ks + kKt * D;
 #pragma unroll
-    for (int i = static_cast<int>(threadIdx.x); i < kKt * kCpr; i += kWarps * 32) {
+    for (int i = static_cast<int>(threadIdx.x); i < kKt * kCpr; i += kW * 32) {
       const int r = i / kCpr, c = i % kCpr, key = it * kKt + r;
       const bool in = key < max_keys;
       int64_t off = 0;
@@ -146,158 +213,318 @@ __global__ void __launch_bounds__(kWarps * 32, 2)
     }
   };
 
-  float o[2][kOt][4];
+  float o[kMt][kOt][4], m[kMt][2], l[kMt][2];
+  const auto reset = [&] {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < kMt; ++mt) {
 #pragma unroll
-    for (int j = 0; j < kOt; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
-  float m[2][2], l[2][2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
-  const int ntiles = (max_keys + kKt - 1) / kKt;
-#pragma unroll
-  for (int it = 0; it < kStages - 1; ++it) {
-    if (it < ntiles) load_tile(it);
-    detail::cp_async_commit();
-  }
+      for (int j = 0; j < kOt; ++j) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+      m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+    }
+  };
+  // A row's sum over its quad (each lane holds its own columns' share).
+  const auto row_sum = [](float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+  };
   const int mi = lane / 8, mr = lane % 8;  // ldmatrix: this lane addresses row mr of matrix mi
-  for (int it = 0; it < ntiles; ++it) {
-    if (it + kStages - 1 < ntiles) load_tile(it + kStages - 1);
-    detail::cp_async_commit();
-    detail::cp_async_wait<kStages - 1>();
-    __syncthreads();  // tile `it` (and, the first time, q_s) is there for every thread
-    if (warp_active) {
-      const __nv_bfloat16* ks = kv_s + (it % kStages) * 2 * kKt * D;
-      const __nv_bfloat16* vs = ks + kKt * D;
-      // S = Q K^T: per k step, A fragments of both row tiles, then B fragments of n-tiles j, j + 1
-      // (keys 8j..8j+15) from one ldmatrix.x4, each used by both row tiles.
-      float sc[2][kSt][4];
+
+  // One key tile into the row state: S = Q K^T, mask, online softmax, O += P V.
+  const auto attend_tile = [&](int it) {
+    const __nv_bfloat16* ks = kv_s + (it % kStages) * 2 * kKt * D;
+    const __nv_bfloat16* vs = ks + kKt * D;
+    // S = Q K^T: per k step, A fragments of the row tiles, then B fragments of n-tiles j, j + 1
+    // (keys 8j..8j+15) from one ldmatrix.x4, each used by every row tile.
+    float sc[kMt][kSt][4];
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int j = 0; j < kSt; ++j)
+        sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < kKs; ++kk) {
+      uint32_t a[kMt][4];
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
+        detail::ldmatrix_x4<false>(
+            a[mt], q_s + detail::swizzle<kCpr>(warp * kWarpRows + 16 * mt + 8 * (mi % 2) + mr,
+                                               2 * kk + mi / 2) *
+                             8);
+#pragma unroll
+      for (int j = 0; j < kSt; j += 2) {
+        uint32_t b[4];
+        detail::ldmatrix_x4<false>(
+            b, ks + detail::swizzle<kCpr>(8 * (j + mi / 2) + mr, 2 * kk + mi % 2) * 8);
+#pragma unroll
+        for (int mt = 0; mt < kMt; ++mt) {
+          detail::mma_bf16(sc[mt][j], a[mt], b[0], b[1]);
+          detail::mma_bf16(sc[mt][j + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+    // Causal mask, only on tiles that reach past the first row's last key.
+    const int base = it * kKt;
+    if (base + kKt > first_keys) {
+#pragma unroll
+      for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
         for (int j = 0; j < kSt; ++j)
-          sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
 #pragma unroll
-      for (int kk = 0; kk < kKs; ++kk) {
-        uint32_t a[2][4];
+          for (int e = 0; e < 4; ++e)
+            if (base + 8 * j + 2 * t + e % 2 >= nk[mt][e / 2]) sc[mt][j][e] = -INFINITY;
+    }
+    // Online softmax per row (registers e = 2h, 2h + 1 of every n-tile hold row g + 8h).
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
-          detail::ldmatrix_x4<false>(
-              a[mt], q_s + detail::swizzle<kCpr>(warp * kWarpRows + 16 * mt + 8 * (mi % 2) + mr,
-                                                 2 * kk + mi / 2) *
-                               8);
+    for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
-        for (int j = 0; j < kSt; j += 2) {
-          uint32_t b[4];
-          detail::ldmatrix_x4<false>(
-              b, ks + detail::swizzle<kCpr>(8 * (j + mi / 2) + mr, 2 * kk + mi % 2) * 8);
+      for (int h = 0; h < 2; ++h) {
+        float mx = m[mt][h];
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            detail::mma_bf16(sc[mt][j], a[mt], b[0], b[1]);
-            detail::mma_bf16(sc[mt][j + 1], a[mt], b[2], b[3]);
-          }
+        for (int j = 0; j < kSt; ++j) mx = fmaxf(mx, fmaxf(sc[mt][j][2 * h], sc[mt][j][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float corr = fast_exp2(m[mt][h] - mx);
+        m[mt][h] = mx;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kSt; ++j) {
+          sc[mt][j][2 * h] = fast_exp2(sc[mt][j][2 * h] - mx);
+          sc[mt][j][2 * h + 1] = fast_exp2(sc[mt][j][2 * h + 1] - mx);
+          sum += sc[mt][j][2 * h] + sc[mt][j][2 * h + 1];
         }
+        l[mt][h] = __fmaf_rn(l[mt][h], corr, sum);
+#pragma unroll
+        for (int j = 0; j < kOt; ++j) o[mt][j][2 * h] *= corr, o[mt][j][2 * h + 1] *= corr;
       }
-      // Causal mask, only on tiles that reach past the first row's last key.
-      const int base = it * kKt;
-      if (base + kKt > first_keys) {
+      // O += P V: P's A fragment for keys 16kk..16kk+15 is score n-tiles 2kk, 2kk + 1; V's B
+      // fragments (output n-tiles j, j + 1) from one transposing ldmatrix.x4, used by every row
+      // tile.
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+    for (int kk = 0; kk < kKt / 16; ++kk) {
+      uint32_t a[kMt][4];
 #pragma unroll
-          for (int j = 0; j < kSt; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e)
-              if (base + 8 * j + 2 * t + e % 2 >= nk[mt][e / 2]) sc[mt][j][e] = -INFINITY;
+      for (int mt = 0; mt < kMt; ++mt) {
+        a[mt][0] = detail::pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+        a[mt][1] = detail::pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+        a[mt][2] = detail::pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+        a[mt][3] = detail::pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
       }
-      // Online softmax per row (registers e = 2h, 2h + 1 of every n-tile hold row g + 8h).
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
+      for (int j = 0; j < kOt; j += 2) {
+        uint32_t b[4];
+        detail::ldmatrix_x4<true>(
+            b, vs + detail::swizzle<kCpr>(16 * kk + 8 * (mi % 2) + mr, j + mi / 2) * 8);
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          float mx = m[mt][h];
-#pragma unroll
-          for (int j = 0; j < kSt; ++j)
-            mx = fmaxf(mx, fmaxf(sc[mt][j][2 * h], sc[mt][j][2 * h + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float corr = fast_exp2(m[mt][h] - mx);
-          m[mt][h] = mx;
-          float sum = 0.0f;
-#pragma unroll
-          for (int j = 0; j < kSt; ++j) {
-            sc[mt][j][2 * h] = fast_exp2(sc[mt][j][2 * h] - mx);
-            sc[mt][j][2 * h + 1] = fast_exp2(sc[mt][j][2 * h + 1] - mx);
-            sum += sc[mt][j][2 * h] + sc[mt][j][2 * h + 1];
-          }
-          l[mt][h] = l[mt][h] * corr + sum;
-#pragma unroll
-          for (int j = 0; j < kOt; ++j) o[mt][j][2 * h] *= corr, o[mt][j][2 * h + 1] *= corr;
-        }
-        // O += P V: P's A fragment for keys 16kk..16kk+15 is score n-tiles 2kk, 2kk + 1; V's B
-        // fragments (output n-tiles j, j + 1) from one transposing ldmatrix.x4, used by both row
-        // tiles.
-#pragma unroll
-      for (int kk = 0; kk < kKt / 16; ++kk) {
-        uint32_t a[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          a[mt][0] = detail::pack_bf16(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
-          a[mt][1] = detail::pack_bf16(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
-          a[mt][2] = detail::pack_bf16(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
-          a[mt][3] = detail::pack_bf16(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
-        }
-#pragma unroll
-        for (int j = 0; j < kOt; j += 2) {
-          uint32_t b[4];
-          detail::ldmatrix_x4<true>(
-              b, vs + detail::swizzle<kCpr>(16 * kk + 8 * (mi % 2) + mr, j + mi / 2) * 8);
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) {
-            detail::mma_bf16(o[mt][j], a[mt], b[0], b[1]);
-            detail::mma_bf16(o[mt][j + 1], a[mt], b[2], b[3]);
-          }
+        for (int mt = 0; mt < kMt; ++mt) {
+          detail::mma_bf16(o[mt][j], a[mt], b[0], b[1]);
+          detail::mma_bf16(o[mt][j + 1], a[mt], b[2], b[3]);
         }
       }
     }
-    __syncthreads();  // every warp is done with the stage before it is refilled
-  }
-  detail::cp_async_wait<0>();
+  };
 
+  // A row's final output: o / l.
+  const auto write_row = [&](int mt, int h, int row, float sum) {
+    const float inv = 1.0f / sum;
+    const int64_t out_off = row_offset(row);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float sum = l[mt][h];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
-      if (row >= rows) continue;
-      const float inv = 1.0f / sum;
-      const int64_t out_off = row_offset(row);
-#pragma unroll
-      for (int j = 0; j < kOt; ++j) {
-        const int64_t at = out_off + 8 * j + 2 * t;
-        detail::store(p.out, p.out_bf16, at, o[mt][j][2 * h] * inv);
-        detail::store(p.out, p.out_bf16, at + 1, o[mt][j][2 * h + 1] * inv);
-      }
+    for (int j = 0; j < kOt; ++j) {
+      const int64_t at = out_off + 8 * j + 2 * t;
+      detail::store(p.out, p.out_bf16, at, o[mt][j][2 * h] * inv);
+      detail::store(p.out, p.out_bf16, at + 1, o[mt][j][2 * h + 1] * inv);
     }
+  };
+
+  // kFold, at the end of segment `seg`: each row with keys in it folds the segment into its
+  // running state (the first segment is the running state), then either keeps the running output
+  // in f32 scratch for the next segment or, at its last segment, writes its result.
+  float m_run[kMt][2], l_run[kMt][2];
+  const auto fold_segment = [&](int seg) {
+    const int seg_begin = seg * kFixedSegmentKeys, seg_end = seg_begin + kFixedSegmentKeys;
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float l_seg = row_sum(l[mt][h]);
+        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        if (row >= rows || nk[mt][h] <= seg_begin) continue;
+        float* run = f.fold_o + row_offset(row) + 2 * t;
+        if (seg == 0) {
+          m_run[mt][h] = m[mt][h], l_run[mt][h] = l_seg;
+        } else {
+          const FoldWeights w = fold_weights(m_run[mt][h], l_run[mt][h], m[mt][h], l_seg);
+#pragma unroll
+          for (int j = 0; j < kOt; ++j) {
+            const float2 r = *reinterpret_cast<const float2*>(run + 8 * j);
+            o[mt][j][2 * h] = fold_value(r.x, o[mt][j][2 * h], w);
+            o[mt][j][2 * h + 1] = fold_value(r.y, o[mt][j][2 * h + 1], w);
+          }
+        }
+        if (nk[mt][h] > seg_end) {
+#pragma unroll
+          for (int j = 0; j < kOt; ++j)
+            *reinterpret_cast<float2*>(run + 8 * j) =
+                make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+        } else {
+          write_row(mt, h, row, l_run[mt][h]);
+        }
+      }
+    reset();
+  };
+
+  // kSplit, at the end of segment `seg`: the rows' states as they are, for the combine.
+  const auto save_segment = [&](int seg) {
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float l_seg = row_sum(l[mt][h]);
+        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        if (row >= rows) continue;
+        const int64_t at =
+            (static_cast<int64_t>(s) * p.num_q_heads + kvh * G + row % G) * f.max_segments + seg;
+        float* dst = f.part_o + at * D + 2 * t;
+#pragma unroll
+        for (int j = 0; j < kOt; ++j)
+          *reinterpret_cast<float2*>(dst + 8 * j) =
+              make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+        if (t == 0) *reinterpret_cast<float2*>(f.part_ml + 2 * at) = make_float2(m[mt][h], l_seg);
+      }
+    reset();
+  };
+
+  // Key tiles [it0, it1) through the ring; after(it) runs once tile `it` is in the state.
+  const auto run_tiles = [&](int it0, int it1, auto&& after) {
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      if (it0 + i < it1) load_tile(it0 + i);
+      detail::cp_async_commit();
+    }
+    for (int it = it0; it < it1; ++it) {
+      if (it + kStages - 1 < it1) load_tile(it + kStages - 1);
+      detail::cp_async_commit();
+      detail::cp_async_wait<kStages - 1>();
+      __syncthreads();  // tile `it` (and, the first time, q_s) is there for every thread
+      if (warp_active) {
+        attend_tile(it);
+        after(it);
+      }
+      __syncthreads();  // every warp is done with the stage before it is refilled
+    }
+    detail::cp_async_wait<0>();
+  };
+
+  reset();
+  const int ntiles = (max_keys + kKt - 1) / kKt;
+  if constexpr (M == Mode::kPlain) {
+    run_tiles(0, ntiles, [](int) {});
+#pragma unroll
+    for (int mt = 0; mt < kMt; ++mt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float sum = row_sum(l[mt][h]);
+        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        if (row < rows) write_row(mt, h, row, sum);
+      }
+  } else if constexpr (M == Mode::kFold) {
+    run_tiles(0, ntiles, [&](int it) {
+      if ((it + 1) % kSegTiles == 0 || it + 1 == ntiles) fold_segment(it / kSegTiles);
+    });
+  } else {
+    const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
+    for (int seg = static_cast<int>(blockIdx.z); seg < nseg; seg += static_cast<int>(gridDim.z))
+      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles), [&](int it) {
+        if ((it + 1) % kSegTiles == 0 || it + 1 == ntiles) save_segment(seg);
+      });
+  }
+}
+
+// kSplit's second half: one warp per (one-query sequence, q head) folds the saved segments in
+// order and writes o / l.
+template <int D>
+__global__ void __launch_bounds__(128)
+    fixed_combine_kernel(PagedAttentionCudaParams p, FixedArgs f) {
+  constexpr int kPer = D / 32;  // dims per lane
+  const int s = static_cast<int>(blockIdx.x);
+  const int head = static_cast<int>(blockIdx.y) * 4 + static_cast<int>(threadIdx.x) / 32;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  if (head >= p.num_q_heads || num_queries(p, s) != 1 || (p.skip != nullptr && p.skip[s] == 1))
+    return;
+  const int nseg = (p.context_lens[s] + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
+  const int64_t first = (static_cast<int64_t>(s) * p.num_q_heads + head) * f.max_segments;
+  float o[kPer] = {};
+  float m_run = 0.0f, l_run = 0.0f;
+  for (int seg = 0; seg < nseg; ++seg) {
+    const float2 ml = *reinterpret_cast<const float2*>(f.part_ml + 2 * (first + seg));
+    const float* src = f.part_o + (first + seg) * D + lane * kPer;
+    if (seg == 0) {
+      m_run = ml.x, l_run = ml.y;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) o[i] = src[i];
+    } else {
+      const FoldWeights w = fold_weights(m_run, l_run, ml.x, ml.y);
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) o[i] = fold_value(o[i], src[i], w);
+    }
+  }
+  const float inv = nseg > 0 ? 1.0f / l_run : 0.0f;  // no keys: zeros
+  const int64_t out_off = (static_cast<int64_t>(p.query_start[s]) * p.num_q_heads + head) * D;
+#pragma unroll
+  for (int i = 0; i < kPer; ++i)
+    detail::store(p.out, p.out_bf16, out_off + lane * kPer + i, o[i] * inv);
+}
+
+int block_shift_of(int64_t block_size) {
+  int shift = 0;
+  while ((int64_t{1} << shift) < block_size) ++shift;
+  return shift;
+}
+
+template <int D, Mode M>
+int launch_flash(const PagedAttentionCudaParams& p, const FixedArgs& f, cudaStream_t st) {
+  const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
+  const int mq = kRowsOf<M> / G;
+  static const cudaError_t opt_in =  // above the default 48 KiB of dynamic shared memory
+      cudaFuncSetAttribute(flash_prefill_kernel<D, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(flash_smem_bytes<D, M>()));
+  if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
+  dim3 grid;
+  if constexpr (M == Mode::kSplit) {
+    // Sequences x kv heads x segment slots: about 2048 CTAs, a slot taking every z-th segment.
+    // The grid follows only the step's shape (fixed under a CUDA graph), never its lengths.
+    const int64_t per_slot = p.num_seqs * p.layout.num_kv_heads;
+    const int64_t z = std::clamp<int64_t>((2048 + per_slot - 1) / per_slot, 1, f.max_segments);
+    grid = dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.layout.num_kv_heads),
+                static_cast<unsigned>(z));
+  } else {
+    // Upper bound of the tiles: every sequence may end with a partial one.
+    const int64_t tiles = (p.num_tokens + mq - 1) / mq + p.num_seqs;
+    grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(p.layout.num_kv_heads));
+  }
+  flash_prefill_kernel<D, M><<<grid, kWarpsOf<M> * 32, flash_smem_bytes<D, M>(), st>>>(
+      p, f, mq, block_shift_of(p.layout.block_size));
+  return detail::last_error();
 }
 
 template <int D>
-int launch_flash(const PagedAttentionCudaParams& p, cudaStream_t st) {
-  const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
-  const int mq = kRows / G;
-  static const cudaError_t opt_in =  // above the default 48 KiB of dynamic shared memory
-      cudaFuncSetAttribute(flash_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(flash_smem_bytes<D>()));
-  if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
-  int shift = 0;
-  while ((int64_t{1} << shift) < p.layout.block_size) ++shift;
-  // Upper bound of the tiles: every sequence may end with a partial one.
-  const int64_t tiles = (p.num_tokens + mq - 1) / mq + p.num_seqs;
-  dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.layout.num_kv_heads));
-  flash_prefill_kernel<D><<<grid, kWarps * 32, flash_smem_bytes<D>(), st>>>(p, mq, shift);
+int launch_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len, const FixedArgs& f,
+                 cudaStream_t st) {
+  if (max_query_len != 1) {  // sequences with more than one query (0: not known)
+    const int rc = launch_flash<D, Mode::kFold>(p, f, st);
+    if (rc != 0) return rc;
+  }
+  const int rc = launch_flash<D, Mode::kSplit>(p, f, st);
+  if (rc != 0) return rc;
+  const dim3 grid(static_cast<unsigned>(p.num_seqs),
+                  static_cast<unsigned>((p.num_q_heads + 3) / 4));
+  fixed_combine_kernel<D><<<grid, 128, 0, st>>>(p, f);
   return detail::last_error();
+}
+
+// Segments a one-query row of this step may have: the block table's width in keys.
+int64_t max_segments_of(const PagedAttentionCudaParams& p) {
+  const int64_t keys = p.max_blocks_per_seq * p.layout.block_size;
+  return std::max<int64_t>(1, (keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys);
 }
 
 }  // namespace
@@ -313,7 +540,30 @@ int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream) {
   if (!prefill_flash_supported(p.layout.head_dim, G, p.layout.block_size))
     return static_cast<int>(cudaErrorInvalidValue);
   const auto st = detail::as_stream(stream);
-  return p.layout.head_dim == 64 ? launch_flash<64>(p, st) : launch_flash<128>(p, st);
+  return p.layout.head_dim == 64 ? launch_flash<64, Mode::kPlain>(p, {}, st)
+                                 : launch_flash<128, Mode::kPlain>(p, {}, st);
+}
+
+int64_t fixed_attention_workspace_floats(const PagedAttentionCudaParams& p) {
+  const int64_t D = p.layout.head_dim;
+  return p.num_tokens * p.num_q_heads * D +
+         p.num_seqs * p.num_q_heads * max_segments_of(p) * (D + 2);
+}
+
+int paged_attention_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len,
+                          float* workspace, Stream stream) {
+  if (p.num_tokens == 0) return 0;
+  const int64_t G = p.num_q_heads / p.layout.num_kv_heads;
+  if (!prefill_flash_supported(p.layout.head_dim, G, p.layout.block_size) || workspace == nullptr)
+    return static_cast<int>(cudaErrorInvalidValue);
+  FixedArgs f;
+  f.max_segments = static_cast<int>(max_segments_of(p));
+  f.fold_o = workspace;
+  f.part_o = f.fold_o + p.num_tokens * p.num_q_heads * p.layout.head_dim;
+  f.part_ml = f.part_o + p.num_seqs * p.num_q_heads * f.max_segments * p.layout.head_dim;
+  const auto st = detail::as_stream(stream);
+  return p.layout.head_dim == 64 ? launch_fixed<64>(p, max_query_len, f, st)
+                                 : launch_fixed<128>(p, max_query_len, f, st);
 }
 
 }  // namespace macserve::kernels::cuda

@@ -1,7 +1,7 @@
 // Paged causal attention on CUDA over the bf16 paged KV cache (paged_kv.h); q f32 (post-RoPE), out
 // bf16 or f32. Same semantics as kernels/attention.h (cpu::paged_attention).
 //
-// Three kernels:
+// Three kernels (and --deterministic's variant of the flash kernel):
 //  - paged_attention_general: any step (prefill chunks, mixed batches, decode), any block size,
 //    head_dim <= 256, any GQA group. One CTA per (token, kv head), K/V tiles through shared memory,
 //    online softmax.
@@ -30,7 +30,8 @@ struct PagedAttentionCudaParams {
   float scale;
   PagedKvLayout layout;
   bool out_bf16;
-  // paged_prefill_flash and paged_decode: sequences with skip[s] == 1 are not computed (their
+  // paged_prefill_flash, paged_attention_fixed and paged_decode: sequences with skip[s] == 1 are
+  // not computed (their
   // output rows are left as they are). MAC steps pass their modes (kMacDecode == 1), so decode
   // sequences go to MAC alone while exact and plain ones are computed here. paged_attention_general
   // ignores it.
@@ -46,6 +47,21 @@ int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);
 // or the rest of the batch.
 bool prefill_flash_supported(int64_t head_dim, int64_t group, int64_t block_size);
 int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream);
+
+// --deterministic's attention for any step, on the flash kernel's tiles (same shapes supported):
+// keys are cut into fixed segments of kFixedSegmentKeys at absolute positions, each segment's
+// softmax state is computed alone and the states are folded in segment order, so a row's bits
+// depend on its own query and keys only, whether it is one of a prefill chunk's rows (segments
+// folded in the tile's CTA) or a one-query row (segments spread over CTAs, then combined). Every
+// row is written, skip[] honoured. Every context_lens entry must fit its block-table row
+// (<= max_blocks_per_seq * block_size). max_query_len: the step's longest query run (0: not
+// known; 1 only when every sequence has one query, or the others' rows are left unwritten).
+// workspace: fixed_attention_workspace_floats(p) floats, which follows num_tokens, num_seqs,
+// num_q_heads, head_dim and max_blocks_per_seq only (fixed under a CUDA graph).
+constexpr int kFixedSegmentKeys = 1024;
+int64_t fixed_attention_workspace_floats(const PagedAttentionCudaParams& p);
+int paged_attention_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len,
+                          float* workspace, Stream stream);
 
 // Work partition of one decode step, shared by every layer.
 struct DecodePlan {
