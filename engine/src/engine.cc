@@ -83,8 +83,8 @@ int64_t deterministic_workspace_bytes(const EngineConfig& cfg, const ModelConfig
                                       int64_t max_model_len) {
   constexpr int64_t kSegmentKeys = 1024;  // kernels::cuda::kFixedSegmentKeys
   const int64_t segments = (max_model_len + kSegmentKeys - 1) / kSegmentKeys;
-  const int64_t floats = cfg.max_num_batched_tokens * mc.num_q_heads * mc.head_dim +
-                         cfg.max_num_seqs * mc.num_q_heads * segments * (mc.head_dim + 2);
+  const int64_t floats = (cfg.max_num_batched_tokens + cfg.max_num_seqs * segments) *
+                         mc.num_q_heads * (mc.head_dim + 2);
   return 2 * floats * 4;
 }
 

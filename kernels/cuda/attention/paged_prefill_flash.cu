@@ -89,6 +89,7 @@ __device__ __forceinline__ float fold_value(float run, float seg, FoldWeights w)
 // --deterministic's scratch: the running output of kFold rows, the saved segments of kSplit rows.
 struct FixedArgs {
   float* fold_o = nullptr;   // [num_tokens, num_q_heads, head_dim]
+  float* fold_ml = nullptr;  // [num_tokens, num_q_heads, 2]: running max, sum
   float* part_o = nullptr;   // [num_seqs, num_q_heads, max_segments, head_dim]
   float* part_ml = nullptr;  // [num_seqs, num_q_heads, max_segments, 2]: max, sum
   int max_segments = 0;
@@ -336,9 +337,10 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
   };
 
   // kFold, at the end of segment `seg`: each row with keys in it folds the segment into its
-  // running state (the first segment is the running state), then either keeps the running output
-  // in f32 scratch for the next segment or, at its last segment, writes its result.
-  float m_run[kMt][2], l_run[kMt][2];
+  // running state (the first segment is the running state), then either keeps the running state
+  // in f32 scratch for the next segment or, at its last segment, writes its result. (The running
+  // max and sum live in scratch too, not in registers: the tile loop needs them all. The four
+  // lanes of a row hold the same values and each writes and reads its own copy's address.)
   const auto fold_segment = [&](int seg) {
     const int seg_begin = seg * kFixedSegmentKeys, seg_end = seg_begin + kFixedSegmentKeys;
 #pragma unroll
@@ -348,11 +350,14 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
         const float l_seg = row_sum(l[mt][h]);
         const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
         if (row >= rows || nk[mt][h] <= seg_begin) continue;
-        float* run = f.fold_o + row_offset(row) + 2 * t;
-        if (seg == 0) {
-          m_run[mt][h] = m[mt][h], l_run[mt][h] = l_seg;
-        } else {
-          const FoldWeights w = fold_weights(m_run[mt][h], l_run[mt][h], m[mt][h], l_seg);
+        const int64_t at = row_offset(row);
+        float* run = f.fold_o + at + 2 * t;
+        auto* ml = reinterpret_cast<float2*>(f.fold_ml + 2 * (at / D));
+        float m_run = m[mt][h], l_run = l_seg;
+        if (seg > 0) {
+          const float2 prev = *ml;
+          m_run = prev.x, l_run = prev.y;
+          const FoldWeights w = fold_weights(m_run, l_run, m[mt][h], l_seg);
 #pragma unroll
           for (int j = 0; j < kOt; ++j) {
             const float2 r = *reinterpret_cast<const float2*>(run + 8 * j);
@@ -365,8 +370,9 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
           for (int j = 0; j < kOt; ++j)
             *reinterpret_cast<float2*>(run + 8 * j) =
                 make_float2(o[mt][j][2 * h], o[mt][j][2 * h + 1]);
+          *ml = make_float2(m_run, l_run);
         } else {
-          write_row(mt, h, row, l_run[mt][h]);
+          write_row(mt, h, row, l_run);
         }
       }
     reset();
@@ -427,9 +433,11 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
         if (row < rows) write_row(mt, h, row, sum);
       }
   } else if constexpr (M == Mode::kFold) {
-    run_tiles(0, ntiles, [&](int it) {
-      if ((it + 1) % kSegTiles == 0 || it + 1 == ntiles) fold_segment(it / kSegTiles);
-    });
+    const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
+    for (int seg = 0; seg < nseg; ++seg) {
+      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles), [](int) {});
+      if (warp_active) fold_segment(seg);
+    }
   } else {
     const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
     for (int seg = static_cast<int>(blockIdx.z); seg < nseg; seg += static_cast<int>(gridDim.z))
@@ -546,8 +554,7 @@ int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream) {
 
 int64_t fixed_attention_workspace_floats(const PagedAttentionCudaParams& p) {
   const int64_t D = p.layout.head_dim;
-  return p.num_tokens * p.num_q_heads * D +
-         p.num_seqs * p.num_q_heads * max_segments_of(p) * (D + 2);
+  return (p.num_tokens + p.num_seqs * max_segments_of(p)) * p.num_q_heads * (D + 2);
 }
 
 int paged_attention_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len,
@@ -558,9 +565,12 @@ int paged_attention_fixed(const PagedAttentionCudaParams& p, int64_t max_query_l
     return static_cast<int>(cudaErrorInvalidValue);
   FixedArgs f;
   f.max_segments = static_cast<int>(max_segments_of(p));
+  const int64_t fold_rows = p.num_tokens * p.num_q_heads;
+  const int64_t part_rows = p.num_seqs * p.num_q_heads * f.max_segments;
   f.fold_o = workspace;
-  f.part_o = f.fold_o + p.num_tokens * p.num_q_heads * p.layout.head_dim;
-  f.part_ml = f.part_o + p.num_seqs * p.num_q_heads * f.max_segments * p.layout.head_dim;
+  f.fold_ml = f.fold_o + fold_rows * p.layout.head_dim;
+  f.part_o = f.fold_ml + fold_rows * 2;
+  f.part_ml = f.part_o + part_rows * p.layout.head_dim;
   const auto st = detail::as_stream(stream);
   return p.layout.head_dim == 64 ? launch_fixed<64>(p, max_query_len, f, st)
                                  : launch_fixed<128>(p, max_query_len, f, st);
