@@ -75,17 +75,19 @@ struct MemoryPlan {
   int64_t ring_slots = 0;  // MAC ring slots (0 with MAC off)
 };
 
-// --deterministic's attention scratch on the GPU (kernels/cuda/attention.cuh,
-// paged_attention_fixed): the running output of a prefill chunk's rows and one softmax state per
-// 1024-key segment of every one-query row at full length; twice that, since the backend grows its
-// workspace by doubling.
+// --deterministic's scratch on the GPU: the attention's (kernels/cuda/attention.cuh,
+// paged_attention_fixed: the running state of a prefill chunk's rows and one softmax state per
+// 1024-key segment of every one-query row at full length) and the fixed-order GEMM's segment sums
+// (kernels/cuda/linear.cu: at most 128 MiB); twice both, since the backend grows its workspaces by
+// doubling.
 int64_t deterministic_workspace_bytes(const EngineConfig& cfg, const ModelConfig& mc,
                                       int64_t max_model_len) {
   constexpr int64_t kSegmentKeys = 1024;  // kernels::cuda::kFixedSegmentKeys
+  constexpr int64_t kGemmBytes = int64_t{128} << 20;
   const int64_t segments = (max_model_len + kSegmentKeys - 1) / kSegmentKeys;
   const int64_t floats = (cfg.max_num_batched_tokens + cfg.max_num_seqs * segments) *
                          mc.num_q_heads * (mc.head_dim + 2);
-  return 2 * floats * 4;
+  return 2 * (floats * 4 + kGemmBytes);
 }
 
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the

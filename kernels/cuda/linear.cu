@@ -207,14 +207,17 @@ int launch(const LinearFixedParams& p, float* workspace, Stream stream) {
 }
 
 // Segments in parallel (one a CTA, so that enough CTAs stream the weights at decode-sized m or
-// fill the GPU at a few hundred rows) wherever their sums take at most kMaxSegmentBytes; else (the
-// lm_head, prefill chunks) every CTA walks all of k, its running total in y. Tiles measured on the
-// H100 (docs/perf/deterministic.md).
-constexpr int64_t kMaxSegmentBytes = int64_t{64} << 20;
+// fill the GPU at a few hundred rows) wherever their sums take at most max_segment_bytes(m); else
+// (prefill chunks) every CTA walks all of k, its running total in y. Up to 128 MiB at decode-sized
+// m, which takes the lm_head at m = 64 (1.7x cuBLAS's time in one CTA per tile, 1.25x split);
+// 64 MiB above. Tiles measured on the H100 (docs/perf/deterministic.md).
+constexpr int64_t kMaxSegmentBytes = int64_t{128} << 20;
+
+int64_t max_segment_bytes(int64_t m) { return m <= 64 ? kMaxSegmentBytes : kMaxSegmentBytes / 2; }
 
 bool split_fits(int64_t m, int64_t n, int64_t k) {
   const int64_t segments = segments_of(k);
-  return segments > 1 && segments * m * n * 4 <= kMaxSegmentBytes;
+  return segments > 1 && segments * m * n * 4 <= max_segment_bytes(m);
 }
 
 template <int kWarpsN, int kWarpsM, int kTn, int kTm, int kBk, int kStages>
