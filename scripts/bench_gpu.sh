@@ -7,8 +7,8 @@
 # decode   decode_bench: the paged decode kernel's bandwidth        -> gpu_decode.csv
 # linear   linear_gpu_bench: an 8B layer's linear layers at m 1-2048 through cuBLAS (achieved
 #          bandwidth, TFLOP/s) and the fixed-order GEMM of --deterministic -> gpu_linear.csv
-# prefill  prefill_attention_bench: the prefill attention kernel's TFLOP/s against the CUDA-core
-#          kernel it replaced, chunk 2K/8K x prior 0-128K             -> gpu_prefill_attention.csv
+# prefill  prefill_attention_bench: the prefill attention kernel's TFLOP/s, chunk 2K/8K x prior
+#          0-128K                                                    -> gpu_prefill_attention.csv
 # llama8b  llama_gpu_bench: the Llama-3.1-8B-shaped dummy model's decode steps and its prefill
 #          chunks of 2K/8K after 0-120K prior tokens                 -> gpu_llama8b.csv
 # deterministic  the same with --deterministic (docs/perf/deterministic.md)

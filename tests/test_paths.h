@@ -34,11 +34,17 @@ inline std::string configs_dir() {
 }
 
 // The embedded default model (SmolLM2-135M-Instruct, Q4_1 GGUF): env MACSERVE_DEFAULT_MODEL, else
-// where scripts/fetch_default_model.sh puts it.
+// where scripts/fetch_default_model.sh puts it, ${MACSERVE_CACHE_DIR:-~/.cache/macserve}/models/
+// (the server's lookup, server/default_model.h). Empty variables count as unset.
 inline std::string default_model_path() {
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL")) return env;
+  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL"); env != nullptr && *env != '\0')
+    return env;
+  const char* cache = std::getenv("MACSERVE_CACHE_DIR");
   const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string dir = cache != nullptr && *cache != '\0'
+                              ? cache
+                              : std::string(home != nullptr ? home : ".") + "/.cache/macserve";
+  return dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 inline bool exists(const std::string& p) { return std::filesystem::exists(p); }

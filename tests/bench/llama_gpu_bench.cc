@@ -90,7 +90,7 @@ Result run(backend::Backend& be, models::Model& model, const models::KvCacheView
     for (const auto& d : mac_out.decisions) heads += d.eligible, hits += d.hit;
   };
   for (int i = 0; i < 3; ++i) step();
-  const int kSteps = 20;
+  constexpr int kSteps = 20;
   std::vector<cudaEvent_t> begin(kSteps), end(kSteps);
   for (int i = 0; i < kSteps; ++i) cudaEventCreate(&begin[i]), cudaEventCreate(&end[i]);
   std::vector<double> wall;

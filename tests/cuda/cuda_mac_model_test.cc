@@ -31,12 +31,6 @@ constexpr double kNoiseBound = 0.1;  // p99 of the distance noise between the tw
 // the scaled settings below (window 64, band 16, min context 48).
 float tiny_threshold(const std::string& model) { return model == "tiny-qwen3-bpe" ? 0.45f : 0.65f; }
 
-std::string smollm2_path() {
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 // A long prompt from the golden samples' token ids (prompt + greedy continuation), concatenated in
 // a rotated order: repetitive real text, so that MAC finds matches.
 std::vector<int32_t> long_prompt(const std::string& model, int variant, std::size_t len) {
@@ -479,7 +473,7 @@ TEST(CudaMacEngine, UnsupportedShapeIsAStartupError) {
 // --mac-min-context 1024: GPU vs CPU decisions, hit rates and greedy tokens over 64 decode steps.
 TEST(CudaMacSmolLM2, LongTextMatchesCpuMac) {
   MACSERVE_REQUIRE_CUDA(gpu);
-  MACSERVE_REQUIRE_PATH(smollm2_path());
+  MACSERVE_REQUIRE_PATH(default_model_path());
   auto cpu_be = backend::make_cpu_backend();
   kernels::MacConfig cfg;
   cfg.gen_min = 1024;
@@ -489,7 +483,8 @@ TEST(CudaMacSmolLM2, LongTextMatchesCpuMac) {
     std::ifstream f(file);
     std::stringstream text;
     text << f.rdbuf();
-    BackendHarness g(smollm2_path(), *gpu, 1, 2304), c(smollm2_path(), *cpu_be, 1, 2304);
+    BackendHarness g(default_model_path(), *gpu, 1, 2304),
+        c(default_model_path(), *cpu_be, 1, 2304);
     ASSERT_TRUE(c.gguf_vocab().has_value());
     const auto ids = tokenizer::tokenizer_from_vocab(*c.gguf_vocab())->encode(text.str(), true);
     ASSERT_GT(ids.size(), 1200u);

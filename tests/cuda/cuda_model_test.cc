@@ -2,7 +2,6 @@
 // bf16 tolerance, greedy tokens equal to the goldens (a divergence must sit at a near-tie of the
 // CPU logits, and is reported), batched steps equal to each sequence alone.
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -26,14 +25,8 @@ struct Sample {
   std::vector<int32_t> prompt, expected;  // expected: greedy continuation only
 };
 
-std::string smollm2_path() {
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL")) return env;
-  const char* home = std::getenv("HOME");
-  return std::string(home ? home : ".") + "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 std::string model_path(const std::string& name) {
-  return name == "SmolLM2" ? smollm2_path() : models_dir() + "/" + name;
+  return name == "SmolLM2" ? default_model_path() : models_dir() + "/" + name;
 }
 
 std::vector<Sample> samples(const std::string& name) {

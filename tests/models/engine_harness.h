@@ -41,8 +41,10 @@ inline StreamResult collect(const std::shared_ptr<engine::ResponseStream>& s) {
 inline std::vector<StreamResult> run_all(engine::Engine& eng,
                                          const std::vector<engine::Request>& reqs) {
   std::vector<std::shared_ptr<engine::ResponseStream>> streams;
+  streams.reserve(reqs.size());
   for (const engine::Request& r : reqs) streams.push_back(eng.submit(r));
   std::vector<StreamResult> out;
+  out.reserve(streams.size());
   for (auto& s : streams) out.push_back(collect(s));
   return out;
 }
@@ -50,7 +52,7 @@ inline std::vector<StreamResult> run_all(engine::Engine& eng,
 // Stats are published after each engine iteration: wait for the one after the last step.
 inline engine::EngineStats settled_stats(engine::Engine& eng) {
   for (int i = 0; i < 200; ++i) {
-    const auto st = eng.stats();
+    auto st = eng.stats();  // not const, so that the return moves it
     if (st.num_running == 0 && st.num_waiting == 0) return st;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

@@ -111,8 +111,9 @@ TEST_P(EngineTest, BatchedEqualsAloneAcrossPoolSizesAndChunkSizes) {
       EXPECT_EQ(batched[i].text, alone_[i].text) << reqs_[i].id;
       EXPECT_EQ(batched[i].reason, alone_[i].reason) << reqs_[i].id;
     }
-    if (c.kv_tokens < 1000)
+    if (c.kv_tokens < 1000) {
       EXPECT_GT(eng->stats().num_preemptions, 5) << "the small pool should preempt";
+    }
     expect_idle(*eng);
   }
 }

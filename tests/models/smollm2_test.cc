@@ -18,8 +18,6 @@
 namespace macserve::testing {
 namespace {
 
-std::string gguf_path() { return default_model_path(); }
-
 nlohmann::json reference() {
   std::ifstream f(fixtures_dir() + "/smollm2/reference.json");
   return nlohmann::json::parse(f);
@@ -34,9 +32,9 @@ constexpr double kNativeRelL2 = 0.02;
 constexpr int kNativeGreedyMisses = 1;  // per prompt, of 7-30 completion tokens (measured: 0)
 
 TEST(SmolLM2, GreedyAndLogitsMatchTransformers) {
-  MACSERVE_REQUIRE_PATH(gguf_path());
+  MACSERVE_REQUIRE_PATH(default_model_path());
   const auto ref = reference();
-  ModelHarness h(gguf_path(), 512);
+  ModelHarness h(default_model_path(), 512);
   for (const auto& s : ref["samples"]) {
     const auto prompt = s["prompt_ids"].get<std::vector<int32_t>>();
     const auto expected = s["greedy_ids"].get<std::vector<int32_t>>();
@@ -65,9 +63,10 @@ TEST(SmolLM2, GreedyAndLogitsMatchTransformers) {
 // a near-tie; those goldens (GreedyAndLogitsMatchTransformers) stay on the f32 path, which is
 // unchanged.
 TEST(SmolLM2, NativeQuantizedWeightsStayCloseToTheF32Path) {
-  MACSERVE_REQUIRE_PATH(gguf_path());
+  MACSERVE_REQUIRE_PATH(default_model_path());
   const auto ref = reference();
-  ModelHarness f32(gguf_path(), 512), native(gguf_path(), 512, 16, 7, /*keep_quantized=*/true);
+  ModelHarness f32(default_model_path(), 512),
+      native(default_model_path(), 512, 16, 7, /*keep_quantized=*/true);
   // Weights in memory: the file's blocks (98 MB file) instead of 513 MiB of float32.
   EXPECT_LT(native.weight_bytes(), f32.weight_bytes() / 4);
   for (const auto& s : ref["samples"]) {
@@ -112,9 +111,9 @@ TEST(SmolLM2, NativeQuantizedWeightsStayCloseToTheF32Path) {
 }
 
 TEST(SmolLM2, GgufTokenizerMatchesTransformers) {
-  MACSERVE_REQUIRE_PATH(gguf_path());
+  MACSERVE_REQUIRE_PATH(default_model_path());
   const auto ref = reference();
-  const auto ckpt_vocab = models::load_checkpoint(gguf_path()).gguf_vocab;
+  const auto ckpt_vocab = models::load_checkpoint(default_model_path()).gguf_vocab;
   ASSERT_TRUE(ckpt_vocab.has_value());
   auto tok = tokenizer::tokenizer_from_vocab(*ckpt_vocab);
   for (const auto& s : ref["samples"]) {
@@ -126,9 +125,9 @@ TEST(SmolLM2, GgufTokenizerMatchesTransformers) {
 }
 
 TEST(SmolLM2, ChatAnswerThroughTheEngineReadsAsEnglish) {
-  MACSERVE_REQUIRE_PATH(gguf_path());
+  MACSERVE_REQUIRE_PATH(default_model_path());
   engine::EngineConfig cfg;
-  cfg.model_path = gguf_path();
+  cfg.model_path = default_model_path();
   cfg.max_model_len = 1024;
   auto eng = engine::Engine::create(cfg);
   const std::string prompt =

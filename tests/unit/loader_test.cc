@@ -490,19 +490,8 @@ TEST(Gguf, ReadsEveryMetadataType) {
   EXPECT_EQ(nested->items[1].items[0].as_int(), 3);
 }
 
-std::string smollm2_path() {
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL"); env != nullptr && *env != '\0')
-    return env;
-  const char* cache = std::getenv("MACSERVE_CACHE_DIR");
-  const char* home = std::getenv("HOME");
-  const std::string dir = cache != nullptr && *cache != '\0'
-                              ? cache
-                              : std::string(home ? home : ".") + "/.cache/macserve";
-  return dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
-
 TEST(Gguf, SmolLM2DefaultModel) {
-  const std::string path = smollm2_path();
+  const std::string path = testing::default_model_path();
   if (!fs::exists(path))
     GTEST_SKIP() << "SmolLM2 GGUF not found at " << path << " (run scripts/fetch_default_model.sh)";
   const auto start = std::chrono::steady_clock::now();

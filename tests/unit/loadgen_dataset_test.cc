@@ -3,7 +3,6 @@
 // errors naming the file and line for malformed files.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -74,11 +73,7 @@ TEST(LoadgenDataset, RandomPromptsHaveExactTokenCountsLlama3) {
 }
 
 TEST(LoadgenDataset, GgufVocabularyTokenizer) {
-  const char* env = std::getenv("MACSERVE_DEFAULT_MODEL");
-  const std::string path = env ? env
-                               : std::string(std::getenv("HOME") ? std::getenv("HOME") : "/root") +
-                                     "/.cache/macserve/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  check_random(path);
+  check_random(macserve::testing::default_model_path());
 }
 
 TEST(LoadgenDataset, RandomPrefixIsSharedAndCounted) {

@@ -30,6 +30,7 @@ class SchedulerTable : public ::testing::Test {
   Sequence* add(const std::string& id, int len, int max_tokens, int priority = 0,
                 int first_token = 10) {
     std::vector<int32_t> prompt;
+    prompt.reserve(static_cast<std::size_t>(len));
     for (int i = 0; i < len; ++i) prompt.push_back(first_token + i % 50);
     sampling::SamplingParams p;
     p.max_tokens = max_tokens;

