@@ -31,10 +31,9 @@ struct PagedAttentionCudaParams {
   PagedKvLayout layout;
   bool out_bf16;
   // paged_prefill_flash, paged_attention_fixed and paged_decode: sequences with skip[s] == 1 are
-  // not computed (their
-  // output rows are left as they are). MAC steps pass their modes (kMacDecode == 1), so decode
-  // sequences go to MAC alone while exact and plain ones are computed here. paged_attention_general
-  // ignores it.
+  // not computed (their output rows are left as they are). MAC steps pass their modes
+  // (kMacDecode == 1), so decode sequences go to MAC alone while exact and plain ones are computed
+  // here. paged_attention_general ignores it.
   const int8_t* skip = nullptr;  // [num_seqs] device, or null
 };
 
