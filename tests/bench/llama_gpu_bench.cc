@@ -7,7 +7,7 @@
 //   llama_gpu_bench [config dir] b1_4k|b1_128k|b16_4k|b64_4k: that decode scenario alone, with
 //   graphs, and no prefill rows (one step's kernels for a profiler such as nsys)
 //   --deterministic anywhere: every run above with BackendOptions::deterministic (--deterministic
-//   of macserve: fixed-order GEMMs, prefill kernel for decode rows)
+//   of macserve: fixed-order GEMMs, attention on fixed key segments)
 //   llama_gpu_bench [config dir] mac: decode at batch 1 and 4 at 128K and batch 16 at 32K, full
 //   attention vs MAC-Attention
 //     with forced hit rates (cuda_set_mac_force_hits; benchmark only: the ring holds random valid
