@@ -20,9 +20,9 @@
 // Fixed key segments (--deterministic): keys are cut at every multiple of kFixedSegmentKeys. A
 // row's online softmax restarts at each segment, and the segments' states (max, sum, unnormalised
 // output) are folded in segment order by one function (fold_weights, fold_value). Prefill rows
-// (kFold) fold as they go, the running output in an f32 scratch row between segments; decode rows
-// (one query: kSplit) compute their segments in parallel CTAs of one warp and a combine kernel
-// folds the saved states. A segment's state is the same bits in both (the same tile loop from the
+// (kFold) fold each segment after its pass over the keys, the running state in f32 scratch between
+// segments; decode rows (one query: kSplit) compute their segments in parallel CTAs of one warp and
+// a combine kernel folds the saved states. A segment's state is the same bits in both (the same tile loop from the
 // segment's first key), and so is the fold: a row's result does not depend on which path it took,
 // on the batch, or on the chunking, while a decode row's keys are spread over the GPU.
 #include <algorithm>
@@ -399,8 +399,8 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
     reset();
   };
 
-  // Key tiles [it0, it1) through the ring; after(it) runs once tile `it` is in the state.
-  const auto run_tiles = [&](int it0, int it1, auto&& after) {
+  // Key tiles [it0, it1) through the ring into the row state.
+  const auto run_tiles = [&](int it0, int it1) {
 #pragma unroll
     for (int i = 0; i < kStages - 1; ++i) {
       if (it0 + i < it1) load_tile(it0 + i);
@@ -411,10 +411,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
       detail::cp_async_commit();
       detail::cp_async_wait<kStages - 1>();
       __syncthreads();  // tile `it` (and, the first time, q_s) is there for every thread
-      if (warp_active) {
-        attend_tile(it);
-        after(it);
-      }
+      if (warp_active) attend_tile(it);
       __syncthreads();  // every warp is done with the stage before it is refilled
     }
     detail::cp_async_wait<0>();
@@ -423,7 +420,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
   reset();
   const int ntiles = (max_keys + kKt - 1) / kKt;
   if constexpr (M == Mode::kPlain) {
-    run_tiles(0, ntiles, [](int) {});
+    run_tiles(0, ntiles);
 #pragma unroll
     for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
@@ -435,15 +432,15 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
   } else if constexpr (M == Mode::kFold) {
     const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
     for (int seg = 0; seg < nseg; ++seg) {
-      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles), [](int) {});
+      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles));
       if (warp_active) fold_segment(seg);
     }
   } else {
     const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
-    for (int seg = static_cast<int>(blockIdx.z); seg < nseg; seg += static_cast<int>(gridDim.z))
-      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles), [&](int it) {
-        if ((it + 1) % kSegTiles == 0 || it + 1 == ntiles) save_segment(seg);
-      });
+    for (int seg = static_cast<int>(blockIdx.z); seg < nseg; seg += static_cast<int>(gridDim.z)) {
+      run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles));
+      if (warp_active) save_segment(seg);
+    }
   }
 }
 
