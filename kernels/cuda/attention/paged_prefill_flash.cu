@@ -22,9 +22,10 @@
 // output) are folded in segment order by one function (fold_weights, fold_value). Prefill rows
 // (kFold) fold each segment after its pass over the keys, the running state in f32 scratch between
 // segments; decode rows (one query: kSplit) compute their segments in parallel CTAs of one warp and
-// a combine kernel folds the saved states. A segment's state is the same bits in both (the same tile loop from the
-// segment's first key), and so is the fold: a row's result does not depend on which path it took,
-// on the batch, or on the chunking, while a decode row's keys are spread over the GPU.
+// a combine kernel folds the saved states. A segment's state is the same bits in both (the same
+// tile loop from the segment's first key), and so is the fold: a row's result does not depend on
+// which path it took, on the batch, or on the chunking, while a decode row's keys are spread over
+// the GPU.
 #include <algorithm>
 #include <cmath>
 
