@@ -181,12 +181,13 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
   // This lane's rows: g + 8h of row tile mt of the warp, and the keys each sees. Padding rows
   // (past `rows`) see key 0 only, so every row has a finite maximum from the first tile on
   // (kPlain; the segment modes never use a row past its keys).
+  const auto row_of = [&](int mt, int h) { return warp * kWarpRows + 16 * mt + g + 8 * h; };
   int nk[kMt][2];
 #pragma unroll
   for (int mt = 0; mt < kMt; ++mt)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+      const int row = row_of(mt, h);
       nk[mt][h] = row < rows ? first_keys + row / G : 1;
     }
   const bool warp_active = warp * kWarpRows < rows;
@@ -349,7 +350,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float l_seg = row_sum(l[mt][h]);
-        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        const int row = row_of(mt, h);
         if (row >= rows || nk[mt][h] <= seg_begin) continue;
         const int64_t at = row_offset(row);
         float* run = f.fold_o + at + 2 * t;
@@ -386,7 +387,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float l_seg = row_sum(l[mt][h]);
-        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        const int row = row_of(mt, h);
         if (row >= rows) continue;
         const int64_t at =
             (static_cast<int64_t>(s) * p.num_q_heads + kvh * G + row % G) * f.max_segments + seg;
@@ -420,6 +421,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
 
   reset();
   const int ntiles = (max_keys + kKt - 1) / kKt;
+  const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;  // segment modes
   if constexpr (M == Mode::kPlain) {
     run_tiles(0, ntiles);
 #pragma unroll
@@ -427,17 +429,15 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float sum = row_sum(l[mt][h]);
-        const int row = warp * kWarpRows + 16 * mt + g + 8 * h;
+        const int row = row_of(mt, h);
         if (row < rows) write_row(mt, h, row, sum);
       }
   } else if constexpr (M == Mode::kFold) {
-    const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
     for (int seg = 0; seg < nseg; ++seg) {
       run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles));
       if (warp_active) fold_segment(seg);
     }
   } else {
-    const int nseg = (max_keys + kFixedSegmentKeys - 1) / kFixedSegmentKeys;
     for (int seg = static_cast<int>(blockIdx.z); seg < nseg; seg += static_cast<int>(gridDim.z)) {
       run_tiles(seg * kSegTiles, min(ntiles, (seg + 1) * kSegTiles));
       if (warp_active) save_segment(seg);
