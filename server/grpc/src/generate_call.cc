@@ -67,7 +67,6 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
     }
     if (stream_) {
       stream_->set_listener(nullptr);
-      svc_.registry().remove(id_, stream_.get());
       for (std::size_t i = 0; i < finished_.size(); ++i)
         if (!finished_[i]) {  // never finished: counts as aborted, as HTTP's disconnects do
           engine::RequestOutput aborted;
@@ -151,11 +150,14 @@ class GenerateCall final : public grpc::ServerWriteReactor<v1::GenerateResponse>
       step = call->decide(&msg, &status);
     }
     // The call cannot be deleted in between: OnDone comes only after Finish, and Finish is not
-    // decided while a write is in flight.
-    if (step == Step::kWrite)
+    // decided while a write is in flight. The id leaves the Abort registry before the client can
+    // see the end of the call, so an Abort sent after the call returned finds nothing to abort.
+    if (step == Step::kWrite) {
       call->StartWrite(msg);
-    else if (step == Step::kFinish)
+    } else if (step == Step::kFinish) {
+      if (call->stream_) call->svc_.registry().remove(call->id_, call->stream_.get());
       call->Finish(status);
+    }
   }
 
   // Under shared_->mu.
