@@ -1,8 +1,11 @@
-// MAC-Attention on the CPU in float32: the oracle for the CUDA kernels. Decode: straightforward
-// loops with double accumulation for distances and softmax sums, one (sequence, head) at a time.
-// Prefill chunks: the blocked float kernel of paged attention for the outputs and the direct ring
-// rows. Results never depend on batch composition.
+// MAC-Attention on the CPU in float32: the oracle for the CUDA kernels. Decode: float distances
+// in a fixed order, then the blocked float kernel of paged attention (attention_rows.h) for every
+// key range a step needs, and merges in double. Prefill chunks: the same kernel for the outputs
+// and the direct ring rows. Results never depend on batch composition. attn_range (double, one
+// key at a time) stays as the straightforward reference the tests compare against.
 #include "macserve/kernels/mac_attention.h"
+
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -156,14 +159,31 @@ void downdate_state(float* o_full, float* lse_full, const float* o_part, float l
 
 namespace {
 
-// Squared L2 between the current q_pre and a stored row, in double.
-double distance(const float* q, const RingRow& row, int64_t D) {
-  double d2 = 0.0;
-  for (int64_t i = 0; i < D; ++i) {
-    const double diff = static_cast<double>(q[i]) - row.get(i);
-    d2 += diff * diff;
+// Squared L2 between the current q_pre and a stored row, in float with a fixed order: eight lanes
+// over the dimensions (d mod 8), then a fixed tree, so a decision never depends on the batch.
+template <typename Load>
+float distance_lanes(const float* q, int64_t D, Load load) {
+  float lane[8] = {};
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8)
+    for (int64_t i = 0; i < 8; ++i) {
+      const float diff = q[d + i] - load(d + i);
+      lane[i] += diff * diff;
+    }
+  for (; d < D; ++d) {
+    const float diff = q[d] - load(d);
+    lane[d % 8] += diff * diff;
   }
-  return d2;
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+float distance(const float* q, const RingRow& row, int64_t D) {
+  if (row.bf16) {
+    const auto* r = static_cast<const uint16_t*>(row.base);
+    return distance_lanes(q, D, [r](int64_t i) { return bf16_load(r + i); });
+  }
+  const auto* r = static_cast<const float*>(row.base);
+  return distance_lanes(q, D, [r](int64_t i) { return r[i]; });
 }
 
 // Match: the nearest valid row among [begin, m); ties go to the oldest position.
@@ -171,82 +191,144 @@ MacHeadDecision match(const RingIndex& ring, int64_t slot, int64_t h, const floa
                       int64_t begin, int64_t m, bool eligible, double threshold) {
   MacHeadDecision dec{static_cast<int8_t>(eligible), 0, -1, std::numeric_limits<float>::infinity()};
   if (!eligible) return dec;
-  double best = std::numeric_limits<double>::infinity();
+  float best = std::numeric_limits<float>::infinity();
   for (int64_t x = begin; x < m; ++x) {
     if (!(ring.lse(slot, x, h) > kNegInf)) continue;  // invalid rows never win (Part A #4)
-    const double d2 = distance(q_pre, ring.q(slot, x, h), ring.D);
+    const float d2 = distance(q_pre, ring.q(slot, x, h), ring.D);
     if (d2 < best) {
       best = d2;
       dec.matched = static_cast<int32_t>(x);
     }
   }
-  dec.distance = static_cast<float>(best);
-  dec.hit = dec.matched >= 0 && best < threshold;
+  dec.distance = best;
+  dec.hit = dec.matched >= 0 && static_cast<double>(best) < threshold;
   if (!dec.hit) dec.matched = -1;
   return dec;
 }
 
-struct Scratch {
-  std::vector<float> state, part;
+// One decode head's plan and its partial states: `state` is the new ring row's summary, `band`
+// the amended keys [E_p, E_m) of a hit, `sink` [0, min(F, E_m)) and `tail` [E_m, m + 1).
+struct DecodeHead {
+  MacHeadDecision dec;
+  int64_t m, E_m, first_read;
+  bool out_done;  // a miss with no sink: the output row was computed whole (exact attention)
+  float *state, *band, *sink, *tail;
+  float lse_state, lse_band, lse_sink, lse_tail;
 };
 
-// One decode query of one head: decide, compute, write the row. Returns the first key read
-// from the KV cache outside the sink (for telemetry), i.e. E_p on a hit and 0 on a miss.
-int64_t decode_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h,
-                    Scratch& sc) {
-  const PagedKvLayout& L = p.layout;
-  const int64_t D = L.head_dim;
+// Decides head h of decode sequence s and adds the key ranges it needs to `rows`.
+void plan_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h,
+               DecodeHead& w, std::vector<detail::AttentionRow>& rows) {
+  const int64_t D = p.layout.head_dim;
   const int64_t t = p.query_start[s];
   const int64_t m = p.context_lens[s] - 1;  // position of the current token
   const int64_t r = p.cfg.band, F = p.cfg.sink, M = p.cfg.window;
   const int64_t E_m = std::max<int64_t>(m + 1 - r, 0);
   const int64_t slot = p.ring_slots[s];
-  const int64_t kvh = h / (p.num_q_heads / L.num_kv_heads);
-  const int32_t* table = p.block_tables + s * p.max_blocks_per_seq;
   const float* q_post = p.q_post + (t * p.num_q_heads + h) * D;
   const float* q_pre = p.q_pre + (t * p.num_q_heads + h) * D;
-  float* out = p.out + (t * p.num_q_heads + h) * D;
   const float thr_t = 1.0f - clamp_threshold(p.cfg.threshold);
   const double threshold = 2.0 * static_cast<double>(D) * thr_t * thr_t;
-
   const int64_t begin =
       std::max<int64_t>({int64_t{0}, m - M, static_cast<int64_t>(p.ring_valid_from[s])});
   const bool eligible = slot >= 0 && m >= p.cfg.gen_min && begin < m;
-  MacHeadDecision dec = match(ring, slot, h, q_pre, begin, m, eligible, threshold);
+  w.dec = match(ring, slot, h, q_pre, begin, m, eligible, threshold);
+  w.m = m;
+  w.E_m = E_m;
+  w.first_read = 0;
+  w.out_done = false;
+  w.lse_state = w.lse_band = w.lse_sink = w.lse_tail = kNegInf;
   int64_t E_p = 0;
-  if (dec.hit) {
-    E_p = std::max<int64_t>(dec.matched + 1 - r, 0);
-    if (F > 0 && E_p < F) dec.hit = 0;  // the row covers nothing outside the sink
+  if (w.dec.hit) {
+    E_p = std::max<int64_t>(w.dec.matched + 1 - r, 0);
+    if (F > 0 && E_p < F) w.dec.hit = 0;  // the row covers nothing outside the sink
   }
-  float lse_state;
-  int64_t first_read;
-  if (dec.hit) {  // reuse row p, amend the band [E_p, E_m)
-    const RingRow ro = ring.o(slot, dec.matched, h);
-    for (int64_t d = 0; d < D; ++d) sc.state[d] = ro.get(d);
-    lse_state = ring.lse(slot, dec.matched, h);
-    float lse_part;
-    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_p, E_m, p.scale, sc.part.data(),
-               &lse_part);
-    merge_state(sc.state.data(), &lse_state, sc.part.data(), lse_part, D);
-    first_read = E_p;
-  } else {  // exact row [min(F, E_m), E_m)
-    dec.matched = -1;
-    attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, std::min(F, E_m), E_m, p.scale,
-               sc.state.data(), &lse_state);
-    first_read = 0;
+  const int64_t sink_end = std::min(F, E_m);
+  auto add = [&](float* o, float* lse, int64_t a, int64_t b) {
+    if (a < b) rows.push_back({q_post, o, lse, a, b});
+  };
+  if (w.dec.hit) {  // reuse row p, amend the band [E_p, E_m)
+    const RingRow ro = ring.o(slot, w.dec.matched, h);
+    for (int64_t d = 0; d < D; ++d) w.state[d] = ro.get(d);
+    w.lse_state = ring.lse(slot, w.dec.matched, h);
+    add(w.band, &w.lse_band, E_p, E_m);
+    w.first_read = E_p;
+  } else if (sink_end == 0) {  // exact: the output over [0, m + 1), the row its prefix [0, E_m)
+    w.dec.matched = -1;
+    w.out_done = true;
+    rows.push_back({q_post, p.out + (t * p.num_q_heads + h) * D, nullptr, 0, m + 1, w.state,
+                    &w.lse_state, E_m});
+    return;
+  } else {  // exact row [F, E_m) beside the sink
+    w.dec.matched = -1;
+    add(w.state, &w.lse_state, sink_end, E_m);
   }
-  if (slot >= 0) write_row(ring, slot, m, h, q_pre, sc.state.data(), lse_state);
-  // Complete: sink [0, min(F, E_m)) and tail [E_m, m + 1) with the current query.
-  std::copy(sc.state.begin(), sc.state.end(), out);
-  float lse_out = lse_state, lse_part;
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, 0, std::min(F, E_m), p.scale,
-             sc.part.data(), &lse_part);
-  merge_state(out, &lse_out, sc.part.data(), lse_part, D);
-  attn_range(q_post, p.k_cache, p.v_cache, table, L, kvh, E_m, m + 1, p.scale, sc.part.data(),
-             &lse_part);
-  merge_state(out, &lse_out, sc.part.data(), lse_part, D);
-  if (p.decisions != nullptr) p.decisions[s * p.num_q_heads + h] = dec;
-  return first_read;
+  add(w.sink, &w.lse_sink, 0, sink_end);
+  add(w.tail, &w.lse_tail, E_m, m + 1);
+}
+
+// After attend_rows: amend, write the ring row, complete the output.
+void finish_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, int64_t h,
+                 DecodeHead& w) {
+  const int64_t D = p.layout.head_dim;
+  const int64_t t = p.query_start[s];
+  const int64_t slot = p.ring_slots[s];
+  if (w.dec.hit) merge_state(w.state, &w.lse_state, w.band, w.lse_band, D);
+  if (!(w.lse_state > kNegInf)) std::fill(w.state, w.state + D, 0.0f);
+  if (slot >= 0)
+    write_row(ring, slot, w.m, h, p.q_pre + (t * p.num_q_heads + h) * D, w.state, w.lse_state);
+  if (!w.out_done) {  // Complete: sink and tail with the current query.
+    float* out = p.out + (t * p.num_q_heads + h) * D;
+    std::copy(w.state, w.state + D, out);
+    float lse_out = w.lse_state;
+    merge_state(out, &lse_out, w.sink, w.lse_sink, D);
+    merge_state(out, &lse_out, w.tail, w.lse_tail, D);
+  }
+  if (p.decisions != nullptr) p.decisions[s * p.num_q_heads + h] = w.dec;
+}
+
+// Decode sequences: items of (sequence, q heads of one kv head), or one q head per item when there
+// are too few items for the threads, as in paged attention. Each item decides its heads, then one
+// blocked pass (attention_rows.h) computes every key range they need while the keys sit in L1.
+// A row's arithmetic does not depend on its item, so neither do its bits; a miss without a sink
+// gives bit for bit the output of --attention full.
+void decode_sequences(const MacAttentionParams& p, const RingIndex& ring,
+                      std::vector<int64_t>& first_read) {
+  const PagedKvLayout& L = p.layout;
+  const int64_t D = L.head_dim;
+  const int64_t group = p.num_q_heads / L.num_kv_heads;
+  std::vector<int64_t> seqs;
+  for (int64_t s = 0; s < p.num_seqs; ++s)
+    if (p.modes[s] == kMacDecode) seqs.push_back(s);
+  const auto num_seqs = static_cast<int64_t>(seqs.size());
+  const int64_t heads =
+      num_seqs * L.num_kv_heads >= int64_t{4} * omp_get_max_threads() ? group : 1;
+  const int64_t per_seq = p.num_q_heads / heads;
+  const int64_t num_items = num_seqs * per_seq;
+#pragma omp parallel if (num_items > 1)
+  {
+    std::vector<DecodeHead> work(static_cast<std::size_t>(heads));
+    std::vector<float> buf(static_cast<std::size_t>(heads * 4 * D));
+    std::vector<detail::AttentionRow> rows;
+    std::vector<float> scratch;
+    for (int64_t i = 0; i < heads; ++i) {
+      float* b = buf.data() + i * 4 * D;
+      work[i].state = b, work[i].band = b + D, work[i].sink = b + 2 * D, work[i].tail = b + 3 * D;
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < num_items; ++item) {
+      const int64_t s = seqs[item / per_seq];
+      const int64_t h0 = item % per_seq * heads;
+      rows.clear();
+      for (int64_t i = 0; i < heads; ++i) plan_head(p, ring, s, h0 + i, work[i], rows);
+      detail::attend_rows(p.k_cache, p.v_cache, p.block_tables + s * p.max_blocks_per_seq, L,
+                          h0 / group, p.scale, rows, scratch);
+      for (int64_t i = 0; i < heads; ++i) {
+        finish_head(p, ring, s, h0 + i, work[i]);
+        first_read[s * p.num_q_heads + h0 + i] = work[i].first_read;
+      }
+    }
+  }
 }
 
 // Exact-mode sequences (prefill chunks): exact attention for every token and, for the chunk's
@@ -326,28 +408,10 @@ void mac_attention(const MacAttentionParams& p) {
   const PagedKvLayout& L = p.layout;
   const RingIndex ring{p, L.head_dim};
   const int64_t group = p.num_q_heads / L.num_kv_heads;
-  const int64_t num_tokens = p.query_start[p.num_seqs];
-  std::vector<int32_t> seq_of(static_cast<std::size_t>(num_tokens));
-  for (int64_t s = 0; s < p.num_seqs; ++s)
-    for (int32_t t = p.query_start[s]; t < p.query_start[s + 1]; ++t)
-      seq_of[t] = static_cast<int32_t>(s);
   // first key read per (seq, head) for decode sequences, for the KV-bytes telemetry
   std::vector<int64_t> first_read(static_cast<std::size_t>(p.num_seqs * p.num_q_heads), 0);
   exact_sequences(p, ring);
-  const int64_t work = num_tokens * p.num_q_heads;
-#pragma omp parallel
-  {
-    Scratch sc{std::vector<float>(static_cast<std::size_t>(L.head_dim)),
-               std::vector<float>(static_cast<std::size_t>(L.head_dim))};
-#pragma omp for schedule(dynamic, 2)
-    for (int64_t w = 0; w < work; ++w) {
-      const int64_t t = w / p.num_q_heads, h = w % p.num_q_heads;
-      const int32_t s = seq_of[t];
-      if (p.modes[s] == kMacDecode)
-        first_read[s * p.num_q_heads + h] = decode_head(p, ring, s, h, sc);
-      // kMacExact: exact_sequences above; kMacPlain: the backend runs the plain paged kernel
-    }
-  }
+  decode_sequences(p, ring, first_read);
   if (p.kv_tokens_read == nullptr) return;
   // A KV head's keys are read once for its whole group: from the earliest start any of its heads
   // needs (0 when any head missed), plus the sink.

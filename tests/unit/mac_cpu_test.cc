@@ -359,6 +359,43 @@ TEST(MacCpu, AllMissEqualsExactAndWritesExactRows) {
   }
 }
 
+// A decode miss without a sink computes its output as one row over [0, m + 1) with the ring row
+// taken on the way: bit for bit what --attention full (cpu::paged_attention) gives, whether the
+// step holds one sequence (one q head per work item) or many (the q heads of a kv head together).
+TEST(MacCpu, DecodeMissEqualsFullAttentionBitForBit) {
+  const int64_t Hq = 4, Hkv = 2, D = 64, seqs = 9;
+  World w(Hq, Hkv, D, 300, seqs, config(1.0f, 32, 40));
+  std::vector<int32_t> ids(seqs), ctx(seqs);
+  std::iota(ids.begin(), ids.end(), 0);
+  for (int64_t s = 0; s < seqs; ++s) ctx[s] = int32_t(150 + 17 * s);
+  const auto qp = w.randn(seqs * Hq * D), qpre = w.randn(seqs * Hq * D);
+  std::vector<float> full(qp.size(), NAN);
+  {
+    std::vector<int32_t> qs(seqs + 1);
+    std::iota(qs.begin(), qs.end(), 0);
+    k::PagedAttentionParams pp{qp.data(), w.kc.data(),    w.vc.data(), full.data(), qs.data(),
+                               ctx.data(), w.tables.data(), seqs,        w.max_blocks, Hq,
+                               w.scale(),  w.L};
+    k::cpu::paged_attention(pp);
+  }
+  auto batch = w.decode(ids, ctx, qp, qpre);
+  EXPECT_EQ(0, std::memcmp(batch.out.data(), full.data(), full.size() * sizeof(float)));
+  for (int64_t s : {0, 5}) {
+    auto alone = w.decode({int32_t(s)}, {ctx[s]},
+                          std::vector<float>(qp.begin() + s * Hq * D, qp.begin() + (s + 1) * Hq * D),
+                          std::vector<float>(qpre.begin() + s * Hq * D,
+                                             qpre.begin() + (s + 1) * Hq * D));
+    EXPECT_EQ(0, std::memcmp(alone.out.data(), full.data() + s * Hq * D, Hq * D * sizeof(float)))
+        << "sequence " << s;
+    for (int64_t h = 0; h < Hq; ++h) {  // the row: exact attention over [0, E_m)
+      float l;
+      auto row = w.exact(s, qp.data() + (s * Hq + h) * D, h, 0, ctx[s] - 40, &l);
+      EXPECT_LT(rel_l2(w.ro(s, ctx[s] - 1, h), row.data(), D), 1e-6);
+      EXPECT_NEAR(w.rl(s, ctx[s] - 1, h), l, 1e-5);
+    }
+  }
+}
+
 // §10.4-6: a hit on an exact entry equals exact attention and writes the exact row.
 TEST(MacCpu, ExactEntryHitEqualsExact) {
   for (int64_t F : {0, 3}) {
@@ -523,11 +560,12 @@ TEST(MacCpu, PrefillRowsDirectAndChunkInvariant) {
           const int64_t E = std::max<int64_t>(i + 1 - r, 0);
           float l;
           auto row = whole.exact(0, qp.data() + (i * Hq + h) * D, h, std::min(F, E), E, &l);
-          if (l > kNegInf)  // blocked float32 in the kernel, double in attn_range
+          if (l > kNegInf) {  // blocked float32 in the kernel, double in attn_range
             EXPECT_NEAR(whole.rl(0, i, h), l, 1e-5);
-          else
+            EXPECT_LT(rel_l2(whole.ro(0, i, h), row.data(), D), 1e-6);
+          } else {
             EXPECT_EQ(whole.rl(0, i, h), kNegInf);
-          if (l > kNegInf) EXPECT_LT(rel_l2(whole.ro(0, i, h), row.data(), D), 1e-6);
+          }
           for (int64_t d = 0; d < D; ++d)
             EXPECT_EQ(whole.rq(0, i, h)[d], qpre[(i * Hq + h) * D + d]);
           auto ex = whole.exact(0, qp.data() + (i * Hq + h) * D, h, 0, i + 1, &l);
