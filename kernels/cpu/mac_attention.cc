@@ -301,8 +301,7 @@ void decode_sequences(const MacAttentionParams& p, const RingIndex& ring,
   for (int64_t s = 0; s < p.num_seqs; ++s)
     if (p.modes[s] == kMacDecode) seqs.push_back(s);
   const auto num_seqs = static_cast<int64_t>(seqs.size());
-  const int64_t heads =
-      num_seqs * L.num_kv_heads >= int64_t{4} * omp_get_max_threads() ? group : 1;
+  const int64_t heads = num_seqs * L.num_kv_heads >= int64_t{4} * omp_get_max_threads() ? group : 1;
   const int64_t per_seq = p.num_q_heads / heads;
   const int64_t num_items = num_seqs * per_seq;
 #pragma omp parallel if (num_items > 1)

@@ -373,18 +373,18 @@ TEST(MacCpu, DecodeMissEqualsFullAttentionBitForBit) {
   {
     std::vector<int32_t> qs(seqs + 1);
     std::iota(qs.begin(), qs.end(), 0);
-    k::PagedAttentionParams pp{qp.data(), w.kc.data(),    w.vc.data(), full.data(), qs.data(),
-                               ctx.data(), w.tables.data(), seqs,        w.max_blocks, Hq,
-                               w.scale(),  w.L};
+    k::PagedAttentionParams pp{qp.data(),    w.kc.data(), w.vc.data(),     full.data(),
+                               qs.data(),    ctx.data(),  w.tables.data(), seqs,
+                               w.max_blocks, Hq,          w.scale(),       w.L};
     k::cpu::paged_attention(pp);
   }
   auto batch = w.decode(ids, ctx, qp, qpre);
   EXPECT_EQ(0, std::memcmp(batch.out.data(), full.data(), full.size() * sizeof(float)));
   for (int64_t s : {0, 5}) {
-    auto alone = w.decode({int32_t(s)}, {ctx[s]},
-                          std::vector<float>(qp.begin() + s * Hq * D, qp.begin() + (s + 1) * Hq * D),
-                          std::vector<float>(qpre.begin() + s * Hq * D,
-                                             qpre.begin() + (s + 1) * Hq * D));
+    auto alone =
+        w.decode({int32_t(s)}, {ctx[s]},
+                 std::vector<float>(qp.begin() + s * Hq * D, qp.begin() + (s + 1) * Hq * D),
+                 std::vector<float>(qpre.begin() + s * Hq * D, qpre.begin() + (s + 1) * Hq * D));
     EXPECT_EQ(0, std::memcmp(alone.out.data(), full.data() + s * Hq * D, Hq * D * sizeof(float)))
         << "sequence " << s;
     for (int64_t h = 0; h < Hq; ++h) {  // the row: exact attention over [0, E_m)
