@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -172,7 +173,28 @@ void attend_block(const float* q, const float* const* keys, const float* const* 
     for (int64_t j = 0; j < n; ++j) acc[d] = std::fma(w[j], values[j][d], acc[d]);
 }
 
-// Normalised output and lse of a state (m, l, acc[D]).
+// A row's online-softmax state is D + 2 floats: m (running max), l (sum of weights), acc[D]
+// (unnormalised output). m = -inf, l = 0 when empty.
+void reset(float* st, int64_t D) {
+  st[0] = -std::numeric_limits<float>::infinity();
+  std::fill(st + 1, st + D + 2, 0.0f);
+}
+
+// total := total (+) seg. The only way two segment states meet, always in segment order.
+void fold(float* total, const float* seg, int64_t D) {
+  if (!(seg[1] > 0.0f)) return;  // an empty segment
+  if (!(total[1] > 0.0f)) {
+    std::copy(seg, seg + D + 2, total);
+    return;
+  }
+  const float m = std::max(total[0], seg[0]);
+  const float a = std::exp(total[0] - m), b = std::exp(seg[0] - m);
+  total[0] = m;
+  total[1] = std::fma(total[1], a, seg[1] * b);
+  for (int64_t d = 0; d < D; ++d) total[2 + d] = std::fma(total[2 + d], a, seg[2 + d] * b);
+}
+
+// Normalised output and lse of a state.
 void finish(const float* st, int64_t D, float* out, float* lse) {
   const float inv = st[1] > 0.0f ? 1.0f / st[1] : 0.0f;
   for (int64_t d = 0; d < D; ++d) out[d] = st[2 + d] * inv;
@@ -180,22 +202,39 @@ void finish(const float* st, int64_t D, float* out, float* lse) {
     *lse = st[1] > 0.0f ? st[0] + std::log(st[1]) : -std::numeric_limits<float>::infinity();
 }
 
-}  // namespace
+// The segments [first, last) that hold any row's keys (first == last when there are none).
+std::pair<int64_t, int64_t> segment_span(const std::vector<AttentionRow>& rows) {
+  int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
+  for (const AttentionRow& r : rows)
+    if (r.begin < r.end) {
+      first = std::min(first, r.begin / kKeySegment);
+      last = std::max(last, (r.end + kKeySegment - 1) / kKeySegment);
+    }
+  return first < last ? std::pair{first, last} : std::pair{last, last};
+}
 
-void attend_rows(const float* k_cache, const float* v_cache, const int32_t* block_table,
-                 const PagedKvLayout& L, int64_t kv_head, float scale,
-                 std::vector<AttentionRow>& rows, std::vector<float>& scratch) {
+// The states of `rows` over segments [seg_lo, seg_hi): row i's keys in segment k go to
+// states + i * row_stride + (k - seg_lo) * (D + 2). A row whose prefix ends strictly inside one of
+// these segments also gets that segment's state over its keys before prefix_end in
+// partial + i * (D + 2). Blocks are visited in key order and every row of the call updates its
+// state from each block while the block sits in L1.
+void segment_states(const float* k_cache, const float* v_cache, const int32_t* block_table,
+                    const PagedKvLayout& L, int64_t kv_head, float scale,
+                    const std::vector<AttentionRow>& rows, int64_t seg_lo, int64_t seg_hi,
+                    float* states, int64_t row_stride, float* partial) {
   const int64_t D = L.head_dim;
   const auto n_rows = static_cast<int64_t>(rows.size());
-  // Per row: m, l, then acc[D]; one more state at the end for prefixes.
-  scratch.assign(static_cast<std::size_t>((n_rows + 1) * (D + 2)), 0.0f);
-  float* tmp = scratch.data() + n_rows * (D + 2);
   int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
   for (int64_t i = 0; i < n_rows; ++i) {
-    scratch[i * (D + 2)] = -std::numeric_limits<float>::infinity();
-    if (rows[i].begin < rows[i].end) {
-      first = std::min(first, rows[i].begin);
-      last = std::max(last, rows[i].end);
+    const AttentionRow& r = rows[i];
+    for (int64_t k = seg_lo; k < seg_hi; ++k)
+      reset(states + i * row_stride + (k - seg_lo) * (D + 2), D);
+    if (r.prefix_out != nullptr && r.prefix_end % kKeySegment != 0 &&
+        r.prefix_end / kKeySegment >= seg_lo && r.prefix_end / kKeySegment < seg_hi)
+      reset(partial + i * (D + 2), D);
+    if (r.begin < r.end) {
+      first = std::min(first, std::max(r.begin, seg_lo * kKeySegment));
+      last = std::max(last, std::min(r.end, seg_hi * kKeySegment));
     }
   }
   const float* keys[kKeyBlock];
@@ -210,29 +249,145 @@ void attend_rows(const float* k_cache, const float* v_cache, const int32_t* bloc
       keys[j] = k_cache + L.offset(slot, kv_head);
       values[j] = v_cache + L.offset(slot, kv_head);
     }
+    const int64_t k = j0 / kKeySegment;  // a block lies in one segment
     for (int64_t i = 0; i < n_rows; ++i) {
-      AttentionRow& r = rows[i];
+      const AttentionRow& r = rows[i];
       const int64_t lo = std::max(r.begin, j0) - j0;
       const int64_t hi = std::min(r.end, j0 + n) - j0;
-      float* st = scratch.data() + i * (D + 2);
-      if (r.prefix_out != nullptr && r.prefix_end <= j0 + n) {  // the prefix ends in this block
-        std::copy(st, st + D + 2, tmp);
-        const int64_t pe = std::min(r.prefix_end - j0, hi);
-        if (pe > lo)
-          attend_block(r.q, keys + lo, values + lo, pe - lo, D, scale, tmp[0], tmp[1], tmp + 2);
-        finish(tmp, D, r.prefix_out, r.prefix_lse);
-        r.prefix_out = nullptr;
-      }
       if (lo >= hi) continue;
+      float* st = states + i * row_stride + (k - seg_lo) * (D + 2);
+      if (r.prefix_out != nullptr && r.prefix_end % kKeySegment != 0 && r.prefix_end > j0 &&
+          r.prefix_end <= j0 + n) {  // the prefix ends in this block, inside the segment
+        float* pt = partial + i * (D + 2);
+        std::copy(st, st + D + 2, pt);
+        const int64_t pe = r.prefix_end - j0;
+        if (pe > lo)
+          attend_block(r.q, keys + lo, values + lo, pe - lo, D, scale, pt[0], pt[1], pt + 2);
+      }
       attend_block(r.q, keys + lo, values + lo, hi - lo, D, scale, st[0], st[1], st + 2);
     }
   }
-  for (int64_t i = 0; i < n_rows; ++i) {
-    const float* st = scratch.data() + i * (D + 2);
-    finish(st, D, rows[i].out, rows[i].lse);
-    if (rows[i].prefix_out != nullptr) {  // a prefix reaching the end of the row's keys
-      finish(st, D, rows[i].prefix_out, rows[i].prefix_lse);
-      rows[i].prefix_out = nullptr;
+}
+
+// Folds segment k of row r into its total; emits the row's prefix when it ends at or inside
+// segment k (tmp: D + 2 floats of scratch).
+void fold_step(AttentionRow& r, int64_t k, const float* seg, const float* partial, float* total,
+               float* tmp, int64_t D) {
+  if (r.prefix_out != nullptr) {
+    if (r.prefix_end <= k * kKeySegment) {
+      finish(total, D, r.prefix_out, r.prefix_lse);
+      r.prefix_out = nullptr;
+    } else if (r.prefix_end < (k + 1) * kKeySegment) {
+      std::copy(total, total + D + 2, tmp);
+      fold(tmp, partial, D);
+      finish(tmp, D, r.prefix_out, r.prefix_lse);
+      r.prefix_out = nullptr;
+    }
+  }
+  fold(total, seg, D);
+}
+
+void finish_row(AttentionRow& r, const float* total, int64_t D) {
+  finish(total, D, r.out, r.lse);
+  if (r.prefix_out != nullptr) {  // a prefix reaching the end of the row's keys
+    finish(total, D, r.prefix_out, r.prefix_lse);
+    r.prefix_out = nullptr;
+  }
+}
+
+}  // namespace
+
+void attend_rows(const float* k_cache, const float* v_cache, const int32_t* block_table,
+                 const PagedKvLayout& L, int64_t kv_head, float scale,
+                 std::vector<AttentionRow>& rows, std::vector<float>& scratch) {
+  const int64_t D = L.head_dim, S = D + 2;
+  const auto n_rows = static_cast<int64_t>(rows.size());
+  // Per row: its total, its current segment's state, its prefix's partial segment; then tmp.
+  scratch.resize(static_cast<std::size_t>((3 * n_rows + 1) * S));
+  float* total = scratch.data();
+  float* seg = total + n_rows * S;
+  float* partial = seg + n_rows * S;
+  float* tmp = partial + n_rows * S;
+  for (int64_t i = 0; i < n_rows; ++i) reset(total + i * S, D);
+  const auto [first, last] = segment_span(rows);
+  for (int64_t k = first; k < last; ++k) {
+    segment_states(k_cache, v_cache, block_table, L, kv_head, scale, rows, k, k + 1, seg, S,
+                   partial);
+    for (int64_t i = 0; i < n_rows; ++i)
+      fold_step(rows[i], k, seg + i * S, partial + i * S, total + i * S, tmp, D);
+  }
+  for (int64_t i = 0; i < n_rows; ++i) finish_row(rows[i], total + i * S, D);
+}
+
+void attend_groups(const float* k_cache, const float* v_cache, const PagedKvLayout& L, float scale,
+                   std::vector<RowGroup>& groups) {
+  const auto num_groups = static_cast<int64_t>(groups.size());
+  const int64_t want = int64_t{4} * omp_get_max_threads();
+  if (num_groups >= want || omp_get_max_threads() == 1) {
+#pragma omp parallel if (num_groups > 1)
+    {
+      std::vector<float> scratch;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t g = 0; g < num_groups; ++g)
+        attend_rows(k_cache, v_cache, groups[g].block_table, L, groups[g].kv_head, scale,
+                    groups[g].rows, scratch);
+    }
+    return;
+  }
+  // Few groups: each group's segments are cut into chunks computed in parallel, every segment's
+  // states kept apart; then each row folds its segments in order. The same states and the same
+  // folds as attend_rows, so the same bits.
+  const int64_t D = L.head_dim, S = D + 2;
+  struct Layout {
+    int64_t first, last, states, partial;
+  };
+  std::vector<Layout> lay(static_cast<std::size_t>(num_groups));
+  struct Chunk {
+    int64_t g, lo, hi;
+  };
+  std::vector<Chunk> chunks;
+  int64_t floats = 0, num_rows = 0;
+  const int64_t per_group = (want + num_groups - 1) / std::max<int64_t>(num_groups, 1);
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const auto [first, last] = segment_span(groups[g].rows);
+    const auto n_rows = static_cast<int64_t>(groups[g].rows.size());
+    lay[g] = {first, last, floats, floats + n_rows * (last - first) * S};
+    floats += n_rows * (last - first + 1) * S;
+    num_rows += n_rows;
+    const int64_t nseg = last - first, parts = std::min(nseg, per_group);
+    for (int64_t c = 0; c < parts; ++c)
+      chunks.push_back({g, first + nseg * c / parts, first + nseg * (c + 1) / parts});
+  }
+  std::vector<float> buf(static_cast<std::size_t>(floats));
+  std::vector<std::pair<int64_t, int64_t>> row_ids;  // (group, row)
+  row_ids.reserve(static_cast<std::size_t>(num_rows));
+  for (int64_t g = 0; g < num_groups; ++g)
+    for (int64_t i = 0; i < static_cast<int64_t>(groups[g].rows.size()); ++i)
+      row_ids.emplace_back(g, i);
+  const auto num_chunks = static_cast<int64_t>(chunks.size());
+#pragma omp parallel
+  {
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t c = 0; c < num_chunks; ++c) {
+      const Chunk& ch = chunks[c];
+      const RowGroup& grp = groups[ch.g];
+      const Layout& ly = lay[ch.g];
+      segment_states(k_cache, v_cache, grp.block_table, L, grp.kv_head, scale, grp.rows, ch.lo,
+                     ch.hi, buf.data() + ly.states + (ch.lo - ly.first) * S,
+                     (ly.last - ly.first) * S, buf.data() + ly.partial);
+    }
+    std::vector<float> total(static_cast<std::size_t>(S)), tmp(static_cast<std::size_t>(S));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < num_rows; ++r) {
+      const auto [g, i] = row_ids[r];
+      const Layout& ly = lay[g];
+      AttentionRow& row = groups[g].rows[i];
+      const float* states = buf.data() + ly.states + i * (ly.last - ly.first) * S;
+      reset(total.data(), D);
+      for (int64_t k = ly.first; k < ly.last; ++k)
+        fold_step(row, k, states + (k - ly.first) * S, buf.data() + ly.partial + i * S,
+                  total.data(), tmp.data(), D);
+      finish_row(row, total.data(), D);
     }
   }
 }
@@ -244,41 +399,23 @@ void paged_attention(const PagedAttentionParams& p) {
   const PagedKvLayout& L = p.layout;
   const int64_t D = L.head_dim;
   const int64_t group = p.num_q_heads / L.num_kv_heads;
-  // Work items: each sequence's tokens in tiles of kQueryTile, times the kv heads (the q heads of a
-  // kv head share its key loads). Too few items to keep every thread busy (a small decode batch):
-  // one q head per item instead. Either way each row's arithmetic is the same.
-  int64_t tiles = 0;
-  for (int64_t s = 0; s < p.num_seqs; ++s)
-    tiles += (p.query_start[s + 1] - p.query_start[s] + kQueryTile - 1) / kQueryTile;
-  const int64_t heads = tiles * L.num_kv_heads >= int64_t{4} * omp_get_max_threads() ? group : 1;
-  struct Item {
-    int64_t s, t0, t1, h0;
-  };
-  std::vector<Item> items;
-  for (int64_t s = 0; s < p.num_seqs; ++s)
+  // Groups: each sequence's tokens in tiles of kQueryTile, times the kv heads (the q heads of a kv
+  // head share its key loads). attend_groups splits long key ranges when there are few groups.
+  std::vector<detail::RowGroup> groups;
+  for (int64_t s = 0; s < p.num_seqs; ++s) {
+    const int64_t num_queries = p.query_start[s + 1] - p.query_start[s];
+    const int64_t pos0 = p.context_lens[s] - num_queries - p.query_start[s];
     for (int64_t t0 = p.query_start[s]; t0 < p.query_start[s + 1]; t0 += kQueryTile)
-      for (int64_t h0 = 0; h0 < p.num_q_heads; h0 += heads)
-        items.push_back({s, t0, std::min<int64_t>(p.query_start[s + 1], t0 + kQueryTile), h0});
-  const auto num_items = static_cast<int64_t>(items.size());
-#pragma omp parallel if (num_items > 1)
-  {
-    std::vector<detail::AttentionRow> rows;
-    std::vector<float> scratch;
-    // Later tiles of a sequence see more keys: hand items out dynamically.
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t i = 0; i < num_items; ++i) {
-      const Item& it = items[i];
-      const int64_t num_queries = p.query_start[it.s + 1] - p.query_start[it.s];
-      const int64_t pos0 = p.context_lens[it.s] - num_queries - p.query_start[it.s];
-      rows.clear();
-      for (int64_t t = it.t0; t < it.t1; ++t)
-        for (int64_t h = it.h0; h < it.h0 + heads; ++h)
-          rows.push_back({p.q + (t * p.num_q_heads + h) * D, p.out + (t * p.num_q_heads + h) * D,
-                          nullptr, 0, pos0 + t + 1});
-      detail::attend_rows(p.k_cache, p.v_cache, p.block_tables + it.s * p.max_blocks_per_seq, L,
-                          it.h0 / group, p.scale, rows, scratch);
-    }
+      for (int64_t g = 0; g < L.num_kv_heads; ++g) {
+        detail::RowGroup& grp =
+            groups.emplace_back(detail::RowGroup{p.block_tables + s * p.max_blocks_per_seq, g, {}});
+        for (int64_t t = t0; t < std::min<int64_t>(p.query_start[s + 1], t0 + kQueryTile); ++t)
+          for (int64_t h = g * group; h < (g + 1) * group; ++h)
+            grp.rows.push_back({p.q + (t * p.num_q_heads + h) * D,
+                                p.out + (t * p.num_q_heads + h) * D, nullptr, 0, pos0 + t + 1});
+      }
   }
+  detail::attend_groups(p.k_cache, p.v_cache, L, p.scale, groups);
 }
 
 }  // namespace macserve::kernels::cpu

@@ -5,8 +5,6 @@
 // key at a time) stays as the straightforward reference the tests compare against.
 #include "macserve/kernels/mac_attention.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -287,46 +285,42 @@ void finish_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, 
   if (p.decisions != nullptr) p.decisions[s * p.num_q_heads + h] = w.dec;
 }
 
-// Decode sequences: items of (sequence, q heads of one kv head), or one q head per item when there
-// are too few items for the threads, as in paged attention. Each item decides its heads, then one
-// blocked pass (attention_rows.h) computes every key range they need while the keys sit in L1.
-// A row's arithmetic does not depend on its item, so neither do its bits; a miss without a sink
-// gives bit for bit the output of --attention full.
+// Decode sequences: the q heads of each (sequence, kv head) are decided together, then
+// attend_groups computes every key range they need (a group's keys read once for all its rows, long
+// ranges spread over the threads when the batch is small). A row's bits depend on neither its group
+// nor the split; a miss without a sink gives bit for bit the output of --attention full.
 void decode_sequences(const MacAttentionParams& p, const RingIndex& ring,
                       std::vector<int64_t>& first_read) {
   const PagedKvLayout& L = p.layout;
-  const int64_t D = L.head_dim;
-  const int64_t group = p.num_q_heads / L.num_kv_heads;
+  const int64_t D = L.head_dim, Hq = p.num_q_heads;
+  const int64_t group = Hq / L.num_kv_heads;
   std::vector<int64_t> seqs;
   for (int64_t s = 0; s < p.num_seqs; ++s)
     if (p.modes[s] == kMacDecode) seqs.push_back(s);
   const auto num_seqs = static_cast<int64_t>(seqs.size());
-  const int64_t heads = num_seqs * L.num_kv_heads >= int64_t{4} * omp_get_max_threads() ? group : 1;
-  const int64_t per_seq = p.num_q_heads / heads;
-  const int64_t num_items = num_seqs * per_seq;
-#pragma omp parallel if (num_items > 1)
-  {
-    std::vector<DecodeHead> work(static_cast<std::size_t>(heads));
-    std::vector<float> buf(static_cast<std::size_t>(heads * 4 * D));
-    std::vector<detail::AttentionRow> rows;
-    std::vector<float> scratch;
-    for (int64_t i = 0; i < heads; ++i) {
-      float* b = buf.data() + i * 4 * D;
-      work[i].state = b, work[i].band = b + D, work[i].sink = b + 2 * D, work[i].tail = b + 3 * D;
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t item = 0; item < num_items; ++item) {
-      const int64_t s = seqs[item / per_seq];
-      const int64_t h0 = item % per_seq * heads;
-      rows.clear();
-      for (int64_t i = 0; i < heads; ++i) plan_head(p, ring, s, h0 + i, work[i], rows);
-      detail::attend_rows(p.k_cache, p.v_cache, p.block_tables + s * p.max_blocks_per_seq, L,
-                          h0 / group, p.scale, rows, scratch);
-      for (int64_t i = 0; i < heads; ++i) {
-        finish_head(p, ring, s, h0 + i, work[i]);
-        first_read[s * p.num_q_heads + h0 + i] = work[i].first_read;
-      }
-    }
+  if (num_seqs == 0) return;
+  std::vector<DecodeHead> work(static_cast<std::size_t>(num_seqs * Hq));
+  std::vector<float> buf(static_cast<std::size_t>(num_seqs * Hq * 4 * D));
+  for (int64_t i = 0; i < num_seqs * Hq; ++i) {
+    float* b = buf.data() + i * 4 * D;
+    work[i].state = b, work[i].band = b + D, work[i].sink = b + 2 * D, work[i].tail = b + 3 * D;
+  }
+  const int64_t num_groups = num_seqs * L.num_kv_heads;
+  std::vector<detail::RowGroup> groups(static_cast<std::size_t>(num_groups));
+#pragma omp parallel for schedule(dynamic, 1) if (num_groups > 1)
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const int64_t si = g / L.num_kv_heads, kvh = g % L.num_kv_heads, s = seqs[si];
+    groups[g].block_table = p.block_tables + s * p.max_blocks_per_seq;
+    groups[g].kv_head = kvh;
+    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+      plan_head(p, ring, s, h, work[si * Hq + h], groups[g].rows);
+  }
+  detail::attend_groups(p.k_cache, p.v_cache, L, p.scale, groups);
+#pragma omp parallel for schedule(static) if (num_seqs * Hq > 1)
+  for (int64_t i = 0; i < num_seqs * Hq; ++i) {
+    const int64_t s = seqs[i / Hq], h = i % Hq;
+    finish_head(p, ring, s, h, work[i]);
+    first_read[s * Hq + h] = work[i].first_read;
   }
 }
 

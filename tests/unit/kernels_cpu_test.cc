@@ -144,15 +144,15 @@ TEST(KernelsCpu, PagedAttentionMatchesDenseReference) {
 }
 
 // Attention rows are bit-identical however the prompt is chunked and whatever shares the step: one
-// 150-token prefill, chunks of 7 (each over the cache the earlier chunks wrote), every token alone
-// as a decode step, and the same next to another sequence. Contexts span several key blocks and
-// query tiles of the kernel.
+// 600-token prefill, chunks of 7 (each over the cache the earlier chunks wrote), every token alone
+// as a decode step (few rows: key segments spread over the threads), and the same next to another
+// sequence. Contexts span several key segments, key blocks and query tiles of the kernel.
 TEST(KernelsCpu, PagedAttentionIsChunkAndBatchInvariant) {
-  const int64_t Hq = 6, Hk = 2, D = 24, bs = 8, num_blocks = 48, n = 150;
+  const int64_t Hq = 6, Hk = 2, D = 24, bs = 8, num_blocks = 160, n = 600;
   k::PagedKvLayout L{num_blocks, Hk, bs, D};
   auto kc = randn(num_blocks * Hk * bs * D, 40), vc = randn(num_blocks * Hk * bs * D, 41);
   auto q = randn(n * Hq * D, 42), q_other = randn(5 * Hq * D, 43);
-  const int64_t max_blocks = 24;
+  const int64_t max_blocks = 80;
   std::vector<int32_t> table(2 * max_blocks);  // sequence 0, then the neighbour
   for (int64_t b = 0; b < 2 * max_blocks; ++b)
     table[b] = static_cast<int32_t>((b * 7) % num_blocks);  // scattered pages
