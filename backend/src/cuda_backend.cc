@@ -90,6 +90,17 @@ class CudaBackend final : public Backend {
     check_cuda(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
     return static_cast<int64_t>(total);
   }
+  int64_t scratch_bytes(const StepBounds& b) const override {
+    if (!deterministic_) return 0;
+    kc::PagedAttentionCudaParams p{};
+    p.num_seqs = b.max_seqs;
+    p.num_tokens = b.max_tokens;
+    p.max_blocks_per_seq = b.max_blocks_per_seq;
+    p.num_q_heads = b.num_q_heads;
+    p.layout = b.layout;
+    const int64_t attention = kc::fixed_attention_workspace_floats(p) * 4;
+    return 2 * (attention + kc::linear_fixed_max_workspace_bytes());  // grown by doubling
+  }
   cudaStream_t stream() const { return stream_; }
   int num_sms() const { return num_sms_; }
   CudaMac& mac() { return *mac_; }

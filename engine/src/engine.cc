@@ -75,28 +75,13 @@ struct MemoryPlan {
   int64_t ring_slots = 0;  // MAC ring slots (0 with MAC off)
 };
 
-// --deterministic's scratch on the GPU: the attention's (kernels/cuda/attention.cuh,
-// paged_attention_fixed: the running state of a prefill chunk's rows and one softmax state per
-// 1024-key segment of every one-query row at full length) and the fixed-order GEMM's segment sums
-// (kernels/cuda/linear.cu: at most 128 MiB); twice both, since the backend grows its workspaces by
-// doubling.
-int64_t deterministic_workspace_bytes(const EngineConfig& cfg, const ModelConfig& mc,
-                                      int64_t max_model_len) {
-  constexpr int64_t kSegmentKeys = 1024;  // kernels::cuda::kFixedSegmentKeys
-  constexpr int64_t kGemmBytes = int64_t{128} << 20;
-  const int64_t segments = (max_model_len + kSegmentKeys - 1) / kSegmentKeys;
-  const int64_t floats = (cfg.max_num_batched_tokens + cfg.max_num_seqs * segments) *
-                         mc.num_q_heads * (mc.head_dim + 2);
-  return 2 * (floats * 4 + kGemmBytes);
-}
-
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the
 // KV pool and the rings together: 1 GiB on the CPU; on a GPU, --gpu-memory-utilization of its
 // memory less what is in use now (weights, workspaces, other processes) and a reserve for the
-// step's activations and logits. Auto ring slots: as many sequences as can be long at once, each
-// holding mac_min_context tokens of KV and one slot, i.e. min(max_num_seqs, KV tokens /
-// mac_min_context) with the KV tokens left after the rings (none when no request can reach
-// mac_min_context).
+// step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
+// slots: as many sequences as can be long at once, each holding mac_min_context tokens of KV and
+// one slot, i.e. min(max_num_seqs, KV tokens / mac_min_context) with the KV tokens left after the
+// rings (none when no request can reach mac_min_context).
 MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const ModelConfig& mc,
                        int64_t max_model_len, const MacRunnerOptions& mac) {
   const int64_t token_bytes =
@@ -130,7 +115,11 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
       const int64_t reserve =
           cfg.max_num_batched_tokens * (6 * mc.hidden_size + 6 * mc.intermediate_size) * 4 +
           cfg.max_num_seqs * mc.vocab_size * 4 * 2 + (int64_t{512} << 20) +
-          (cfg.deterministic ? deterministic_workspace_bytes(cfg, mc, max_model_len) : 0);
+          be.scratch_bytes({cfg.max_num_batched_tokens,
+                            cfg.max_num_seqs,
+                            (max_model_len + cfg.block_size - 1) / cfg.block_size,
+                            mc.num_q_heads,
+                            {0, mc.num_kv_heads, cfg.block_size, mc.head_dim}});
       const int64_t used = total - free;
       budget = std::max<int64_t>(
           static_cast<int64_t>(cfg.gpu_memory_utilization * static_cast<double>(total)) - used -

@@ -229,6 +229,8 @@ int launch_either(const LinearFixedParams& p, float* workspace, Stream stream) {
 
 }  // namespace
 
+int64_t linear_fixed_max_workspace_bytes() { return kMaxSegmentBytes; }
+
 int64_t linear_fixed_workspace_floats(int64_t m, int64_t n, int64_t k) {
   return k % 8 == 0 && split_fits(m, n, k) ? segments_of(k) * m * n : 0;
 }

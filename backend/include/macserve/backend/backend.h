@@ -30,6 +30,15 @@ struct AttentionMeta {
   const int8_t* skip_mac_decode = nullptr;
 };
 
+// The largest step the engine will run and the model's attention shape, for scratch estimates.
+struct StepBounds {
+  int64_t max_tokens = 0;          // tokens of one step
+  int64_t max_seqs = 0;            // sequences of one step
+  int64_t max_blocks_per_seq = 0;  // block-table width
+  int64_t num_q_heads = 0;
+  kernels::PagedKvLayout layout{};  // num_blocks unused
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -45,6 +54,13 @@ class Backend {
   virtual int64_t free_memory_bytes() const { return -1; }
   // Device memory in all (bytes), or -1 where memory is the host's (CPU).
   virtual int64_t total_memory_bytes() const { return -1; }
+  // Device scratch beyond the step's activations that steps within `bounds` may make the backend
+  // allocate, counting its growth by doubling (CUDA --deterministic: the fixed-segment attention's
+  // states and the fixed-order GEMM's segment sums); 0 when it needs none worth reserving.
+  virtual int64_t scratch_bytes(const StepBounds& bounds) const {
+    (void)bounds;
+    return 0;
+  }
 
   // ---- memory --------------------------------------------------------------------------------
   virtual Tensor alloc(DType dtype, std::vector<int64_t> shape) = 0;

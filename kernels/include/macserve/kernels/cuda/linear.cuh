@@ -27,6 +27,8 @@ struct LinearFixedParams {
 };
 // f32 scratch that linear_fixed needs for this shape (segments computed in parallel; 0: none).
 int64_t linear_fixed_workspace_floats(int64_t m, int64_t n, int64_t k);
+// The most linear_fixed_workspace_floats gives for any shape, in bytes.
+int64_t linear_fixed_max_workspace_bytes();
 // m, n, k at least 1; `workspace` holds linear_fixed_workspace_floats(m, n, k) floats.
 int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream);
 
