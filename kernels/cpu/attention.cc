@@ -239,15 +239,27 @@ void segment_states(const float* k_cache, const float* v_cache, const int32_t* b
   }
   const float* keys[kKeyBlock];
   const float* values[kKeyBlock];
+  const auto row_of = [&](const float* cache, int64_t key) {
+    const int64_t slot =
+        static_cast<int64_t>(block_table[key / L.block_size]) * L.block_size + key % L.block_size;
+    return cache + L.offset(slot, kv_head);
+  };
   for (int64_t j0 = first < last ? first / kKeyBlock * kKeyBlock : last; j0 < last;
        j0 += kKeyBlock) {
     const int64_t n = std::min(kKeyBlock, last - j0);
     for (int64_t j = 0; j < n; ++j) {
-      const int64_t key = j0 + j;
-      const int64_t slot =
-          static_cast<int64_t>(block_table[key / L.block_size]) * L.block_size + key % L.block_size;
-      keys[j] = k_cache + L.offset(slot, kv_head);
-      values[j] = v_cache + L.offset(slot, kv_head);
+      keys[j] = row_of(k_cache, j0 + j);
+      values[j] = row_of(v_cache, j0 + j);
+    }
+    // The next block's keys and values start on their way from memory (KV pages are scattered, so
+    // the hardware prefetcher restarts at every page).
+    for (int64_t key = j0 + kKeyBlock; key < std::min(j0 + 2 * kKeyBlock, last); ++key) {
+      const float* kp = row_of(k_cache, key);
+      const float* vp = row_of(v_cache, key);
+      for (int64_t d = 0; d < D; d += 16) {
+        __builtin_prefetch(kp + d);
+        __builtin_prefetch(vp + d);
+      }
     }
     const int64_t k = j0 / kKeySegment;  // a block lies in one segment
     for (int64_t i = 0; i < n_rows; ++i) {
