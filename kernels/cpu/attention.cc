@@ -180,10 +180,11 @@ void reset(float* st, int64_t D) {
   std::fill(st + 1, st + D + 2, 0.0f);
 }
 
-// total := total (+) seg. The only way two segment states meet, always in segment order.
+// total := total (+) seg. The only way two segment states meet, always in segment order. l is 0
+// only for an empty state (the largest score's weight is 1).
 void fold(float* total, const float* seg, int64_t D) {
-  if (!(seg[1] > 0.0f)) return;  // an empty segment
-  if (!(total[1] > 0.0f)) {
+  if (seg[1] == 0.0f) return;
+  if (total[1] == 0.0f) {
     std::copy(seg, seg + D + 2, total);
     return;
   }
