@@ -117,7 +117,6 @@ def main():
                                f"{m['kv_bytes_read'] / max(1, m['kv_bytes_full']):.4f}", prefix, f"{frac:.4f}",
                                " ".join(f"{x:.2e}" for x in m["layer_audit_rel_l2"]), cmd]
                         w.writerow(row)
-                        f.flush()
                         print(name, source, res["prompt_tokens"], "t", t, "hit", row[8], "kv", row[10],
                               "agree", prefix, row[12], flush=True)
                     os.remove(prompt_file.name)
