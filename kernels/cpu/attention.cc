@@ -203,6 +203,13 @@ void finish(const float* st, int64_t D, float* out, float* lse) {
     *lse = st[1] > 0.0f ? st[0] + std::log(st[1]) : -std::numeric_limits<float>::infinity();
 }
 
+// The segment a row's prefix ends strictly inside, whose partial state the prefix needs; -1 when
+// there is none (no prefix, or one made of whole segments).
+int64_t partial_segment(const AttentionRow& r) {
+  return r.prefix_out != nullptr && r.prefix_end % kKeySegment != 0 ? r.prefix_end / kKeySegment
+                                                                    : -1;
+}
+
 // The segments [first, last) that hold any row's keys (first == last when there are none).
 std::pair<int64_t, int64_t> segment_span(const std::vector<AttentionRow>& rows) {
   int64_t first = std::numeric_limits<int64_t>::max(), last = 0;
@@ -230,8 +237,7 @@ void segment_states(const float* k_cache, const float* v_cache, const int32_t* b
     const AttentionRow& r = rows[i];
     for (int64_t k = seg_lo; k < seg_hi; ++k)
       reset(states + i * row_stride + (k - seg_lo) * (D + 2), D);
-    if (r.prefix_out != nullptr && r.prefix_end % kKeySegment != 0 &&
-        r.prefix_end / kKeySegment >= seg_lo && r.prefix_end / kKeySegment < seg_hi)
+    if (const int64_t kp = partial_segment(r); kp >= seg_lo && kp < seg_hi)
       reset(partial + i * (D + 2), D);
     if (r.begin < r.end) {
       first = std::min(first, std::max(r.begin, seg_lo * kKeySegment));
@@ -269,7 +275,7 @@ void segment_states(const float* k_cache, const float* v_cache, const int32_t* b
       const int64_t hi = std::min(r.end, j0 + n) - j0;
       if (lo >= hi) continue;
       float* st = states + i * row_stride + (k - seg_lo) * (D + 2);
-      if (r.prefix_out != nullptr && r.prefix_end % kKeySegment != 0 && r.prefix_end > j0 &&
+      if (partial_segment(r) == k && r.prefix_end > j0 &&
           r.prefix_end <= j0 + n) {  // the prefix ends in this block, inside the segment
         float* pt = partial + i * (D + 2);
         std::copy(st, st + D + 2, pt);
@@ -290,7 +296,7 @@ void fold_step(AttentionRow& r, int64_t k, const float* seg, const float* partia
     if (r.prefix_end <= k * kKeySegment) {
       finish(total, D, r.prefix_out, r.prefix_lse);
       r.prefix_out = nullptr;
-    } else if (r.prefix_end < (k + 1) * kKeySegment) {
+    } else if (partial_segment(r) == k) {
       std::copy(total, total + D + 2, tmp);
       fold(tmp, partial, D);
       finish(tmp, D, r.prefix_out, r.prefix_lse);

@@ -208,7 +208,7 @@ MacHeadDecision match(const RingIndex& ring, int64_t slot, int64_t h, const floa
 // the amended keys [E_p, E_m) of a hit, `sink` [0, min(F, E_m)) and `tail` [E_m, m + 1).
 struct DecodeHead {
   MacHeadDecision dec;
-  int64_t m, E_m, first_read;
+  int64_t m, first_read;
   bool out_done;  // a miss with no sink: the output row was computed whole (exact attention)
   float *state, *band, *sink, *tail;
   float lse_state, lse_band, lse_sink, lse_tail;
@@ -232,7 +232,6 @@ void plan_head(const MacAttentionParams& p, const RingIndex& ring, int64_t s, in
   const bool eligible = slot >= 0 && m >= p.cfg.gen_min && begin < m;
   w.dec = match(ring, slot, h, q_pre, begin, m, eligible, threshold);
   w.m = m;
-  w.E_m = E_m;
   w.first_read = 0;
   w.out_done = false;
   w.lse_state = w.lse_band = w.lse_sink = w.lse_tail = kNegInf;
