@@ -319,21 +319,12 @@ class CudaBackend final : public Backend {
     expect(y, DType::kF32, "linear out");
     const int64_t k = w.dim(1), n = w.dim(0), m = x.numel() / k;
     if (m == 0) return;
-    const void* xb = x.data();
-    if (x.dtype() == DType::kF32) {  // callers normally pass bf16 activations; convert otherwise
-      if (x_scratch_.numel() < x.numel()) {
-        if (any_graph()) retired_.push_back(x_scratch_);  // captured graphs still point at it
-        x_scratch_ = alloc(DType::kBF16, {x.numel()});
-      }
-      check_launch(
-          kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_),
-          "convert");
-      xb = x_scratch_.data();
-    } else {
-      expect(x, DType::kBF16, "linear x");
-    }
+    const void* xb = bf16_rows(x);
+    const kc::LinearGemvParams gemv{xb, w.data(), y.data_as<float>(), m, n, k};
     if (deterministic_) {
       linear_fixed(xb, w, y, m, n, k);
+    } else if (kc::linear_gemv_supports(gemv)) {  // decode-sized m: bound by the weight reads
+      check_launch(kc::linear_gemv(gemv, stream_), "linear_gemv");
     } else {
       // Row-major y[m, n] = x[m, k] w[n, k]^T is column-major y^T[n, m] = w^T... : C = op(A) B
       // with A = w viewed column-major [k, n] (transposed), B = x viewed column-major [k, m].
@@ -349,6 +340,37 @@ class CudaBackend final : public Backend {
       expect(*bias, DType::kBF16, "linear bias");
       check_launch(kc::add_bias(y.data_as<float>(), bias->data(), m, n, stream_), "add_bias");
     }
+  }
+
+  void linear_swiglu(const Tensor& x, const Tensor& w_gate_up, const Tensor& gate_up,
+                     const Tensor& act) override {
+    expect(w_gate_up, DType::kBF16, "linear_swiglu weight");
+    const int64_t k = w_gate_up.dim(1), inter = w_gate_up.dim(0) / 2, m = x.numel() / k;
+    if (deterministic_ || m == 0 || x.dtype() != DType::kBF16 ||
+        !kc::linear_gemv_supports({x.data(), w_gate_up.data(), nullptr, m, 2 * inter, k})) {
+      Backend::linear_swiglu(x, w_gate_up, gate_up, act);
+      return;
+    }
+    check_launch(kc::linear_gemv_swiglu({x.data(), w_gate_up.data(), act.data(),
+                                         act.dtype() == DType::kBF16, m, inter, k},
+                                        stream_),
+                 "linear_gemv_swiglu");
+  }
+
+  // x's rows as bf16: x itself (callers normally pass bf16 activations), else converted into a
+  // scratch buffer.
+  const void* bf16_rows(const Tensor& x) {
+    if (x.dtype() != DType::kF32) {
+      expect(x, DType::kBF16, "linear x");
+      return x.data();
+    }
+    if (x_scratch_.numel() < x.numel()) {
+      if (any_graph()) retired_.push_back(x_scratch_);  // captured graphs still point at it
+      x_scratch_ = alloc(DType::kBF16, {x.numel()});
+    }
+    check_launch(kc::convert_f32_to_bf16(x.data_as<float>(), x_scratch_.data(), x.numel(), stream_),
+                 "convert");
+    return x_scratch_.data();
   }
 
   // --deterministic's GEMM (linear.cuh): one summation order per output whatever m is.

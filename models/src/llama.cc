@@ -209,8 +209,7 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
     // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
     be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);
-    be_.linear(h, L.w_gate_up, nullptr, gate_up);
-    be_.swiglu(gate_up, act);
+    be_.linear_swiglu(h, L.w_gate_up, gate_up, act);
     be_.linear(act, L.w_down, nullptr, proj);
   }
   // Final residual add + norm, then logits only for the rows that will be sampled.

@@ -1,11 +1,13 @@
-// The linear layers of one Llama-3.1-8B decoder layer (and its lm_head) at decode batch sizes, as
-// CudaBackend runs them: cuBLAS GEMMs (bf16 in, f32 out; Q, K and V fused into one GEMM, gate/up
-// then the SwiGLU kernel; qkv_3gemm is the former three Q, K, V GEMMs, for comparison), and the
-// same GEMMs through --deterministic's fixed-order kernel (linear.cuh; fixed_us, and fixed_ratio =
-// fixed_us / us); m up to 2048 (a prefill chunk; TFLOP/s there, lm_head only to 64). Each weight
-// set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every launch reads
-// its weights from memory). Time per launch: median of CUDA-graph replays. Achieved bandwidth
-// counts the weight bytes only. Prints CSV on stdout; report, never gate.
+// The linear layers of one Llama-3.1-8B decoder layer (and its lm_head) at decode batch sizes:
+// cuBLAS GEMMs (bf16 in, f32 out; Q, K and V fused into one GEMM, gate/up then the SwiGLU kernel;
+// qkv_3gemm is the former three Q, K, V GEMMs, for comparison; us, tbps, frac_of_peak), the same
+// GEMMs through --deterministic's fixed-order kernel (linear.cuh; fixed_us, and fixed_ratio =
+// fixed_us / us), and up to m = kLinearGemvMaxRows through linear_gemv (gate/up with SwiGLU in its
+// epilogue), which CudaBackend runs there instead of cuBLAS (gemv_us, gemv_frac of the peak,
+// gemv_ratio = gemv_us / us); m up to 2048 (a prefill chunk; TFLOP/s there, lm_head only to 64).
+// Each weight set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every
+// launch reads its weights from memory). Time per launch: median of CUDA-graph replays. Achieved
+// bandwidth counts the weight bytes only. Prints CSV on stdout; report, never gate.
 //   linear_gpu_bench [peak TB/s for the fraction column, default 4.52 (H200 reads; H100: 3.35)]
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -81,7 +83,9 @@ int main(int argc, char** argv) {
   const int64_t max_m = 2048;
   std::printf("# %s, %d SMs, L2 %d MB; peak for frac: %.2f TB/s\n", prop.name,
               prop.multiProcessorCount, prop.l2CacheSize >> 20, peak_tbps);
-  std::printf("op,m,n,k,weight_mb,us,tbps,frac_of_peak,tflops,fixed_us,fixed_ratio\n");
+  std::printf(
+      "op,m,n,k,weight_mb,us,tbps,frac_of_peak,tflops,fixed_us,fixed_ratio,gemv_us,gemv_frac,"
+      "gemv_ratio\n");
   for (const Op& op : ops) {
     int64_t rows = 0;
     for (int64_t n : op.n) rows += n;
@@ -108,38 +112,51 @@ int main(int argc, char** argv) {
         ws_floats = std::max(ws_floats, kc::linear_fixed_workspace_floats(m, n, op.k));
       float* ws_fixed = nullptr;
       if (ws_floats > 0) CK(cudaMalloc(&ws_fixed, static_cast<size_t>(ws_floats) * 4));
-      const auto make_step = [&](bool fixed) {
-        return [&, fixed] {
+      enum Kernel { kCublas, kFixed, kGemv };
+      const auto make_step = [&](Kernel kernel) {
+        return [&, kernel] {
           const auto* wb = static_cast<const char*>(w[static_cast<size_t>(i++ % copies)]);
           int64_t off = 0;
           for (int64_t n : op.n) {
-            if (fixed)
+            if (kernel == kFixed)
               check(
                   kc::linear_fixed({x, wb + off * op.k * 2, y + m * off, m, n, op.k}, ws_fixed, st),
                   "linear_fixed");
+            else if (kernel == kGemv && op.swiglu)  // SwiGLU in the epilogue, as CudaBackend
+              check(kc::linear_gemv_swiglu({x, wb, act, true, m, n / 2, op.k}, st),
+                    "linear_gemv_swiglu");
+            else if (kernel == kGemv)
+              check(kc::linear_gemv({x, wb + off * op.k * 2, y + m * off, m, n, op.k}, st),
+                    "linear_gemv");
             else
               cublas_linear(h, x, wb + off * op.k * 2, y + m * off, m, n, op.k);
             off += n;
           }
-          if (op.swiglu) check(kc::swiglu({y, act, m, op.n[0] / 2, true}, st), "swiglu");
+          if (op.swiglu && kernel != kGemv)
+            check(kc::swiglu({y, act, m, op.n[0] / 2, true}, st), "swiglu");
         };
       };
-      float us[2];
-      for (int fixed = 0; fixed < 2; ++fixed) {
-        const auto step = make_step(fixed == 1);
+      float us[3] = {0, 0, 0};
+      const int kernels = m <= kc::kLinearGemvMaxRows ? 3 : 2;
+      for (int kernel = 0; kernel < kernels; ++kernel) {
+        const auto step = make_step(static_cast<Kernel>(kernel));
         for (int r = 0; r < 3; ++r) step();  // cuBLAS plans, first launches
         CK(cudaStreamSynchronize(st));
-        us[fixed] = median_graph_step_us(st, 2 * copies, 15, cudaStreamCaptureModeGlobal, step);
+        us[kernel] = median_graph_step_us(st, 2 * copies, 15, cudaStreamCaptureModeGlobal, step);
       }
       if (ws_fixed != nullptr) CK(cudaFree(ws_fixed));
       const float cub = us[0];
       const double gb = static_cast<double>(wbytes) / 1e9;
       const double tflops = 2.0 * static_cast<double>(m * rows * op.k) / (cub * 1e-6) / 1e12;
-      std::printf("%s,%lld,%lld,%lld,%.1f,%.2f,%.3f,%.3f,%.1f,%.2f,%.3f\n", op.name.c_str(),
+      std::printf("%s,%lld,%lld,%lld,%.1f,%.2f,%.3f,%.3f,%.1f,%.2f,%.3f,", op.name.c_str(),
                   static_cast<long long>(m), static_cast<long long>(rows),
                   static_cast<long long>(op.k), static_cast<double>(wbytes) / 1e6, cub,
                   gb / (cub * 1e-6) / 1e3, gb / (cub * 1e-6) / 1e3 / peak_tbps, tflops, us[1],
                   us[1] / cub);
+      if (kernels == 3)
+        std::printf("%.2f,%.3f,%.3f\n", us[2], gb / (us[2] * 1e-6) / 1e3 / peak_tbps, us[2] / cub);
+      else
+        std::printf(",,\n");
       std::fflush(stdout);
     }
     for (void* p : w) CK(cudaFree(p));

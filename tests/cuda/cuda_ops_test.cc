@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "attention_case.h"
+#include "macserve/kernels/cuda/linear.cuh"
 #include "macserve/kernels/rope.h"
 
 namespace macserve::testing {
@@ -80,8 +81,11 @@ TEST(CudaOps, LinearWithAndWithoutBias) {
   struct Shape {
     int64_t m, n, k;
   };
+  // m <= 8 with k a multiple of 8 takes linear_gemv: odd n (a warp's second row past the end),
+  // k of a few chunks, and the 8B model's down_proj at the limit.
   for (Shape s : {Shape{1, 576, 576}, Shape{7, 1536, 576}, Shape{64, 4096, 4096},
-                  Shape{33, 100, 64}, Shape{300, 512, 256}}) {
+                  Shape{33, 100, 64}, Shape{300, 512, 256}, Shape{3, 1001, 264}, Shape{5, 7, 8},
+                  Shape{8, 4096, 14336}, Shape{2, 33, 172}}) {
     for (bool with_bias : {false, true}) {
       const uint64_t seed = s.m * 1000 + s.n + with_bias;
       const auto x = round_bf16(randn(s.m * s.k, seed)),
@@ -173,14 +177,76 @@ TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
   }
 }
 
-// The default path (cuBLAS, kernel chosen by m) is not batch-invariant: the reason --deterministic
-// exists. Asserted so a cuBLAS that became invariant (making the flag's GEMM cost needless) shows.
+// The default path at m <= kLinearGemvMaxRows (linear_gemv): a row's bits are the same whatever
+// the other rows of the launch, and within f32 rounding of the CPU oracle.
+TEST(CudaOps, GemvRowsAreInvariantUpToItsLimit) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  auto cpu = backend::make_cpu_backend();
+  const int64_t M = kernels::cuda::kLinearGemvMaxRows;
+  for (const auto& shape :
+       {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}, {1001, 264}, {7, 8}}) {
+    const int64_t n = shape.first, k = shape.second;  // named, not bound: the lambda captures them
+    const auto x = round_bf16(randn(static_cast<std::size_t>(M * k), n + k));
+    const auto wv = round_bf16(randn(static_cast<std::size_t>(n * k), n + k + 1, 0.05f));
+    const Tensor w = gpu->upload_weight(host_tensor(wv, {n, k}));
+    auto run = [&](int64_t first, int64_t m) {
+      const std::vector<float> xs(x.begin() + first * k, x.begin() + (first + m) * k);
+      Tensor y = gpu->alloc(DType::kF32, {m, n});
+      poison(*gpu, y);
+      gpu->linear(to_device(*gpu, xs, DType::kBF16, {m, k}), w, nullptr, y);
+      return to_host(*gpu, y);
+    };
+    const std::vector<float> all = run(0, M);
+    int64_t differing = 0;
+    for (int64_t m = 1; m < M; ++m)
+      for (int64_t first : {int64_t{0}, M - m}) {
+        const std::vector<float> got = run(first, m);
+        for (int64_t i = 0; i < m; ++i)
+          differing += std::memcmp(got.data() + i * n, all.data() + (first + i) * n,
+                                   static_cast<std::size_t>(n) * sizeof(float)) != 0;
+      }
+    EXPECT_EQ(differing, 0) << n << " x " << k;
+    Tensor ref = Tensor::empty_host(DType::kF32, {M, n});
+    cpu->linear(host_tensor(x, {M, k}), host_tensor(wv, {n, k}), nullptr, ref);
+    EXPECT_LT(rel_l2(all, std::vector<float>(ref.data_as<float>(), ref.data_as<float>() + M * n)),
+              1e-5)
+        << n << " x " << k;
+  }
+}
+
+// The gate/up projection with SwiGLU in linear_gemv's epilogue (CudaBackend::linear_swiglu at
+// decode-sized m) gives the bits of the projection and the swiglu kernel run apart, bf16 and f32
+// activations; the separate path against the CPU oracle is checked above.
+TEST(CudaOps, GemvSwigluEqualsLinearThenSwiglu) {
+  MACSERVE_REQUIRE_CUDA(gpu);
+  const int64_t inter = 1000, k = 264;
+  const auto wv = round_bf16(randn(static_cast<std::size_t>(2 * inter * k), 3, 0.05f));
+  const Tensor w = gpu->upload_weight(host_tensor(wv, {2 * inter, k}));
+  for (int64_t m = 1; m <= kernels::cuda::kLinearGemvMaxRows + 1; ++m)
+    for (DType act_dtype : {DType::kBF16, DType::kF32}) {
+      const Tensor x = to_device(*gpu, round_bf16(randn(static_cast<std::size_t>(m * k), 40 + m)),
+                                 DType::kBF16, {m, k});
+      Tensor gate_up = gpu->alloc(DType::kF32, {m, 2 * inter});
+      Tensor apart = gpu->alloc(act_dtype, {m, inter}), fused = gpu->alloc(act_dtype, {m, inter});
+      poison(*gpu, apart);
+      poison(*gpu, fused);
+      gpu->linear(x, w, nullptr, gate_up);
+      gpu->swiglu(gate_up, apart);
+      gpu->linear_swiglu(x, w, gate_up, fused);
+      EXPECT_EQ(to_host(*gpu, fused), to_host(*gpu, apart))
+          << "m " << m << (act_dtype == DType::kBF16 ? " bf16" : " f32");
+    }
+}
+
+// The default path (linear_gemv up to its limit, then cuBLAS, whose kernel depends on m) is not
+// batch-invariant: the reason --deterministic exists. Asserted so that a default path that became
+// invariant (making the flag's GEMM cost needless) shows.
 TEST(CudaOps, DefaultLinearRowsDependOnTheBatch) {
   MACSERVE_REQUIRE_CUDA(gpu);
   int64_t differing = 0;
   for (auto [n, k] : {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}}) {
     const RowInvariance r = linear_rows_vs_chunk(*gpu, n, k);
-    std::printf("default (cuBLAS) n %lld k %lld: %lld of %lld rows differ, rel L2 %.2e\n",
+    std::printf("default n %lld k %lld: %lld of %lld rows differ, rel L2 %.2e\n",
                 static_cast<long long>(n), static_cast<long long>(k),
                 static_cast<long long>(r.differing_rows), static_cast<long long>(r.compared_rows),
                 r.worst_rel_l2);

@@ -122,6 +122,14 @@ class Backend {
                              const Tensor& k_cache, const Tensor& v_cache,
                              const AttentionMeta& meta, const kernels::PagedKvLayout& layout) = 0;
   virtual void swiglu(const Tensor& gate_up, const Tensor& out) = 0;
+  // The MLP's gate/up projection and SwiGLU: act = swiglu(x w_gate_up^T). gate_up [num_tokens,
+  // 2 * inter] f32 holds the projection where a backend runs the two apart (by default, always);
+  // CUDA fuses them at decode-sized batches, giving the same bits.
+  virtual void linear_swiglu(const Tensor& x, const Tensor& w_gate_up, const Tensor& gate_up,
+                             const Tensor& act) {
+    linear(x, w_gate_up, nullptr, gate_up);
+    swiglu(gate_up, act);
+  }
   virtual void add(const Tensor& a, const Tensor& b, const Tensor& out) = 0;
   virtual void kv_write(const Tensor& k, const Tensor& v, const Tensor& k_cache,
                         const Tensor& v_cache, const AttentionMeta& meta,

@@ -1,6 +1,14 @@
-// The fixed-order linear layer of --deterministic: y[m, n] = x[m, k] w[n, k]^T with bf16 inputs
-// and f32 outputs, where every output is summed in one order whatever m is. Plain C++ (no CUDA
-// headers), so host code built by the C++ compiler can include it.
+// The linear layers of the CUDA backend: y[m, n] = x[m, k] w[n, k]^T, bf16 inputs, f32 outputs.
+// Plain C++ (no CUDA headers), so host code built by the C++ compiler can include it.
+//
+// linear_gemv: the default path at decode-sized m (up to kLinearGemvMaxRows rows), where a GEMM
+// is bound by reading the weights once. One warp streams each w row from memory with 16-byte loads,
+// eight in flight per lane, and uses every chunk for all m rows of x. Each output is summed in one
+// order fixed by k (linear_gemv.cu), so a row's bits do not depend on m up to the limit; they are
+// not cuBLAS's bits (which larger m take).
+//
+// linear_fixed: --deterministic's linear layer, where every output is summed in one order whatever
+// m is.
 //
 // The order: k is cut into segments of kLinearSegment from 0. Within a segment the sum starts at
 // +0 and takes steps of 16 upwards, one tensor-core mma.sync m16n8k16 (fp32 accumulate) per step,
@@ -16,6 +24,31 @@
 #include "macserve/kernels/common.h"
 
 namespace macserve::kernels::cuda {
+
+constexpr int64_t kLinearGemvMaxRows = 8;
+
+struct LinearGemvParams {
+  const void* x;  // [m, k] bf16
+  const void* w;  // [n, k] bf16
+  float* y;       // [m, n] f32
+  int64_t m, n, k;
+};
+// Whether linear_gemv takes this shape: 1 <= m <= kLinearGemvMaxRows, k a multiple of 8, x and w
+// 16-byte aligned.
+bool linear_gemv_supports(const LinearGemvParams& p);
+int linear_gemv(const LinearGemvParams& p, Stream stream);
+
+// The gate/up projection and SwiGLU in one pass: act[m, inter] = silu(x w_gate^T) * (x w_up^T),
+// bit for bit what linear_gemv into [m, 2 * inter] then the swiglu kernel give.
+struct LinearGemvSwigluParams {
+  const void* x;  // [m, k] bf16
+  const void* w;  // [2 * inter, k] bf16: the gate rows, then the up rows
+  void* act;      // [m, inter], bf16 (act_bf16) or f32
+  bool act_bf16;
+  int64_t m, inter, k;
+};
+// linear_gemv_supports({x, w, nullptr, m, 2 * inter, k}) must hold.
+int linear_gemv_swiglu(const LinearGemvSwigluParams& p, Stream stream);
 
 constexpr int64_t kLinearSegment = 1024;
 
