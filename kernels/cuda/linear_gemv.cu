@@ -19,7 +19,7 @@ namespace macserve::kernels::cuda {
 namespace {
 
 constexpr int kWarps = 4;   // per CTA
-constexpr int kUnroll = 8;  // chunks in flight per lane and w row
+constexpr int kUnroll = 4;  // chunks in flight per lane and w row (4 beat 8 and 16, run 27)
 constexpr int kChunk = 8;   // bf16 elements in 16 bytes
 
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {

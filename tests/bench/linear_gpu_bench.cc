@@ -3,7 +3,7 @@
 // qkv_3gemm is the former three Q, K, V GEMMs, for comparison; us, tbps, frac_of_peak), the same
 // GEMMs through --deterministic's fixed-order kernel (linear.cuh; fixed_us, and fixed_ratio =
 // fixed_us / us), and up to m = kLinearGemvMaxRows through linear_gemv (gate/up with SwiGLU in its
-// epilogue), which CudaBackend runs there instead of cuBLAS (gemv_us, gemv_frac of the peak,
+// epilogue; CudaBackend runs it at m = 1 instead of cuBLAS: gemv_us, gemv_frac of the peak,
 // gemv_ratio = gemv_us / us); m up to 2048 (a prefill chunk; TFLOP/s there, lm_head only to 64).
 // Each weight set is replicated so the copies a graph cycles through exceed 4x the L2 cache (every
 // launch reads its weights from memory). Time per launch: median of CUDA-graph replays. Achieved

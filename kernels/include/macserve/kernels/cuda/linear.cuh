@@ -1,11 +1,12 @@
 // The linear layers of the CUDA backend: y[m, n] = x[m, k] w[n, k]^T, bf16 inputs, f32 outputs.
 // Plain C++ (no CUDA headers), so host code built by the C++ compiler can include it.
 //
-// linear_gemv: the default path at decode-sized m (up to kLinearGemvMaxRows rows), where a GEMM
-// is bound by reading the weights once. One warp streams each w row from memory with 16-byte loads,
-// eight in flight per lane, and uses every chunk for all m rows of x. Each output is summed in one
-// order fixed by k (linear_gemv.cu), so a row's bits do not depend on m up to the limit; they are
-// not cuBLAS's bits (which larger m take).
+// linear_gemv: a GEMV for up to kLinearGemvMaxRows rows of x, where a GEMM is bound by reading the
+// weights once. One warp streams each w row from memory with 16-byte loads, several in flight per
+// lane, and uses every chunk for all m rows of x. Each output is summed in one order fixed by k
+// (linear_gemv.cu), so a row's bits do not depend on m up to the limit. CudaBackend runs it at m =
+// 1 only, where it beats cuBLAS on every 8B shape (docs/perf/gpu.md); at m >= 2 cuBLAS was faster
+// except for the lm_head.
 //
 // linear_fixed: --deterministic's linear layer, where every output is summed in one order whatever
 // m is.
