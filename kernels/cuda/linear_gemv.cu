@@ -1,5 +1,5 @@
-// The default path's linear layer at decode-sized m (macserve/kernels/cuda/linear.cuh): weights
-// streamed once from memory by CUDA cores, every 16-byte chunk of a w row used for all m rows of x.
+// A GEMV for up to kLinearGemvMaxRows rows of x (macserve/kernels/cuda/linear.cuh; CudaBackend
+// takes it at m = 1): weights streamed once by CUDA cores, each 16-byte chunk used for all m rows.
 //
 // A warp owns R w rows: R consecutive ones, or with SwiGLU fused, gate row j and up row inter + j,
 // whose sums then go through the swiglu kernel's expression. Lane l takes a row's 16-byte chunks
