@@ -346,7 +346,7 @@ class CudaBackend final : public Backend {
                      const Tensor& act) override {
     expect(w_gate_up, DType::kBF16, "linear_swiglu weight");
     const int64_t k = w_gate_up.dim(1), inter = w_gate_up.dim(0) / 2, m = x.numel() / k;
-    if (deterministic_ || m == 0 || x.dtype() != DType::kBF16 ||
+    if (deterministic_ || x.dtype() != DType::kBF16 ||
         !use_gemv({x.data(), w_gate_up.data(), nullptr, m, 2 * inter, k})) {
       Backend::linear_swiglu(x, w_gate_up, gate_up, act);
       return;

@@ -57,6 +57,10 @@ R with_group_size(int64_t G, R otherwise, F&& f) {
   }
 }
 
+// SwiGLU of one gate/up pair: silu(g) * u. The one expression of the swiglu kernel and of
+// linear_gemv's fused epilogue, so that the two give the same bits.
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 __device__ __forceinline__ void store(void* out, bool bf16, int64_t i, float v) {
   if (bf16)
     static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16(v);

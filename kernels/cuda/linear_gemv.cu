@@ -100,9 +100,7 @@ __global__ void __launch_bounds__(32 * kWarps) linear_gemv_kernel(GemvArgs a) {
   for (int i = 0; i < M; ++i) {
     if constexpr (kSwiglu) {
       const float g = detail::warp_sum(acc[0][i]), u = detail::warp_sum(acc[1][i]);
-      // The swiglu kernel's expression (swiglu.cu), so the fused and the separate path agree.
-      if (lane == i % 32)
-        detail::store(a.act, a.act_bf16, i * a.n + row0, g / (1.0f + expf(-g)) * u);
+      if (lane == i % 32) detail::store(a.act, a.act_bf16, i * a.n + row0, detail::silu_mul(g, u));
     } else {
 #pragma unroll
       for (int r = 0; r < R; ++r) {

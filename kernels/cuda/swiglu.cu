@@ -13,7 +13,7 @@ __global__ void swiglu_kernel(SwigluCudaParams p) {
     const int64_t t = i / p.inter, c = i % p.inter;
     const float g = p.gate_up[t * 2 * p.inter + c];
     const float u = p.gate_up[t * 2 * p.inter + p.inter + c];
-    detail::store(p.out, p.out_bf16, i, g / (1.0f + expf(-g)) * u);
+    detail::store(p.out, p.out_bf16, i, detail::silu_mul(g, u));
   }
 }
 

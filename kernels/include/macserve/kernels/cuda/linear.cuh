@@ -4,9 +4,9 @@
 // linear_gemv: a GEMV for up to kLinearGemvMaxRows rows of x, where a GEMM is bound by reading the
 // weights once. One warp streams each w row from memory with 16-byte loads, several in flight per
 // lane, and uses every chunk for all m rows of x. Each output is summed in one order fixed by k
-// (linear_gemv.cu), so a row's bits do not depend on m up to the limit. CudaBackend runs it at m =
-// 1 only, where it beats cuBLAS on every 8B shape (docs/perf/gpu.md); at m >= 2 cuBLAS was faster
-// except for the lm_head.
+// (linear_gemv.cu), so a row's bits do not depend on m up to the limit. CudaBackend runs it for
+// one row only, where it beats cuBLAS on every 8B shape (docs/perf/gpu.md); from two rows on
+// cuBLAS was faster except for the lm_head.
 //
 // linear_fixed: --deterministic's linear layer, where every output is summed in one order whatever
 // m is.
