@@ -3,16 +3,23 @@
 # (CUDA sources too when nvcc is present), runs every test with ctest (GPU tests skip without a
 # GPU), then the style checks: clang-format and clang-tidy (scripts/check_style.sh).
 # MACSERVE_SANITIZE_TESTS=1 also builds and runs the CPU tests under ASan+UBSan.
+# Each phase ends with a line "test.sh: PHASE took N s" on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install_deps.sh
+phase() {
+  local name=$1 t=$SECONDS
+  shift
+  "$@"
+  echo "test.sh: $name took $((SECONDS - t)) s" >&2
+}
+phase "install_deps" scripts/install_deps.sh
 export MACSERVE_DEFAULT_MODEL=${MACSERVE_DEFAULT_MODEL:-$(scripts/fetch_default_model.sh)}
-scripts/build.sh
-(cd build && ctest --output-on-failure -j "$(nproc)" --timeout 1200)
-scripts/check_style.sh format
-scripts/check_style.sh tidy
+phase "build" scripts/build.sh
+phase "ctest" bash -c 'cd build && ctest --output-on-failure -j "$(nproc)" --timeout 1200'
+phase "clang-format" scripts/check_style.sh format
+phase "clang-tidy" scripts/check_style.sh tidy
 if [ "${MACSERVE_SANITIZE_TESTS:-0}" = 1 ]; then
-  BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh -DMACSERVE_CUDA=OFF \
-    -DMACSERVE_SANITIZE=address,undefined
-  (cd build-asan && ctest --output-on-failure -j "$(nproc)" --timeout 1800)
+  phase "sanitized build" env BUILD_DIR=build-asan BUILD_TYPE=RelWithDebInfo scripts/build.sh \
+    -DMACSERVE_CUDA=OFF -DMACSERVE_SANITIZE=address,undefined
+  phase "sanitized ctest" bash -c 'cd build-asan && ctest --output-on-failure -j "$(nproc)" --timeout 1800'
 fi

@@ -19,6 +19,16 @@
 
 namespace macserve::kernels::cpu::detail {
 
+// The tile is the innermost loop of every CPU linear layer. Sanitizer builds leave it
+// uninstrumented: under ASan every vector load was checked and it took 78% of the sanitized
+// BatchedEqualsAlone tests' time. Its loads stay inside the x and w rows its caller passes (rows
+// past mt or nt re-read row 0), and the code around it is instrumented.
+#if defined(__clang__) || defined(__GNUC__)
+#define MACSERVE_TILE_UNCHECKED __attribute__((no_sanitize("address", "undefined")))
+#else
+#define MACSERVE_TILE_UNCHECKED
+#endif
+
 constexpr int kTileN = 4;  // w rows per tile
 constexpr int kTileM = 3;  // x rows per tile: 12 accumulators + 4 w loads + 1 x load <= 16 ymm
 
@@ -32,8 +42,8 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-inline void tile(const float* x, const float* w, const float* bias, float* y, int64_t ldy,
-                 int64_t k, int64_t nt, int64_t mt) {
+MACSERVE_TILE_UNCHECKED inline void tile(const float* x, const float* w, const float* bias,
+                                         float* y, int64_t ldy, int64_t k, int64_t nt, int64_t mt) {
   const int64_t k8 = k / 8 * 8;
   __m256 acc[kTileM][kTileN];
   for (auto& row : acc)
@@ -61,8 +71,8 @@ inline void tile(const float* x, const float* w, const float* bias, float* y, in
 #else
 // Same order as the AVX2 tile: lane l sums k = l mod 8; hsum adds lanes (l, l + 4), then the two
 // pairs ((0,2), (1,3)), then those two.
-inline void tile(const float* x, const float* w, const float* bias, float* y, int64_t ldy,
-                 int64_t k, int64_t nt, int64_t mt) {
+MACSERVE_TILE_UNCHECKED inline void tile(const float* x, const float* w, const float* bias,
+                                         float* y, int64_t ldy, int64_t k, int64_t nt, int64_t mt) {
   const int64_t k8 = k / 8 * 8;
   for (int64_t i = 0; i < mt; ++i)
     for (int64_t j = 0; j < nt; ++j) {
