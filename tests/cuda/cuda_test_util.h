@@ -21,13 +21,23 @@ namespace macserve::testing {
 // The CUDA backend, or nullptr after GTEST_SKIP when no device is present (CI).
 // env: MACSERVE_TEST_CPU_AS_GPU=1 runs the backend-generic tests on the CPU backend (host-side
 // debugging without a GPU; tests that use CUDA-only helpers then fail).
-inline std::unique_ptr<backend::Backend> cuda_or_skip_impl(std::string* why) {
-  if (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr) return backend::make_cpu_backend();
-  return backend::make_cuda_backend(why);
+inline std::unique_ptr<backend::Backend> cuda_or_skip_impl(
+    std::string* why, const backend::BackendOptions& options = {}) {
+  if (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr) return backend::make_cpu_backend(options);
+  return backend::make_cuda_backend(why, options);
 }
 #define MACSERVE_REQUIRE_CUDA(var)                               \
   std::string why_##var;                                         \
   auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var); \
+  if (!var) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why_##var
+// The same with the backend in --deterministic mode (BackendOptions::deterministic).
+#define MACSERVE_REQUIRE_CUDA_DETERMINISTIC(var)                     \
+  std::string why_##var;                                             \
+  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var, [] { \
+    ::macserve::backend::BackendOptions o;                           \
+    o.deterministic = true;                                          \
+    return o;                                                        \
+  }());                                                              \
   if (!var) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why_##var
 
 inline std::vector<float> randn(std::size_t n, uint64_t seed, float stddev = 1.0f) {

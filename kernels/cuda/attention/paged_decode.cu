@@ -2,28 +2,58 @@
 // splits' partial outputs by their log2-sum-exp.
 #include <algorithm>
 
+#include "../lse_merge.cuh"
 #include "paged_decode_impl.cuh"
 
 namespace macserve::kernels::cuda {
 namespace {
 
-// One CTA per (sequence, q head), one thread per dim.
+constexpr int kCombineTile = 256;  // splits whose weights sit in shared memory at once
+
+// One CTA of D threads per (sequence, q head): the largest log2-sum-exp of the head's splits (the
+// threads split the loads), then the weights exp2(lse_s - max) a tile at a time, each tile's
+// partial outputs summed kMergeLanes splits at once (lse_merge.cuh). A batch-1 decode has up to
+// hundreds of splits per head, and one thread per dim walking them one dependent load at a time
+// took 10.5 us at 4K context and 17 us at 127K on an H100 (log runs 11 and 19). An empty split
+// (lse -inf, o 0) weighs 0; a head without any key gets 0.
 __global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const float* ws_o,
                                const float* ws_lse) {
+  __shared__ float wts[kCombineTile];
+  __shared__ float warp_mx[4];
+  __shared__ detail::Acc8 sums[detail::kMergeLanes][16];  // [lane r][c]: D / 8 <= 16
+  __shared__ float wsum[detail::kMergeLanes];
   const int seq = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
   if (p.skip != nullptr && p.skip[seq] == 1) return;  // a MAC decode row: its splits were not run
   const int D = static_cast<int>(p.layout.head_dim), Hq = static_cast<int>(p.num_q_heads);
   const int64_t base = (static_cast<int64_t>(seq) * Hq + h) * num_splits;
   float M = -INFINITY;
-  for (int s = 0; s < num_splits; ++s) M = fmaxf(M, ws_lse[base + s]);
-  float W = 0.0f, O = 0.0f;
-  for (int s = 0; s < num_splits; ++s) {
-    const float lse = ws_lse[base + s];
-    if (lse == -INFINITY) continue;
-    const float w = exp2f(lse - M);
-    W += w;
-    O += w * ws_o[(base + s) * D + d];
+  for (int s = d; s < num_splits; s += D) M = fmaxf(M, ws_lse[base + s]);
+  M = detail::warp_max(M);
+  if ((d & 31) == 0) warp_mx[d >> 5] = M;
+  __syncthreads();
+  for (int i = 0; i < D / 32; ++i) M = fmaxf(M, warp_mx[i]);
+  const int cols = D / 8, c = d % cols, r = d / cols;
+  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  detail::Acc8 acc{zero, zero};
+  float W = 0.0f;
+  for (int t0 = 0; t0 < num_splits; t0 += kCombineTile) {
+    const int m = min(kCombineTile, num_splits - t0);
+    __syncthreads();  // the previous tile's weights have been read
+    for (int k = d; k < m; k += D) {
+      const float lse = ws_lse[base + t0 + k];
+      wts[k] = lse == -INFINITY ? 0.0f : exp2f(lse - M);
+    }
+    __syncthreads();
+    const float4* po = reinterpret_cast<const float4*>(ws_o + (base + t0) * D) + 2 * c;
+    detail::sum_slots(acc, W, po, D / 4, wts, r, m);
   }
+  sums[r][c] = acc;
+  if (c == 0) wsum[r] = W;
+  __syncthreads();
+  float O = 0.0f;
+  W = 0.0f;
+  for (int i = 0; i < detail::kMergeLanes; ++i)
+    O += detail::acc8_dim(sums[i][d / 8], d % 8), W += wsum[i];
   const int t = p.query_start[seq];
   detail::store(p.out, p.out_bf16, (static_cast<int64_t>(t) * Hq + h) * D + d,
                 W > 0.0f ? O / W : 0.0f);

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "../cuda_util.cuh"
+#include "../lse_merge.cuh"
 #include "mac_common.cuh"
 
 namespace macserve::kernels::cuda::mac_detail {
@@ -23,55 +24,14 @@ __device__ __forceinline__ float ring_get(const void* base, int64_t i) {
 // One pass over a head's chunk slots [t0, t0 + n): the row part [t0, t0 + n_row) folded into
 // (o, lse) (which holds the hit summary, or 0 and -inf), the rest (sink, tail) into (o_x, lse_x).
 // By the whole CTA of D threads: each class's largest lse first (the threads split the loads), then
-// the weights exp(lse_k - max) into shared memory a tile at a time. The weighted sums run
-// kMergeLanes slots at once: thread t takes dims [8c, 8c + 8) (c = t % (D / 8), two 16-byte loads
-// per slot) of every kMergeLanes-th slot from r = t / (D / 8). A head with hundreds of chunks (a
-// miss at batch 1) so waits for an eighth of the dependent load rounds of one thread per dim (ptxas
-// keeps only about two loads of a thread in flight, however the loop is unrolled). The lanes' sums
-// then meet in shared memory, in lane order, and every thread ends with dim d = t. An empty chunk
-// has lse -inf, o 0, weight 0; a class without any key stays (0, -inf).
+// the weights exp(lse_k - max) into shared memory a tile at a time, summed kMergeLanes slots at
+// once (lse_merge.cuh; a head with hundreds of chunks, a miss at batch 1, so waits for an eighth of
+// the dependent load rounds of one thread per dim). Every thread ends with dim d = t. An empty
+// chunk has lse -inf, o 0, weight 0; a class without any key stays (0, -inf).
 constexpr int kMergeTile = 256;
-constexpr int kMergeLanes =
-    8;  // slots summed at once: D threads = kMergeLanes x (D / 8) lanes of 8 dims
-constexpr int kMergeBatch = 4;  // slots a thread loads before it sums them
-
-struct Acc8 {
-  float4 a, b;  // dims [8c, 8c + 4), [8c + 4, 8c + 8)
-};
-__device__ __forceinline__ void fma8(Acc8& acc, float wt, const float4 x, const float4 y) {
-  acc.a.x = fmaf(wt, x.x, acc.a.x), acc.a.y = fmaf(wt, x.y, acc.a.y),
-  acc.a.z = fmaf(wt, x.z, acc.a.z);
-  acc.a.w = fmaf(wt, x.w, acc.a.w), acc.b.x = fmaf(wt, y.x, acc.b.x),
-  acc.b.y = fmaf(wt, y.y, acc.b.y);
-  acc.b.z = fmaf(wt, y.z, acc.b.z), acc.b.w = fmaf(wt, y.w, acc.b.w);
-}
-
-// acc += wts[k] * po[k], W += wts[k] over k = k0, k0 + kMergeLanes, ... < end, kMergeBatch slots
-// loaded before they are summed; the last, partial batch is guarded (its out-of-range entries
-// weigh 0 and load nothing).
-template <bool kGuarded>
-__device__ __forceinline__ void sum_batch(Acc8& acc, float& W, const float4* po, int64_t stride,
-                                          const float* wts, int k0, int end) {
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  float4 x[kMergeBatch], y[kMergeBatch];
-  float wt[kMergeBatch];
-#pragma unroll
-  for (int u = 0; u < kMergeBatch; ++u) {
-    const int k = k0 + u * kMergeLanes;
-    const bool in = !kGuarded || k < end;
-    x[u] = in ? __ldg(po + k * stride) : zero;
-    y[u] = in ? __ldg(po + k * stride + 1) : zero;
-    wt[u] = in ? wts[k] : 0.0f;
-  }
-#pragma unroll
-  for (int u = 0; u < kMergeBatch; ++u) W += wt[u], fma8(acc, wt[u], x[u], y[u]);
-}
-__device__ __forceinline__ void sum_slots(Acc8& acc, float& W, const float4* po, int64_t stride,
-                                          const float* wts, int k0, int end) {
-  for (; k0 + (kMergeBatch - 1) * kMergeLanes < end; k0 += kMergeBatch * kMergeLanes)
-    sum_batch<false>(acc, W, po, stride, wts, k0, end);
-  if (k0 < end) sum_batch<true>(acc, W, po, stride, wts, k0, end);
-}
+using detail::Acc8;
+using detail::kMergeLanes;
+using detail::sum_slots;
 
 __device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, float& lse_x,
                                             const WsLayout& w, int t0, int n_row, int n, int G,
@@ -129,8 +89,8 @@ __device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, fl
   float sr = any_r ? expf(lse - mr) * o : 0.0f, sx = 0.0f;
   Wr = any_r ? expf(lse - mr) : 0.0f, Wx = 0.0f;
   for (int i = 0; i < kMergeLanes; ++i) {
-    sr += reinterpret_cast<const float*>(&sums[0][i][dc])[dj];
-    sx += reinterpret_cast<const float*>(&sums[1][i][dc])[dj];
+    sr += detail::acc8_dim(sums[0][i][dc], dj);
+    sx += detail::acc8_dim(sums[1][i][dc], dj);
     Wr += wsum[0][i], Wx += wsum[1][i];
   }
   if (any_r) o = sr / Wr, lse = mr + logf(Wr);
