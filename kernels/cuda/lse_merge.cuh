@@ -15,8 +15,9 @@
 
 namespace macserve::kernels::cuda::detail {
 
-constexpr int kMergeLanes = 8;  // slots summed at once: D threads = kMergeLanes x (D / 8) lanes
-constexpr int kMergeBatch = 4;  // slots a thread loads before it sums them
+constexpr int kMergeTile = 256;  // slots whose weights sit in shared memory at once
+constexpr int kMergeLanes = 8;   // slots summed at once: D threads = kMergeLanes x (D / 8) lanes
+constexpr int kMergeBatch = 4;   // slots a thread loads before it sums them
 
 struct Acc8 {
   float4 a, b;  // dims [8c, 8c + 4), [8c + 4, 8c + 8)

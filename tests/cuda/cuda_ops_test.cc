@@ -150,12 +150,10 @@ RowInvariance linear_rows_vs_chunk(backend::Backend& gpu, int64_t n, int64_t k) 
 
 // --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
 // share the launch or where it sits among them.
-// A CUDA backend with --deterministic (BackendOptions::deterministic).
+// A CUDA backend with --deterministic; a test fails if none can be made where a device is.
 std::unique_ptr<backend::Backend> deterministic_cuda_backend() {
-  backend::BackendOptions options;
-  options.deterministic = true;
   std::string why;
-  auto be = backend::make_cuda_backend(&why, options);
+  auto be = backend::make_cuda_backend(&why, deterministic_options());
   EXPECT_TRUE(be) << why;
   return be;
 }

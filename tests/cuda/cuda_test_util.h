@@ -26,19 +26,20 @@ inline std::unique_ptr<backend::Backend> cuda_or_skip_impl(
   if (std::getenv("MACSERVE_TEST_CPU_AS_GPU") != nullptr) return backend::make_cpu_backend(options);
   return backend::make_cuda_backend(why, options);
 }
-#define MACSERVE_REQUIRE_CUDA(var)                               \
-  std::string why_##var;                                         \
-  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var); \
+// The backend with `options` (e.g. deterministic_options()), or nullptr after GTEST_SKIP.
+#define MACSERVE_REQUIRE_CUDA_WITH(var, options)                          \
+  std::string why_##var;                                                  \
+  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var, options); \
   if (!var) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why_##var
-// The same with the backend in --deterministic mode (BackendOptions::deterministic).
-#define MACSERVE_REQUIRE_CUDA_DETERMINISTIC(var)                     \
-  std::string why_##var;                                             \
-  auto var = ::macserve::testing::cuda_or_skip_impl(&why_##var, [] { \
-    ::macserve::backend::BackendOptions o;                           \
-    o.deterministic = true;                                          \
-    return o;                                                        \
-  }());                                                              \
-  if (!var) GTEST_SKIP() << "no CUDA device, GPU test skipped: " << why_##var
+#define MACSERVE_REQUIRE_CUDA(var) \
+  MACSERVE_REQUIRE_CUDA_WITH(var, ::macserve::backend::BackendOptions{})
+
+// Backend options of --deterministic (BackendOptions::deterministic).
+inline backend::BackendOptions deterministic_options() {
+  backend::BackendOptions o;
+  o.deterministic = true;
+  return o;
+}
 
 inline std::vector<float> randn(std::size_t n, uint64_t seed, float stddev = 1.0f) {
   std::mt19937_64 rng(seed);

@@ -8,8 +8,6 @@
 namespace macserve::kernels::cuda {
 namespace {
 
-constexpr int kCombineTile = 256;  // splits whose weights sit in shared memory at once
-
 // One CTA of D threads per (sequence, q head): the largest log2-sum-exp of the head's splits (the
 // threads split the loads), then the weights exp2(lse_s - max) a tile at a time, each tile's
 // partial outputs summed kMergeLanes splits at once (lse_merge.cuh). A batch-1 decode has up to
@@ -18,7 +16,7 @@ constexpr int kCombineTile = 256;  // splits whose weights sit in shared memory 
 // (lse -inf, o 0) weighs 0; a head without any key gets 0.
 __global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const float* ws_o,
                                const float* ws_lse) {
-  __shared__ float wts[kCombineTile];
+  __shared__ float wts[detail::kMergeTile];
   __shared__ float warp_mx[4];
   __shared__ detail::Acc8 sums[detail::kMergeLanes][16];  // [lane r][c]: D / 8 <= 16
   __shared__ float wsum[detail::kMergeLanes];
@@ -36,8 +34,8 @@ __global__ void combine_kernel(PagedAttentionCudaParams p, int num_splits, const
   const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   detail::Acc8 acc{zero, zero};
   float W = 0.0f;
-  for (int t0 = 0; t0 < num_splits; t0 += kCombineTile) {
-    const int m = min(kCombineTile, num_splits - t0);
+  for (int t0 = 0; t0 < num_splits; t0 += detail::kMergeTile) {
+    const int m = min(detail::kMergeTile, num_splits - t0);
     __syncthreads();  // the previous tile's weights have been read
     for (int k = d; k < m; k += D) {
       const float lse = ws_lse[base + t0 + k];

@@ -28,9 +28,9 @@ __device__ __forceinline__ float ring_get(const void* base, int64_t i) {
 // once (lse_merge.cuh; a head with hundreds of chunks, a miss at batch 1, so waits for an eighth of
 // the dependent load rounds of one thread per dim). Every thread ends with dim d = t. An empty
 // chunk has lse -inf, o 0, weight 0; a class without any key stays (0, -inf).
-constexpr int kMergeTile = 256;
 using detail::Acc8;
 using detail::kMergeLanes;
+using detail::kMergeTile;
 using detail::sum_slots;
 
 __device__ __forceinline__ void fold_chunks(float& o, float& lse, float& o_x, float& lse_x,
