@@ -120,7 +120,8 @@ class CpuBackend final : public Backend {
       else if (quantized)
         k::cpu::dequantize_rows(fmt, table.data_as<uint8_t>(), hidden, &local, 1, row);
       else
-        std::memcpy(row, f32(table) + local * hidden, static_cast<std::size_t>(hidden) * sizeof(float));
+        std::memcpy(row, f32(table) + local * hidden,
+                    static_cast<std::size_t>(hidden) * sizeof(float));
     }
   }
   void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,

@@ -43,7 +43,8 @@ class CpuCommunicator final : public Communicator {
     const int64_t n = x.numel();
     publish({x.data_as<float>(), 1, n}, [this, n] {
       for (const Group::Slot& s : g_->slots)
-        if (s.cols != n) return fmt::format("all_reduce_sum: ranks pass {} and {} elements", n, s.cols);
+        if (s.cols != n)
+          return fmt::format("all_reduce_sum: ranks pass {} and {} elements", n, s.cols);
       g_->result.resize(static_cast<std::size_t>(n));
       return std::string();
     });
@@ -68,7 +69,8 @@ class CpuCommunicator final : public Communicator {
     publish({local.data_as<float>(), rows, local.dim(1)}, [this, rows, width] {
       int64_t cols = 0;
       for (const Group::Slot& s : g_->slots) {
-        if (s.rows != rows) return fmt::format("all_gather_cols: ranks pass {} and {} rows", rows, s.rows);
+        if (s.rows != rows)
+          return fmt::format("all_gather_cols: ranks pass {} and {} rows", rows, s.rows);
         cols += s.cols;
       }
       if (cols != width)
@@ -150,6 +152,7 @@ std::vector<std::unique_ptr<Communicator>> make_cpu_communicators(int size) {
   if (size < 1) throw_error(ErrorCode::kInvalidArgument, "a communicator group needs >= 1 rank");
   auto group = std::make_shared<Group>(size);
   std::vector<std::unique_ptr<Communicator>> ranks;
+  ranks.reserve(static_cast<std::size_t>(size));
   for (int r = 0; r < size; ++r) ranks.push_back(std::make_unique<CpuCommunicator>(group, r));
   return ranks;
 }

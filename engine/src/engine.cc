@@ -295,8 +295,8 @@ std::string EngineImpl::load_model() {
     models::check_tensor_parallel(ckpt.config, tp_->size());
     tp_->run([&](int r) {
       TensorParallel::Rank& rank = tp_->rank(r);
-      rank.model =
-          models::create_model(models::Checkpoint(ckpt), *rank.backend, {r, tp_->size(), rank.comm.get()});
+      rank.model = models::create_model(models::Checkpoint(ckpt), *rank.backend,
+                                        {r, tp_->size(), rank.comm.get()});
     });
   } else {
     model_ = models::create_model(std::move(ckpt), *backend_);
@@ -331,8 +331,8 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
   if (tp_)
     tp_->run([&](int r) {
       TensorParallel::Rank& rank = tp_->rank(r);
-      rank.kv = std::make_unique<cache::KvPool>(*rank.backend, mc, num_blocks, cfg.block_size,
-                                                ring_spec);
+      rank.kv =
+          std::make_unique<cache::KvPool>(*rank.backend, mc, num_blocks, cfg.block_size, ring_spec);
     });
   else
     kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size, ring_spec);
@@ -362,8 +362,8 @@ void EngineImpl::log_ready(const std::string& path, const MacRunnerOptions& mac,
       "context {}, device {}, async scheduling {}, greedy sampling on the device {}, ready in "
       "{:.2f} s",
       path, mc.architecture, mc.num_layers, weight_bytes() / 1048576.0, kv().num_blocks(),
-      cfg.block_size, kv().bytes() / 1048576.0, max_model_len_, be().name(),
-      async_ ? "on" : "off", device_greedy_ ? "on" : "off", seconds(t0, Clock::now()));
+      cfg.block_size, kv().bytes() / 1048576.0, max_model_len_, be().name(), async_ ? "on" : "off",
+      device_greedy_ ? "on" : "off", seconds(t0, Clock::now()));
   if (mac.enabled)
     spdlog::info(
         "attention: mac (threshold {}, window {}, band {}, min context {}, sink {}, ring {} = "
@@ -381,8 +381,8 @@ void EngineImpl::log_ready(const std::string& path, const MacRunnerOptions& mac,
         "tensor parallel: {} ranks (one worker thread each, {} OpenMP threads per rank), per rank "
         "{} query heads, {} KV heads, MLP {} rows, vocabulary {} rows; KV pool and rings above are "
         "one rank's",
-        tp_->size(), tp_->threads_per_rank(), rc.num_q_heads, rc.num_kv_heads,
-        rc.intermediate_size, rc.vocab_size);
+        tp_->size(), tp_->threads_per_rank(), rc.num_q_heads, rc.num_kv_heads, rc.intermediate_size,
+        rc.vocab_size);
   }
   if (cfg.deterministic)
     spdlog::info(

@@ -59,7 +59,8 @@ Tensor slice_cols(const Tensor& t, SliceRange c) {
   if (is_quantized(t.dtype()) && (c.begin % kBlock != 0 || c.end % kBlock != 0))
     return slice_cols(to_f32(t), c);
   const std::size_t row = dtype_bytes(t.dtype(), t.dim(1));
-  const std::size_t skip = dtype_bytes(t.dtype(), c.begin), width = dtype_bytes(t.dtype(), c.size());
+  const std::size_t skip = dtype_bytes(t.dtype(), c.begin),
+                    width = dtype_bytes(t.dtype(), c.size());
   Tensor out = Tensor::empty_host(t.dtype(), {t.dim(0), c.size()});
   for (int64_t r = 0; r < t.dim(0); ++r)
     std::memcpy(out.data_as<uint8_t>() + static_cast<std::size_t>(r) * width,
@@ -94,7 +95,8 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be, const Shard& shard
   MACSERVE_CHECK(shard.size == 1 || shard.comm != nullptr, "rank {} of {} has no communicator",
                  shard.rank, shard.size);
   // Vocabulary-parallel: this rank's rows of the embedding (and of lm_head, tied or not).
-  embed_ = be.upload_weight(slice_rows(take_host(ckpt, "model.embed_tokens.weight"), layout_.vocab));
+  embed_ =
+      be.upload_weight(slice_rows(take_host(ckpt, "model.embed_tokens.weight"), layout_.vocab));
   layers_.resize(static_cast<std::size_t>(c.num_layers));
   for (int64_t i = 0; i < c.num_layers; ++i) load_layer(ckpt, i);
   final_norm_ = take(ckpt, "model.norm.weight", be);
@@ -123,16 +125,17 @@ void LlamaModel::load_layer(Checkpoint& ckpt, int64_t i) {
   const std::string attn = p + "self_attn.";
   L.w_qkv = fuse_rows(qkv_slices(ckpt, attn, "_proj.weight"));
   if (config_.attention_bias) L.b_qkv = fuse_rows(qkv_slices(ckpt, attn, "_proj.bias"));
-  L.wo = be_.upload_weight(
-      slice_cols(take_host(ckpt, attn + "o_proj.weight"), times(layout_.q_heads, config_.head_dim)));
+  L.wo = be_.upload_weight(slice_cols(take_host(ckpt, attn + "o_proj.weight"),
+                                      times(layout_.q_heads, config_.head_dim)));
   if (config_.qk_norm) {
     L.q_norm = take(ckpt, attn + "q_norm.weight", be_);
     L.k_norm = take(ckpt, attn + "k_norm.weight", be_);
   }
-  L.w_gate_up = fuse_rows({slice_rows(take_host(ckpt, p + "mlp.gate_proj.weight"), layout_.intermediate),
-                           slice_rows(take_host(ckpt, p + "mlp.up_proj.weight"), layout_.intermediate)});
-  L.w_down =
-      be_.upload_weight(slice_cols(take_host(ckpt, p + "mlp.down_proj.weight"), layout_.intermediate));
+  L.w_gate_up =
+      fuse_rows({slice_rows(take_host(ckpt, p + "mlp.gate_proj.weight"), layout_.intermediate),
+                 slice_rows(take_host(ckpt, p + "mlp.up_proj.weight"), layout_.intermediate)});
+  L.w_down = be_.upload_weight(
+      slice_cols(take_host(ckpt, p + "mlp.down_proj.weight"), layout_.intermediate));
 }
 
 std::vector<Tensor> LlamaModel::qkv_slices(Checkpoint& ckpt, const std::string& prefix,

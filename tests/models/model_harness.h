@@ -27,8 +27,8 @@ class ModelHarness {
   // keep_quantized: GGUF Q8_0/Q4_0/Q4_1 weights stay in their blocks (`--cpu-weights native`).
   explicit ModelHarness(const std::string& path, int64_t max_tokens = 512, int64_t block_size = 16,
                         uint64_t shuffle_seed = 7, bool keep_quantized = false)
-      : ModelHarness(models::load_checkpoint(path, models::LoadFormat::kAuto, 0, keep_quantized),
-                     1, max_tokens, block_size, shuffle_seed) {}
+      : ModelHarness(models::load_checkpoint(path, models::LoadFormat::kAuto, 0, keep_quantized), 1,
+                     max_tokens, block_size, shuffle_seed) {}
 
   // Tensor parallel over `tp_size` ranks when > 1: one CPU backend, model shard and KV shard per
   // rank, an in-process communicator group, and each step run on one thread per rank (1 OpenMP
@@ -41,8 +41,8 @@ class ModelHarness {
     for (int r = 0; r < tp_size; ++r) {
       backends_.push_back(backend::make_cpu_backend());
       const models::Shard shard{r, tp_size, tp_size > 1 ? comms_[r].get() : nullptr};
-      models_.push_back(models::create_model(tp_size > 1 ? ckpt : std::move(ckpt), *backends_[r],
-                                             shard));
+      models_.push_back(
+          models::create_model(tp_size > 1 ? ckpt : std::move(ckpt), *backends_[r], shard));
       const ModelConfig& full = models_[r]->config();
       const ModelConfig c = models::shard_config(full, models::shard_layout(full, r, tp_size));
       models::KvCacheView& kv = kv_.emplace_back();

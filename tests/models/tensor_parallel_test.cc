@@ -42,7 +42,8 @@ std::vector<int32_t> golden_prompt(const std::string& model) {
   return g[model]["samples"][0]["prompt_ids"].get<std::vector<int32_t>>();
 }
 
-double max_diff(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b) {
+double max_diff(const std::vector<std::vector<float>>& a,
+                const std::vector<std::vector<float>>& b) {
   double m = a.size() == b.size() ? 0.0 : 1e30;
   for (std::size_t r = 0; r < a.size() && r < b.size(); ++r) {
     if (a[r].size() != b[r].size()) return 1e30;
@@ -54,8 +55,8 @@ double max_diff(const std::vector<std::vector<float>>& a, const std::vector<std:
 
 // Chunked prefill (chunks of 5) and 16 greedy steps on TP = n against TP = 1: every logit within
 // `tol`, the same tokens, and the same bits on every rank. Returns the largest difference.
-double compare_with_one_rank(const models::Checkpoint& ckpt, int n, const std::vector<int32_t>& prompt,
-                             double tol) {
+double compare_with_one_rank(const models::Checkpoint& ckpt, int n,
+                             const std::vector<int32_t>& prompt, double tol) {
   ModelHarness one(models::Checkpoint(ckpt), 1), many(models::Checkpoint(ckpt), n);
   const auto p1 = one.prefill(prompt, 5), pn = many.prefill(prompt, 5);
   EXPECT_TRUE(many.ranks_agree());
@@ -94,15 +95,16 @@ TEST_P(TensorParallelModel, LogitsAndGreedyTokensMatchOneRank) {
 // All four models have 8 query and 4 KV heads: 8 ranks hold one query head each and share a KV
 // head by pairs (replicated). stories260K's MLP (172) splits unevenly over 8; its logits move by
 // up to 6 ulps (1.14e-5 measured at 2 ranks), so it gets 2e-5.
-INSTANTIATE_TEST_SUITE_P(
-    Models, TensorParallelModel,
-    ::testing::Values(Case{"tiny-llama-sp", {2, 4, 8}}, Case{"tiny-qwen2-bpe", {2, 4, 8}},
-                      Case{"tiny-qwen3-bpe", {2, 4, 8}}, Case{"stories260K", {2, 8}, 2e-5}),
-    [](const auto& info) {
-      std::string n = info.param.model;
-      std::replace(n.begin(), n.end(), '-', '_');
-      return n;
-    });
+INSTANTIATE_TEST_SUITE_P(Models, TensorParallelModel,
+                         ::testing::Values(Case{"tiny-llama-sp", {2, 4, 8}},
+                                           Case{"tiny-qwen2-bpe", {2, 4, 8}},
+                                           Case{"tiny-qwen3-bpe", {2, 4, 8}},
+                                           Case{"stories260K", {2, 8}, 2e-5}),
+                         [](const auto& info) {
+                           std::string n = info.param.model;
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
 
 // GGUF Q8_0 blocks (a block: f16 scale d, 32 x int8; x = q * d) of a float32 matrix.
 Tensor quantize_q8_0(const Tensor& w) {
@@ -203,23 +205,6 @@ engine::EngineConfig engine_config(int tp, const std::string& attention) {
   return c;
 }
 
-std::vector<engine::Request> requests(int n, int64_t vocab) {
-  std::mt19937 rng(5);
-  std::vector<engine::Request> reqs;
-  for (int i = 0; i < n; ++i) {
-    engine::Request r;
-    r.id = "tp" + std::to_string(i);
-    r.prompt_ids.push_back(1);
-    const int len = 40 + static_cast<int>(rng() % 120);
-    for (int j = 1; j < len; ++j) r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
-    r.params.temperature = 0.0f;
-    r.params.max_tokens = 24;
-    r.params.ignore_eos = true;
-    reqs.push_back(std::move(r));
-  }
-  return reqs;
-}
-
 struct EngineCase {
   std::string attention;
   int tp;
@@ -228,7 +213,8 @@ struct EngineCase {
 class TensorParallelEngine : public ::testing::TestWithParam<EngineCase> {
  protected:
   void SetUp() override {
-    if (!std::filesystem::exists(llama_dir())) GTEST_SKIP() << "test model not found: " << llama_dir();
+    if (!std::filesystem::exists(llama_dir()))
+      GTEST_SKIP() << "test model not found: " << llama_dir();
   }
 };
 
@@ -239,7 +225,7 @@ class TensorParallelEngine : public ::testing::TestWithParam<EngineCase> {
 TEST_P(TensorParallelEngine, RanksGiveTheGreedyTokensOfOne) {
   const auto [attention, tp] = GetParam();
   auto one = engine::Engine::create(engine_config(1, attention));
-  const auto reqs = requests(6, one->model_config().vocab_size);
+  const auto reqs = random_greedy_requests(6, one->model_config().vocab_size, 5, "tp", 24);
   const auto expected = run_all(*one, reqs);
   engine::EngineConfig c = engine_config(tp, attention);
   c.async_scheduling = engine::AutoOnOff::kOn;
@@ -319,9 +305,8 @@ TEST(TensorParallelGroup, AFailingRankDoesNotLeaveTheOthersWaiting) {
   engine::TensorParallel tp(4);
   EXPECT_GE(tp.threads_per_rank(), 1);
   std::vector<float> x(4 * 8, 1.0f);
-  tp.run([&](int r) {
-    tp.rank(r).comm->all_reduce_sum(Tensor(x.data() + r * 8, DType::kF32, {8}));
-  });
+  tp.run(
+      [&](int r) { tp.rank(r).comm->all_reduce_sum(Tensor(x.data() + r * 8, DType::kF32, {8})); });
   EXPECT_EQ(x[0], 4.0f);
   try {
     tp.run([&](int r) {

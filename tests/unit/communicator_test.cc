@@ -84,7 +84,8 @@ TEST_P(CpuGroup, AllGatherPutsUnevenSlicesInRankOrder) {
   const auto errors = on_ranks(n, [&](int r, Communicator& c) {
     std::vector<float> local(static_cast<std::size_t>(rows * (r + 1)));
     for (int64_t i = 0; i < rows; ++i)
-      for (int64_t j = 0; j <= r; ++j) local[static_cast<std::size_t>(i * (r + 1) + j)] = 100.0f * r + 10.0f * i + j;
+      for (int64_t j = 0; j <= r; ++j)
+        local[static_cast<std::size_t>(i * (r + 1) + j)] = 100.0f * r + 10.0f * i + j;
     c.all_gather_cols(Tensor(local.data(), DType::kF32, {rows, r + 1}),
                       Tensor(out[static_cast<std::size_t>(r)].data(), DType::kF32, {rows, total}));
   });
@@ -112,14 +113,17 @@ TEST_P(CpuGroup, ManyCollectivesInARowStayExact) {
       std::vector<float> want = values(0, len, round);
       for (int s = 1; s < n; ++s) {
         const std::vector<float> v = values(s, len, round);
-        for (int64_t i = 0; i < len; ++i) want[static_cast<std::size_t>(i)] += v[static_cast<std::size_t>(i)];
+        for (int64_t i = 0; i < len; ++i)
+          want[static_cast<std::size_t>(i)] += v[static_cast<std::size_t>(i)];
       }
       ASSERT_EQ(std::memcmp(x.data(), want.data(), static_cast<std::size_t>(len) * 4), 0)
           << "rank " << r << " round " << round;
       float mine = static_cast<float>(r + round);
       std::vector<float> all(static_cast<std::size_t>(n));
-      c.all_gather_cols(Tensor(&mine, DType::kF32, {1, 1}), Tensor(all.data(), DType::kF32, {1, n}));
-      for (int s = 0; s < n; ++s) ASSERT_EQ(all[static_cast<std::size_t>(s)], static_cast<float>(s + round));
+      c.all_gather_cols(Tensor(&mine, DType::kF32, {1, 1}),
+                        Tensor(all.data(), DType::kF32, {1, n}));
+      for (int s = 0; s < n; ++s)
+        ASSERT_EQ(all[static_cast<std::size_t>(s)], static_cast<float>(s + round));
     }
   });
   for (const std::string& e : errors) EXPECT_EQ(e, "");
@@ -146,7 +150,8 @@ TEST_P(CpuGroup, AFailingRankEndsEveryRanksCollective) {
       EXPECT_EQ(errors[static_cast<std::size_t>(r)], "out of memory");
       continue;
     }
-    EXPECT_NE(errors[static_cast<std::size_t>(r)].find("tensor-parallel group aborted"), std::string::npos)
+    EXPECT_NE(errors[static_cast<std::size_t>(r)].find("tensor-parallel group aborted"),
+              std::string::npos)
         << errors[static_cast<std::size_t>(r)];
     EXPECT_NE(errors[static_cast<std::size_t>(r)].find("ran out of memory"), std::string::npos)
         << errors[static_cast<std::size_t>(r)];

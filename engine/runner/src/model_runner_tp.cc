@@ -10,7 +10,8 @@ void ModelRunner::post_ranks() {
     TensorParallel::Rank& rank = tp_->rank(r);
     rank.kv->copy_blocks(batch_.copies);
     rank.mac_out = {};
-    rank.logits = rank.model->forward(in_, rank.kv->view(), in_.mac.enabled ? &rank.mac_out : nullptr);
+    rank.logits =
+        rank.model->forward(in_, rank.kv->view(), in_.mac.enabled ? &rank.mac_out : nullptr);
     rank.backend->synchronize();
     if (in_.mac.enabled) rank.model->read_mac_outputs(rank.mac_out);
   });

@@ -1,9 +1,10 @@
 // Communicator: the collectives of one tensor-parallel group, as one rank sees them (issue 22).
 // Megatron-style sharding needs two: an in-place all-reduce (sum) after each row-parallel layer
 // (o_proj, down_proj, the vocabulary-parallel embedding) and an all-gather of the logits slices.
-// make_cpu_communicators() is an in-process group for the CPU backend (one thread per rank, a shared
-// exchange); a NCCL one for CUDA is not built yet. Every collective is called by every rank of the
-// group, in the same order; a rank that fails calls abort(), so that no other rank stays waiting.
+// make_cpu_communicators() is an in-process group for the CPU backend (one thread per rank, a
+// shared exchange); a NCCL one for CUDA is not built yet. Every collective is called by every rank
+// of the group, in the same order; a rank that fails calls abort(), so that no other rank stays
+// waiting.
 #pragma once
 
 #include <memory>

@@ -47,10 +47,11 @@ class TensorParallel {
   int threads_per_rank() const { return threads_per_rank_; }
   Rank& rank(int r) { return ranks_.at(static_cast<std::size_t>(r)); }
 
-  // fn(rank) on every rank's worker: post() returns at once, wait() returns when all are done, run()
-  // is both. A rank whose fn throws aborts the communicator group first, so the others leave their
-  // collectives (with an error) instead of waiting forever; wait() then rethrows the first failure
-  // (that of the rank which failed first). The group stays aborted: later collectives throw.
+  // fn(rank) on every rank's worker: post() returns at once, wait() returns when all are done,
+  // run() is both. A rank whose fn throws aborts the communicator group first, so the others leave
+  // their collectives (with an error) instead of waiting forever; wait() then rethrows the first
+  // failure (that of the rank which failed first). The group stays aborted: later collectives
+  // throw.
   void post(std::function<void(int)> fn);
   void wait();
   void run(std::function<void(int)> fn);
