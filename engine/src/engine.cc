@@ -76,7 +76,8 @@ struct MemoryPlan {
 };
 
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the
-// KV pool and the rings together: 1 GiB on the CPU; on a GPU, --gpu-memory-utilization of its
+// KV pool and the rings together: 1 GiB on the CPU (shared by the tensor-parallel ranks, whose
+// KV pools all live in host memory: `mc` is one rank's shapes); on a GPU, --gpu-memory-utilization of its
 // memory less what is in use now (weights, workspaces, other processes) and a reserve for the
 // step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
 // slots: as many sequences as can be long at once, each holding mac_min_context tokens of KV and
@@ -109,7 +110,7 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
   if (plan.ring_slots < 0 && !can_be_long) plan.ring_slots = 0;
   plan.kv_tokens = cfg.kv_cache_tokens;
   if (plan.kv_tokens <= 0) {
-    int64_t budget = int64_t{1} << 30;
+    int64_t budget = (int64_t{1} << 30) / cfg.tensor_parallel_size;
     if (const int64_t free = be.free_memory_bytes(); free >= 0) {
       const int64_t total = be.total_memory_bytes();
       const int64_t reserve =

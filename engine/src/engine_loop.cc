@@ -107,7 +107,7 @@ void EngineImpl::publish_stats() {
   stats_.mac_groups_all_hit = mt.groups_all_hit;
   stats_.mac_groups_mixed = mt.groups_mixed;
   stats_.mac_groups_all_miss = mt.groups_all_miss;
-  stats_.mac_ring_bytes = kv().mac_ring_bytes();
+  stats_.mac_ring_bytes = kv().mac_ring_bytes() * (tp_ ? tp_->size() : 1);  // equal on each rank
   if (mac_state_ != nullptr) {
     stats_.mac_ring_slots = mac_state_->num_slots();
     stats_.mac_ring_slots_in_use = mac_state_->num_slots() - mac_state_->num_free();
