@@ -77,9 +77,9 @@ struct MemoryPlan {
 
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the
 // KV pool and the rings together: 1 GiB on the CPU (shared by the tensor-parallel ranks, whose
-// KV pools all live in host memory: `mc` is one rank's shapes); on a GPU, --gpu-memory-utilization of its
-// memory less what is in use now (weights, workspaces, other processes) and a reserve for the
-// step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
+// KV pools all live in host memory: `mc` is one rank's shapes); on a GPU, --gpu-memory-utilization
+// of its memory less what is in use now (weights, workspaces, other processes) and a reserve for
+// the step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
 // slots: as many sequences as can be long at once, each holding mac_min_context tokens of KV and
 // one slot, i.e. min(max_num_seqs, KV tokens / mac_min_context) with the KV tokens left after the
 // rings (none when no request can reach mac_min_context).
