@@ -9,9 +9,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
+#include <string>
+
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -277,7 +280,8 @@ TEST(TensorParallelEngineErrors, BadSizesAndCudaAreStartUpErrors) {
 // A model whose heads do not divide (dummy weights for a 6-head config): refused at start-up.
 TEST(TensorParallelEngineErrors, HeadsThatDoNotDivideAreAStartUpError) {
   MACSERVE_REQUIRE_PATH(llama_dir());
-  const auto dir = std::filesystem::temp_directory_path() / "macserve_tp_six_heads";
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("macserve_tp_six_heads_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   std::ifstream in(llama_dir() + "/config.json");
   auto cfg = nlohmann::json::parse(in);
