@@ -30,6 +30,10 @@ void add_engine_options(CLI::App& cmd, engine::EngineConfig& cfg) {
   add_enum_option(cmd, "--cpu-weights", cfg.cpu_weights,
                   "Quantized GGUF weights on the CPU: native (kept in their blocks) or f32 "
                   "(dequantized at load)");
+  cmd.add_option("--tensor-parallel-size", cfg.tensor_parallel_size,
+                 "Ranks the model is sharded over (1, 2, 4 or 8; heads, MLP and vocabulary split, "
+                 "one worker thread per rank); the CPU backend only for now")
+      ->capture_default_str();
   cmd.add_option("--kv-cache-tokens", cfg.kv_cache_tokens, "KV cache capacity in tokens (0 = auto)")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   cmd.add_option("--gpu-memory-utilization", cfg.gpu_memory_utilization,

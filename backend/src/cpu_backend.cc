@@ -106,6 +106,24 @@ class CpuBackend final : public Backend {
     }
     k::cpu::embedding({id, f32(table), f32(out), ids.numel(), table.dim(1), vocab});
   }
+  void embedding_slice(const Tensor& ids, const Tensor& table, int64_t first_id,
+                       const Tensor& out) override {
+    const int64_t rows = table.dim(0), hidden = table.dim(1);
+    const int32_t* id = ids.data_as<int32_t>();
+    k::QuantFormat fmt{};
+    const bool quantized = quant_format(table.dtype(), &fmt);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      float* row = f32(out) + i * hidden;
+      const int32_t local = static_cast<int32_t>(id[i] - first_id);
+      if (local < 0 || local >= rows)
+        std::memset(row, 0, static_cast<std::size_t>(hidden) * sizeof(float));
+      else if (quantized)
+        k::cpu::dequantize_rows(fmt, table.data_as<uint8_t>(), hidden, &local, 1, row);
+      else
+        std::memcpy(row, f32(table) + local * hidden,
+                    static_cast<std::size_t>(hidden) * sizeof(float));
+    }
+  }
   void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight, const Tensor& out,
                 float eps) override {
     const int64_t dim = weight.numel();

@@ -76,9 +76,10 @@ struct MemoryPlan {
 };
 
 // KV tokens and MAC ring slots. Default KV: every sequence at full length, within a budget for the
-// KV pool and the rings together: 1 GiB on the CPU; on a GPU, --gpu-memory-utilization of its
-// memory less what is in use now (weights, workspaces, other processes) and a reserve for the
-// step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
+// KV pool and the rings together: 1 GiB on the CPU (shared by the tensor-parallel ranks, whose
+// KV pools all live in host memory: `mc` is one rank's shapes); on a GPU, --gpu-memory-utilization
+// of its memory less what is in use now (weights, workspaces, other processes) and a reserve for
+// the step's activations and logits and the backend's scratch (Backend::scratch_bytes). Auto ring
 // slots: as many sequences as can be long at once, each holding mac_min_context tokens of KV and
 // one slot, i.e. min(max_num_seqs, KV tokens / mac_min_context) with the KV tokens left after the
 // rings (none when no request can reach mac_min_context).
@@ -109,7 +110,7 @@ MemoryPlan plan_memory(const EngineConfig& cfg, backend::Backend& be, const Mode
   if (plan.ring_slots < 0 && !can_be_long) plan.ring_slots = 0;
   plan.kv_tokens = cfg.kv_cache_tokens;
   if (plan.kv_tokens <= 0) {
-    int64_t budget = int64_t{1} << 30;
+    int64_t budget = (int64_t{1} << 30) / cfg.tensor_parallel_size;
     if (const int64_t free = be.free_memory_bytes(); free >= 0) {
       const int64_t total = be.total_memory_bytes();
       const int64_t reserve =
@@ -209,24 +210,60 @@ std::unique_ptr<backend::Backend> make_backend(const EngineConfig& cfg) {
 
 // Construction in named steps: device, model and tokenizer, MAC options, KV budget, components.
 EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
-  backend_ = make_backend(cfg);
+  if (cfg.tensor_parallel_size == 1)
+    backend_ = make_backend(cfg);
+  else
+    start_tensor_parallel();
   const auto t0 = Clock::now();
   const std::string path = load_model();
   const MacRunnerOptions mac = mac_options(cfg);
   if (mac.enabled) {  // shapes the backend's MAC kernels cannot run: say so now, not at the first
                       // step
-    const ModelConfig& mc = model_->config();
+    const ModelConfig mc = rank_config();
     const std::string why =
-        backend_->mac_unsupported(mc.head_dim, mc.num_q_heads / mc.num_kv_heads, cfg.block_size);
+        be().mac_unsupported(mc.head_dim, mc.num_q_heads / mc.num_kv_heads, cfg.block_size);
     if (!why.empty())
-      throw_error(ErrorCode::kUnsupported, "--attention mac on --device {}: {}", backend_->name(),
-                  why);
+      throw_error(ErrorCode::kUnsupported, "--attention mac on --device {}: {}", be().name(), why);
   }
   build_components(mac);
   log_ready(path, mac, t0);
   publish_stats();  // stats() describes the KV pool and ring slots before the first step
                     // (GetServerInfo, /metrics)
   thread_ = std::thread([this] { loop(); });
+}
+
+// --tensor-parallel-size > 1: the group's workers, each with a backend of its own. Only the CPU
+// backend has a communicator (in-process); CUDA would need NCCL, which is not built yet.
+void EngineImpl::start_tensor_parallel() {
+  const int n = cfg_.tensor_parallel_size;
+  if (n != 2 && n != 4 && n != 8)
+    throw_error(ErrorCode::kInvalidArgument, "--tensor-parallel-size must be 1, 2, 4 or 8, got {}",
+                n);
+  if (cfg_.device == DeviceChoice::kCuda)
+    throw_error(ErrorCode::kUnsupported,
+                "--tensor-parallel-size {} on --device cuda: tensor parallelism over NCCL is not "
+                "built yet; it runs on the CPU backend only (--device cpu)",
+                n);
+  if (!cfg_.mac_dump.empty())
+    throw_error(ErrorCode::kUnsupported,
+                "--mac-dump is not supported with --tensor-parallel-size {} (each rank holds the "
+                "rings of its own heads)",
+                n);
+  tp_ = std::make_unique<TensorParallel>(n);
+  tp_->run([this](int r) { tp_->rank(r).backend = make_backend(cfg_); });
+}
+
+ModelConfig EngineImpl::rank_config() const {
+  const ModelConfig& mc = model().config();
+  if (!tp_) return mc;
+  return models::shard_config(mc, models::shard_layout(mc, 0, tp_->size()));
+}
+
+int64_t EngineImpl::weight_bytes() const {
+  if (!tp_) return model_->weight_bytes();
+  int64_t total = 0;  // all ranks' (on the CPU, row slices are views of the same memory)
+  for (int r = 0; r < tp_->size(); ++r) total += tp_->rank(r).model->weight_bytes();
+  return total;
 }
 
 // Model loading: checkpoint (weights, GGUF vocabulary), tokenizer, model, EOS ids and context
@@ -242,7 +279,7 @@ std::string EngineImpl::load_model() {
                 "pass --tokenizer DIR",
                 cfg.model_path);
   const bool keep_quantized =
-      backend_->device() == Device::kCpu && cfg.cpu_weights == CpuWeights::kNative;
+      be().device() == Device::kCpu && cfg.cpu_weights == CpuWeights::kNative;
   models::Checkpoint ckpt = models::load_checkpoint(cfg.model_path, to_models(cfg.load_format),
                                                     cfg.dummy_seed, keep_quantized);
   const std::string model_dir = std::filesystem::is_directory(ckpt.path)
@@ -255,8 +292,17 @@ std::string EngineImpl::load_model() {
   else
     tokenizer_ = tokenizer::load_tokenizer(model_dir);
   std::string path = ckpt.path;
-  model_ = models::create_model(std::move(ckpt), *backend_);
-  const ModelConfig& mc = model_->config();
+  if (tp_) {  // every rank its slices, built on its worker from its own copy of the handles
+    models::check_tensor_parallel(ckpt.config, tp_->size());
+    tp_->run([&](int r) {
+      TensorParallel::Rank& rank = tp_->rank(r);
+      rank.model = models::create_model(models::Checkpoint(ckpt), *rank.backend,
+                                        {r, tp_->size(), rank.comm.get()});
+    });
+  } else {
+    model_ = models::create_model(std::move(ckpt), *backend_);
+  }
+  const ModelConfig& mc = model().config();
   if (tokenizer_->vocab_size() > mc.vocab_size)
     throw_error(ErrorCode::kInvalidModel,
                 "{}: tokenizer has {} tokens but the model's vocabulary is {}", path,
@@ -271,11 +317,11 @@ std::string EngineImpl::load_model() {
 // runner, and the auto|on|off switches resolved for the backend.
 void EngineImpl::build_components(const MacRunnerOptions& mac) {
   const EngineConfig& cfg = cfg_;
-  const ModelConfig& mc = model_->config();
+  const ModelConfig mc = rank_config();  // a rank's KV heads and MAC ring heads
   if (!(cfg.gpu_memory_utilization > 0.0 && cfg.gpu_memory_utilization <= 1.0))
     throw_error(ErrorCode::kInvalidArgument, "--gpu-memory-utilization must be in (0, 1], got {}",
                 cfg.gpu_memory_utilization);
-  const MemoryPlan mem = plan_memory(cfg, *backend_, mc, max_model_len_, mac);
+  const MemoryPlan mem = plan_memory(cfg, be(), mc, max_model_len_, mac);
   if (mem.kv_tokens < max_model_len_)
     throw_error(ErrorCode::kInvalidArgument,
                 "--kv-cache-tokens {} is smaller than the context length {}", mem.kv_tokens,
@@ -283,7 +329,14 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
   const int64_t num_blocks = (mem.kv_tokens + cfg.block_size - 1) / cfg.block_size;
   cache::MacRingSpec ring_spec;
   if (mac.enabled) ring_spec = {mem.ring_slots, mac.config.window, mac.config.ring_bf16};
-  kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size, ring_spec);
+  if (tp_)
+    tp_->run([&](int r) {
+      TensorParallel::Rank& rank = tp_->rank(r);
+      rank.kv =
+          std::make_unique<cache::KvPool>(*rank.backend, mc, num_blocks, cfg.block_size, ring_spec);
+    });
+  else
+    kv_ = std::make_unique<cache::KvPool>(*backend_, mc, num_blocks, cfg.block_size, ring_spec);
   if (mac.enabled) mac_state_ = std::make_unique<cache::MacState>(mem.ring_slots);
   blocks_ =
       std::make_unique<cache::BlockManager>(num_blocks, cfg.block_size, cfg.enable_prefix_caching);
@@ -294,35 +347,44 @@ void EngineImpl::build_components(const MacRunnerOptions& mac) {
       *blocks_,
       SchedulerLimits{cfg.max_num_seqs, cfg.max_num_batched_tokens, cfg.scheduling_policy},
       mac_state_.get(), MacRingPolicy{mac.config.window, mac.config.gen_min, cfg.deterministic});
-  runner_ = std::make_unique<ModelRunner>(*backend_, *model_, *kv_, mac);
-  async_ = auto_on_off(cfg.async_scheduling, backend_->device() != Device::kCpu);
+  runner_ = std::make_unique<ModelRunner>(be(), model(), kv(), mac, tp_.get());
+  async_ = auto_on_off(cfg.async_scheduling, be().device() != Device::kCpu);
   // auto = on for device backends (on the H200: exact against the CPU sampler under the same loop,
   // cuda_engine_test; batch-64 step gap 2.3 -> 0.26 ms on the 8B dummy), off on the CPU.
-  device_greedy_ = auto_on_off(cfg.device_sampling, backend_->device() != Device::kCpu);
+  device_greedy_ = auto_on_off(cfg.device_sampling, be().device() != Device::kCpu);
 }
 
 void EngineImpl::log_ready(const std::string& path, const MacRunnerOptions& mac,
                            Clock::time_point t0) const {
   const EngineConfig& cfg = cfg_;
-  const ModelConfig& mc = model_->config();
+  const ModelConfig& mc = model().config();
   spdlog::info(
       "engine: {} ({}), {} layers, {:.1f} MiB weights, KV {} blocks x {} tokens ({:.1f} MiB), "
       "context {}, device {}, async scheduling {}, greedy sampling on the device {}, ready in "
       "{:.2f} s",
-      path, mc.architecture, mc.num_layers, model_->weight_bytes() / 1048576.0, kv_->num_blocks(),
-      cfg.block_size, kv_->bytes() / 1048576.0, max_model_len_, backend_->name(),
-      async_ ? "on" : "off", device_greedy_ ? "on" : "off", seconds(t0, Clock::now()));
+      path, mc.architecture, mc.num_layers, weight_bytes() / 1048576.0, kv().num_blocks(),
+      cfg.block_size, kv().bytes() / 1048576.0, max_model_len_, be().name(), async_ ? "on" : "off",
+      device_greedy_ ? "on" : "off", seconds(t0, Clock::now()));
   if (mac.enabled)
     spdlog::info(
         "attention: mac (threshold {}, window {}, band {}, min context {}, sink {}, ring {} = "
         "{:.1f} MiB "
         "for {} ring slots{}, audit rate {})",
         mac.config.threshold, mac.config.window, mac.config.band, mac.config.gen_min,
-        mac.config.sink, to_string(cfg.mac_ring_dtype), kv_->mac_ring_bytes() / 1048576.0,
+        mac.config.sink, to_string(cfg.mac_ring_dtype), kv().mac_ring_bytes() / 1048576.0,
         mac_state_ ? mac_state_->num_slots() : 0, cfg.mac_ring_slots < 0 ? " (auto)" : "",
         mac.audit_rate);
   else
     spdlog::info("attention: full");
+  if (tp_) {
+    const ModelConfig rc = rank_config();
+    spdlog::info(
+        "tensor parallel: {} ranks (one worker thread each, {} OpenMP threads per rank), per rank "
+        "{} query heads, {} KV heads, MLP {} rows, vocabulary {} rows; KV pool and rings above are "
+        "one rank's",
+        tp_->size(), tp_->threads_per_rank(), rc.num_q_heads, rc.num_kv_heads, rc.intermediate_size,
+        rc.vocab_size);
+  }
   if (cfg.deterministic)
     spdlog::info(
         "deterministic mode: on (each request's logits are bit-identical whatever its batch, "
@@ -376,7 +438,7 @@ std::vector<std::shared_ptr<ResponseStream>> EngineImpl::submit_batch(
     }
     const auto bad =
         std::find_if(request.prompt_ids.begin(), request.prompt_ids.end(),
-                     [&](int32_t id) { return id < 0 || id >= model_->config().vocab_size; });
+                     [&](int32_t id) { return id < 0 || id >= model().config().vocab_size; });
     if (bad != request.prompt_ids.end()) {
       fail(stream, ErrorKind::kInvalidRequest,
            fmt::format("prompt token id {} is outside the vocabulary", *bad), n);

@@ -27,15 +27,23 @@ class EngineImpl final : public Engine {
   std::shared_ptr<ResponseStream> submit(Request request) override;
   std::vector<std::shared_ptr<ResponseStream>> submit_batch(std::vector<Request> requests) override;
   const tokenizer::Tokenizer& tokenizer() const override { return *tokenizer_; }
-  const ModelConfig& model_config() const override { return model_->config(); }
+  const ModelConfig& model_config() const override { return model().config(); }
   int64_t max_model_len() const override { return max_model_len_; }
   EngineStats stats() const override;
-  std::string device_name() const override { return backend_->name(); }
-  int64_t weight_bytes() const override { return model_->weight_bytes(); }
+  std::string device_name() const override { return be().name(); }
+  int64_t weight_bytes() const override;
   void shutdown() override;
   double seconds_since_progress() const override;
 
  private:
+  // The device, model and KV pool the engine thread drives: its own, or tensor parallel rank 0's.
+  backend::Backend& be() const { return tp_ ? *tp_->rank(0).backend : *backend_; }
+  models::Model& model() const { return tp_ ? *tp_->rank(0).model : *model_; }
+  cache::KvPool& kv() const { return tp_ ? *tp_->rank(0).kv : *kv_; }
+  // The shapes one rank runs (models::shard_config; the model's own without tensor parallelism).
+  ModelConfig rank_config() const;
+  void start_tensor_parallel();
+
   // Construction steps (engine.cc), in order after the device is chosen.
   std::string load_model();
   void build_components(const MacRunnerOptions& mac);
@@ -61,6 +69,9 @@ class EngineImpl final : public Engine {
   void publish_stats();
 
   EngineConfig cfg_;
+  // --tensor-parallel-size > 1: the ranks own backend, model and KV pool (backend_, model_ and kv_
+  // stay empty); declared first, so that it goes last.
+  std::unique_ptr<TensorParallel> tp_;
   std::unique_ptr<backend::Backend> backend_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<models::Model> model_;

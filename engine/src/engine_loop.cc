@@ -107,7 +107,7 @@ void EngineImpl::publish_stats() {
   stats_.mac_groups_all_hit = mt.groups_all_hit;
   stats_.mac_groups_mixed = mt.groups_mixed;
   stats_.mac_groups_all_miss = mt.groups_all_miss;
-  stats_.mac_ring_bytes = kv_->mac_ring_bytes();
+  stats_.mac_ring_bytes = kv().mac_ring_bytes() * (tp_ ? tp_->size() : 1);  // equal on each rank
   if (mac_state_ != nullptr) {
     stats_.mac_ring_slots = mac_state_->num_slots();
     stats_.mac_ring_slots_in_use = mac_state_->num_slots() - mac_state_->num_free();
@@ -246,7 +246,7 @@ bool EngineImpl::greedy_on_device(const SchedulerOutput& batch) const {
 // sequence is streamed by the next loop iteration, while the device runs the next step.
 void EngineImpl::sample(const SchedulerOutput& batch, const std::vector<float>& logits,
                         bool defer_text) {
-  const int64_t vocab = model_->config().vocab_size;
+  const int64_t vocab = model().config().vocab_size;
   // Prompt tokens are counted once per completion when its prefill ends (cached ones included, as
   // vLLM counts them); recomputation after a preemption is not counted again.
   int64_t prompt_tokens = 0;

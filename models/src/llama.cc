@@ -44,6 +44,32 @@ Tensor to_f32(const Tensor& t) {
   return out;
 }
 
+// Rows [begin, end) of a host weight (a view; GGUF blocks are whole rows).
+Tensor slice_rows(const Tensor& t, SliceRange r) {
+  return r.begin == 0 && r.end == t.dim(0) ? t : t.slice_rows(r.begin, r.end);
+}
+
+// Columns [begin, end) of a host weight [rows, cols] (row-parallel layers' input slices), copied.
+// GGUF blocks are sliced as blocks when both ends fall on a block boundary (32 elements: head and
+// MLP slices of real models do), so the rank multiplies with them in place as it would unsliced;
+// otherwise the slice is dequantized to float32 first.
+Tensor slice_cols(const Tensor& t, SliceRange c) {
+  if (c.begin == 0 && c.end == t.dim(1)) return t;
+  constexpr int64_t kBlock = 32;
+  if (is_quantized(t.dtype()) && (c.begin % kBlock != 0 || c.end % kBlock != 0))
+    return slice_cols(to_f32(t), c);
+  const std::size_t row = dtype_bytes(t.dtype(), t.dim(1));
+  const std::size_t skip = dtype_bytes(t.dtype(), c.begin),
+                    width = dtype_bytes(t.dtype(), c.size());
+  Tensor out = Tensor::empty_host(t.dtype(), {t.dim(0), c.size()});
+  for (int64_t r = 0; r < t.dim(0); ++r)
+    std::memcpy(out.data_as<uint8_t>() + static_cast<std::size_t>(r) * width,
+                t.data_as<uint8_t>() + static_cast<std::size_t>(r) * row + skip, width);
+  return out;
+}
+
+SliceRange times(SliceRange r, int64_t k) { return {r.begin * k, r.end * k}; }
+
 kernels::RopeScalingType to_kernel(RopeScaling s) {
   switch (s) {
     case RopeScaling::kNone:
@@ -58,35 +84,25 @@ kernels::RopeScalingType to_kernel(RopeScaling s) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be)
-    : Model(be, ckpt.config), config_(ckpt.config), be_(be) {
+LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be, const Shard& shard)
+    : Model(be, shard_config(ckpt.config, shard_layout(ckpt.config, shard.rank, shard.size))),
+      config_(ckpt.config),
+      shard_(shard),
+      layout_(shard_layout(config_, shard.rank, shard.size)),
+      local_(shard_config(config_, layout_)),
+      be_(be) {
   const ModelConfig& c = config_;
-  embed_ = take(ckpt, "model.embed_tokens.weight", be);
+  MACSERVE_CHECK(shard.size == 1 || shard.comm != nullptr, "rank {} of {} has no communicator",
+                 shard.rank, shard.size);
+  // Vocabulary-parallel: this rank's rows of the embedding (and of lm_head, tied or not).
+  embed_ =
+      be.upload_weight(slice_rows(take_host(ckpt, "model.embed_tokens.weight"), layout_.vocab));
   layers_.resize(static_cast<std::size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    Layer& L = layers_[static_cast<std::size_t>(i)];
-    L.input_norm = take(ckpt, p + "input_layernorm.weight", be);
-    L.post_attn_norm = take(ckpt, p + "post_attention_layernorm.weight", be);
-    const std::string attn = p + "self_attn.";
-    L.w_qkv =
-        fuse_rows({take_host(ckpt, attn + "q_proj.weight"), take_host(ckpt, attn + "k_proj.weight"),
-                   take_host(ckpt, attn + "v_proj.weight")});
-    if (c.attention_bias)
-      L.b_qkv =
-          fuse_rows({take_host(ckpt, attn + "q_proj.bias"), take_host(ckpt, attn + "k_proj.bias"),
-                     take_host(ckpt, attn + "v_proj.bias")});
-    L.wo = take(ckpt, attn + "o_proj.weight", be);
-    if (c.qk_norm) {
-      L.q_norm = take(ckpt, attn + "q_norm.weight", be);
-      L.k_norm = take(ckpt, attn + "k_norm.weight", be);
-    }
-    L.w_gate_up = fuse_rows(
-        {take_host(ckpt, p + "mlp.gate_proj.weight"), take_host(ckpt, p + "mlp.up_proj.weight")});
-    L.w_down = take(ckpt, p + "mlp.down_proj.weight", be);
-  }
+  for (int64_t i = 0; i < c.num_layers; ++i) load_layer(ckpt, i);
   final_norm_ = take(ckpt, "model.norm.weight", be);
-  lm_head_ = c.tie_word_embeddings ? embed_ : take(ckpt, "lm_head.weight", be);
+  lm_head_ = c.tie_word_embeddings
+                 ? embed_
+                 : be.upload_weight(slice_rows(take_host(ckpt, "lm_head.weight"), layout_.vocab));
 
   kernels::RopeFreqParams rp{c.head_dim,
                              c.rope_theta,
@@ -99,10 +115,46 @@ LlamaModel::LlamaModel(Checkpoint ckpt, backend::Backend& be)
   declare_buffers();
 }
 
+// One decoder layer's weights, this rank's slices of them: column-parallel Q/K/V (+ biases) and
+// gate/up by output rows, row-parallel o_proj and down_proj by input columns; norms whole.
+void LlamaModel::load_layer(Checkpoint& ckpt, int64_t i) {
+  const std::string p = "model.layers." + std::to_string(i) + ".";
+  Layer& L = layers_[static_cast<std::size_t>(i)];
+  L.input_norm = take(ckpt, p + "input_layernorm.weight", be_);
+  L.post_attn_norm = take(ckpt, p + "post_attention_layernorm.weight", be_);
+  const std::string attn = p + "self_attn.";
+  L.w_qkv = fuse_rows(qkv_slices(ckpt, attn, "_proj.weight"));
+  if (config_.attention_bias) L.b_qkv = fuse_rows(qkv_slices(ckpt, attn, "_proj.bias"));
+  L.wo = be_.upload_weight(slice_cols(take_host(ckpt, attn + "o_proj.weight"),
+                                      times(layout_.q_heads, config_.head_dim)));
+  if (config_.qk_norm) {
+    L.q_norm = take(ckpt, attn + "q_norm.weight", be_);
+    L.k_norm = take(ckpt, attn + "k_norm.weight", be_);
+  }
+  L.w_gate_up =
+      fuse_rows({slice_rows(take_host(ckpt, p + "mlp.gate_proj.weight"), layout_.intermediate),
+                 slice_rows(take_host(ckpt, p + "mlp.up_proj.weight"), layout_.intermediate)});
+  L.w_down = be_.upload_weight(
+      slice_cols(take_host(ckpt, p + "mlp.down_proj.weight"), layout_.intermediate));
+}
+
+std::vector<Tensor> LlamaModel::qkv_slices(Checkpoint& ckpt, const std::string& prefix,
+                                           const std::string& suffix) const {
+  const int64_t D = config_.head_dim;
+  return {slice_rows(take_host(ckpt, prefix + "q" + suffix), times(layout_.q_heads, D)),
+          slice_rows(take_host(ckpt, prefix + "k" + suffix), times(layout_.kv_heads, D)),
+          slice_rows(take_host(ckpt, prefix + "v" + suffix), times(layout_.kv_heads, D))};
+}
+
+// Sums a row-parallel layer's partial outputs over the ranks (in place); nothing on one rank.
+void LlamaModel::all_reduce(const Tensor& x) const {
+  if (shard_.size > 1) shard_.comm->all_reduce_sum(x);
+}
+
 // The activations of one step; the residual stream, projections' outputs and logits in f32, the
 // inputs of linear layers in the backend's activation dtype (f32 on CPU, bf16 on CUDA).
 void LlamaModel::declare_buffers() {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;  // this rank's heads, MLP rows and vocabulary slice
   const DType act = be_.activation_dtype();
   using Rows = backend::StepExecutor::Rows;
   const int64_t Hq = c.num_q_heads, Hkv = c.num_kv_heads, D = c.head_dim;
@@ -117,7 +169,8 @@ void LlamaModel::declare_buffers() {
   buf_.q_pre = add_buffer(Rows::kTokens, DType::kF32, {Hq, D});
   buf_.audit = add_buffer(Rows::kTokens, DType::kF32, {Hq, D});
   buf_.last_hidden = add_buffer(Rows::kLogits, act, {c.hidden_size});
-  buf_.logits = add_buffer(Rows::kLogits, DType::kF32, {c.vocab_size});
+  buf_.logits = add_buffer(Rows::kLogits, DType::kF32, {config_.vocab_size});
+  buf_.logits_slice = shard_.size > 1 ? add_buffer(Rows::kLogits, DType::kF32, {c.vocab_size}) : -1;
 }
 
 // Stacks the rows of host tensors ([n_i, hidden] weights or [n_i] biases) into one
@@ -178,15 +231,21 @@ void LlamaModel::attention(int64_t layer, const backend::DeviceStep& step, const
 }
 
 Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView& kv) {
-  const ModelConfig& c = config_;
+  const ModelConfig& c = local_;
   const int64_t T = step.num_tokens;
   const Tensor &residual = step.buffer(buf_.residual), &h = step.buffer(buf_.normed);
   const Tensor &qkv = step.buffer(buf_.qkv), &q = step.buffer(buf_.q);
   const Tensor &attn = step.buffer(buf_.attn), &proj = step.buffer(buf_.proj);
   const Tensor &gate_up = step.buffer(buf_.gate_up), &act = step.buffer(buf_.act);
 
-  // Token embeddings start the residual stream.
-  be_.embedding(step.token_ids, embed_, residual);
+  // Token embeddings start the residual stream (tensor parallel: each rank looks up the tokens of
+  // its vocabulary slice, zero rows for the others, and the sum over the ranks is the lookup).
+  if (shard_.size > 1) {
+    be_.embedding_slice(step.token_ids, embed_, layout_.vocab.begin, residual);
+    all_reduce(residual);
+  } else {
+    be_.embedding(step.token_ids, embed_, residual);
+  }
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const Layer& L = layers_[static_cast<std::size_t>(i)];
     // Pre-attention RMSNorm; from layer 1 on it first adds the previous MLP output to the residual.
@@ -207,17 +266,26 @@ Tensor LlamaModel::run_layers(const backend::DeviceStep& step, const KvCacheView
     // Causal attention over the paged cache: prefill chunks exact, decodes through MAC when on.
     attention(i, step, kv, q, attn);
     be_.linear(attn.reshape({T, c.q_size()}), L.wo, nullptr, proj);
+    all_reduce(proj);  // tensor parallel: each rank's heads gave a partial sum
     // Post-attention RMSNorm with the residual add, then the SwiGLU MLP.
     be_.rms_norm(proj, &residual, L.post_attn_norm, h, c.rms_norm_eps);
     be_.linear_swiglu(h, L.w_gate_up, gate_up, act);
     be_.linear(act, L.w_down, nullptr, proj);
+    all_reduce(proj);  // tensor parallel: each rank's MLP rows gave a partial sum
   }
   // Final residual add + norm, then logits only for the rows that will be sampled.
   be_.rms_norm(proj, &residual, final_norm_, h, c.rms_norm_eps);
   const Tensor& logits = step.buffer(buf_.logits);
   if (step.num_logits == 0) return logits;
   be_.gather_rows(h, step.logits_rows, step.buffer(buf_.last_hidden));
-  be_.linear(step.buffer(buf_.last_hidden), lm_head_, nullptr, logits);
+  if (shard_.size == 1) {
+    be_.linear(step.buffer(buf_.last_hidden), lm_head_, nullptr, logits);
+    return logits;
+  }
+  // Tensor parallel: this rank's vocabulary columns, gathered in rank order into the full row.
+  const Tensor& slice = step.buffer(buf_.logits_slice);
+  be_.linear(step.buffer(buf_.last_hidden), lm_head_, nullptr, slice);
+  shard_.comm->all_gather_cols(slice, logits);
   return logits;
 }
 

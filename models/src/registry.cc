@@ -10,10 +10,11 @@ std::vector<std::string> supported_architectures() {
   return {"LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"};
 }
 
-std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& backend) {
+std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& backend,
+                                    const Shard& shard) {
   const std::string& arch = checkpoint.config.architecture;
   for (const std::string& known : supported_architectures()) {
-    if (arch == known) return std::make_unique<LlamaModel>(std::move(checkpoint), backend);
+    if (arch == known) return std::make_unique<LlamaModel>(std::move(checkpoint), backend, shard);
   }
   std::string list;
   for (const std::string& known : supported_architectures())

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +48,28 @@ inline std::vector<StreamResult> run_all(engine::Engine& eng,
   out.reserve(streams.size());
   for (auto& s : streams) out.push_back(collect(s));
   return out;
+}
+
+// `n` greedy requests (ignore_eos, `max_tokens` each) of BOS and 39-158 random ids drawn with
+// `seed`, named prefix0, prefix1, ...
+inline std::vector<engine::Request> random_greedy_requests(int n, int64_t vocab, uint32_t seed,
+                                                           const std::string& prefix,
+                                                           int64_t max_tokens) {
+  std::mt19937 rng(seed);
+  std::vector<engine::Request> reqs;
+  for (int i = 0; i < n; ++i) {
+    engine::Request r;
+    r.id = prefix + std::to_string(i);
+    r.prompt_ids.push_back(1);
+    const int len = 40 + static_cast<int>(rng() % 120);
+    for (int j = 1; j < len; ++j)
+      r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
+    r.params.temperature = 0.0f;
+    r.params.max_tokens = max_tokens;
+    r.params.ignore_eos = true;
+    reqs.push_back(std::move(r));
+  }
+  return reqs;
 }
 
 // Stats are published after each engine iteration: wait for the one after the last step.

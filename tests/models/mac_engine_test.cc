@@ -52,21 +52,7 @@ EngineConfig config(const std::string& attention) {
 }
 
 std::vector<Request> requests(int n, int64_t vocab) {
-  std::mt19937 rng(3);
-  std::vector<Request> reqs;
-  for (int i = 0; i < n; ++i) {
-    Request r;
-    r.id = "m" + std::to_string(i);
-    r.prompt_ids.push_back(1);
-    const int len = 40 + static_cast<int>(rng() % 120);
-    for (int j = 1; j < len; ++j)
-      r.prompt_ids.push_back(3 + static_cast<int32_t>(rng() % (vocab - 3)));
-    r.params.temperature = 0.0f;
-    r.params.max_tokens = 48;
-    r.params.ignore_eos = true;
-    reqs.push_back(std::move(r));
-  }
-  return reqs;
+  return random_greedy_requests(n, vocab, 3, "m", 48);
 }
 
 class MacEngine : public ::testing::Test {

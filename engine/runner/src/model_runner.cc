@@ -9,8 +9,16 @@
 namespace macserve::engine {
 
 ModelRunner::ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv,
-                         MacRunnerOptions mac)
-    : backend_(backend), model_(model), kv_(kv), mac_(std::move(mac)), audit_rng_(mac_.audit_seed) {
+                         MacRunnerOptions mac, TensorParallel* tp)
+    : backend_(backend),
+      model_(model),
+      kv_(kv),
+      tp_(tp),
+      mac_(std::move(mac)),
+      audit_rng_(mac_.audit_seed) {
+  if (tp_ != nullptr && !mac_.dump_path.empty())
+    throw_error(ErrorCode::kUnsupported,
+                "--mac-dump reads one rank's rings: not supported with tensor parallelism");
   const auto layers = static_cast<std::size_t>(model.config().num_layers);
   totals_.layer_heads.assign(layers, 0);
   totals_.layer_eligible.assign(layers, 0);
@@ -130,11 +138,26 @@ void ModelRunner::reserve_logits(std::size_t n) {
 void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in,
                          bool greedy_on_device) {
   MACSERVE_CHECK(!in_flight_, "a step is already in flight");
-  kv_.copy_blocks(batch.copies);
   if (in.mac.enabled && mac_.audit_rate > 0.0)
     in.mac.audit = std::uniform_real_distribution<double>(0.0, 1.0)(audit_rng_) < mac_.audit_rate;
   mac_out_ = {};
-  Tensor logits = model_.forward(in, kv_.view(), in.mac.enabled ? &mac_out_ : nullptr);
+  if (tp_ != nullptr) {  // every rank runs the step on its worker; wait() takes the logits
+    batch_ = batch;
+    in_ = std::move(in);
+    greedy_requested_ = greedy_on_device;
+    post_ranks();
+    in_flight_ = true;
+    return;
+  }
+  kv_.copy_blocks(batch.copies);
+  fetch_logits(model_.forward(in, kv_.view(), in.mac.enabled ? &mac_out_ : nullptr),
+               greedy_on_device);
+  batch_ = batch;
+  in_ = std::move(in);
+  in_flight_ = true;
+}
+
+void ModelRunner::fetch_logits(const Tensor& logits, bool greedy_on_device) {
   greedy_step_ = greedy_on_device && logits.numel() > 0;
   if (greedy_step_) {
     const int64_t rows = logits.dim(0);
@@ -155,19 +178,23 @@ void ModelRunner::launch(const SchedulerOutput& batch, models::StepInputs in,
     reserve_logits(static_cast<std::size_t>(logits.numel()));
     if (logits.numel() > 0) backend_.copy_to_host_async(logits, logits_.data());
   }
-  batch_ = batch;
-  in_ = std::move(in);
-  in_flight_ = true;
 }
 
 const std::vector<float>& ModelRunner::wait() {
   MACSERVE_CHECK(in_flight_, "no step in flight");
   in_flight_ = false;
+  if (tp_ != nullptr) {
+    tp_->wait();
+    fetch_logits(tp_->rank(0).logits, greedy_requested_);
+  }
   backend_.synchronize();
   if (in_.mac.enabled) {
     // The telemetry's device -> host copy was enqueued before the logits copy; synchronize() above
     // covered both.
-    model_.read_mac_outputs(mac_out_);
+    if (tp_ != nullptr)
+      merge_rank_mac_outputs();
+    else
+      model_.read_mac_outputs(mac_out_);
     account_mac(batch_, in_, mac_out_);
     if (dump_ != nullptr) dump_mac(batch_, in_, mac_out_);
   }

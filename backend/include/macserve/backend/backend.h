@@ -99,6 +99,14 @@ class Backend {
 
   // ---- ops (shapes in kernels/include/macserve/kernels/*.h) -----------------------------------
   virtual void embedding(const Tensor& ids, const Tensor& table, const Tensor& out) = 0;
+  // A vocabulary-parallel embedding's slice: table [num_rows, hidden] holds the rows of ids
+  // [first_id, first_id + num_rows); other ids (valid elsewhere) give zero rows, so the sum over
+  // the ranks' slices (Communicator::all_reduce_sum) is the full lookup.
+  virtual void embedding_slice(const Tensor& ids, const Tensor& table, int64_t first_id,
+                               const Tensor& out) {
+    (void)ids, (void)table, (void)first_id, (void)out;
+    throw_unsupported("a vocabulary-parallel embedding (tensor parallelism)");
+  }
   // With residual: residual += x, out = norm(residual). Without: out = norm(x).
   virtual void rms_norm(const Tensor& x, const Tensor* residual, const Tensor& weight,
                         const Tensor& out, float eps) = 0;

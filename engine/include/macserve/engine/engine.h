@@ -49,6 +49,9 @@ struct EngineConfig {
   std::string tokenizer_path;                // tokenizer directory; default: the model's own
   DeviceChoice device = DeviceChoice::kCpu;  // auto: the CPU
   CpuWeights cpu_weights = CpuWeights::kNative;
+  // --tensor-parallel-size: 1, 2, 4 or 8 ranks, each with its slice of the heads, MLP and
+  // vocabulary (one worker thread per rank). The CPU backend only for now (no NCCL build yet).
+  int tensor_parallel_size = 1;
   uint64_t dummy_seed = 0;
   int64_t block_size = 16;
   int64_t kv_cache_tokens = 0;  // 0: max_num_seqs x context length, capped at 1 GiB of KV (CPU)

@@ -12,6 +12,7 @@
 #include "macserve/backend/step_executor.h"
 #include "macserve/core/model_config.h"
 #include "macserve/models/loader/checkpoint.h"
+#include "macserve/models/shard.h"
 #include "macserve/models/step_inputs.h"
 
 namespace macserve::models {
@@ -42,6 +43,7 @@ class Model {
   void set_graphs(bool enabled);
 
  protected:
+  // `config` as this rank runs it (shard_config: its heads size the step's MAC telemetry).
   Model(backend::Backend& backend, const ModelConfig& config);
   // The forward math: embedding -> layers -> logits of step.logits_rows, over a step whose inputs
   // are on the backend. Activations live in workspace buffers declared with add_buffer; the logits
@@ -59,7 +61,11 @@ class Model {
 std::vector<std::string> supported_architectures();
 
 // Moves the checkpoint's weights onto `backend` (the checkpoint may be dropped afterwards).
-// Throws Error(kUnsupported) for an unknown architecture, naming it and the supported ones.
-std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& backend);
+// Throws Error(kUnsupported) for an unknown architecture, naming it and the supported ones. With
+// shard.size > 1 the model is that rank's slice (shard.h): it takes only its slices of the
+// weights (give each rank its own copy of the Checkpoint: the tensors are shared handles), and its
+// forward runs the group's collectives, so every rank must run every step.
+std::unique_ptr<Model> create_model(Checkpoint checkpoint, backend::Backend& backend,
+                                    const Shard& shard = {});
 
 }  // namespace macserve::models

@@ -15,6 +15,7 @@
 #include "macserve/backend/backend.h"
 #include "macserve/cache/kv_pool.h"
 #include "macserve/models/model.h"
+#include "macserve/runner/tensor_parallel.h"
 #include "macserve/scheduler/scheduler.h"
 
 namespace macserve::engine {
@@ -47,8 +48,11 @@ struct MacTotals {
 
 class ModelRunner {
  public:
+  // With `tp`, backend, model and kv are its rank 0's: every step runs on all its ranks (their
+  // workers), the logits (gathered, the same on every rank) are rank 0's, and the MAC telemetry of
+  // the ranks' heads is put back together in the whole model's head order.
   ModelRunner(backend::Backend& backend, models::Model& model, cache::KvPool& kv,
-              MacRunnerOptions mac = {});
+              MacRunnerOptions mac = {}, TensorParallel* tp = nullptr);
   ~ModelRunner();
 
   // Runs one step (launch + wait); returns host logits [number of sampled sequences, vocab] in
@@ -73,6 +77,11 @@ class ModelRunner {
   const MacTotals& mac_totals() const { return totals_; }
 
  private:
+  // After a forward: the logits (or, greedy on the device, their argmax) on their way to the host.
+  void fetch_logits(const Tensor& logits, bool greedy_on_device);
+  // Tensor parallel: the step of in_ and batch_ on every rank, and its MAC telemetry merged.
+  void post_ranks();
+  void merge_rank_mac_outputs();
   void account_mac(const SchedulerOutput& batch, const models::StepInputs& in,
                    const models::MacStepOutputs& out);
   void dump_mac(const SchedulerOutput& batch, const models::StepInputs& in,
@@ -81,6 +90,7 @@ class ModelRunner {
   backend::Backend& backend_;
   models::Model& model_;
   cache::KvPool& kv_;
+  TensorParallel* tp_ = nullptr;
   MacRunnerOptions mac_;
   std::mt19937_64 audit_rng_;
   MacTotals totals_;
@@ -97,6 +107,7 @@ class ModelRunner {
   int32_t* greedy_host_ = nullptr;
   int64_t greedy_capacity_ = 0;
   bool greedy_step_ = false;
+  bool greedy_requested_ = false;  // tensor parallel: launch()'s greedy_on_device, for wait()
   // The step in flight between launch() and wait().
   bool in_flight_ = false;
   SchedulerOutput batch_;
