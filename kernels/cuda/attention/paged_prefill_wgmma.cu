@@ -44,7 +44,7 @@ constexpr int kConsumerRegs = 232;
 template <int D>
 struct Shape {
   static constexpr int kHalves = D / 64;               // SW128 column blocks of a row
-  static constexpr int kStages = D == 128 ? 2 : 4;     // K/V tiles in flight
+  static constexpr int kStages = D == 128 ? 3 : 4;     // K/V tiles in flight
   static constexpr int kQBytes = kHalves * kRows * kRowBytes;
   static constexpr int kTileBytes = kHalves * kKeys * kRowBytes;  // K (or V) of one key tile
   static constexpr int kStageBytes = 2 * kTileBytes;
