@@ -68,4 +68,12 @@ __device__ __forceinline__ uint32_t pack_bf16(float x, float y) {
   return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+// Eight f32 (16-byte aligned) times `scale`, rounded to bf16: one 16-byte shared-memory chunk.
+__device__ __forceinline__ uint4 load_scaled_bf16x8(const float* src, float scale) {
+  const float4 a = *reinterpret_cast<const float4*>(src);
+  const float4 b = *reinterpret_cast<const float4*>(src + 4);
+  return make_uint4(pack_bf16(a.x * scale, a.y * scale), pack_bf16(a.z * scale, a.w * scale),
+                    pack_bf16(b.x * scale, b.y * scale), pack_bf16(b.z * scale, b.w * scale));
+}
+
 }  // namespace macserve::kernels::cuda::detail

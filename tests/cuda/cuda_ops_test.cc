@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "attention_case.h"
+#include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/rope.h"
 
 namespace macserve::testing {
@@ -540,6 +541,28 @@ TEST(CudaOps, FlashPrefillChunksWithPriorContext) {
   c.context_lens = {1, 77, 1000};
   c.max_query_len = 0;
   EXPECT_LT(run_attention_case(*gpu, c).rel, kBf16Tol);
+  // Block sizes at the edges of the Hopper kernel's page gathers (8: the smallest it takes; 256:
+  // pages larger than its 128-key tiles) and below them (4: the mma.sync kernel on every GPU).
+  for (int64_t bs : {4, 8, 256}) {
+    for (int64_t D : {64, 128}) {
+      AttentionCase b;
+      b.num_q_heads = 8;
+      b.num_kv_heads = 2;
+      b.head_dim = D;
+      b.block_size = bs;
+      b.num_queries = {3, 200, 130};
+      b.context_lens = {40, 700, 130};
+      b.seed = static_cast<uint64_t>(bs + D);
+      b.max_query_len = 0;
+      b.f32_check = true;
+      const AttentionResult r = run_attention_case(*gpu, b);
+      EXPECT_LT(r.rel, kBf16Tol) << "block size " << bs << " D " << D;
+      EXPECT_LT(r.rel_f32, kBf16Tol) << "block size " << bs << " D " << D;
+      std::printf("flash prefill block size %lld D %lld (%s): rel_l2 %.2e\n",
+                  static_cast<long long>(bs), static_cast<long long>(D),
+                  kernels::cuda::prefill_wgmma_supported(D, 4, bs) ? "wgmma" : "mma.sync", r.rel);
+    }
+  }
 }
 
 // Long-context chunks on the flash prefill kernel: a 2048-query chunk after 14,000 prior tokens

@@ -32,12 +32,20 @@
 #include "../cuda_util.cuh"
 #include "../mma.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
+#include "prefill_tiles.cuh"
 
 namespace macserve::kernels::cuda {
 namespace {
 
+using detail::fast_exp2;
+using detail::find_query_tile;
+using detail::kLog2e;
+using detail::num_queries;
+using detail::tile_rows;
+using detail::TileRef;
+using detail::TileRows;
+
 constexpr int kStages = 3;  // K/V tiles in flight
-constexpr float kLog2e = 1.4426950408889634f;
 // Keys per tile: 32 at head_dim 128 keeps the scores, the output and the fragments of two row
 // tiles within 255 registers.
 template <int D>
@@ -61,12 +69,6 @@ constexpr int kRowsOf = kWarpsOf<M> * 16 * kRowTilesOf<M>;  // (query, q head) r
 template <int D, Mode M>
 constexpr size_t flash_smem_bytes() {
   return (size_t{kRowsOf<M>} * D + size_t{kStages} * 2 * kKeys<D> * D) * sizeof(__nv_bfloat16);
-}
-
-__device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // The fold of a segment's state (m_seg, l_seg, o_seg) into a row's running one: the weights of
@@ -96,34 +98,17 @@ struct FixedArgs {
   int max_segments = 0;
 };
 
-__device__ __forceinline__ int num_queries(const PagedAttentionCudaParams& p, int s) {
-  return p.query_start[s + 1] - p.query_start[s];
-}
-
-// Which sequence and tile a CTA computes: tiles are numbered sequence after sequence, and the
-// grid runs them last to first (a sequence's last tiles see the most keys: the longest CTAs start
-// first). False when the CTA has no tile (the grid is an upper bound) or its sequence is skipped.
-struct TileRef {
-  int seq, tile;
-};
+// This CTA's tile: kSplit CTAs take one one-query sequence per grid column, the others a tile of
+// the step's query runs (kFold leaves one-query sequences to kSplit).
 template <Mode M>
 __device__ bool find_tile(const PagedAttentionCudaParams& p, int mq, TileRef* ref) {
-  if constexpr (M == Mode::kSplit) {  // one sequence per grid column, one query each
+  if constexpr (M == Mode::kSplit) {
     const int s = static_cast<int>(blockIdx.x);
     if (num_queries(p, s) != 1 || (p.skip != nullptr && p.skip[s] == 1)) return false;
     *ref = {s, 0};
     return true;
   } else {
-    int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x), s = 0;
-    for (; s < p.num_seqs; ++s) {
-      const int nt = (num_queries(p, s) + mq - 1) / mq;
-      if (tile < nt) break;
-      tile -= nt;
-    }
-    if (s >= p.num_seqs || (p.skip != nullptr && p.skip[s] == 1)) return false;
-    if (M == Mode::kFold && num_queries(p, s) == 1) return false;  // kSplit's
-    *ref = {s, tile};
-    return true;
+    return find_query_tile(p, mq, M == Mode::kFold, ref);
   }
 }
 
@@ -148,12 +133,9 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
   const PagedKvLayout L = p.layout;
   const int G = static_cast<int>(p.num_q_heads / L.num_kv_heads);
   const int kvh = static_cast<int>(blockIdx.y), s = ref.seq;
-  const int q0 = p.query_start[s], nq = p.query_start[s + 1] - q0;
-  const int t_begin = ref.tile * mq, t_end = min(nq, t_begin + mq);
-  const int rows = (t_end - t_begin) * G;
-  const int ctx = p.context_lens[s];
-  const int first_keys = ctx - nq + t_begin + 1;  // keys the tile's first query sees
-  const int max_keys = ctx - nq + t_end;          // keys its last query sees
+  const TileRows tr = tile_rows(p, ref, mq, G);
+  const int q0 = tr.q0, t_begin = tr.t_begin, rows = tr.rows;
+  const int first_keys = tr.first_keys, max_keys = tr.max_keys;
   const int32_t* table = p.block_tables + static_cast<int64_t>(s) * p.max_blocks_per_seq;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
@@ -168,13 +150,7 @@ __global__ void __launch_bounds__(kWarpsOf<M> * 32, M == Mode::kSplit ? 4 : 2)
     const int r = i / kCpr, c = i % kCpr;
     uint4 packed = make_uint4(0, 0, 0, 0);
     if (r < rows) {
-      const float* src = p.q + row_offset(r) + c * 8;
-      const float4 a = *reinterpret_cast<const float4*>(src);
-      const float4 b = *reinterpret_cast<const float4*>(src + 4);
-      packed = make_uint4(detail::pack_bf16(a.x * qscale, a.y * qscale),
-                          detail::pack_bf16(a.z * qscale, a.w * qscale),
-                          detail::pack_bf16(b.x * qscale, b.y * qscale),
-                          detail::pack_bf16(b.z * qscale, b.w * qscale));
+      packed = detail::load_scaled_bf16x8(p.q + row_offset(r) + c * 8, qscale);
     }
     *reinterpret_cast<uint4*>(q_s + detail::swizzle<kCpr>(r, c) * 8) = packed;
   }
@@ -541,6 +517,13 @@ bool prefill_flash_supported(int64_t head_dim, int64_t group, int64_t block_size
 }
 
 int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream) {
+  const int64_t G = p.num_q_heads / p.layout.num_kv_heads;
+  if (prefill_wgmma_supported(p.layout.head_dim, G, p.layout.block_size))
+    return paged_prefill_wgmma(p, stream);
+  return paged_prefill_flash_mma(p, stream);
+}
+
+int paged_prefill_flash_mma(const PagedAttentionCudaParams& p, Stream stream) {
   if (p.num_tokens == 0) return 0;
   const int64_t G = p.num_q_heads / p.layout.num_kv_heads;
   if (!prefill_flash_supported(p.layout.head_dim, G, p.layout.block_size))

@@ -39,13 +39,21 @@ struct PagedAttentionCudaParams {
 
 int paged_attention_general(const PagedAttentionCudaParams& p, Stream stream);
 
-// Flash prefill on the tensor cores (paged_prefill_flash.cu): any step (prefill chunks with prior
-// context, mixed batches), head_dim 64 or 128, group size 1-8, block size a power of two. Tiles of
-// 128 (query, q head) rows x 32 or 64 keys, bf16 operands with fp32 accumulation and an online
-// softmax: K/V are read once per tile of queries. A row's result does not depend on the chunking
-// or the rest of the batch.
+// Flash prefill on the tensor cores: any step (prefill chunks with prior context, mixed batches),
+// head_dim 64 or 128, group size 1-8, block size a power of two. Tiles of 128 (query, q head) rows,
+// bf16 operands with fp32 accumulation and an online softmax: K/V are read once per tile of
+// queries. A row's result does not depend on the chunking or the rest of the batch (for a given
+// model: which of the two kernels runs follows the shapes alone).
+// - paged_prefill_flash_mma (paged_prefill_flash.cu): mma.sync, 32 or 64 keys a tile, any GPU.
+// - paged_prefill_wgmma (paged_prefill_wgmma.cu): Hopper's wgmma with TMA page gathers and a
+//   producer warpgroup, 128 keys a tile; block size >= 8 on an sm_90 device
+//   (prefill_wgmma_supported).
+// - paged_prefill_flash: the wgmma kernel where supported, else the mma.sync one.
 bool prefill_flash_supported(int64_t head_dim, int64_t group, int64_t block_size);
+bool prefill_wgmma_supported(int64_t head_dim, int64_t group, int64_t block_size);
 int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream);
+int paged_prefill_flash_mma(const PagedAttentionCudaParams& p, Stream stream);
+int paged_prefill_wgmma(const PagedAttentionCudaParams& p, Stream stream);
 
 // --deterministic's attention for any step, on the flash kernel's tiles (same shapes supported):
 // keys are cut into fixed segments of kFixedSegmentKeys at absolute positions, each segment's
