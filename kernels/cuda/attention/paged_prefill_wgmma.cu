@@ -34,17 +34,17 @@ namespace {
 using detail::fast_exp2;
 using detail::kLog2e;
 
-constexpr int kRows = 128;           // (query, q head) rows per CTA
-constexpr int kKeys = 128;           // keys per tile
-constexpr int kThreads = 3 * 128;    // producer + two consumer warpgroups
-constexpr int kRowBytes = 128;       // one SW128 row: 64 bf16
-constexpr int kProducerRegs = 40;    // setmaxnreg: 128 x 40 + 256 x 232 <= 64K registers
+constexpr int kRows = 128;         // (query, q head) rows per CTA
+constexpr int kKeys = 128;         // keys per tile
+constexpr int kThreads = 3 * 128;  // producer + two consumer warpgroups
+constexpr int kRowBytes = 128;     // one SW128 row: 64 bf16
+constexpr int kProducerRegs = 40;  // setmaxnreg: 128 x 40 + 256 x 232 <= 64K registers
 constexpr int kConsumerRegs = 232;
 
 template <int D>
 struct Shape {
-  static constexpr int kHalves = D / 64;               // SW128 column blocks of a row
-  static constexpr int kStages = D == 128 ? 3 : 4;     // K/V tiles in flight
+  static constexpr int kHalves = D / 64;            // SW128 column blocks of a row
+  static constexpr int kStages = D == 128 ? 3 : 4;  // K/V tiles in flight
   static constexpr int kQBytes = kHalves * kRows * kRowBytes;
   static constexpr int kTileBytes = kHalves * kKeys * kRowBytes;  // K (or V) of one key tile
   static constexpr int kStageBytes = 2 * kTileBytes;
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kH = S::kHalves, kStages = S::kStages;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = smem_raw + ((1024 - (detail::smem_addr(smem_raw) & 1023)) & 1023);
-  unsigned char* q_s = base;               // [kH][kRows][64] bf16, SW128
+  unsigned char* q_s = base;                // [kH][kRows][64] bf16, SW128
   unsigned char* kv_s = base + S::kQBytes;  // per stage: K [kH][kKeys][64], then V the same
   auto* bars = reinterpret_cast<uint64_t*>(kv_s + kStages * S::kStageBytes);
   uint64_t* full_k = bars;
@@ -170,8 +170,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     for (int kk = 0; kk < D / 16; ++kk) {
       const int col = (kk / 4) * kRows * kRowBytes + (kk % 4) * 32;
       const uint64_t da = detail::sw128_desc(q_s + 64 * c * kRowBytes + col, 16, 1024);
-      const uint64_t db = detail::sw128_desc(ks + (kk / 4) * kKeys * kRowBytes + (kk % 4) * 32,
-                                             16, 1024);
+      const uint64_t db =
+          detail::sw128_desc(ks + (kk / 4) * kKeys * kRowBytes + (kk % 4) * 32, 16, 1024);
       detail::wgmma_m64n128_ss(sc, da, db, kk > 0 ? 1 : 0);
     }
     detail::wgmma_commit();
@@ -319,16 +319,16 @@ bool make_cache_map(CUtensorMap* map, const void* cache, const PagedKvLayout& L,
   const EncodeTiled encode = encode_tiled();
   if (encode == nullptr) return false;
   // Rows: the pool's when the layout knows its block count, else as many as a coordinate reaches.
-  const int64_t rows = L.num_blocks > 0 ? L.num_blocks * L.num_kv_heads * L.block_size
-                                        : int64_t{0x7fffffff};
+  const int64_t rows =
+      L.num_blocks > 0 ? L.num_blocks * L.num_kv_heads * L.block_size : int64_t{0x7fffffff};
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(L.head_dim), static_cast<cuuint64_t>(rows)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(L.head_dim * 2)};
   const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
   const cuuint32_t elem[2] = {1, 1};
   return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(cache), dims, strides,
                 box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) ==
-         CUDA_SUCCESS;
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 int block_shift_of(int64_t block_size) {
@@ -347,9 +347,9 @@ int launch(const PagedAttentionCudaParams& p, cudaStream_t st) {
   if (!make_cache_map(&tk, p.k_cache, p.layout, box_rows) ||
       !make_cache_map(&tv, p.v_cache, p.layout, box_rows))
     return static_cast<int>(cudaErrorInvalidValue);
-  static const cudaError_t opt_in = cudaFuncSetAttribute(
-      wgmma_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(S::kSmem));
+  static const cudaError_t opt_in =
+      cudaFuncSetAttribute(wgmma_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(S::kSmem));
   if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
   // Upper bound of the tiles: every sequence may end with a partial one.
   const int64_t tiles = (p.num_tokens + mq - 1) / mq + p.num_seqs;
