@@ -236,18 +236,11 @@ EngineImpl::EngineImpl(const EngineConfig& cfg) : cfg_(cfg) {
 // backend has a communicator (in-process); CUDA would need NCCL, which is not built yet.
 void EngineImpl::start_tensor_parallel() {
   const int n = cfg_.tensor_parallel_size;
-  if (n != 2 && n != 4 && n != 8)
-    throw_error(ErrorCode::kInvalidArgument, "--tensor-parallel-size must be 1, 2, 4 or 8, got {}",
-                n);
+  models::check_tensor_parallel_size(n);
   if (cfg_.device == DeviceChoice::kCuda)
     throw_error(ErrorCode::kUnsupported,
                 "--tensor-parallel-size {} on --device cuda: tensor parallelism over NCCL is not "
                 "built yet; it runs on the CPU backend only (--device cpu)",
-                n);
-  if (!cfg_.mac_dump.empty())
-    throw_error(ErrorCode::kUnsupported,
-                "--mac-dump is not supported with --tensor-parallel-size {} (each rank holds the "
-                "rings of its own heads)",
                 n);
   tp_ = std::make_unique<TensorParallel>(n);
   tp_->run([this](int r) { tp_->rank(r).backend = make_backend(cfg_); });

@@ -12,10 +12,14 @@ SliceRange even_split(int64_t n, int rank, int size) {
 
 }  // namespace
 
-void check_tensor_parallel(const ModelConfig& c, int size) {
+void check_tensor_parallel_size(int size) {
   if (size != 1 && size != 2 && size != 4 && size != 8)
     throw_error(ErrorCode::kInvalidArgument, "--tensor-parallel-size must be 1, 2, 4 or 8, got {}",
                 size);
+}
+
+void check_tensor_parallel(const ModelConfig& c, int size) {
+  check_tensor_parallel_size(size);
   if (c.num_q_heads % size != 0)
     throw_error(ErrorCode::kInvalidArgument,
                 "--tensor-parallel-size {}: the model's {} query heads do not divide over {} ranks",

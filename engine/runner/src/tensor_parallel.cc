@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "macserve/core/error.h"
+#include "macserve/models/shard.h"
 
 namespace macserve::engine {
 namespace {
@@ -25,9 +26,7 @@ std::string describe(const std::exception_ptr& error) {
 }  // namespace
 
 TensorParallel::TensorParallel(int size) {
-  if (size != 2 && size != 4 && size != 8)
-    throw_error(ErrorCode::kInvalidArgument, "a tensor-parallel group has 2, 4 or 8 ranks, not {}",
-                size);
+  models::check_tensor_parallel_size(size);
   threads_per_rank_ = std::max(1, omp_get_max_threads() / size);
   ranks_.resize(static_cast<std::size_t>(size));
   auto comms = backend::make_cpu_communicators(size);

@@ -30,6 +30,8 @@ struct ShardLayout {
   SliceRange vocab;              // embedding and lm_head rows
 };
 
+// Throws Error(kInvalidArgument) unless size is 1, 2, 4 or 8 (--tensor-parallel-size).
+void check_tensor_parallel_size(int size);
 // Throws Error(kInvalidArgument) naming the model's shape when it cannot be split over `size`
 // ranks: size not 1, 2, 4 or 8; query heads not divisible by size; KV heads neither a multiple
 // nor a divisor of size.

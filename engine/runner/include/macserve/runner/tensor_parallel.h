@@ -34,7 +34,7 @@ class TensorParallel {
     models::MacStepOutputs mac_out;
   };
 
-  // Starts `size` (2, 4 or 8) workers around an in-process CPU communicator group. OpenMP: each
+  // Starts `size` (1, 2, 4 or 8) workers around an in-process CPU communicator group. OpenMP: each
   // worker runs its kernels' parallel regions on max(1, T / size) threads, T being
   // omp_get_max_threads() of the constructing thread, so the ranks together use about the threads
   // one rank would (with more ranks than cores, 1 thread each).
