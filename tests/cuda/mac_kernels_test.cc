@@ -736,23 +736,30 @@ TEST(MacCuda, PrefillRowsMatchOracle) {
     pr.num_q_heads = w.Hq, pr.scale = p.scale, pr.layout = w.L, pr.cfg = cfg;
     pr.ring = MacRing{g.rq.p, g.ro.p, g.rlse.p, w.num_slots};
     ASSERT_EQ(cuda::mac_prefill_rows(pr, nullptr), 0);
+    // The Hopper kernel (F = 0 on sm_90) rounds the scaled query and P to bf16 for its MMAs, as
+    // the flash prefill does for the chunk's own outputs; the per-token kernel keeps f32 scores.
+    const bool wgmma = cuda::mac_prefill_rows_wgmma_supported(pr);
+    const float lse_tol = wgmma ? 5e-3f : 1e-4f;
     World wg = ring_from_gpu(w, g);
-    double num = 0, den = 0;
+    double num = 0, den = 0, lse_max = 0;
     int64_t lse_bad = 0, q_bad = 0;
     for (size_t i = 0; i < wc.rlse.size(); ++i) {
       const float a = wc.rlse[i], b = wg.rlse[i];
-      if (!((std::isinf(a) && std::isinf(b)) ||
-            std::fabs(a - b) <= 1e-4f * std::max(1.0f, std::fabs(a))))
-        ++lse_bad;
+      const bool both_inf = std::isinf(a) && std::isinf(b) && (a < 0) == (b < 0);
+      if (!both_inf) lse_max = std::max(lse_max, static_cast<double>(std::fabs(a - b)));
+      if (!(both_inf || std::fabs(a - b) <= lse_tol * std::max(1.0f, std::fabs(a)))) ++lse_bad;
     }
     for (size_t i = 0; i < wc.row_elems(); ++i) {
       const double a = wc.rget(wc.ro, i), b = wg.rget(wg.ro, i);
       num += (a - b) * (a - b), den += a * a;
       if (wc.rget(wc.rq, i) != wg.rget(wg.rq, i)) ++q_bad;
     }
-    std::printf("prefill rows F%lld: rel_l2 %.3e lse_mismatch %lld q_mismatch %lld\n", (long long)F,
-                std::sqrt(num / den), (long long)lse_bad, (long long)q_bad);
-    EXPECT_LT(std::sqrt(num / den), 1e-2);
+    std::printf(
+        "prefill rows F%lld (%s): rel_l2 %.3e max |lse diff| %.3e lse_mismatch %lld "
+        "q_mismatch %lld\n",
+        (long long)F, wgmma ? "wgmma" : "per-token kernel", std::sqrt(num / den), lse_max,
+        (long long)lse_bad, (long long)q_bad);
+    EXPECT_LT(std::sqrt(num / den), wgmma ? 1e-2 : 1e-3);
     EXPECT_EQ(lse_bad, 0);
     EXPECT_EQ(q_bad, 0);
   }

@@ -18,6 +18,11 @@
 // last key are zeroed in shared memory, so stale or unwritten cache never reaches a row), so a
 // row's result depends on its own query and keys only: the same bits whatever the chunking, the
 // batch or the row's place in its tile.
+//
+// The same kernel writes MAC's ring rows for prefill chunks (mac_prefill_rows_wgmma, kRing): the
+// tile's rows are then the chunk's tokens that own a ring row (positions >= max(rows_from, context
+// - M) of an exact-mode sequence with a slot), a row at position i sees keys [0, i + 1 - band)
+// instead of [0, i], and the epilogue stores (q_pre, o, lse) into the ring row i % M.
 #include <cuda.h>
 
 #include <algorithm>
@@ -26,6 +31,7 @@
 #include "../cuda_util.cuh"
 #include "../hopper.cuh"
 #include "../mma.cuh"
+#include "macserve/kernels/cuda/mac_attention_cuda.h"
 #include "prefill_tiles.cuh"
 
 namespace macserve::kernels::cuda {
@@ -40,6 +46,52 @@ constexpr int kThreads = 3 * 128;  // producer + two consumer warpgroups
 constexpr int kRowBytes = 128;     // one SW128 row: 64 bf16
 constexpr int kProducerRegs = 40;  // setmaxnreg: 128 x 40 + 256 x 232 <= 64K registers
 constexpr int kConsumerRegs = 232;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// What the ring-row variant reads beyond PagedAttentionCudaParams (unused otherwise).
+struct RingRows {
+  const float* q_pre;
+  const int32_t* ring_slots;
+  const int32_t* rows_from;
+  const int8_t* modes;
+  MacRing ring;
+  int window, band;
+  bool bf16;
+};
+
+// A sequence's rows in the ring variant: its chunk tokens from `skip` on (`count` of them, the
+// first at position `first_pos`); none unless it is exact-mode with a ring slot.
+struct SeqRows {
+  int skip, count, first_pos;
+};
+__device__ __forceinline__ SeqRows ring_rows_of(const PagedAttentionCudaParams& p,
+                                                const RingRows& rr, int s) {
+  if (rr.modes[s] != kMacExact || rr.ring_slots[s] < 0) return {0, 0, 0};
+  const int n = detail::num_queries(p, s), ctx = p.context_lens[s], first = ctx - n;
+  const int lo = max(first, max(rr.rows_from[s], ctx - rr.window));
+  return {lo - first, max(0, ctx - lo), lo};
+}
+
+// The ring variant's tile of this CTA (numbered as detail::find_query_tile numbers them) and its
+// rows; a row whose position is below `band` sees no key (first_keys + row / G <= 0).
+__device__ __forceinline__ bool find_ring_tile(const PagedAttentionCudaParams& p,
+                                               const RingRows& rr, int mq, int G,
+                                               detail::TileRef* ref, detail::TileRows* tr) {
+  int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  for (int s = 0; s < p.num_seqs; ++s) {
+    const SeqRows r = ring_rows_of(p, rr, s);
+    const int nt = (r.count + mq - 1) / mq;
+    if (tile < nt) {
+      const int t_begin = tile * mq, t_end = min(r.count, t_begin + mq);
+      *ref = {s, tile};
+      *tr = {p.query_start[s] + r.skip, t_begin, (t_end - t_begin) * G,
+             r.first_pos + t_begin + 1 - rr.band, r.first_pos + t_end - rr.band};
+      return true;
+    }
+    tile -= nt;
+  }
+  return false;
+}
 
 template <int D>
 struct Shape {
@@ -53,11 +105,11 @@ struct Shape {
                                   size_t{kStages} * kStageBytes + kBarriers * sizeof(uint64_t);
 };
 
-template <int D>
+template <int D, bool kRing>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_prefill_kernel(const PagedAttentionCudaParams p, const __grid_constant__ CUtensorMap tk,
                          const __grid_constant__ CUtensorMap tv, int mq, int block_shift,
-                         int box_rows) {
+                         int box_rows, const RingRows rr) {
   using S = Shape<D>;
   constexpr int kH = S::kHalves, kStages = S::kStages;
   extern __shared__ unsigned char smem_raw[];
@@ -69,12 +121,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint64_t* full_v = bars + kStages;
   uint64_t* empty = bars + 2 * kStages;
 
-  detail::TileRef ref{};
-  if (!detail::find_query_tile(p, mq, false, &ref)) return;
   const PagedKvLayout L = p.layout;
   const int G = static_cast<int>(p.num_q_heads / L.num_kv_heads);
+  detail::TileRef ref{};
+  detail::TileRows tr{};
+  if constexpr (kRing) {
+    if (!find_ring_tile(p, rr, mq, G, &ref, &tr)) return;
+    // Rows that see no key are computed over key 0 and stored as empty (o 0, lse -inf).
+    tr.max_keys = max(tr.max_keys, 1);
+  } else {
+    if (!detail::find_query_tile(p, mq, false, &ref)) return;
+    tr = detail::tile_rows(p, ref, mq, G);
+  }
   const int kvh = static_cast<int>(blockIdx.y);
-  const detail::TileRows tr = detail::tile_rows(p, ref, mq, G);
   const int ntiles = (tr.max_keys + kKeys - 1) / kKeys;
   const int wg = static_cast<int>(threadIdx.x) / 128, tid = static_cast<int>(threadIdx.x) % 128;
 
@@ -151,7 +210,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = 64 * c + 16 * warp + g + 8 * h;
-    nk[h] = row < tr.rows ? tr.first_keys + row / G : 1;
+    nk[h] = row < tr.rows ? max(tr.first_keys + row / G, 1) : 1;
   }
   float o[D / 2], sc[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, corr[2];
   uint32_t pa[kKeys / 16][4];  // P of the previous tile, the A operand of its P V
@@ -286,6 +345,27 @@ __global__ void __launch_bounds__(kThreads, 1)
     sum += __shfl_xor_sync(0xffffffffu, sum, 2);
     const int row = 64 * c + 16 * warp + g + 8 * h;
     if (row >= tr.rows) continue;
+    if constexpr (kRing) {
+      const int q = tr.t_begin + row / G, hq = kvh * G + row % G;
+      const int pos = tr.first_keys + rr.band - 1 - tr.t_begin + q;  // the row's position
+      const bool empty = tr.first_keys + row / G <= 0;
+      const int64_t at =
+          (static_cast<int64_t>(rr.ring_slots[ref.seq]) * rr.window + pos % rr.window) *
+              p.num_q_heads +
+          hq;
+      const float* qp = rr.q_pre + row_offset(row);
+      const float inv = empty ? 0.0f : 1.0f / sum;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        const int col = 8 * j + 2 * t;
+        detail::store(rr.ring.o, rr.bf16, at * D + col, o[4 * j + 2 * h] * inv);
+        detail::store(rr.ring.o, rr.bf16, at * D + col + 1, o[4 * j + 2 * h + 1] * inv);
+        detail::store(rr.ring.q, rr.bf16, at * D + col, qp[col]);
+        detail::store(rr.ring.q, rr.bf16, at * D + col + 1, qp[col + 1]);
+      }
+      if (t == 0) rr.ring.lse[at] = empty ? -INFINITY : (m[h] + log2f(sum)) * kLn2;
+      continue;
+    }
     const float inv = 1.0f / sum;
     const int64_t out_off = row_offset(row);
 #pragma unroll
@@ -337,8 +417,9 @@ int block_shift_of(int64_t block_size) {
   return shift;
 }
 
-template <int D>
-int launch(const PagedAttentionCudaParams& p, cudaStream_t st) {
+// `rows`: an upper bound of the (query) rows of any one sequence's tiles, summed over sequences.
+template <int D, bool kRing>
+int launch(const PagedAttentionCudaParams& p, const RingRows& rr, int64_t rows, cudaStream_t st) {
   using S = Shape<D>;
   const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
   const int mq = kRows / G;
@@ -348,14 +429,14 @@ int launch(const PagedAttentionCudaParams& p, cudaStream_t st) {
       !make_cache_map(&tv, p.v_cache, p.layout, box_rows))
     return static_cast<int>(cudaErrorInvalidValue);
   static const cudaError_t opt_in =
-      cudaFuncSetAttribute(wgmma_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           static_cast<int>(S::kSmem));
+      cudaFuncSetAttribute(wgmma_prefill_kernel<D, kRing>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kSmem));
   if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
   // Upper bound of the tiles: every sequence may end with a partial one.
-  const int64_t tiles = (p.num_tokens + mq - 1) / mq + p.num_seqs;
+  const int64_t tiles = (rows + mq - 1) / mq + p.num_seqs;
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.layout.num_kv_heads));
-  wgmma_prefill_kernel<D><<<grid, kThreads, S::kSmem, st>>>(
-      p, tk, tv, mq, block_shift_of(p.layout.block_size), box_rows);
+  wgmma_prefill_kernel<D, kRing><<<grid, kThreads, S::kSmem, st>>>(
+      p, tk, tv, mq, block_shift_of(p.layout.block_size), box_rows, rr);
   return detail::last_error();
 }
 
@@ -379,7 +460,46 @@ int paged_prefill_wgmma(const PagedAttentionCudaParams& p, Stream stream) {
   if (!prefill_wgmma_supported(p.layout.head_dim, G, p.layout.block_size))
     return static_cast<int>(cudaErrorInvalidValue);
   const auto st = detail::as_stream(stream);
-  return p.layout.head_dim == 64 ? launch<64>(p, st) : launch<128>(p, st);
+  const RingRows none{};
+  return p.layout.head_dim == 64 ? launch<64, false>(p, none, p.num_tokens, st)
+                                 : launch<128, false>(p, none, p.num_tokens, st);
+}
+
+bool mac_prefill_rows_wgmma_supported(const MacPrefillRowsParams& m) {
+  return m.cfg.sink == 0 && m.cfg.band >= 1 &&
+         prefill_wgmma_supported(m.layout.head_dim, m.num_q_heads / m.layout.num_kv_heads,
+                                 m.layout.block_size);
+}
+
+int mac_prefill_rows_wgmma(const MacPrefillRowsParams& m, Stream stream) {
+  if (m.num_tokens == 0 || m.num_seqs == 0) return 0;
+  if (!mac_prefill_rows_wgmma_supported(m)) return static_cast<int>(cudaErrorInvalidValue);
+  PagedAttentionCudaParams p{};
+  p.q = m.q_post;
+  p.k_cache = m.k_cache;
+  p.v_cache = m.v_cache;
+  p.query_start = m.query_start;
+  p.context_lens = m.context_lens;
+  p.block_tables = m.block_tables;
+  p.num_seqs = m.num_seqs;
+  p.num_tokens = m.num_tokens;
+  p.max_blocks_per_seq = m.max_blocks_per_seq;
+  p.num_q_heads = m.num_q_heads;
+  p.scale = m.scale;
+  p.layout = m.layout;
+  const RingRows rr{m.q_pre,
+                    m.ring_slots,
+                    m.rows_from,
+                    m.modes,
+                    m.ring,
+                    static_cast<int>(m.cfg.window),
+                    static_cast<int>(m.cfg.band),
+                    m.cfg.ring_bf16};
+  // A sequence owns at most M rows, and no more than its chunk's tokens.
+  const int64_t rows = std::min(m.num_tokens, m.num_seqs * m.cfg.window);
+  const auto st = detail::as_stream(stream);
+  return m.layout.head_dim == 64 ? launch<64, true>(p, rr, rows, st)
+                                 : launch<128, true>(p, rr, rows, st);
 }
 
 }  // namespace macserve::kernels::cuda

@@ -8,6 +8,7 @@
 
 #include "../cuda_util.cuh"
 #include "mac_common.cuh"
+#include "macserve/kernels/cuda/attention.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
 #include "macserve/kernels/cuda/mac_force_hits_cuda.h"
 
@@ -115,6 +116,7 @@ int mac_prefill_rows(const MacPrefillRowsParams& p, Stream stream) {
   const auto st = detail::as_stream(stream);
   const int64_t D = p.layout.head_dim;
   const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
+  if (mac_prefill_rows_wgmma_supported(p)) return mac_prefill_rows_wgmma(p, stream);
   if (!mac_supported(D, G, p.layout.block_size)) return static_cast<int>(cudaErrorInvalidValue);
   return with_head_dim(D, static_cast<int>(cudaErrorInvalidValue),
                        [&](auto d) { return launch_rows<decltype(d)::value>(p, G, st); });

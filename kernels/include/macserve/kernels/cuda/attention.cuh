@@ -55,6 +55,13 @@ int paged_prefill_flash(const PagedAttentionCudaParams& p, Stream stream);
 int paged_prefill_flash_mma(const PagedAttentionCudaParams& p, Stream stream);
 int paged_prefill_wgmma(const PagedAttentionCudaParams& p, Stream stream);
 
+// MAC's ring rows of prefill chunks on the wgmma kernel (paged_prefill_wgmma.cu): what
+// mac_prefill_rows computes (mac_attention_cuda.h), for sink 0 on the shapes
+// prefill_wgmma_supported accepts; mac_prefill_rows dispatches here where this says yes.
+struct MacPrefillRowsParams;
+bool mac_prefill_rows_wgmma_supported(const MacPrefillRowsParams& p);
+int mac_prefill_rows_wgmma(const MacPrefillRowsParams& p, Stream stream);
+
 // --deterministic's attention for any step, on the flash kernel's tiles (same shapes supported):
 // keys are cut into fixed segments of kFixedSegmentKeys at absolute positions, each segment's
 // softmax state is computed alone and the states are folded in segment order, so a row's bits

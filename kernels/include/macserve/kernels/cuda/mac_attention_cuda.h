@@ -35,7 +35,9 @@
 // Prefill rows (exact-mode sequences): mac_prefill_rows writes row(i) = AS(q_post(i),
 // [min(F, E_i), E_i)) for the chunk's tokens at positions i >= rows_from[s] among its last M
 // (masked attention over j <= i - r, no downdate). The chunk's attention output itself comes from
-// the plain paged kernel.
+// the plain paged kernel. With sink 0 on shapes the Hopper prefill kernel covers, the rows come
+// from that kernel (mac_prefill_rows_wgmma, attention.cuh: 128 rows a CTA, every K/V tile read once
+// for them); otherwise one CTA per (KV group, token) walks the row's keys.
 #pragma once
 
 #include "macserve/kernels/mac_attention.h"
