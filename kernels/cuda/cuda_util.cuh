@@ -9,6 +9,10 @@
 
 namespace macserve::kernels::cuda::detail {
 
+// Base-2 softmax (scores times log2 e) and its log-sum-exp back in natural log (times ln 2).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 inline int last_error() { return static_cast<int>(cudaGetLastError()); }
 inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 32) {

@@ -310,8 +310,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int ctx = p.context_lens[seq];
   const int t = p.query_start[seq];
   QFrag<D> qa;
-  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D,
-                     p.scale * 1.4426950408889634f, qa);
+  load_queries<D, G>(p.q + (static_cast<int64_t>(t) * Hq + kvh * G) * D, p.scale * detail::kLog2e,
+                     qa);
   const int lo[G] = {};
   const int b = split * pages_per_split * kPage;
   const int e = min(ctx, b + pages_per_split * kPage);

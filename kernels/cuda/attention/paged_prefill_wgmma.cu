@@ -38,6 +38,7 @@ namespace macserve::kernels::cuda {
 namespace {
 
 using detail::fast_exp2;
+using detail::kLn2;
 using detail::kLog2e;
 
 constexpr int kRows = 128;         // (query, q head) rows per CTA
@@ -46,7 +47,6 @@ constexpr int kThreads = 3 * 128;  // producer + two consumer warpgroups
 constexpr int kRowBytes = 128;     // one SW128 row: 64 bf16
 constexpr int kProducerRegs = 40;  // setmaxnreg: 128 x 40 + 256 x 232 <= 64K registers
 constexpr int kConsumerRegs = 232;
-constexpr float kLn2 = 0.6931471805599453f;
 
 // What the ring-row variant reads beyond PagedAttentionCudaParams (unused otherwise).
 struct RingRows {
@@ -346,9 +346,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int row = 64 * c + 16 * warp + g + 8 * h;
     if (row >= tr.rows) continue;
     if constexpr (kRing) {
-      const int q = tr.t_begin + row / G, hq = kvh * G + row % G;
-      const int pos = tr.first_keys + rr.band - 1 - tr.t_begin + q;  // the row's position
-      const bool empty = tr.first_keys + row / G <= 0;
+      const int keys = tr.first_keys + row / G, hq = kvh * G + row % G;
+      const int pos = keys + rr.band - 1;  // the row's position: it sees keys [0, pos + 1 - band)
+      const bool empty = keys <= 0;
       const int64_t at =
           (static_cast<int64_t>(rr.ring_slots[ref.seq]) * rr.window + pos % rr.window) *
               p.num_q_heads +

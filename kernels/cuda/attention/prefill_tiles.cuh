@@ -7,11 +7,10 @@
 // longest CTAs start first.
 #pragma once
 
+#include "../cuda_util.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 
 namespace macserve::kernels::cuda::detail {
-
-constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float fast_exp2(float x) {  // exp2(-inf) = 0
   float y;

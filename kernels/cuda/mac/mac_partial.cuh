@@ -19,8 +19,8 @@
 
 namespace macserve::kernels::cuda::mac_detail {
 
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kLog2e = 1.4426950408889634f;
+using detail::kLn2;
+using detail::kLog2e;
 constexpr int kPartialThreads = decode_detail::kWarps * 32;
 
 // Split-KV partial attention: each CTA takes tasks {group, begin, end, slot and kind} from the
