@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "cuda_util.cuh"
+#include "linear_wgmma.cuh"
 #include "macserve/kernels/cuda/linear.cuh"
 #include "mma.cuh"
 
@@ -168,6 +169,13 @@ __global__ void reduce_segments_kernel(const float* seg, float* y, int64_t count
   }
 }
 
+void reduce_segments(const LinearFixedParams& p, const float* workspace, int segments,
+                     cudaStream_t st) {
+  const int64_t count = p.m * p.n;
+  reduce_segments_kernel<<<detail::blocks_for(count, 256, 4096), 256, 0, st>>>(workspace, p.y,
+                                                                               count, segments);
+}
+
 // k not a multiple of 8 (rows not made of 16-byte chunks; only the smallest test models): one
 // thread an output, fmaf over k from 0 upwards. Chosen by k alone, so still one order for every m.
 __global__ void linear_fixed_scalar_kernel(LinearFixedParams p) {
@@ -198,11 +206,7 @@ int launch(const LinearFixedParams& p, float* workspace, Stream stream) {
                   static_cast<unsigned>(segments));
   const auto st = detail::as_stream(stream);
   kernel<<<grid, T::kThreads, T::kSmem, st>>>(p, workspace);
-  if (segments > 1) {
-    const int64_t count = p.m * p.n;
-    reduce_segments_kernel<<<detail::blocks_for(count, 256, 4096), 256, 0, st>>>(workspace, p.y,
-                                                                                 count, segments);
-  }
+  if (segments > 1) reduce_segments(p, workspace, segments, st);
   return detail::last_error();
 }
 
@@ -218,6 +222,18 @@ int64_t max_segment_bytes(int64_t m) { return m <= 64 ? kMaxSegmentBytes : kMaxS
 bool split_fits(int64_t m, int64_t n, int64_t k) {
   const int64_t segments = segments_of(k);
   return segments > 1 && segments * m * n * 4 <= max_segment_bytes(m);
+}
+
+// Above decode-sized m on Hopper: the wgmma main loop (same order), segments in parallel where
+// their sums fit as below.
+constexpr int64_t kWgmmaMinRows = 65;
+
+int launch_wgmma(const LinearFixedParams& p, float* workspace, Stream stream) {
+  const int segments = split_fits(p.m, p.n, p.k) ? segments_of(p.k) : 1;
+  const int rc = linear_wgmma(p, segments, workspace, stream);
+  if (rc != 0 || segments == 1) return rc;
+  reduce_segments(p, workspace, segments, detail::as_stream(stream));
+  return detail::last_error();
 }
 
 template <int kWarpsN, int kWarpsM, int kTn, int kTm, int kBk, int kStages>
@@ -252,6 +268,7 @@ int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream) {
   if (p.m <= 16) return launch_either<4, 1, 2, 2, 128, 3>(p, workspace, stream);
   if (p.m <= 32) return launch_either<4, 1, 2, 4, 64, 4>(p, workspace, stream);
   if (p.m <= 64) return launch_either<4, 1, 2, 8, 64, 4>(p, workspace, stream);
+  if (p.m >= kWgmmaMinRows && linear_wgmma_supported(p)) return launch_wgmma(p, workspace, stream);
   // Larger: 128 x 128 output tiles, 8 warps of 64 x 32.
   return launch_either<2, 4, 4, 4, 64, 3>(p, workspace, stream);
 }

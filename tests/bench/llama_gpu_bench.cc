@@ -4,6 +4,7 @@
 // run: the decode step's cost depends only on the context length). Model-level (StepInputs ->
 // logits on the host), so the scheduler and sampler are not included. Prints CSV on stdout.
 //   llama_gpu_bench [config dir, default configs/llama-3.1-8b] [prefill: only the prefill rows]
+//   llama_gpu_bench [config dir] prefill CHUNK PRIOR: that prefill row alone (for a profiler)
 //   llama_gpu_bench [config dir] b1_4k|b1_128k|b16_4k|b64_4k: that decode scenario alone, with
 //   graphs, and no prefill rows (one step's kernels for a profiler such as nsys)
 //   --deterministic anywhere: every run above with BackendOptions::deterministic (--deterministic
@@ -272,16 +273,20 @@ int main(int argc, char** argv) {
   // Prefill: one sequence's chunk of 2048 or 8192 tokens after 0 to 122,880 tokens of prior
   // context (flash prefill kernel; eager launches). Time per chunk, median of 5, CUDA events.
   if (!only.empty() && !prefill_only) return 0;
+  std::vector<std::pair<int64_t, int64_t>> rows = {{2048, 0},     {2048, 2048},   {2048, 8192},
+                                                   {2048, 32768}, {2048, 122880}, {8192, 0},
+                                                   {8192, 8192},  {8192, 32768},  {8192, 122880}};
+  if (prefill_only && argc > 4) {
+    const int64_t chunk = std::atoll(argv[3]), prior = std::atoll(argv[4]);
+    if (chunk < 1 || prior < 0 || prior + chunk > 64 * 4096) {
+      std::fprintf(stderr, "prefill CHUNK PRIOR: need CHUNK >= 1, PRIOR >= 0, sum <= %d\n",
+                   64 * 4096);
+      return 2;
+    }
+    rows = {{chunk, prior}};
+  }
   std::printf("scenario,prior_context,chunk,ms,tokens_per_s\n");
-  for (const auto& [chunk, prior] : std::vector<std::pair<int64_t, int64_t>>{{2048, 0},
-                                                                             {2048, 2048},
-                                                                             {2048, 8192},
-                                                                             {2048, 32768},
-                                                                             {2048, 122880},
-                                                                             {8192, 0},
-                                                                             {8192, 8192},
-                                                                             {8192, 32768},
-                                                                             {8192, 122880}}) {
+  for (const auto& [chunk, prior] : rows) {
     const int64_t ctx = prior + chunk, pages = (ctx + bs - 1) / bs;
     models::StepInputs in;
     in.max_blocks_per_seq = pages;
