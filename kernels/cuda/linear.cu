@@ -1,7 +1,8 @@
-// The fixed-order linear layer (macserve/kernels/cuda/linear.cuh): one tiled tensor-core GEMM
+// The fixed-order linear layer (macserve/kernels/cuda/linear.cuh): one tiled mma.sync GEMM
 // template, launched with small tiles for decode-sized m (split over k segments, so that there are
-// enough warps streaming the weights) and large ones for prefill chunks. Every shape runs the same
-// per-output arithmetic (the order in linear.cuh).
+// enough warps streaming the weights) and large ones elsewhere; on Hopper, for prefill-sized m
+// and wide layers from 32 rows, the wgmma main loop of linear_wgmma.cu instead. Every shape runs
+// the same per-output arithmetic (the order in linear.cuh).
 //
 // CTA: kWarpsN x kWarpsM warps; warp (wn, wm) owns kTn m16 tiles of w's rows by kTm n8 tiles of x's
 // rows. w and x tiles of kBk columns go through a kStages-deep cp.async ring in shared memory,
@@ -169,13 +170,6 @@ __global__ void reduce_segments_kernel(const float* seg, float* y, int64_t count
   }
 }
 
-void reduce_segments(const LinearFixedParams& p, const float* workspace, int segments,
-                     cudaStream_t st) {
-  const int64_t count = p.m * p.n;
-  reduce_segments_kernel<<<detail::blocks_for(count, 256, 4096), 256, 0, st>>>(workspace, p.y,
-                                                                               count, segments);
-}
-
 // k not a multiple of 8 (rows not made of 16-byte chunks; only the smallest test models): one
 // thread an output, fmaf over k from 0 upwards. Chosen by k alone, so still one order for every m.
 __global__ void linear_fixed_scalar_kernel(LinearFixedParams p) {
@@ -206,7 +200,11 @@ int launch(const LinearFixedParams& p, float* workspace, Stream stream) {
                   static_cast<unsigned>(segments));
   const auto st = detail::as_stream(stream);
   kernel<<<grid, T::kThreads, T::kSmem, st>>>(p, workspace);
-  if (segments > 1) reduce_segments(p, workspace, segments, st);
+  if (segments > 1) {
+    const int64_t count = p.m * p.n;
+    reduce_segments_kernel<<<detail::blocks_for(count, 256, 4096), 256, 0, st>>>(workspace, p.y,
+                                                                                 count, segments);
+  }
   return detail::last_error();
 }
 
@@ -222,18 +220,6 @@ int64_t max_segment_bytes(int64_t m) { return m <= 64 ? kMaxSegmentBytes : kMaxS
 bool split_fits(int64_t m, int64_t n, int64_t k) {
   const int64_t segments = segments_of(k);
   return segments > 1 && segments * m * n * 4 <= max_segment_bytes(m);
-}
-
-// Above decode-sized m on Hopper: the wgmma main loop (same order), segments in parallel where
-// their sums fit as below.
-constexpr int64_t kWgmmaMinRows = 65;
-
-int launch_wgmma(const LinearFixedParams& p, float* workspace, Stream stream) {
-  const int segments = split_fits(p.m, p.n, p.k) ? segments_of(p.k) : 1;
-  const int rc = linear_wgmma(p, segments, workspace, stream);
-  if (rc != 0 || segments == 1) return rc;
-  reduce_segments(p, workspace, segments, detail::as_stream(stream));
-  return detail::last_error();
 }
 
 template <int kWarpsN, int kWarpsM, int kTn, int kTm, int kBk, int kStages>
@@ -264,11 +250,11 @@ int linear_fixed(const LinearFixedParams& p, float* workspace, Stream stream) {
     return static_cast<int>(cudaErrorMisalignedAddress);
   if (linear_fixed_workspace_floats(p.m, p.n, p.k) > 0 && workspace == nullptr)
     return static_cast<int>(cudaErrorInvalidValue);
+  if (linear_wgmma_supported(p) && linear_wgmma_preferred(p)) return linear_wgmma(p, stream);
   // Decode-sized m: 128 w rows a CTA (4 warps of 32), all of x's rows.
   if (p.m <= 16) return launch_either<4, 1, 2, 2, 128, 3>(p, workspace, stream);
   if (p.m <= 32) return launch_either<4, 1, 2, 4, 64, 4>(p, workspace, stream);
   if (p.m <= 64) return launch_either<4, 1, 2, 8, 64, 4>(p, workspace, stream);
-  if (p.m >= kWgmmaMinRows && linear_wgmma_supported(p)) return launch_wgmma(p, workspace, stream);
   // Larger: 128 x 128 output tiles, 8 warps of 64 x 32.
   return launch_either<2, 4, 4, 4, 64, 3>(p, workspace, stream);
 }

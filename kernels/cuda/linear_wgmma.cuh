@@ -5,10 +5,12 @@
 
 namespace macserve::kernels::cuda {
 
-// Whether linear_wgmma runs here: an sm_90 GPU with TMA, k a multiple of 8, 16-byte aligned x and w.
+// Whether linear_wgmma runs here: an sm_90 GPU with TMA, k a multiple of 8, 16-byte aligned x and
+// w.
 bool linear_wgmma_supported(const LinearFixedParams& p);
-// y = x w^T in linear_fixed's order. segments > 1: segment s's sums go to segment_out + s * m * n
-// (the caller adds them up in segment order); 1: every segment in one CTA, the total into p.y.
-int linear_wgmma(const LinearFixedParams& p, int segments, float* segment_out, Stream stream);
+// Whether linear_fixed takes linear_wgmma for this shape (measured; it needs no workspace).
+bool linear_wgmma_preferred(const LinearFixedParams& p);
+// y = x w^T in linear_fixed's order, every segment in one CTA, the total into p.y.
+int linear_wgmma(const LinearFixedParams& p, Stream stream);
 
 }  // namespace macserve::kernels::cuda

@@ -150,7 +150,9 @@ RowInvariance linear_rows_vs_chunk(backend::Backend& gpu, int64_t n, int64_t k) 
 }
 
 // --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
-// share the launch or where it sits among them.
+// share the launch or where it sits among them. On Hopper the rows compared run on both of its
+// kernels: mma.sync up to 64 rows, wgmma for the chunk and from 65 rows, and from 32 rows for the
+// wide n = 32768 (whose two-consumer tiles fill the GPU).
 // A CUDA backend with --deterministic; a test fails if none can be made where a device is.
 std::unique_ptr<backend::Backend> deterministic_cuda_backend() {
   std::string why;
@@ -163,8 +165,11 @@ TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
   MACSERVE_REQUIRE_CUDA(probe);
   auto gpu = deterministic_cuda_backend();
   ASSERT_TRUE(gpu);
-  for (auto [n, k] :
-       {std::pair<int64_t, int64_t>{6144, 4096}, {4096, 14336}, {1000, 264}, {100, 172}}) {
+  for (auto [n, k] : {std::pair<int64_t, int64_t>{6144, 4096},
+                      {4096, 14336},
+                      {1000, 264},
+                      {100, 172},
+                      {32768, 264}}) {
     const RowInvariance r = linear_rows_vs_chunk(*gpu, n, k);
     std::printf("deterministic n %lld k %lld: %lld of %lld rows differ, rel L2 %.2e\n",
                 static_cast<long long>(n), static_cast<long long>(k),

@@ -12,14 +12,17 @@
 // m is.
 //
 // The order: k is cut into segments of kLinearSegment from 0. Within a segment the sum starts at
-// +0 and takes steps of 16 upwards, one tensor-core mma.sync m16n8k16 (fp32 accumulate) per step,
+// +0 and takes steps of 16 upwards, one tensor-core MMA step (fp32 accumulate) per 16 columns,
 // with w's rows always the instruction's A operand and x's rows its B columns; the output is then
-// s_0 + s_1 + ... in segment order. Launch shapes (chosen by m) change which other rows share an
-// instruction and whether segments run in one CTA or in parallel, never the operations a given
-// output sees, so a row's bits are the same alone, in any batch and at any place in a prefill
-// chunk. (cuBLAS picks its kernel, tile and split-k by m, which is why the default path is not
-// invariant.) k not a multiple of 8 (rows not made of 16-byte chunks; the smallest test models
-// only) takes one fmaf chain per output over k instead: also chosen by k alone.
+// s_0 + s_1 + ... in segment order. The step is mma.sync m16n8k16, or on Hopper (prefill-sized m,
+// and wide layers from 32 rows) wgmma m64n128k16 (linear_wgmma.cu), which rounds a step the same
+// way (found bit for bit on an H100, and checked by cuda_ops_test across the two). Launch shapes
+// (chosen by m) change which other rows share an instruction and whether segments run in one CTA or
+// in parallel, never the operations a given output sees, so a row's bits are the same alone, in any
+// batch and at any place in a prefill chunk. (cuBLAS picks its kernel, tile and split-k by m, which
+// is why the default path is not invariant.) k not a multiple of 8 (rows not made of 16-byte
+// chunks; the smallest test models only) takes one fmaf chain per output over k instead: also
+// chosen by k alone.
 #pragma once
 
 #include "macserve/kernels/common.h"
