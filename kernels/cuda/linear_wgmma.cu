@@ -207,8 +207,9 @@ bool linear_wgmma_supported(const LinearFixedParams& p) {
       return false;
     return major == 9 && encode_tiled() != nullptr;
   }();
-  // TMA: 16-byte aligned bases and row strides; coordinates are 32-bit.
-  return hopper && p.k % 8 == 0 && p.m <= INT32_MAX && p.n <= INT32_MAX &&
+  // TMA: 16-byte aligned bases and row strides; coordinates are 32-bit. The grid's y holds the w
+  // tiles (at most 65,535 of 64 rows).
+  return hopper && p.k % 8 == 0 && p.m <= INT32_MAX && (p.n + 63) / 64 <= 65535 &&
          (reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.w)) % 16 == 0;
 }
 
