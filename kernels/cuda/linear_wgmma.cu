@@ -14,13 +14,12 @@
 // two instructions round a k16 step alike was found bit for bit on an H100 (log run 31) and is
 // checked by cuda_ops_test (DeterministicLinearRowsAreBatchInvariant, rows on both sides of the
 // dispatch).
-#include <cuda.h>
-
 #include <cstdint>
 
 #include "cuda_util.cuh"
 #include "hopper.cuh"
 #include "linear_wgmma.cuh"
+#include "tma_map.cuh"
 
 namespace macserve::kernels::cuda {
 namespace {
@@ -136,39 +135,12 @@ __global__ void __launch_bounds__(Tile<kConsumers>::kThreads, 1)
   }
 }
 
-using EncodeTiled = decltype(&cuTensorMapEncodeTiled);
-
-// cuTensorMapEncodeTiled from the driver (through the runtime: no link to libcuda), or null.
-EncodeTiled encode_tiled() {
-  static EncodeTiled fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
-                                         &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      return EncodeTiled{nullptr};
-    return reinterpret_cast<EncodeTiled>(f);
-  }();
-  return fn;
-}
-
-// `rows` x k bf16, row-major, as boxes of 64 columns x box_rows rows (128-byte swizzle).
-bool make_map(CUtensorMap* map, const void* data, int64_t rows, int64_t k, int box_rows) {
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(k), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(k * 2)};
-  const cuuint32_t box[2] = {kBk, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t elem[2] = {1, 1};
-  return encode_tiled()(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(data), dims,
-                        strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                        CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 template <int kConsumers>
 int launch(const LinearFixedParams& p, cudaStream_t st) {
   using T = Tile<kConsumers>;
   CUtensorMap tw{}, tx{};
-  if (!make_map(&tw, p.w, p.n, p.k, T::kBn) || !make_map(&tx, p.x, p.m, p.k, kBm))
+  if (!detail::make_sw128_map(&tw, p.w, p.n, p.k, T::kBn) ||
+      !detail::make_sw128_map(&tx, p.x, p.m, p.k, kBm))
     return static_cast<int>(cudaErrorInvalidValue);
   auto* kernel = linear_wgmma_kernel<kConsumers>;
   static const cudaError_t opt_in = cudaFuncSetAttribute(
@@ -200,16 +172,10 @@ int64_t tiles_of(const LinearFixedParams& p, int64_t w_rows) {
 }  // namespace
 
 bool linear_wgmma_supported(const LinearFixedParams& p) {
-  static const bool hopper = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-      return false;
-    return major == 9 && encode_tiled() != nullptr;
-  }();
   // TMA: 16-byte aligned bases and row strides; coordinates are 32-bit. The grid's y holds the w
   // tiles (at most 65,535 of 64 rows).
-  return hopper && p.k % 8 == 0 && p.m <= INT32_MAX && (p.n + 63) / 64 <= 65535 &&
+  return detail::hopper_tma_available() && p.k % 8 == 0 && p.m <= INT32_MAX &&
+         (p.n + 63) / 64 <= 65535 &&
          (reinterpret_cast<uintptr_t>(p.x) | reinterpret_cast<uintptr_t>(p.w)) % 16 == 0;
 }
 

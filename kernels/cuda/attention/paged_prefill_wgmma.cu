@@ -31,6 +31,7 @@
 #include "../cuda_util.cuh"
 #include "../hopper.cuh"
 #include "../mma.cuh"
+#include "../tma_map.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
 #include "prefill_tiles.cuh"
 
@@ -377,38 +378,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-using EncodeTiled = decltype(&cuTensorMapEncodeTiled);
-
-// cuTensorMapEncodeTiled from the driver (through the runtime: no link to libcuda), or null.
-EncodeTiled encode_tiled() {
-  static EncodeTiled fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
-                                         &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      return EncodeTiled{nullptr};
-    return reinterpret_cast<EncodeTiled>(f);
-  }();
-  return fn;
-}
-
 // The cache as a 2-D tensor of rows (block, kv head, slot) x head_dim bf16; boxes of 64 columns x
 // box_rows rows, written to shared memory with the 128-byte swizzle.
 bool make_cache_map(CUtensorMap* map, const void* cache, const PagedKvLayout& L, int box_rows) {
-  const EncodeTiled encode = encode_tiled();
-  if (encode == nullptr) return false;
   // Rows: the pool's when the layout knows its block count, else as many as a coordinate reaches.
   const int64_t rows =
       L.num_blocks > 0 ? L.num_blocks * L.num_kv_heads * L.block_size : int64_t{0x7fffffff};
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(L.head_dim), static_cast<cuuint64_t>(rows)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(L.head_dim * 2)};
-  const cuuint32_t box[2] = {64, static_cast<cuuint32_t>(box_rows)};
-  const cuuint32_t elem[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(cache), dims, strides,
-                box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  return detail::make_sw128_map(map, cache, rows, L.head_dim, box_rows);
 }
 
 int block_shift_of(int64_t block_size) {
@@ -443,15 +419,8 @@ int launch(const PagedAttentionCudaParams& p, const RingRows& rr, int64_t rows, 
 }  // namespace
 
 bool prefill_wgmma_supported(int64_t head_dim, int64_t group, int64_t block_size) {
-  static const bool hopper = [] {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-      return false;
-    return major == 9 && encode_tiled() != nullptr;
-  }();
-  return hopper && (head_dim == 64 || head_dim == 128) && group >= 1 && group <= 8 &&
-         block_size >= 8 && (block_size & (block_size - 1)) == 0;
+  return detail::hopper_tma_available() && (head_dim == 64 || head_dim == 128) && group >= 1 &&
+         group <= 8 && block_size >= 8 && (block_size & (block_size - 1)) == 0;
 }
 
 int paged_prefill_wgmma(const PagedAttentionCudaParams& p, Stream stream) {
