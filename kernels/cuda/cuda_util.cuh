@@ -15,6 +15,17 @@ constexpr float kLn2 = 0.6931471805599453f;
 
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 inline int last_error() { return static_cast<int>(cudaGetLastError()); }
+// Multiprocessors of the current device, asked once (the kernels, like the backend, use one device
+// per process).
+inline int device_sms() {
+  static const int n = [] {
+    int dev = 0, sms = 1;
+    cudaGetDevice(&dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    return sms > 1 ? sms : 1;
+  }();
+  return n;
+}
 inline unsigned blocks_for(int64_t n, int threads, int64_t cap = 65535LL * 32) {
   int64_t b = (n + threads - 1) / threads;
   if (b > cap) b = cap;

@@ -154,17 +154,6 @@ int launch(const LinearFixedParams& p, cudaStream_t st) {
   return detail::last_error();
 }
 
-int sm_count() {
-  static const int n = [] {
-    int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
-      return 1;
-    return sms;
-  }();
-  return n;
-}
-
 int64_t tiles_of(const LinearFixedParams& p, int64_t w_rows) {
   return (p.m + kBm - 1) / kBm * ((p.n + w_rows - 1) / w_rows);
 }
@@ -183,14 +172,14 @@ bool linear_wgmma_preferred(const LinearFixedParams& p) {
   // Measured on the H100 (docs/perf/deterministic.md): from 65 rows the wgmma loop wins every 8B
   // shape; at 32-64 rows only where two-consumer CTAs alone fill the GPU (gate/up, lm_head), the
   // mma.sync kernel's split segments elsewhere; below 32 rows the mma.sync kernel.
-  return p.m >= 65 || (p.m >= 32 && tiles_of(p, 128) >= sm_count());
+  return p.m >= 65 || (p.m >= 32 && tiles_of(p, 128) >= detail::device_sms());
 }
 
 int linear_wgmma(const LinearFixedParams& p, Stream stream) {
   const auto st = detail::as_stream(stream);
   // One consumer a CTA (64 w rows) while that grid fits in one wave: twice the CTAs, each done
   // sooner; two (each x tile read once for 128 w rows) once it does not.
-  if (tiles_of(p, 64) <= sm_count()) return launch<1>(p, st);
+  if (tiles_of(p, 64) <= detail::device_sms()) return launch<1>(p, st);
   return launch<2>(p, st);
 }
 

@@ -278,9 +278,9 @@ int main(int argc, char** argv) {
                                                    {8192, 8192},  {8192, 32768},  {8192, 122880}};
   if (prefill_only && argc > 4) {
     const int64_t chunk = std::atoll(argv[3]), prior = std::atoll(argv[4]);
-    if (chunk < 1 || prior < 0 || prior + chunk > 64 * 4096) {
-      std::fprintf(stderr, "prefill CHUNK PRIOR: need CHUNK >= 1, PRIOR >= 0, sum <= %d\n",
-                   64 * 4096);
+    if (chunk < 1 || prior < 0 || prior + chunk > num_blocks * bs) {
+      std::fprintf(stderr, "prefill CHUNK PRIOR: need CHUNK >= 1, PRIOR >= 0, sum <= %lld\n",
+                   static_cast<long long>(num_blocks * bs));
       return 2;
     }
     rows = {{chunk, prior}};

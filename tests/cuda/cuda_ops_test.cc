@@ -149,10 +149,6 @@ RowInvariance linear_rows_vs_chunk(backend::Backend& gpu, int64_t n, int64_t k) 
   return r;
 }
 
-// --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
-// share the launch or where it sits among them. On Hopper the rows compared run on both of its
-// kernels: mma.sync up to 64 rows, wgmma for the chunk and from 65 rows, and from 32 rows for the
-// wide n = 32768 (whose two-consumer tiles fill the GPU).
 // A CUDA backend with --deterministic; a test fails if none can be made where a device is.
 std::unique_ptr<backend::Backend> deterministic_cuda_backend() {
   std::string why;
@@ -161,6 +157,10 @@ std::unique_ptr<backend::Backend> deterministic_cuda_backend() {
   return be;
 }
 
+// --deterministic's fixed-order GEMM (linear.cuh): a row's bits do not depend on how many rows
+// share the launch or where it sits among them. On Hopper the rows compared run on both of its
+// kernels: mma.sync up to 64 rows, wgmma for the chunk and from 65 rows, and from 32 rows for the
+// wide n = 32768 (whose two-consumer tiles fill the GPU).
 TEST(CudaOps, DeterministicLinearRowsAreBatchInvariant) {
   MACSERVE_REQUIRE_CUDA(probe);
   auto gpu = deterministic_cuda_backend();

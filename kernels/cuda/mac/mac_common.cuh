@@ -120,18 +120,6 @@ R with_head_dim(int64_t D, R otherwise, F&& f) {
   }
 }
 
-// Multiprocessors of the current device, asked once (the MAC kernels, like the backend, use one
-// device per process).
-inline int device_sms() {
-  static const int n = [] {
-    int dev = 0, sms = 1;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    return std::max(1, sms);
-  }();
-  return n;
-}
-
 // ---- launchers (each returns a cudaError_t value, 0 = ok) ---------------------------------------
 // mac_match.cu: match CTAs per head for this step (small batches split each head's window), and
 // the match launch over w.match_splits of them.

@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kMatchThreads) match_kernel(MacCudaParams p, W
 int32_t match_splits_for(const MacCudaParams& p) {
   // At small batch each head's window is split over several CTAs (shares of at least one pass of
   // 128 candidates) so the latency-bound scan has about two CTAs per SM.
-  const int sms = device_sms();
+  const int sms = detail::device_sms();
   const int64_t heads = std::max<int64_t>(1, p.num_q_heads * p.num_seqs);
   const int64_t by_rows = (p.cfg.window + kMatchThreads / 2 - 1) / (kMatchThreads / 2);
   return static_cast<int32_t>(std::clamp<int64_t>(

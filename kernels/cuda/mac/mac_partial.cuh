@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kPartialThreads) prefill_rows_kernel(MacPrefil
 template <int D, int G>
 int partial_grid() {
   static const int n = [] {
-    const int sms = device_sms();
+    const int sms = detail::device_sms();
     int per_sm = 1;
     // 96 KiB of ring at head_dim 128 (48 at 64) plus the task id: above the default limit
     cudaFuncSetAttribute(partial_kernel<D, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
