@@ -25,12 +25,14 @@
 // a combine kernel folds the saved states. A segment's state is the same bits in both (the same
 // tile loop from the segment's first key), and so is the fold: a row's result does not depend on
 // which path it took, on the batch, or on the chunking, while a decode row's keys are spread over
-// the GPU.
+// the GPU. Where the Hopper kernel runs (prefill_wgmma_supported), both passes run on it instead
+// (paged_prefill_wgmma.cu), with the same fold and the same combine kernel.
 #include <algorithm>
 #include <cmath>
 
 #include "../cuda_util.cuh"
 #include "../mma.cuh"
+#include "fixed_segments.cuh"
 #include "macserve/kernels/cuda/attention.cuh"
 #include "prefill_tiles.cuh"
 
@@ -39,6 +41,10 @@ namespace {
 
 using detail::fast_exp2;
 using detail::find_query_tile;
+using detail::FixedArgs;
+using detail::fold_value;
+using detail::fold_weights;
+using detail::FoldWeights;
 using detail::kLog2e;
 using detail::num_queries;
 using detail::tile_rows;
@@ -70,33 +76,6 @@ template <int D, Mode M>
 constexpr size_t flash_smem_bytes() {
   return (size_t{kRowsOf<M>} * D + size_t{kStages} * 2 * kKeys<D> * D) * sizeof(__nv_bfloat16);
 }
-
-// The fold of a segment's state (m_seg, l_seg, o_seg) into a row's running one: the weights of
-// both, the running max and sum updated. Explicit roundings, so that the fold path and the
-// combine kernel compile to the same arithmetic.
-struct FoldWeights {
-  float run, seg;
-};
-__device__ __forceinline__ FoldWeights fold_weights(float& m_run, float& l_run, float m_seg,
-                                                    float l_seg) {
-  const float mx = fmaxf(m_run, m_seg);
-  const FoldWeights w{fast_exp2(__fsub_rn(m_run, mx)), fast_exp2(__fsub_rn(m_seg, mx))};
-  m_run = mx;
-  l_run = __fmaf_rn(l_run, w.run, __fmul_rn(l_seg, w.seg));
-  return w;
-}
-__device__ __forceinline__ float fold_value(float run, float seg, FoldWeights w) {
-  return __fmaf_rn(run, w.run, __fmul_rn(seg, w.seg));
-}
-
-// --deterministic's scratch: the running output of kFold rows, the saved segments of kSplit rows.
-struct FixedArgs {
-  float* fold_o = nullptr;   // [num_tokens, num_q_heads, head_dim]
-  float* fold_ml = nullptr;  // [num_tokens, num_q_heads, 2]: running max, sum
-  float* part_o = nullptr;   // [num_seqs, num_q_heads, max_segments, head_dim]
-  float* part_ml = nullptr;  // [num_seqs, num_q_heads, max_segments, 2]: max, sum
-  int max_segments = 0;
-};
 
 // This CTA's tile: kSplit CTAs take one one-query sequence per grid column, the others a tile of
 // the step's query runs (kFold leaves one-query sequences to kSplit).
@@ -472,10 +451,8 @@ int launch_flash(const PagedAttentionCudaParams& p, const FixedArgs& f, cudaStre
   if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
   dim3 grid;
   if constexpr (M == Mode::kSplit) {
-    // Sequences x kv heads x segment slots: about 2048 CTAs, a slot taking every z-th segment.
-    // The grid follows only the step's shape (fixed under a CUDA graph), never its lengths.
-    const int64_t per_slot = p.num_seqs * p.layout.num_kv_heads;
-    const int64_t z = std::clamp<int64_t>((2048 + per_slot - 1) / per_slot, 1, f.max_segments);
+    // Sequences x kv heads x segment slots.
+    const int64_t z = detail::fixed_segment_slots(p, f);
     grid = dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.layout.num_kv_heads),
                 static_cast<unsigned>(z));
   } else {
@@ -491,12 +468,18 @@ int launch_flash(const PagedAttentionCudaParams& p, const FixedArgs& f, cudaStre
 template <int D>
 int launch_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len, const FixedArgs& f,
                  cudaStream_t st) {
-  if (max_query_len != 1) {  // sequences with more than one query (0: not known)
-    const int rc = launch_flash<D, Mode::kFold>(p, f, st);
+  const int64_t G = p.num_q_heads / p.layout.num_kv_heads;
+  if (prefill_wgmma_supported(D, G, p.layout.block_size)) {
+    const int rc = detail::fixed_segments_wgmma(p, max_query_len, f, st);
+    if (rc != 0) return rc;
+  } else {
+    if (max_query_len != 1) {  // sequences with more than one query (0: not known)
+      const int rc = launch_flash<D, Mode::kFold>(p, f, st);
+      if (rc != 0) return rc;
+    }
+    const int rc = launch_flash<D, Mode::kSplit>(p, f, st);
     if (rc != 0) return rc;
   }
-  const int rc = launch_flash<D, Mode::kSplit>(p, f, st);
-  if (rc != 0) return rc;
   const dim3 grid(static_cast<unsigned>(p.num_seqs),
                   static_cast<unsigned>((p.num_q_heads + 3) / 4));
   fixed_combine_kernel<D><<<grid, 128, 0, st>>>(p, f);

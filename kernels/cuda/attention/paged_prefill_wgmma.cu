@@ -19,6 +19,12 @@
 // row's result depends on its own query and keys only: the same bits whatever the chunking, the
 // batch or the row's place in its tile.
 //
+// --deterministic's fixed key segments run on it too (fixed_segments.cuh; kFold and kSplit): the
+// key tiles of each 1024-key segment from an empty state, the segment then folded into the row's
+// running state in scratch (prefill rows) or saved for the combine kernel (one-query rows, one CTA
+// per sequence, kv head and segment slot; its second consumer's rows are padding). Both walk the
+// same per-row arithmetic, so a row's bits are the same on either path.
+//
 // The same kernel writes MAC's ring rows for prefill chunks (mac_prefill_rows_wgmma, kRing): the
 // tile's rows are then the chunk's tokens that own a ring row (positions >= max(rows_from, context
 // - M) of an exact-mode sequence with a slot), a row at position i sees keys [0, i + 1 - band)
@@ -32,6 +38,7 @@
 #include "../hopper.cuh"
 #include "../mma.cuh"
 #include "../tma_map.cuh"
+#include "fixed_segments.cuh"
 #include "macserve/kernels/cuda/mac_attention_cuda.h"
 #include "prefill_tiles.cuh"
 
@@ -59,6 +66,13 @@ struct RingRows {
   int window, band;
   bool bf16;
 };
+
+// What a CTA computes: kPlain, the default prefill rows; kRing, MAC's ring rows (RingRows);
+// --deterministic's fixed key segments (fixed_segments.cuh): kFold, rows of sequences with more
+// than one query, each segment folded into the row's running state in scratch as it ends; kSplit,
+// one-query rows, one CTA per (sequence, kv head, segment slot) saving each segment's state for
+// the combine kernel. Every variant runs the same per-row arithmetic over a key tile.
+enum class Variant { kPlain, kRing, kFold, kSplit };
 
 // A sequence's rows in the ring variant: its chunk tokens from `skip` on (`count` of them, the
 // first at position `first_pos`); none unless it is exact-mode with a ring slot.
@@ -106,12 +120,14 @@ struct Shape {
                                   size_t{kStages} * kStageBytes + kBarriers * sizeof(uint64_t);
 };
 
-template <int D, bool kRing>
+template <int D, Variant V>
 __global__ void __launch_bounds__(kThreads, 1)
     wgmma_prefill_kernel(const PagedAttentionCudaParams p, const __grid_constant__ CUtensorMap tk,
                          const __grid_constant__ CUtensorMap tv, int mq, int block_shift,
-                         int box_rows, const RingRows rr) {
+                         int box_rows, const RingRows rr, const detail::FixedArgs f) {
   using S = Shape<D>;
+  constexpr bool kRing = V == Variant::kRing;
+  constexpr bool kFixed = V == Variant::kFold || V == Variant::kSplit;
   constexpr int kH = S::kHalves, kStages = S::kStages;
   extern __shared__ unsigned char smem_raw[];
   unsigned char* base = smem_raw + ((1024 - (detail::smem_addr(smem_raw) & 1023)) & 1023);
@@ -130,12 +146,37 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (!find_ring_tile(p, rr, mq, G, &ref, &tr)) return;
     // Rows that see no key are computed over key 0 and stored as empty (o 0, lse -inf).
     tr.max_keys = max(tr.max_keys, 1);
+  } else if constexpr (V == Variant::kSplit) {
+    const int s = static_cast<int>(blockIdx.x);
+    if (detail::num_queries(p, s) != 1 || (p.skip != nullptr && p.skip[s] == 1)) return;
+    ref = {s, 0};
+    tr = detail::tile_rows(p, ref, mq, G);
   } else {
-    if (!detail::find_query_tile(p, mq, false, &ref)) return;
+    if (!detail::find_query_tile(p, mq, V == Variant::kFold, &ref)) return;
     tr = detail::tile_rows(p, ref, mq, G);
   }
   const int kvh = static_cast<int>(blockIdx.y);
   const int ntiles = (tr.max_keys + kKeys - 1) / kKeys;
+  // The key tiles this CTA walks, `count` of them: all (kPlain, kRing), or segment after segment
+  // (kSegTiles tiles each, the last one possibly fewer): every segment (kFold), or segments z,
+  // z + Z, ... of slot z (kSplit). Processed tile i is key tile key_tile(i).
+  constexpr int kSegTiles = static_cast<int>(kFixedSegmentKeys / kKeys);
+  static_assert(kFixedSegmentKeys % kKeys == 0, "segments are whole key tiles");
+  const int nseg = (tr.max_keys + kSegTiles * kKeys - 1) / (kSegTiles * kKeys);
+  const int seg0 = V == Variant::kSplit ? static_cast<int>(blockIdx.z) : 0;
+  const int zstep = V == Variant::kSplit ? static_cast<int>(gridDim.z) : 1;
+  int count = ntiles;
+  if constexpr (kFixed) {
+    if (seg0 >= nseg) return;
+    const int owned = (nseg - 1 - seg0) / zstep + 1, last = seg0 + (owned - 1) * zstep;
+    count = (owned - 1) * kSegTiles + min(ntiles, (last + 1) * kSegTiles) - last * kSegTiles;
+  }
+  const auto key_tile = [&](int i) {
+    return kFixed ? (seg0 + (i / kSegTiles) * zstep) * kSegTiles + i % kSegTiles : i;
+  };
+  const auto segment_ends = [&](int i) {  // processed tile i closes a segment
+    return i + 1 == count || (kFixed && i % kSegTiles == kSegTiles - 1);
+  };
   const int wg = static_cast<int>(threadIdx.x) / 128, tid = static_cast<int>(threadIdx.x) % 128;
 
   if (threadIdx.x == 0) {
@@ -156,10 +197,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int32_t* table = p.block_tables + static_cast<int64_t>(ref.seq) * p.max_blocks_per_seq;
     const int in_block = (1 << block_shift) - 1;
     const int boxes = kKeys / box_rows;
-    for (int it = 0; it < ntiles; ++it) {
-      const int st = it % kStages;
-      if (it >= kStages) detail::mbar_wait(&empty[st], ((it / kStages) - 1) & 1);
-      const int key0 = it * kKeys;
+    for (int i = 0; i < count; ++i) {
+      const int st = i % kStages;
+      if (i >= kStages) detail::mbar_wait(&empty[st], ((i / kStages) - 1) & 1);
+      const int key0 = key_tile(i) * kKeys;
       const int nbox = min(boxes, (tr.max_keys - key0 + box_rows - 1) / box_rows);
       const uint32_t bytes = static_cast<uint32_t>(nbox * box_rows * kRowBytes * kH);
       unsigned char* ks = kv_s + st * S::kStageBytes;
@@ -204,6 +245,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   detail::fence_proxy_async();
   detail::named_barrier(1 + c, 128);
+  if (V == Variant::kSplit && 64 * c >= tr.rows) {
+    // No row of this consumer (one query's G rows): hand each stage back once it has been filled
+    // (an earlier arrival would count towards the stage's previous use), without the MMAs.
+    for (int i = 0; i < count; ++i) {
+      detail::mbar_wait(&full_k[i % kStages], static_cast<uint32_t>((i / kStages) & 1));
+      detail::mbar_wait(&full_v[i % kStages], static_cast<uint32_t>((i / kStages) & 1));
+      if (lane == 0) detail::mbar_arrive(&empty[i % kStages]);
+    }
+    return;
+  }
 
   // Keys each of this thread's two rows sees; padding rows see key 0 only (a finite max from the
   // first tile on).
@@ -243,7 +294,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const auto issue_values = [&](int it) {
     unsigned char* vs = k_stage(it) + S::kTileBytes;
     detail::mbar_wait(&full_v[it % kStages], parity(it));
-    const int first = tr.max_keys - it * kKeys;
+    const int first = tr.max_keys - key_tile(it) * kKeys;
     if (first < kKeys) {
       for (int i = tid; i < (kKeys - first) * 8 * kH; i += 128) {
         const int h = i / ((kKeys - first) * 8), rest = i % ((kKeys - first) * 8);
@@ -269,7 +320,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   // quad). Score register 4j + e holds row g + 8 (e / 2), key 8j + 2t + e % 2 of the tile. The
   // correction of the rows' running output is left in corr: O may still be accumulating.
   const auto softmax = [&](int it) {
-    const int key0 = it * kKeys;
+    const int key0 = key_tile(it) * kKeys;
     if (key0 + kKeys > tr.first_keys) {
 #pragma unroll
       for (int i = 0; i < 64; ++i)
@@ -314,17 +365,93 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (lane == 0) detail::mbar_arrive(&empty[it % kStages]);
   };
 
+  // The fixed segments' end of segment `seg` (after its last P V completed): kFold, each row with
+  // keys in it folds the segment into its running state (the first segment is the running state),
+  // then keeps that in f32 scratch for the next segment or, at its last segment, writes o / l;
+  // kSplit, the rows' states as they are, for the combine kernel. Then the next segment starts
+  // from an empty state. (The four lanes of a row hold the same max and sum and write the same
+  // values to its scratch.)
+  const auto finish_segment = [&](int seg) {
+    const int seg_begin = seg * kFixedSegmentKeys, seg_end = seg_begin + kFixedSegmentKeys;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float l_seg = l[h];
+      l_seg += __shfl_xor_sync(0xffffffffu, l_seg, 1);
+      l_seg += __shfl_xor_sync(0xffffffffu, l_seg, 2);
+      const int row = 64 * c + 16 * warp + g + 8 * h;
+      if (row >= tr.rows) continue;
+      if constexpr (V == Variant::kFold) {
+        if (nk[h] <= seg_begin) continue;
+        const int64_t at = row_offset(row);
+        float* run = f.fold_o + at + 2 * t;
+        auto* ml = reinterpret_cast<float2*>(f.fold_ml + 2 * (at / D));
+        float m_run = m[h], l_run = l_seg;
+        if (seg > 0) {
+          const float2 prev = *ml;
+          m_run = prev.x, l_run = prev.y;
+          const detail::FoldWeights w = detail::fold_weights(m_run, l_run, m[h], l_seg);
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            const float2 r = *reinterpret_cast<const float2*>(run + 8 * j);
+            o[4 * j + 2 * h] = detail::fold_value(r.x, o[4 * j + 2 * h], w);
+            o[4 * j + 2 * h + 1] = detail::fold_value(r.y, o[4 * j + 2 * h + 1], w);
+          }
+        }
+        if (nk[h] > seg_end) {
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j)
+            *reinterpret_cast<float2*>(run + 8 * j) =
+                make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
+          *ml = make_float2(m_run, l_run);
+        } else {
+          const float inv = 1.0f / l_run;
+#pragma unroll
+          for (int j = 0; j < D / 8; ++j) {
+            const int64_t out_at = at + 8 * j + 2 * t;
+            detail::store(p.out, p.out_bf16, out_at, o[4 * j + 2 * h] * inv);
+            detail::store(p.out, p.out_bf16, out_at + 1, o[4 * j + 2 * h + 1] * inv);
+          }
+        }
+      } else {
+        const int64_t at =
+            (static_cast<int64_t>(ref.seq) * p.num_q_heads + kvh * G + row % G) * f.max_segments +
+            seg;
+        float* dst = f.part_o + at * D + 2 * t;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j)
+          *reinterpret_cast<float2*>(dst + 8 * j) =
+              make_float2(o[4 * j + 2 * h], o[4 * j + 2 * h + 1]);
+        if (t == 0) *reinterpret_cast<float2*>(f.part_ml + 2 * at) = make_float2(m[h], l_seg);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.0f;
+    m[0] = m[1] = -INFINITY, l[0] = l[1] = 0.0f;
+  };
+  const auto segment_of = [&](int i) { return seg0 + (i / kSegTiles) * zstep; };
+
   // Tile it's scores are computed while tile it - 1's P V runs, and its softmax overlaps that
   // P V on the tensor cores (wgmma groups complete in order: waiting for all but the newest
-  // group waits for the scores).
+  // group waits for the scores). Where tile it - 1 closes a fixed segment, its P V completes
+  // before tile it's softmax, which starts the next segment's state.
   issue_scores(0);
   detail::wgmma_wait<0>();
   detail::fence_regs(sc);
   softmax(0);
   rescale_and_pack();
-  for (int it = 1; it < ntiles; ++it) {
+  for (int it = 1; it < count; ++it) {
     issue_scores(it);
     issue_values(it - 1);
+    if (kFixed && segment_ends(it - 1)) {
+      detail::wgmma_wait<0>();
+      detail::fence_regs(sc);
+      detail::fence_regs(o);
+      release(it - 1);
+      finish_segment(segment_of(it - 1));
+      softmax(it);
+      rescale_and_pack();
+      continue;
+    }
     detail::wgmma_wait<1>();
     detail::fence_regs(sc);
     softmax(it);
@@ -333,47 +460,50 @@ __global__ void __launch_bounds__(kThreads, 1)
     release(it - 1);
     rescale_and_pack();
   }
-  issue_values(ntiles - 1);
+  issue_values(count - 1);
   detail::wgmma_wait<0>();
   detail::fence_regs(o);
-  release(ntiles - 1);
-
-  // o / l. Output register 4j + e holds row g + 8 (e / 2), column 8j + 2t + e % 2.
+  release(count - 1);
+  if constexpr (kFixed) {
+    finish_segment(segment_of(count - 1));
+  } else {
+    // o / l. Output register 4j + e holds row g + 8 (e / 2), column 8j + 2t + e % 2.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    float sum = l[h];
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-    const int row = 64 * c + 16 * warp + g + 8 * h;
-    if (row >= tr.rows) continue;
-    if constexpr (kRing) {
-      const int keys = tr.first_keys + row / G, hq = kvh * G + row % G;
-      const int pos = keys + rr.band - 1;  // the row's position: it sees keys [0, pos + 1 - band)
-      const bool empty = keys <= 0;
-      const int64_t at =
-          (static_cast<int64_t>(rr.ring_slots[ref.seq]) * rr.window + pos % rr.window) *
-              p.num_q_heads +
-          hq;
-      const float* qp = rr.q_pre + row_offset(row);
-      const float inv = empty ? 0.0f : 1.0f / sum;
+    for (int h = 0; h < 2; ++h) {
+      float sum = l[h];
+      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+      const int row = 64 * c + 16 * warp + g + 8 * h;
+      if (row >= tr.rows) continue;
+      if constexpr (kRing) {
+        const int keys = tr.first_keys + row / G, hq = kvh * G + row % G;
+        const int pos = keys + rr.band - 1;  // the row's position: it sees keys [0, pos + 1 - band)
+        const bool empty = keys <= 0;
+        const int64_t at =
+            (static_cast<int64_t>(rr.ring_slots[ref.seq]) * rr.window + pos % rr.window) *
+                p.num_q_heads +
+            hq;
+        const float* qp = rr.q_pre + row_offset(row);
+        const float inv = empty ? 0.0f : 1.0f / sum;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+          const int col = 8 * j + 2 * t;
+          detail::store(rr.ring.o, rr.bf16, at * D + col, o[4 * j + 2 * h] * inv);
+          detail::store(rr.ring.o, rr.bf16, at * D + col + 1, o[4 * j + 2 * h + 1] * inv);
+          detail::store(rr.ring.q, rr.bf16, at * D + col, qp[col]);
+          detail::store(rr.ring.q, rr.bf16, at * D + col + 1, qp[col + 1]);
+        }
+        if (t == 0) rr.ring.lse[at] = empty ? -INFINITY : (m[h] + log2f(sum)) * kLn2;
+        continue;
+      }
+      const float inv = 1.0f / sum;
+      const int64_t out_off = row_offset(row);
 #pragma unroll
       for (int j = 0; j < D / 8; ++j) {
-        const int col = 8 * j + 2 * t;
-        detail::store(rr.ring.o, rr.bf16, at * D + col, o[4 * j + 2 * h] * inv);
-        detail::store(rr.ring.o, rr.bf16, at * D + col + 1, o[4 * j + 2 * h + 1] * inv);
-        detail::store(rr.ring.q, rr.bf16, at * D + col, qp[col]);
-        detail::store(rr.ring.q, rr.bf16, at * D + col + 1, qp[col + 1]);
+        const int64_t at = out_off + 8 * j + 2 * t;
+        detail::store(p.out, p.out_bf16, at, o[4 * j + 2 * h] * inv);
+        detail::store(p.out, p.out_bf16, at + 1, o[4 * j + 2 * h + 1] * inv);
       }
-      if (t == 0) rr.ring.lse[at] = empty ? -INFINITY : (m[h] + log2f(sum)) * kLn2;
-      continue;
-    }
-    const float inv = 1.0f / sum;
-    const int64_t out_off = row_offset(row);
-#pragma unroll
-    for (int j = 0; j < D / 8; ++j) {
-      const int64_t at = out_off + 8 * j + 2 * t;
-      detail::store(p.out, p.out_bf16, at, o[4 * j + 2 * h] * inv);
-      detail::store(p.out, p.out_bf16, at + 1, o[4 * j + 2 * h + 1] * inv);
     }
   }
 }
@@ -393,9 +523,11 @@ int block_shift_of(int64_t block_size) {
   return shift;
 }
 
-// `rows`: an upper bound of the (query) rows of any one sequence's tiles, summed over sequences.
-template <int D, bool kRing>
-int launch(const PagedAttentionCudaParams& p, const RingRows& rr, int64_t rows, cudaStream_t st) {
+// `rows`: an upper bound of the (query) rows of any one sequence's tiles, summed over sequences
+// (kSplit: one CTA per sequence and segment slot instead).
+template <int D, Variant V>
+int launch(const PagedAttentionCudaParams& p, const RingRows& rr, int64_t rows,
+           const detail::FixedArgs& f, cudaStream_t st) {
   using S = Shape<D>;
   const int G = static_cast<int>(p.num_q_heads / p.layout.num_kv_heads);
   const int mq = kRows / G;
@@ -405,15 +537,32 @@ int launch(const PagedAttentionCudaParams& p, const RingRows& rr, int64_t rows, 
       !make_cache_map(&tv, p.v_cache, p.layout, box_rows))
     return static_cast<int>(cudaErrorInvalidValue);
   static const cudaError_t opt_in =
-      cudaFuncSetAttribute(wgmma_prefill_kernel<D, kRing>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(S::kSmem));
+      cudaFuncSetAttribute(wgmma_prefill_kernel<D, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(S::kSmem));
   if (opt_in != cudaSuccess) return static_cast<int>(opt_in);
-  // Upper bound of the tiles: every sequence may end with a partial one.
-  const int64_t tiles = (rows + mq - 1) / mq + p.num_seqs;
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(p.layout.num_kv_heads));
-  wgmma_prefill_kernel<D, kRing><<<grid, kThreads, S::kSmem, st>>>(
-      p, tk, tv, mq, block_shift_of(p.layout.block_size), box_rows, rr);
+  dim3 grid;
+  if constexpr (V == Variant::kSplit) {
+    grid = dim3(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(p.layout.num_kv_heads),
+                static_cast<unsigned>(detail::fixed_segment_slots(p, f)));
+  } else {
+    // Upper bound of the tiles: every sequence may end with a partial one.
+    const int64_t tiles = (rows + mq - 1) / mq + p.num_seqs;
+    grid = dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(p.layout.num_kv_heads));
+  }
+  wgmma_prefill_kernel<D, V><<<grid, kThreads, S::kSmem, st>>>(
+      p, tk, tv, mq, block_shift_of(p.layout.block_size), box_rows, rr, f);
   return detail::last_error();
+}
+
+template <int D>
+int launch_fixed(const PagedAttentionCudaParams& p, int64_t max_query_len,
+                 const detail::FixedArgs& f, cudaStream_t st) {
+  const RingRows none{};
+  if (max_query_len != 1) {  // sequences with more than one query (0: not known)
+    const int rc = launch<D, Variant::kFold>(p, none, p.num_tokens, f, st);
+    if (rc != 0) return rc;
+  }
+  return launch<D, Variant::kSplit>(p, none, 0, f, st);
 }
 
 }  // namespace
@@ -430,8 +579,8 @@ int paged_prefill_wgmma(const PagedAttentionCudaParams& p, Stream stream) {
     return static_cast<int>(cudaErrorInvalidValue);
   const auto st = detail::as_stream(stream);
   const RingRows none{};
-  return p.layout.head_dim == 64 ? launch<64, false>(p, none, p.num_tokens, st)
-                                 : launch<128, false>(p, none, p.num_tokens, st);
+  return p.layout.head_dim == 64 ? launch<64, Variant::kPlain>(p, none, p.num_tokens, {}, st)
+                                 : launch<128, Variant::kPlain>(p, none, p.num_tokens, {}, st);
 }
 
 bool mac_prefill_rows_wgmma_supported(const MacPrefillRowsParams& m) {
@@ -467,8 +616,18 @@ int mac_prefill_rows_wgmma(const MacPrefillRowsParams& m, Stream stream) {
   // A sequence owns at most M rows, and no more than its chunk's tokens.
   const int64_t rows = std::min(m.num_tokens, m.num_seqs * m.cfg.window);
   const auto st = detail::as_stream(stream);
-  return m.layout.head_dim == 64 ? launch<64, true>(p, rr, rows, st)
-                                 : launch<128, true>(p, rr, rows, st);
+  return m.layout.head_dim == 64 ? launch<64, Variant::kRing>(p, rr, rows, {}, st)
+                                 : launch<128, Variant::kRing>(p, rr, rows, {}, st);
 }
+
+namespace detail {
+
+int fixed_segments_wgmma(const PagedAttentionCudaParams& p, int64_t max_query_len,
+                         const FixedArgs& f, cudaStream_t st) {
+  return p.layout.head_dim == 64 ? launch_fixed<64>(p, max_query_len, f, st)
+                                 : launch_fixed<128>(p, max_query_len, f, st);
+}
+
+}  // namespace detail
 
 }  // namespace macserve::kernels::cuda
