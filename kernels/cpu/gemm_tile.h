@@ -42,6 +42,24 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// hsum of a, b, c and d at once, the same adds in the same order: [hsum(a), ..., hsum(d)]. Instead
+// of 12 scalar hsums per tile: f32 prefill shapes up to 20% faster on Zen 3 (docs/perf/cpu.md).
+inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  // lanes l + (l + 4): [a's four | b's four], [c's | d's]
+  const __m256 ab =
+      _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+  const __m256 cd =
+      _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+  // (0, 2) and (1, 3): [a02, a13, c02, c13 | b02, b13, d02, d13]
+  const __m256 e = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                 _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+  // a02 + a13 and so on: [a, c, a, c | b, d, b, d]
+  const __m256 f = _mm256_add_ps(_mm256_shuffle_ps(e, e, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm256_shuffle_ps(e, e, _MM_SHUFFLE(3, 1, 3, 1)));
+  return _mm_unpacklo_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+static_assert(kTileN == 4, "tile() sums a row of accumulators with one hsum4");
+
 MACSERVE_TILE_UNCHECKED inline void tile(const float* x, const float* w, const float* bias,
                                          float* y, int64_t ldy, int64_t k, int64_t nt, int64_t mt) {
   const int64_t k8 = k / 8 * 8;
@@ -59,6 +77,15 @@ MACSERVE_TILE_UNCHECKED inline void tile(const float* x, const float* w, const f
       const __m256 xv = _mm256_loadu_ps(xr[i] + kk);
       for (int j = 0; j < kTileN; ++j) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
     }
+  }
+  if (nt == kTileN && k8 == k) {  // a full tile without a k tail: four outputs a row at once
+    const __m128 bv = bias != nullptr ? _mm_loadu_ps(bias) : _mm_setzero_ps();
+    for (int64_t i = 0; i < mt; ++i) {
+      __m128 s = hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+      if (bias != nullptr) s = _mm_add_ps(s, bv);
+      _mm_storeu_ps(y + i * ldy, s);
+    }
+    return;
   }
   for (int64_t i = 0; i < mt; ++i)
     for (int64_t j = 0; j < nt; ++j) {

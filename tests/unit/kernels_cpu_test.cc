@@ -322,6 +322,41 @@ TEST(KernelsCpu, LinearIsBatchInvariantAndAccurate) {
   }
 }
 
+// Every output element is the reduction gemm_tile.h documents, bit for bit: 8 lanes accumulate
+// k = j mod 8 in order with FMA, then lanes (l, l + 4), then (0, 2) + (1, 3), then the k % 8 tail
+// with FMA, then the bias. Full tiles without a k tail sum four outputs at once (hsum4), the others
+// one at a time: both must follow it.
+TEST(KernelsCpu, LinearFollowsTheDocumentedReductionOrder) {
+  for (int64_t K : {8, 77, 576}) {
+    for (int64_t N : {7, 192}) {
+      for (int64_t M : {1, 5, 300}) {
+        auto w = randn(N * K, 26), x = randn(M * K, 27), b = randn(N, 28);
+        for (const float* bias :
+             {static_cast<const float*>(nullptr), static_cast<const float*>(b.data())}) {
+          std::vector<float> y(M * N, NAN), ref(M * N, NAN);
+          k::cpu::linear({x.data(), w.data(), bias, y.data(), M, N, K});
+          const int64_t k8 = K / 8 * 8;
+          for (int64_t r = 0; r < M; ++r)
+            for (int64_t c = 0; c < N; ++c) {
+              const float* xr = x.data() + r * K;
+              const float* wr = w.data() + c * K;
+              float a[8] = {};
+              for (int64_t j = 0; j < k8; j += 8)
+                for (int l = 0; l < 8; ++l) a[l] = std::fma(xr[j + l], wr[j + l], a[l]);
+              const float b0 = a[0] + a[4], b1 = a[1] + a[5], b2 = a[2] + a[6], b3 = a[3] + a[7];
+              float s = (b0 + b2) + (b1 + b3);
+              for (int64_t j = k8; j < K; ++j) s = std::fma(xr[j], wr[j], s);
+              if (bias != nullptr) s += bias[c];
+              ref[r * N + c] = s;
+            }
+          ASSERT_TRUE(same_bits(y.data(), ref.data(), M * N))
+              << "K " << K << " N " << N << " M " << M << " bias " << (bias != nullptr);
+        }
+      }
+    }
+  }
+}
+
 // Large m runs blocked (x in row blocks, weights in panels per thread: gemm_tile.h); every row must
 // still equal that row computed alone, across block and panel edges and partial tiles.
 TEST(KernelsCpu, BlockedLinearEqualsEveryRowAlone) {
