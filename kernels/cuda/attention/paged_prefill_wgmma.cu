@@ -32,7 +32,6 @@
 #include <cuda.h>
 
 #include <algorithm>
-#include <mutex>
 
 #include "../cuda_util.cuh"
 #include "../hopper.cuh"
@@ -258,10 +257,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Keys each of this thread's two rows sees; padding rows see key 0 only (a finite max from the
   // first tile on).
+  const auto row_of = [&](int h) { return 64 * c + 16 * warp + g + 8 * h; };  // tile row of row h
   int nk[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int row = 64 * c + 16 * warp + g + 8 * h;
+    const int row = row_of(h);
     nk[h] = row < tr.rows ? max(tr.first_keys + row / G, 1) : 1;
   }
   float o[D / 2], sc[64], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, corr[2];
@@ -371,14 +371,19 @@ __global__ void __launch_bounds__(kThreads, 1)
   // kSplit, the rows' states as they are, for the combine kernel. Then the next segment starts
   // from an empty state. (The four lanes of a row hold the same max and sum and write the same
   // values to its scratch.)
+  // Row h's softmax sum: the sum of its quad's four lanes.
+  const auto row_sum = [&](int h) {
+    float sum = l[h];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    return sum;
+  };
   const auto finish_segment = [&](int seg) {
     const int seg_begin = seg * kFixedSegmentKeys, seg_end = seg_begin + kFixedSegmentKeys;
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float l_seg = l[h];
-      l_seg += __shfl_xor_sync(0xffffffffu, l_seg, 1);
-      l_seg += __shfl_xor_sync(0xffffffffu, l_seg, 2);
-      const int row = 64 * c + 16 * warp + g + 8 * h;
+      const float l_seg = row_sum(h);
+      const int row = row_of(h);
       if (row >= tr.rows) continue;
       if constexpr (V == Variant::kFold) {
         if (nk[h] <= seg_begin) continue;
@@ -470,10 +475,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     // o / l. Output register 4j + e holds row g + 8 (e / 2), column 8j + 2t + e % 2.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float sum = l[h];
-      sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-      sum += __shfl_xor_sync(0xffffffffu, sum, 2);
-      const int row = 64 * c + 16 * warp + g + 8 * h;
+      const float sum = row_sum(h);
+      const int row = row_of(h);
       if (row >= tr.rows) continue;
       if constexpr (kRing) {
         const int keys = tr.first_keys + row / G, hq = kvh * G + row % G;
