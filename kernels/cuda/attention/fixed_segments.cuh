@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "macserve/kernels/cuda/attention.cuh"
@@ -47,8 +48,7 @@ struct FixedArgs {
 // taking every z-th segment. The grid follows only the step's shape (fixed under a CUDA graph).
 inline int64_t fixed_segment_slots(const PagedAttentionCudaParams& p, const FixedArgs& f) {
   const int64_t per_slot = p.num_seqs * p.layout.num_kv_heads;
-  const int64_t z = (2048 + per_slot - 1) / per_slot;
-  return z < 1 ? 1 : (z > f.max_segments ? f.max_segments : z);
+  return std::clamp<int64_t>((2048 + per_slot - 1) / per_slot, 1, f.max_segments);
 }
 
 // The segment passes on the Hopper kernel (prefill_wgmma_supported must hold): rows of sequences
